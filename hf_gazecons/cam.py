@@ -1,0 +1,174 @@
+"""Grad-CAM from one forward pass (SPEC eq. 1-2).
+
+Two modes share one code path:
+
+* **scoring** (``differentiable=False``): the trunk up to the target runs under ``no_grad``
+  (activation memory of plain inference); the graph is built only from the target to the logits,
+  and ``torch.autograd.grad`` stops at the target, so no parameter ``.grad`` is touched. The whole
+  call costs about one forward.
+* **differentiable** (training): maps carry gradients to the parameters through the activations
+  ``A``; the channel weights ``alpha`` are constants (as the study's code) unless
+  ``second_order=True``.
+
+Example::
+
+    >>> cam = GradCAM(timm.create_model("resnet18", num_classes=4))
+    >>> out = cam(torch.randn(2, 3, 224, 224))
+    >>> out.maps.shape, out.logits.shape
+    (torch.Size([2, 7, 7]), torch.Size([2, 4]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import TargetLayerError
+from .targets import TargetLayer, resolve_target, to_spatial_map, unwrap_model
+
+__all__ = ["GradCAM", "CAMOutput", "normalize_maps", "resize_maps"]
+
+EPS = 1e-8
+
+
+@dataclass
+class CAMOutput:
+    """``maps``: (B, H', W') in [0, 1] at the target's resolution; ``logits``: (B, K)."""
+
+    maps: torch.Tensor
+    logits: torch.Tensor
+
+
+def normalize_maps(cam: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Per-sample min-max normalisation of (B, H', W') maps to [0, 1] (SPEC section 1)."""
+    flat = cam.flatten(1)
+    low = flat.min(dim=1).values[:, None, None]
+    high = flat.max(dim=1).values[:, None, None]
+    return (cam - low) / (high - low + eps)
+
+
+def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resample (B, H', W') maps to ``size`` (align_corners=False, no renormalisation)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
+def grad_cam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """SPEC eq. (1)-(2) on (B, C, H', W') tensors: normalised ReLU(sum_k alpha_k A^k)."""
+    alpha = gradients.mean(dim=(2, 3), keepdim=True)  # eq. (1): (1/Z) sum_ij dy^c/dA^k_ij
+    cam = F.relu((alpha * activations).sum(dim=1))  # eq. (2)
+    return normalize_maps(cam)
+
+
+class GradCAM:
+    """Grad-CAM of ``model`` at ``target`` (``None``: resolved automatically, see ``targets``).
+
+    ``cam(pixel_values, targets=None)`` runs ONE forward and returns :class:`CAMOutput`;
+    ``targets=None`` explains the predicted class. The model's train/eval mode and its hooks are
+    left as found. ``model`` may be wrapped (DDP, accelerate); the forward goes through the wrapper.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target: str | int | None = None,
+        differentiable: bool = False,
+        second_order: bool = False,
+    ) -> None:
+        if second_order and not differentiable:
+            raise ValueError("second_order=True needs differentiable=True")
+        self.model = model
+        self.target: TargetLayer = resolve_target(model, target)
+        self.differentiable = differentiable
+        self.second_order = second_order
+        self._calls_with_keywords = type(unwrap_model(model)).__module__.startswith("transformers.")
+
+    @property
+    def target_name(self) -> str:
+        return self.target.name
+
+    def __call__(self, pixel_values: torch.Tensor, targets: torch.Tensor | None = None) -> CAMOutput:
+        input_size = tuple(pixel_values.shape[-2:])
+        with self._tap() as captured, torch.set_grad_enabled(self.differentiable):
+            logits = _logits(self._forward(pixel_values))
+        if "A" not in captured:
+            raise TargetLayerError(f"target {self.target_name!r} did not run during the forward pass")
+        activations = captured["A"]
+        if targets is None:
+            targets = logits.detach().argmax(dim=1)
+        score = logits.gather(1, targets.to(logits.device).view(-1, 1)).sum()
+        (gradients,) = torch.autograd.grad(
+            score, activations, retain_graph=self.differentiable, create_graph=self.second_order, allow_unused=True
+        )
+        if gradients is None:
+            raise TargetLayerError(f"the class score does not depend on target {self.target_name!r}; choose another layer")
+        with torch.set_grad_enabled(self.differentiable):
+            maps = grad_cam(
+                to_spatial_map(activations, self.target, input_size).float(),
+                to_spatial_map(gradients, self.target, input_size).float(),
+            )
+        if not self.differentiable:
+            logits = logits.detach()
+        return CAMOutput(maps=maps, logits=logits)
+
+    def _forward(self, pixel_values: torch.Tensor) -> Any:
+        if self._calls_with_keywords:
+            return self.model(pixel_values=pixel_values)
+        return self.model(pixel_values)
+
+    @contextmanager
+    def _tap(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Capture the target activation ``A``; downstream layers get a copy (in-place safe).
+
+        In scoring mode the forward runs under ``no_grad`` and grad is switched on at the target,
+        so only the target->logits part of the network builds a graph, with ``A`` as its leaf.
+        """
+        captured: dict[str, torch.Tensor] = {}
+        differentiable = self.differentiable
+
+        def capture(output: Any) -> Any:
+            tensor = output[0] if isinstance(output, (tuple, list)) else output
+            if not differentiable:
+                torch.set_grad_enabled(True)
+                tensor = tensor.detach().requires_grad_()
+            captured["A"] = tensor
+            copy = tensor.clone()
+            if isinstance(output, (tuple, list)):
+                return type(output)([copy, *output[1:]])
+            return copy
+
+        owner, method = self.target.owner, self.target.method
+        if method is None:
+            handle = owner.register_forward_hook(lambda module, args, output: capture(output))
+            try:
+                yield captured
+            finally:
+                handle.remove()
+            return
+        patched_before = vars(owner).get(method)
+        original = getattr(owner, method)
+        setattr(owner, method, lambda *args, **kwargs: capture(original(*args, **kwargs)))
+        try:
+            yield captured
+        finally:
+            if patched_before is None:
+                delattr(owner, method)
+            else:
+                setattr(owner, method, patched_before)
+
+
+def _logits(output: Any) -> torch.Tensor:
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, (tuple, list)) and isinstance(output[0], torch.Tensor):
+        return output[0]
+    raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")

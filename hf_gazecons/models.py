@@ -1,0 +1,251 @@
+"""Models in and out: timm names, ``hf-hub:`` ids, transformers Hub ids and local folders.
+
+``load_model`` returns the model with its preprocessing, label names and, for checkpoints written
+by hf_gazecons, the regulariser's EMA state. ``save_model`` writes a folder that loads both with
+``timm.create_model("local-dir:DIR", pretrained=True)`` and with
+``transformers.AutoModelForImageClassification.from_pretrained(DIR)``.
+
+Example::
+
+    >>> loaded = load_model("resnet18", num_labels=4)
+    >>> loaded.model, loaded.preprocessing.image_size
+    (ResNet(...), (224, 224))
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import timm
+import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import ModelLoadError
+from .preprocessing import (
+    STUDY_MEAN_STD,
+    Preprocessing,
+    plain_preprocessing,
+    processor_preprocessing,
+    timm_preprocessing,
+)
+
+__all__ = ["LoadedModel", "load_model", "save_model", "GAZE_STATE_FILE"]
+
+GAZE_STATE_FILE = "gazecons_state.safetensors"
+"""The regulariser's EMA class maps, saved beside the weights of every checkpoint."""
+
+Library = Literal["timm", "transformers"]
+
+
+@dataclass
+class LoadedModel:
+    """A classifier ready for Grad-CAM: the module, how to feed it, and what its classes mean."""
+
+    model: nn.Module
+    preprocessing: Preprocessing
+    label_names: list[str]
+    library: Library
+    spec: str
+    gaze_state: dict[str, torch.Tensor] | None = None
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+def load_model(
+    spec: str,
+    num_labels: int | None = None,
+    label_names: list[str] | None = None,
+    *,
+    pretrained: bool = False,
+    image_size: int | None = None,
+    grayscale: bool = False,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load ``spec``: a timm architecture, ``hf-hub:org/name``, a Hub id ``org/name`` or a folder.
+
+    ``num_labels``/``label_names`` replace the classifier head when they differ from the
+    checkpoint's. ``pretrained`` applies to bare timm architecture names (weights must be at hand).
+    ``grayscale`` builds a 1-channel timm model normalised with mean/std 0.5 (the study's input).
+    Weights load from safetensors; remote code runs only with ``trust_remote_code=True``.
+
+        >>> load_model("hf-hub:my-org/resnet18-gazecons").label_names
+        ['glioma', 'meningioma', 'no_tumor', 'pituitary']
+    """
+    if label_names is not None:
+        if num_labels is not None and num_labels != len(label_names):
+            raise ModelLoadError(f"num_labels={num_labels} but {len(label_names)} label names were given")
+        num_labels = len(label_names)
+    options = dict(num_labels=num_labels, label_names=label_names, image_size=image_size, grayscale=grayscale)
+    path = Path(spec).expanduser()
+    try:
+        if path.is_dir():
+            config = _read_config(path / "config.json", spec)
+            state = _local_state(path)
+            if _is_timm_config(config):
+                return _load_timm(spec, f"local-dir:{path}", True, config, state, **options)
+            return _load_transformers(spec, str(path), None, trust_remote_code, state, **options)
+        if spec.startswith("hf-hub:"):
+            repo_id, _, rev = spec[len("hf-hub:"):].partition("@")
+            config = _read_config(_hub_file(repo_id, "config.json", rev or revision, required=True), spec)
+            state = _hub_state(repo_id, rev or revision)
+            return _load_timm(spec, spec, True, config, state, **options)
+        if timm.is_model(spec) or (timm.is_model_pretrained(spec) and "/" not in spec):
+            return _load_timm(spec, spec, pretrained, None, None, **options)
+        if spec.count("/") == 1:
+            config = _read_config(_hub_file(spec, "config.json", revision, required=True), spec)
+            state = _hub_state(spec, revision)
+            if _is_timm_config(config):
+                at = f"@{revision}" if revision else ""
+                return _load_timm(spec, f"hf-hub:{spec}{at}", True, config, state, **options)
+            return _load_transformers(spec, spec, revision, trust_remote_code, state, **options)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        raise ModelLoadError(f"cannot load model {spec!r}: {_first_line(error)}") from error
+    raise ModelLoadError(
+        f"unknown model {spec!r}: expected a timm architecture (see timm.list_models()), "
+        "'hf-hub:org/name', a Hub id 'org/name', or a local folder with config.json"
+    )
+
+
+def _load_timm(
+    spec: str,
+    source: str,
+    pretrained: bool,
+    config: dict[str, Any] | None,
+    gaze_state: dict[str, torch.Tensor] | None,
+    *,
+    num_labels: int | None,
+    label_names: list[str] | None,
+    image_size: int | None,
+    grayscale: bool,
+) -> LoadedModel:
+    kwargs: dict[str, Any] = {}
+    if num_labels is not None:
+        kwargs["num_classes"] = num_labels
+    if grayscale:
+        kwargs["in_chans"] = 1
+    model = timm.create_model(source, pretrained=pretrained, **kwargs)
+    saved_names = _names_list((config or {}).get("label_names"))
+    if label_names is None:
+        label_names = saved_names if len(saved_names) == model.num_classes else [str(i) for i in range(model.num_classes)]
+    mean_std = STUDY_MEAN_STD if grayscale else None
+    return LoadedModel(model, timm_preprocessing(model, image_size, mean_std), list(label_names), "timm", spec, gaze_state)
+
+
+def _load_transformers(
+    spec: str,
+    source: str,
+    revision: str | None,
+    trust_remote_code: bool,
+    gaze_state: dict[str, torch.Tensor] | None,
+    *,
+    num_labels: int | None,
+    label_names: list[str] | None,
+    image_size: int | None,
+    grayscale: bool,
+) -> LoadedModel:
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    if grayscale:
+        raise ModelLoadError("grayscale=True is available for timm models only")
+    kwargs: dict[str, Any] = dict(revision=revision, trust_remote_code=trust_remote_code)
+    if num_labels is not None:
+        names = label_names or [str(i) for i in range(num_labels)]
+        kwargs.update(
+            num_labels=num_labels,
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+            ignore_mismatched_sizes=True,
+        )
+    model = AutoModelForImageClassification.from_pretrained(source, **kwargs)
+    if hasattr(model.config, "label_names") and num_labels is not None:
+        model.config.label_names = list(kwargs["id2label"].values())
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    try:
+        processor = AutoImageProcessor.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+        preprocessing = processor_preprocessing(processor)
+    except (OSError, ValueError):
+        size = image_size or getattr(model.config, "image_size", 224)
+        preprocessing = plain_preprocessing(size if isinstance(size, int) else size[0])
+    return LoadedModel(model, preprocessing, names, "transformers", spec, gaze_state)
+
+
+def save_model(loaded: LoadedModel, directory: str | Path, gaze_state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``loaded`` to ``directory``: safetensors weights, config and preprocessing.
+
+    timm models are written with ``timm.models.save_for_hf`` (minus the ``model_args.num_classes``
+    key that TimmWrapper would receive twice), so both timm and transformers load them.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model = loaded.model
+    if loaded.library == "timm":
+        timm.models.save_for_hf(
+            model,
+            str(directory),
+            model_config={"label_names": list(loaded.label_names)},
+            safe_serialization=True,
+            data_config=dict(loaded.preprocessing.data_config),
+        )
+        config_path = directory / "config.json"
+        config = json.loads(config_path.read_text())
+        config.get("model_args", {}).pop("num_classes", None)
+        if not config.get("model_args"):
+            config.pop("model_args", None)
+        config_path.write_text(json.dumps(config, indent=2))
+    else:
+        model.save_pretrained(directory)
+        if loaded.preprocessing.processor is not None:
+            loaded.preprocessing.processor.save_pretrained(directory)
+    if gaze_state is not None:
+        save_file({k: v.contiguous() for k, v in gaze_state.items()}, str(directory / GAZE_STATE_FILE))
+
+
+def _is_timm_config(config: dict[str, Any]) -> bool:
+    return "architecture" in config and "pretrained_cfg" in config
+
+
+def _names_list(names: Any) -> list[str]:
+    if isinstance(names, dict):
+        return [str(names[k]) for k in sorted(names, key=int)]
+    return [str(n) for n in names or []]
+
+
+def _read_config(path: Path | None, spec: str) -> dict[str, Any]:
+    if path is None or not Path(path).is_file():
+        raise ModelLoadError(f"cannot load model {spec!r}: no config.json there (timm save_for_hf or save_pretrained writes one)")
+    return json.loads(Path(path).read_text())
+
+
+def _local_state(path: Path) -> dict[str, torch.Tensor] | None:
+    state = path / GAZE_STATE_FILE
+    return load_file(str(state)) if state.is_file() else None
+
+
+def _hub_file(repo_id: str, filename: str, revision: str | None, required: bool) -> Path | None:
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision))
+    except EntryNotFoundError:
+        if required:
+            raise ModelLoadError(f"cannot load model {repo_id!r}: the repo has no {filename}") from None
+        return None
+
+
+def _hub_state(repo_id: str, revision: str | None) -> dict[str, torch.Tensor] | None:
+    path = _hub_file(repo_id, GAZE_STATE_FILE, revision, required=False)
+    return load_file(str(path)) if path else None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
