@@ -32,7 +32,7 @@ from torch import nn
 from .errors import TargetLayerError
 from .targets import TargetLayer, resolve_target, to_spatial_map, unwrap_model
 
-__all__ = ["GradCAM", "CAMOutput", "normalize_maps", "resize_maps"]
+__all__ = ["GradCAM", "CAMOutput", "model_logits", "normalize_maps", "resize_maps"]
 
 EPS = 1e-8
 
@@ -88,7 +88,6 @@ class GradCAM:
         self.target: TargetLayer = resolve_target(model, target)
         self.differentiable = differentiable
         self.second_order = second_order
-        self._calls_with_keywords = type(unwrap_model(model)).__module__.startswith("transformers.")
 
     @property
     def target_name(self) -> str:
@@ -97,7 +96,7 @@ class GradCAM:
     def __call__(self, pixel_values: torch.Tensor, targets: torch.Tensor | None = None) -> CAMOutput:
         input_size = tuple(pixel_values.shape[-2:])
         with self._tap() as captured, torch.set_grad_enabled(self.differentiable):
-            logits = _logits(self._forward(pixel_values))
+            logits = model_logits(self.model, pixel_values)
         if "A" not in captured:
             raise TargetLayerError(f"target {self.target_name!r} did not run during the forward pass")
         activations = captured["A"]
@@ -117,11 +116,6 @@ class GradCAM:
         if not self.differentiable:
             logits = logits.detach()
         return CAMOutput(maps=maps, logits=logits)
-
-    def _forward(self, pixel_values: torch.Tensor) -> Any:
-        if self._calls_with_keywords:
-            return self.model(pixel_values=pixel_values)
-        return self.model(pixel_values)
 
     @contextmanager
     def _tap(self) -> Iterator[dict[str, torch.Tensor]]:
@@ -164,7 +158,12 @@ class GradCAM:
                 setattr(owner, method, patched_before)
 
 
-def _logits(output: Any) -> torch.Tensor:
+def model_logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Call ``model`` (transformers models by keyword) and return its (B, K) logits."""
+    if type(unwrap_model(model)).__module__.startswith("transformers."):
+        output = model(pixel_values=pixel_values)
+    else:
+        output = model(pixel_values)
     if isinstance(output, torch.Tensor):
         return output
     if hasattr(output, "logits"):

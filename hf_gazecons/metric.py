@@ -1,0 +1,357 @@
+"""The gaze-consistency metric over a data set (SPEC eq. 5-10), with accuracy and Cohen's kappa.
+
+One pass over the data: each batch's single Grad-CAM forward gives the predictions and the maps.
+For the paper variant, memory does not grow with the data set: per class the count ``|D_c+|``
+(the confusion matrix's diagonal), the map sum ``S_c`` and the squared-norm sum ``Q_c`` are enough
+(see :func:`~hf_gazecons.deviation.class_deviation_sum`). These sums merge by addition, across
+batches and across processes.
+
+Example::
+
+    >>> result = gaze_consistency(load_model("hf-hub:org/model"), load_image_dataset("builtin:shapes", "test"))
+    >>> result.value, result.accuracy, result.kappa
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .cam import GradCAM
+from .deviation import Variant, check_variant, class_deviation_sum, on_grid, per_sample_deviation
+from .errors import DataError, MetricError
+from .localization import energy_pointing_game, pointing_game
+from .models import LoadedModel
+from .preprocessing import Preprocessing
+
+__all__ = [
+    "ClassConsistency",
+    "Localization",
+    "ConsistencyResult",
+    "ConsistencyStatistics",
+    "gaze_consistency",
+    "cohen_kappa",
+]
+
+
+@dataclass
+class ClassConsistency:
+    """One class: its mean deviation (None below 2 correct samples) and its counts."""
+
+    value: float | None
+    n_correct: int
+    n_samples: int
+
+
+@dataclass
+class Localization:
+    """Mean energy pointing game and pointing game over correct samples with masks."""
+
+    energy_pointing_game: float
+    pointing_game: float
+    n: int
+
+
+@dataclass
+class ConsistencyResult:
+    """L_CAM (``value``; lower = more consistent) beside accuracy, kappa and the mean cross-entropy
+    ``loss``, per class and overall."""
+
+    value: float | None
+    per_class: dict[str, ClassConsistency]
+    accuracy: float
+    kappa: float
+    loss: float
+    n_samples: int
+    n_correct: int
+    cam_size: tuple[int, int]
+    class_means: torch.Tensor
+    target_name: str
+    variant: Variant
+    grid: tuple[int, int] | None = None
+    localization: Localization | None = None
+    model: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of ``hf-gazecons score`` (``consistency.json``)."""
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "split": self.split,
+            "variant": self.variant,
+            "grid": list(self.grid) if self.grid else None,
+            "target_layer": self.target_name,
+            "cam_size": list(self.cam_size),
+            "n_samples": self.n_samples,
+            "n_correct": self.n_correct,
+            "accuracy": self.accuracy,
+            "kappa": _finite_or_none(self.kappa),
+            "gaze_consistency": self.value,
+            "per_class": {
+                name: {"gaze_consistency": c.value, "n_correct": c.n_correct, "n_samples": c.n_samples}
+                for name, c in self.per_class.items()
+            },
+            "localization": None
+            if self.localization is None
+            else {
+                "energy_pointing_game": self.localization.energy_pointing_game,
+                "pointing_game": self.localization.pointing_game,
+            },
+        }
+
+
+def cohen_kappa(confusion: torch.Tensor) -> float:
+    """Cohen's kappa from a (K, K) confusion matrix (rows: true, columns: predicted)."""
+    confusion = confusion.double()
+    total = confusion.sum()
+    observed = confusion.trace() / total
+    expected = (confusion.sum(dim=0) * confusion.sum(dim=1)).sum() / total**2
+    if expected >= 1:
+        return math.nan
+    return float((observed - expected) / (1 - expected))
+
+
+@dataclass
+class ConsistencyStatistics:
+    """Running, mergeable statistics of the metric for ``num_classes`` classes.
+
+    The paper variant keeps only sums. The reference variant's unsquared norm needs the final class
+    mean before any distance, so it also keeps every correct sample's map (N x H' x W' floats on the
+    CPU: 10 000 maps of 7x7 are 2 MB).
+    """
+
+    num_classes: int
+    variant: Variant = "paper"
+    grid: tuple[int, int] | None = None
+    confusion: torch.Tensor = field(init=False)
+    map_sum: torch.Tensor | None = field(init=False, default=None)
+    square_sum: torch.Tensor = field(init=False)
+    localization_sums: torch.Tensor = field(init=False)
+    loss_sum: torch.Tensor = field(init=False)
+    kept_maps: list[list[torch.Tensor]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        check_variant(self.variant)
+        k = self.num_classes
+        self.confusion = torch.zeros(k, k, dtype=torch.float64)
+        self.square_sum = torch.zeros(k, dtype=torch.float64)
+        self.localization_sums = torch.zeros(3, dtype=torch.float64)  # energy, hits, count
+        self.loss_sum = torch.zeros((), dtype=torch.float64)  # cross-entropy summed over samples
+        self.kept_maps = [[] for _ in range(k)]
+
+    def update(
+        self, maps: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None = None
+    ) -> None:
+        """Add a batch: (B, H', W') maps of the predicted class, (B, K) logits, (B,) labels."""
+        maps, labels = maps.detach().float().cpu(), labels.cpu().long()
+        logits = logits.detach().float().cpu()
+        predictions = logits.argmax(dim=1)
+        self.loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
+        self.confusion.index_put_((labels, predictions), torch.ones(len(labels), dtype=torch.float64), accumulate=True)
+        correct = predictions == labels
+        if masks is not None and correct.any():
+            hit_maps, hit_masks = maps[correct], masks.cpu()[correct]
+            energy = energy_pointing_game(hit_maps, hit_masks).double().sum()
+            hits = pointing_game(hit_maps, hit_masks).double().sum()
+            self.localization_sums += torch.stack([energy, hits, torch.tensor(float(len(hit_maps)))])
+        grid_maps = on_grid(maps, self.grid)[correct].double()
+        classes = labels[correct]
+        if self.map_sum is None:
+            self.map_sum = torch.zeros(self.num_classes, *grid_maps.shape[1:], dtype=torch.float64)
+        self.map_sum.index_add_(0, classes, grid_maps)
+        self.square_sum.index_add_(0, classes, grid_maps.flatten(1).pow(2).sum(dim=1))
+        if self.variant == "reference":
+            for c in classes.unique().tolist():
+                self.kept_maps[c].append(grid_maps[classes == c].float())
+
+    def all_reduce(self) -> None:
+        """Sum the statistics of every process (``torch.distributed``); a no-op in one process."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+        sizes: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(sizes, None if self.map_sum is None else tuple(self.map_sum.shape[1:]))
+        shape = next((s for s in sizes if s is not None), None)
+        if shape is not None and self.map_sum is None:
+            self.map_sum = torch.zeros(self.num_classes, *shape, dtype=torch.float64)
+        device = _collective_device()
+        for name in ("confusion", "map_sum", "square_sum", "localization_sums", "loss_sum"):
+            tensor = getattr(self, name)
+            if tensor is None:
+                continue
+            reduced = tensor.to(device)
+            dist.all_reduce(reduced)
+            setattr(self, name, reduced.cpu())
+        if self.variant == "reference":
+            gathered: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, self.kept_maps)
+            self.kept_maps = [[m for rank in gathered for m in rank[c]] for c in range(self.num_classes)]
+
+    def result(self, label_names: list[str], target_name: str) -> ConsistencyResult:
+        """Finish: per-class values (eq. 9, classes with >= 2 correct samples) and L_CAM (eq. 10)."""
+        counts = self.confusion.diag()
+        n_samples = self.confusion.sum(dim=1)
+        if self.map_sum is None:
+            raise MetricError("no samples were scored: the data is empty")
+        class_means = self.map_sum / counts.clamp(min=1)[:, None, None]
+        class_means[counts == 0] = math.nan
+        deviation_sums = self._deviation_sums(class_means)
+        valid = counts >= 2
+        per_class = {
+            name: ClassConsistency(
+                float(deviation_sums[c] / counts[c]) if valid[c] else None, int(counts[c]), int(n_samples[c])
+            )
+            for c, name in enumerate(label_names)
+        }
+        value = float(deviation_sums[valid].sum() / counts[valid].sum()) if valid.any() else None
+        if value is None:
+            reason = "no sample was classified correctly" if counts.sum() == 0 else "no class has 2 correct samples"
+            warnings.warn(f"gaze consistency is undefined: {reason}", stacklevel=2)
+        energy, hits, located = self.localization_sums.tolist()
+        localization = Localization(energy / located, hits / located, int(located)) if located else None
+        total = float(n_samples.sum())
+        return ConsistencyResult(
+            value=value,
+            per_class=per_class,
+            accuracy=float(counts.sum() / total),
+            kappa=cohen_kappa(self.confusion),
+            loss=float(self.loss_sum / total),
+            n_samples=int(total),
+            n_correct=int(counts.sum()),
+            cam_size=tuple(self.map_sum.shape[1:]),
+            class_means=class_means.float(),
+            target_name=target_name,
+            variant=self.variant,
+            grid=self.grid,
+            localization=localization,
+        )
+
+    def _deviation_sums(self, class_means: torch.Tensor) -> torch.Tensor:
+        """Per class: ``sum_{x in D_c+} l(x, c)``."""
+        if self.variant == "paper":
+            return class_deviation_sum(self.confusion.diag(), self.map_sum, self.square_sum)
+        sums = torch.zeros(self.num_classes, dtype=torch.float64)
+        for c, maps in enumerate(self.kept_maps):
+            if maps:
+                sums[c] = per_sample_deviation(torch.cat(maps).double(), class_means[c], "reference").sum()
+        return sums
+
+
+def gaze_consistency(
+    model: nn.Module | LoadedModel,
+    data: Iterable[Any],
+    *,
+    preprocessing: Preprocessing | None = None,
+    variant: Variant = "paper",
+    grid: tuple[int, int] | None = None,
+    target: str | int | None = None,
+    batch_size: int = 32,
+    label_names: list[str] | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> ConsistencyResult:
+    """Score ``model``'s gaze consistency, accuracy and kappa on ``data`` in one pass.
+
+    ``data`` is an iterable of ``(pixel_values, labels)`` pairs or of dicts with ``pixel_values``,
+    ``labels`` (and optionally ``masks``) — a torch DataLoader works — or a ``datasets.Dataset``
+    with ``image``/``label`` columns together with ``preprocessing`` (implied by a
+    :class:`LoadedModel`). Under several processes (``accelerate launch``, ``torchrun``) a
+    ``datasets.Dataset`` is sharded by rank, any other iterable must already be the process's own
+    shard; the result is merged and the same on every rank.
+
+        >>> gaze_consistency(loaded, dataset, variant="reference", grid=(7, 7)).to_dict()
+    """
+    if isinstance(model, LoadedModel):
+        preprocessing = preprocessing or model.preprocessing
+        label_names = label_names or model.label_names
+        model = model.model
+    cam = GradCAM(model, target=target)
+    batches = _batches(data, preprocessing, batch_size, num_workers)
+    statistics: ConsistencyStatistics | None = None
+    device = next(model.parameters()).device
+    rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    with eval_mode(model):
+        for pixel_values, labels, masks in tqdm(batches, desc="gaze consistency", disable=not (progress and rank0)):
+            out = cam(pixel_values.to(device))
+            num_classes = out.logits.shape[1]
+            _check_labels(labels, num_classes)
+            if statistics is None:
+                statistics = ConsistencyStatistics(num_classes, variant, grid)
+            statistics.update(out.maps, out.logits, labels, masks)
+    if statistics is None:
+        statistics = ConsistencyStatistics(len(label_names or []) or 1, variant, grid)
+    statistics.all_reduce()
+    names = list(label_names) if label_names else [str(i) for i in range(statistics.num_classes)]
+    if len(names) != statistics.num_classes:
+        raise MetricError(f"{len(names)} label names for a model with {statistics.num_classes} outputs")
+    return statistics.result(names, cam.target_name)
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode and restore each one's own mode afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _batches(
+    data: Iterable[Any], preprocessing: Preprocessing | None, batch_size: int, num_workers: int
+) -> Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    import datasets
+
+    if isinstance(data, datasets.Dataset):
+        if preprocessing is None:
+            raise MetricError("a datasets.Dataset needs preprocessing=... (or pass a LoadedModel)")
+        from torch.utils.data import DataLoader
+
+        from .data import ImageClassificationDataset
+
+        if len(data) == 0:
+            raise DataError("the data set is empty")
+        if dist.is_available() and dist.is_initialized():
+            data = data.shard(num_shards=dist.get_world_size(), index=dist.get_rank(), contiguous=True)
+        data = DataLoader(
+            ImageClassificationDataset(data, preprocessing, mode=preprocessing.mode),
+            batch_size=batch_size,
+            num_workers=num_workers,
+        )
+    return (_unpack(batch) for batch in data)
+
+
+def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    if isinstance(batch, Mapping):
+        return batch["pixel_values"], torch.as_tensor(batch["labels"]), batch.get("masks")
+    pixel_values, labels = batch[0], batch[1]
+    return pixel_values, torch.as_tensor(labels), None
+
+
+def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if len(bad):
+        raise DataError(f"label {int(bad[0])} is outside the model's {num_classes} classes (0..{num_classes - 1})")
+
+
+def _collective_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None

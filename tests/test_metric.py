@@ -1,0 +1,180 @@
+"""The metric against a brute-force computation from stored maps (SPEC eq. 5-10)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import cohen_kappa_score
+
+from hf_gazecons.cam import GradCAM
+from hf_gazecons.errors import DataError, MetricError
+from hf_gazecons.metric import ConsistencyStatistics, cohen_kappa, gaze_consistency
+
+
+def brute_force(maps, labels, predictions, num_classes, variant, grid=None):
+    """Equations 5-10 read literally: class means of correct maps, per-sample distances, averages."""
+    if grid is not None:
+        maps = F.interpolate(maps[:, None], size=grid, mode="bilinear", align_corners=False)[:, 0]
+    maps = maps.double()
+    per_class, total, count = {}, 0.0, 0
+    for c in range(num_classes):
+        members = [maps[i] for i in range(len(maps)) if labels[i] == c and predictions[i] == c]
+        if len(members) < 2:
+            per_class[c] = None
+            continue
+        mean = sum(members) / len(members)
+        pixels = mean.numel()
+        if variant == "paper":
+            values = [float(((m - mean) ** 2).sum() / pixels) for m in members]
+        else:
+            values = [float(torch.sqrt(((m - mean) ** 2).sum()) / pixels) for m in members]
+        per_class[c] = sum(values) / len(values)
+        total += sum(values)
+        count += len(values)
+    return (total / count if count else None), per_class
+
+
+def random_batches(seed=0, n_batches=4, batch=16, k=3, size=(5, 6)):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        maps = torch.rand(batch, *size, generator=g)
+        labels = torch.randint(0, k, (batch,), generator=g)
+        logits = torch.randn(batch, k, generator=g)
+        logits[torch.arange(batch), labels] += 1.0  # mostly correct
+        out.append((maps, logits, labels))
+    return out
+
+
+@pytest.mark.parametrize("variant", ["paper", "reference"])
+@pytest.mark.parametrize("grid", [None, (3, 4), (7, 7)])
+def test_statistics_match_brute_force(variant, grid):
+    batches = random_batches()
+    stats = ConsistencyStatistics(3, variant, grid)
+    for maps, logits, labels in batches:
+        stats.update(maps, logits, labels)
+    result = stats.result(["a", "b", "c"], "layer")
+    maps = torch.cat([b[0] for b in batches])
+    logits = torch.cat([b[1] for b in batches])
+    labels = torch.cat([b[2] for b in batches])
+    expected, per_class = brute_force(maps, labels, logits.argmax(1), 3, variant, grid)
+    assert result.value == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    for c, name in enumerate("abc"):
+        assert result.per_class[name].value == pytest.approx(per_class[c], rel=1e-9, abs=1e-12)
+    assert result.cam_size == (grid or (5, 6))
+    assert result.accuracy == pytest.approx(float((logits.argmax(1) == labels).double().mean()))
+    assert result.kappa == pytest.approx(cohen_kappa_score(labels.numpy(), logits.argmax(1).numpy()))
+    assert result.loss == pytest.approx(float(F.cross_entropy(logits, labels)), rel=1e-6)
+
+
+def test_streaming_equals_one_batch():
+    batches = random_batches(seed=3)
+    streamed, whole = ConsistencyStatistics(3), ConsistencyStatistics(3)
+    for maps, logits, labels in batches:
+        streamed.update(maps, logits, labels)
+    whole.update(*(torch.cat(parts) for parts in zip(*batches)))
+    a, b = streamed.result(list("abc"), "t"), whole.result(list("abc"), "t")
+    assert a.value == pytest.approx(b.value, rel=1e-12)
+    assert torch.allclose(a.class_means, b.class_means)
+
+
+def test_paper_variant_memory_does_not_grow():
+    stats = ConsistencyStatistics(3)
+    for maps, logits, labels in random_batches(n_batches=10):
+        stats.update(maps, logits, labels)
+    assert all(not kept for kept in stats.kept_maps)
+    assert stats.map_sum.shape == (3, 5, 6)
+
+
+def test_classes_below_two_correct_are_excluded():
+    maps = torch.rand(5, 4, 4)
+    labels = torch.tensor([0, 0, 0, 1, 2])
+    logits = F.one_hot(torch.tensor([0, 0, 0, 1, 0]), 3).float()  # class 1: one correct, class 2: none
+    stats = ConsistencyStatistics(3)
+    stats.update(maps, logits, labels)
+    result = stats.result(list("abc"), "t")
+    expected, _ = brute_force(maps, labels, logits.argmax(1), 3, "paper")
+    assert result.per_class["b"].value is None and result.per_class["b"].n_correct == 1
+    assert result.per_class["c"].value is None and result.per_class["c"].n_correct == 0
+    assert result.per_class["c"].n_samples == 1
+    assert result.value == pytest.approx(expected)
+    assert torch.isnan(result.class_means[2]).all()
+
+
+def test_no_correct_sample_gives_none_with_warning():
+    stats = ConsistencyStatistics(2)
+    stats.update(torch.rand(4, 3, 3), F.one_hot(torch.tensor([1, 1, 0, 0]), 2).float(), torch.tensor([0, 0, 1, 1]))
+    with pytest.warns(UserWarning, match="no sample was classified correctly"):
+        result = stats.result(["x", "y"], "t")
+    assert result.value is None
+    assert result.accuracy == 0.0
+    assert result.to_dict()["gaze_consistency"] is None
+
+
+def test_kappa_from_confusion_matches_sklearn():
+    g = torch.Generator().manual_seed(1)
+    y, p = torch.randint(0, 4, (200,), generator=g), torch.randint(0, 4, (200,), generator=g)
+    confusion = torch.zeros(4, 4)
+    confusion.index_put_((y, p), torch.ones(200), accumulate=True)
+    assert cohen_kappa(confusion) == pytest.approx(cohen_kappa_score(y.numpy(), p.numpy()))
+    assert math.isnan(cohen_kappa(torch.tensor([[5.0, 0.0], [0.0, 0.0]])))
+
+
+class TinyNet(torch.nn.Module):
+    def __init__(self, k=3):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
+        self.head = torch.nn.Linear(8, k)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def test_gaze_consistency_on_a_dataloader_equals_brute_force_from_stored_maps():
+    torch.manual_seed(0)
+    model = TinyNet()
+    x, y = torch.randn(24, 3, 8, 8), torch.randint(0, 3, (24,))
+    data = [(x[i : i + 8], y[i : i + 8]) for i in range(0, 24, 8)]
+    result = gaze_consistency(model, data, target="features", progress=False)
+    out = GradCAM(model, "features")(x)
+    expected, _ = brute_force(out.maps, y, out.logits.argmax(1), 3, "paper")
+    assert result.value == pytest.approx(expected, rel=1e-6)
+    assert result.n_samples == 24 and result.target_name == "features"
+    assert set(result.to_dict()) == {
+        "model", "dataset", "split", "variant", "grid", "target_layer", "cam_size", "n_samples", "n_correct",
+        "accuracy", "kappa", "gaze_consistency", "per_class", "localization",
+    }
+
+
+def test_dict_batches_with_masks_report_localization():
+    torch.manual_seed(0)
+    model = TinyNet(2)
+    x, y = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 0, 1, 0, 1])
+    masks = torch.zeros(6, 8, 8, dtype=torch.bool)
+    masks[:, :4] = True
+    result = gaze_consistency(model, [{"pixel_values": x, "labels": y, "masks": masks}], target="features", progress=False)
+    if result.n_correct:
+        assert result.localization is not None
+        assert 0.0 <= result.localization.energy_pointing_game <= 1.0
+        assert 0.0 <= result.localization.pointing_game <= 1.0
+
+
+def test_labels_outside_the_model_are_an_error():
+    with pytest.raises(DataError, match="outside the model's 3 classes"):
+        gaze_consistency(TinyNet(), [(torch.randn(2, 3, 8, 8), torch.tensor([0, 5]))], target="features", progress=False)
+
+
+def test_empty_iterable_is_an_error():
+    with pytest.raises(MetricError, match="no samples"):
+        gaze_consistency(TinyNet(), [], target="features", progress=False, label_names=list("abc"))
+
+
+def test_model_mode_is_restored():
+    model = TinyNet()
+    model.train()
+    model.features.eval()
+    gaze_consistency(model, [(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))], target="features", progress=False)
+    assert model.training and not model.features.training
