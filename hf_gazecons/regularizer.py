@@ -1,0 +1,132 @@
+"""The consistency regulariser (SPEC section 3, paper eq. 11-18): EMA class maps and the lambda curriculum.
+
+    L = L_cls + lambda_t * L_CAM^train
+
+Example::
+
+    >>> cam = GradCAM(model, differentiable=True)
+    >>> reg = GazeConsistencyLoss(num_classes=4)
+    >>> out = cam(pixel_values, targets=labels)
+    >>> loss = F.cross_entropy(out.logits, labels) + LambdaCurriculum(100.0)(epoch) * reg(out.maps, out.logits, labels).loss
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from .deviation import Variant, check_variant, per_sample_deviation
+
+__all__ = ["GazeConsistencyLoss", "PenaltyOutput", "LambdaCurriculum"]
+
+
+@dataclass
+class PenaltyOutput:
+    """``loss`` = L_CAM^train; how many samples and classes took part in this batch (all processes)."""
+
+    loss: torch.Tensor
+    n_samples: int
+    n_classes: int
+
+
+class GazeConsistencyLoss(nn.Module):
+    """L_CAM^train with one EMA map per class (SPEC eq. 16-17).
+
+    Per batch, per class ``c``: ``B_c+`` are the correctly classified samples of ``c``; classes
+    with ``|B_c+| >= 2`` take part. Their EMA map is set to the batch class mean on first
+    observation, afterwards ``ema_c <- alpha * ema_c + (1 - alpha) * mean_c`` (no gradient), and
+    this happens *before* the distances, which are taken to the updated ``ema_c``. The loss is the
+    mean deviation over the participating samples; exactly 0 without gradient when none take part.
+    Under several processes the class sums and counts are all-reduced first, so every process
+    holds the same EMA maps; each process then averages over its own participating samples.
+    """
+
+    ema: torch.Tensor
+    initialized: torch.Tensor
+
+    def __init__(self, num_classes: int, ema_alpha: float = 0.9, variant: Variant = "paper") -> None:
+        super().__init__()
+        if not 0.0 <= ema_alpha < 1.0:
+            raise ValueError(f"ema_alpha must be in [0, 1), not {ema_alpha}")
+        self.num_classes = num_classes
+        self.ema_alpha = ema_alpha
+        self.variant = check_variant(variant)
+        self.register_buffer("ema", torch.zeros(0))  # (K, H', W') once the map size is known
+        self.register_buffer("initialized", torch.zeros(num_classes, dtype=torch.bool))
+
+    def forward(self, maps: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> PenaltyOutput:
+        """``maps``: (B, H', W') differentiable Grad-CAM of the true class; ``logits``: (B, K)."""
+        correct = logits.detach().argmax(dim=1) == labels
+        classes = labels[correct]
+        counts = torch.bincount(classes, minlength=self.num_classes).to(maps.dtype)
+        sums = torch.zeros(self.num_classes, *maps.shape[1:], dtype=maps.dtype, device=maps.device)
+        sums.index_add_(0, classes, maps.detach()[correct])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(counts)
+            dist.all_reduce(sums)
+        taking_part = counts >= 2
+        self._update_ema(sums, counts, taking_part)
+        selected = correct & taking_part[labels]
+        n_classes = int(taking_part.sum())
+        n_samples = int(counts[taking_part].sum())
+        if not selected.any():
+            return PenaltyOutput(torch.zeros((), device=maps.device, dtype=maps.dtype), n_samples, n_classes)
+        deviations = per_sample_deviation(maps[selected], self.ema[labels[selected]], self.variant)
+        return PenaltyOutput(deviations.mean(), n_samples, n_classes)
+
+    @torch.no_grad()
+    def _update_ema(self, sums: torch.Tensor, counts: torch.Tensor, taking_part: torch.Tensor) -> None:
+        if self.ema.shape != sums.shape:
+            if self.initialized.any():
+                raise ValueError(f"map size changed from {tuple(self.ema.shape[1:])} to {tuple(sums.shape[1:])}")
+            self.ema = torch.zeros_like(sums)
+        batch_mean = sums / counts.clamp(min=1)[:, None, None]
+        first = taking_part & ~self.initialized
+        later = taking_part & self.initialized
+        self.ema[first] = batch_mean[first]
+        self.ema[later] = self.ema_alpha * self.ema[later] + (1 - self.ema_alpha) * batch_mean[later]
+        self.initialized |= taking_part
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        if prefix + "ema" in state_dict:  # the map size is only known once saved
+            self.ema = torch.empty_like(state_dict[prefix + "ema"], device=self.ema.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+@dataclass(frozen=True)
+class LambdaCurriculum:
+    """SPEC eq. (18) over 1-based epochs ``e``: 0 for ``e <= t0``, linear for ``t0 < e < t1``,
+    ``lambda_max`` for ``e >= t1``. A negative ``lambda_max`` asks for gaze *diversity*.
+
+    ``per_step=True`` ramps with the fractional epoch instead of once per epoch.
+
+        >>> LambdaCurriculum(100.0, t0=2, t1=10)(6)
+        50.0
+    """
+
+    lambda_max: float
+    t0: int = 2
+    t1: int = 10
+    per_step: bool = False
+
+    def __post_init__(self) -> None:
+        if self.t1 <= self.t0:
+            raise ValueError(f"t1 ({self.t1}) must be greater than t0 ({self.t0})")
+
+    def __call__(self, epoch: float) -> float:
+        """Lambda at the 1-based ``epoch`` ``e``."""
+        if epoch <= self.t0:
+            return 0.0
+        if epoch >= self.t1:
+            return float(self.lambda_max)
+        return float(self.lambda_max) * (epoch - self.t0) / (self.t1 - self.t0)
+
+    def at_progress(self, epochs_done: float) -> float:
+        """Lambda from ``Trainer.state.epoch`` (0-based, fractional epochs completed so far)."""
+        epoch = epochs_done + 1 if self.per_step else math.floor(epochs_done + 1e-6) + 1
+        return self(epoch)

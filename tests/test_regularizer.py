@@ -1,0 +1,135 @@
+"""The regulariser against a brute-force reading of SPEC section 3, and the curriculum."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hf_gazecons.regularizer import GazeConsistencyLoss, LambdaCurriculum
+
+
+def correct_logits(labels, k, wrong=()):
+    predictions = labels.clone()
+    for i in wrong:
+        predictions[i] = (labels[i] + 1) % k
+    return F.one_hot(predictions, k).float()
+
+
+def brute_force_step(ema, initialized, maps, logits, labels, k, alpha, variant="paper"):
+    """One step of eq. 16-17 written plainly, class by class; returns (loss, new ema, new flags)."""
+    ema, initialized = ema.clone(), initialized.clone()
+    predictions = logits.argmax(1)
+    deviations = []
+    for c in range(k):
+        idx = [i for i in range(len(labels)) if labels[i] == c and predictions[i] == c]
+        if len(idx) < 2:
+            continue
+        mean = maps[idx].detach().mean(0)
+        ema[c] = mean if not initialized[c] else alpha * ema[c] + (1 - alpha) * mean
+        initialized[c] = True
+        for i in idx:
+            diff = maps[i] - ema[c]
+            pixels = diff.numel()
+            deviations.append((diff**2).sum() / pixels if variant == "paper" else diff.norm() / pixels)
+    loss = torch.stack(deviations).mean() if deviations else torch.tensor(0.0)
+    return loss, ema, initialized
+
+
+@pytest.mark.parametrize("variant", ["paper", "reference"])
+def test_penalty_and_ema_follow_the_equations_over_several_batches(variant):
+    k, alpha = 3, 0.9
+    reg = GazeConsistencyLoss(k, alpha, variant)
+    g = torch.Generator().manual_seed(0)
+    ema, initialized = torch.zeros(k, 4, 5), torch.zeros(k, dtype=torch.bool)
+    batches = [
+        (torch.tensor([0, 0, 1, 2, 2, 2]), (3,)),  # class 1: one sample -> skipped
+        (torch.tensor([0, 0, 0, 1, 1, 2]), (5,)),  # class 2: one sample
+        (torch.tensor([1, 1, 2, 2, 0, 0]), (4,)),  # class 0: one correct after the wrong one
+    ]
+    for labels, wrong in batches:
+        maps = torch.rand(len(labels), 4, 5, generator=g, requires_grad=True)
+        logits = correct_logits(labels, k, wrong)
+        out = reg(maps, logits, labels)
+        expected, ema, initialized = brute_force_step(ema, initialized, maps, logits, labels, k, alpha, variant)
+        assert float(out.loss.detach()) == pytest.approx(float(expected), rel=1e-6)
+        assert torch.allclose(reg.ema, ema, atol=1e-7)
+        assert torch.equal(reg.initialized, initialized)
+    assert reg.initialized.tolist() == [True, True, True]
+
+
+def test_first_observation_sets_ema_to_batch_mean_and_update_happens_before_distances():
+    reg = GazeConsistencyLoss(2, ema_alpha=0.5)
+    first = torch.stack([torch.zeros(2, 2), torch.ones(2, 2)])
+    labels = torch.tensor([0, 0])
+    reg(first, correct_logits(labels, 2), labels)
+    assert torch.allclose(reg.ema[0], torch.full((2, 2), 0.5))
+    second = torch.stack([torch.ones(2, 2), torch.ones(2, 2)])
+    out = reg(second, correct_logits(labels, 2), labels)
+    # updated first: 0.5 * 0.5 + 0.5 * 1 = 0.75, then distance of ones to 0.75
+    assert torch.allclose(reg.ema[0], torch.full((2, 2), 0.75))
+    assert float(out.loss) == pytest.approx(0.25**2)
+
+
+def test_nothing_taking_part_gives_exact_zero_without_gradient():
+    reg = GazeConsistencyLoss(3)
+    maps = torch.rand(3, 4, 4, requires_grad=True)
+    labels = torch.tensor([0, 1, 2])
+    out = reg(maps, correct_logits(labels, 3), labels)
+    assert float(out.loss) == 0.0 and not out.loss.requires_grad
+    assert out.n_samples == 0 and out.n_classes == 0
+    assert not reg.initialized.any()
+    # wrong predictions do not take part either
+    labels = torch.tensor([0, 0, 0])
+    out = reg(maps, correct_logits(labels, 3, wrong=(0, 1)), labels)
+    assert float(out.loss) == 0.0 and out.n_classes == 0
+
+
+def test_penalty_gradient_flows_into_maps_only_through_the_distance():
+    reg = GazeConsistencyLoss(2)
+    maps = torch.rand(4, 3, 3, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1])
+    out = reg(maps, correct_logits(labels, 2), labels)
+    out.loss.backward()
+    assert maps.grad is not None and maps.grad.abs().sum() > 0
+    assert out.n_samples == 4 and out.n_classes == 2
+
+
+def test_state_dict_round_trip_restores_lazily_sized_maps():
+    reg = GazeConsistencyLoss(2)
+    labels = torch.tensor([0, 0, 1, 1])
+    reg(torch.rand(4, 3, 3), correct_logits(labels, 2), labels)
+    fresh = GazeConsistencyLoss(2)
+    fresh.load_state_dict(reg.state_dict())
+    assert torch.equal(fresh.ema, reg.ema) and torch.equal(fresh.initialized, reg.initialized)
+
+
+def test_map_size_change_is_an_error():
+    reg = GazeConsistencyLoss(1)
+    labels = torch.tensor([0, 0])
+    reg(torch.rand(2, 3, 3), correct_logits(labels, 1), labels)
+    with pytest.raises(ValueError, match="map size changed"):
+        reg(torch.rand(2, 4, 4), correct_logits(labels, 1), labels)
+
+
+def test_curriculum_boundaries():
+    curriculum = LambdaCurriculum(100.0, t0=2, t1=10)
+    assert [curriculum(e) for e in (1, 2)] == [0.0, 0.0]
+    assert curriculum(3) == pytest.approx(12.5)
+    assert curriculum(6) == pytest.approx(50.0)
+    assert curriculum(9) == pytest.approx(87.5)
+    assert curriculum(10) == 100.0 and curriculum(50) == 100.0
+    assert LambdaCurriculum(-100.0)(10) == -100.0
+    assert LambdaCurriculum(0.0)(20) == 0.0
+
+
+def test_curriculum_from_trainer_progress():
+    per_epoch = LambdaCurriculum(80.0, t0=2, t1=10)
+    # Trainer.state.epoch counts completed (fractional) epochs from 0: during the first epoch e = 1
+    assert per_epoch.at_progress(0.0) == 0.0
+    assert per_epoch.at_progress(2.0) == pytest.approx(10.0)  # third epoch
+    assert per_epoch.at_progress(2.5) == pytest.approx(10.0)  # constant within an epoch
+    per_step = LambdaCurriculum(80.0, t0=2, t1=10, per_step=True)
+    assert per_step.at_progress(2.5) == pytest.approx(15.0)  # e = 3.5
+    with pytest.raises(ValueError):
+        LambdaCurriculum(1.0, t0=5, t1=5)
