@@ -102,17 +102,19 @@ class GradCAM:
         activations = captured["A"]
         if targets is None:
             targets = logits.detach().argmax(dim=1)
-        score = logits.gather(1, targets.to(logits.device).view(-1, 1)).sum()
-        (gradients,) = torch.autograd.grad(
-            score, activations, retain_graph=self.differentiable, create_graph=self.second_order, allow_unused=True
-        )
-        if gradients is None:
-            raise TargetLayerError(f"the class score does not depend on target {self.target_name!r}; choose another layer")
-        with torch.set_grad_enabled(self.differentiable):
-            maps = grad_cam(
-                to_spatial_map(activations, self.target, input_size).float(),
-                to_spatial_map(gradients, self.target, input_size).float(),
+        with torch.enable_grad():  # also inside a caller's no_grad (evaluation loops)
+            score = logits.gather(1, targets.to(logits.device).view(-1, 1)).sum()
+            (gradients,) = torch.autograd.grad(
+                score, activations, retain_graph=self.differentiable, create_graph=self.second_order, allow_unused=True
             )
+        gradients = None if gradients is None else to_spatial_map(gradients, self.target, input_size)
+        if gradients is None or not gradients.any():
+            raise TargetLayerError(
+                f"the class score does not depend on the spatial positions of {self.target_name!r} "
+                "(e.g. a ViT block output whose head reads only the class token); choose another layer"
+            )
+        with torch.set_grad_enabled(self.differentiable):
+            maps = grad_cam(to_spatial_map(activations, self.target, input_size).float(), gradients.float())
         if not self.differentiable:
             logits = logits.detach()
         return CAMOutput(maps=maps, logits=logits)

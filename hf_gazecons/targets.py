@@ -83,6 +83,8 @@ def resolve_target(model: nn.Module, target: str | int | None = None) -> TargetL
     """
     model = unwrap_model(model)
     if _is_transformers_model(model) and hasattr(model, "timm_model"):
+        if isinstance(target, str):
+            target = target.removeprefix("timm_model.")
         inner = resolve_target(model.timm_model, target)
         return TargetLayer(f"timm_model.{inner.name}", inner.owner, inner.method, inner.layout,
                            inner.num_prefix_tokens)
@@ -138,7 +140,8 @@ def _named(model: nn.Module, name: str) -> TargetLayer:
         close = [n for n in modules if n and (name in n or n.endswith(name.split(".")[-1]))][:8]
         hint = f"; similar names: {close}" if close else f"; e.g. {_suggest(model)!r}"
         raise TargetLayerError(f"{type(model).__name__} has no module named {name!r}{hint}")
-    if is_timm_model(model):
+    stages = {info["module"] for info in getattr(model, "feature_info", None) or []}
+    if is_timm_model(model) and name in stages:  # the model's layout hints hold for its stage outputs only
         layout, prefix = _timm_hints(model)
         return TargetLayer(name, modules[name], None, layout, prefix)
     return TargetLayer(name, modules[name])
@@ -221,12 +224,16 @@ def _token_grid(
 ) -> tuple[int, tuple[int, int]]:
     """Split a token count into prefix tokens and an (h, w) patch grid of the input's aspect."""
     aspect = input_size[0] / input_size[1]
-    candidates = [prefix] if prefix is not None else range(min(_MAX_PREFIX_TOKENS, length - 1) + 1)
-    for p in candidates:
+    prefixes = [prefix] if prefix is not None else range(min(_MAX_PREFIX_TOKENS, length - 1) + 1)
+    grids = []
+    for p in prefixes:
         n = length - p
         h = max(1, round(math.sqrt(n * aspect)))
         if n > 1 and h * (n // h) == n:
-            return p, (h, n // h)
+            grids.append((p, (h, n // h)))
+    exact = [(p, (h, w)) for p, (h, w) in grids if h * input_size[1] == w * input_size[0]]
+    if exact or grids:
+        return (exact or grids)[0]
     raise TargetLayerError(
         f"layer {name!r} yields {length} tokens that do not form a patch grid for a "
         f"{input_size[0]}x{input_size[1]} input; choose another target layer"

@@ -69,3 +69,14 @@ def pytest_sessionfinish(session, exitstatus):
 # ===================================================================================
 # End of the Hub section.  Other fixtures go below.
 # ===================================================================================
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tests run tiny CPU forwards, for which extra OpenMP threads only add contention."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
