@@ -1,0 +1,34 @@
+"""``hf-gazecons push``: upload a training output to the Hub in one commit."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..hub import push_output
+
+
+def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
+    parser = commands.add_parser(
+        name,
+        help="upload a training output (weights, configs, scores, pictures, card) to the Hub",
+        description="One commit with the safetensors weights, config.json, the EMA state, results.json, the "
+        "pictures and the model card. Checkpoints and pickle files stay local. The token comes from HF_TOKEN or "
+        "`hf auth login`.",
+    )
+    parser.add_argument("output_dir", help="a folder written by `hf-gazecons train`")
+    parser.add_argument("--repo-id", required=True, help="ORG/NAME")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument("--revision", default=None, help="branch to commit to (created if needed)")
+    parser.add_argument("--commit-message", default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    url = push_output(
+        args.output_dir,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+    )
+    print(f"pushed {args.output_dir} to {args.repo_id}: {url}")
+    return 0

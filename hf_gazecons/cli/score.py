@@ -1,0 +1,114 @@
+"""``hf-gazecons score``: gaze consistency, accuracy and Cohen's kappa of any classifier on a data set."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+
+from ..data import default_eval_split, load_image_dataset
+from ..deviation import VARIANTS
+from ..errors import DataError
+from ..explain import examples_per_class, explain
+from ..hub import push_results
+from ..metric import ConsistencyResult, gaze_consistency
+from ..models import load_model
+from ..plots import plot_class_means, plot_overlays
+from .common import add_data_options, add_model_options, atomic_directory, target
+
+
+def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
+    parser = commands.add_parser(
+        name,
+        help="score a classifier's gaze consistency, accuracy and kappa on a data set",
+        description="One pass over the data: Grad-CAM maps, predictions, accuracy, Cohen's kappa and L_CAM; "
+        "writes consistency.json, class_means.png and overlays.png.",
+    )
+    add_model_options(parser)
+    add_data_options(parser)
+    parser.add_argument("--variant", choices=VARIANTS, default="paper", help="deviation: paper (squared L2) or reference")
+    parser.add_argument("--grid", nargs=2, type=int, metavar=("H", "W"), help="resample maps to a common grid first")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-samples", type=int, default=None, help="score at most this many samples")
+    parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
+    parser.add_argument("--output-dir", required=True, help="a new (or empty) folder for the outputs")
+    parser.add_argument("--push-results", metavar="ORG/NAME", help="add the scores to this Hub repo's model card")
+    parser.add_argument("--create-pr", action="store_true", help="with --push-results: open a pull request")
+
+
+def run(args: argparse.Namespace) -> int:
+    data = load_image_dataset(args.dataset, image_column=args.image_column, label_column=args.label_column)
+    split = args.split or default_eval_split(list(data))
+    if split not in data:
+        raise DataError(f"no split {split!r} in {args.dataset!r}; splits: {list(data)}")
+    dataset = data[split]
+    if args.max_samples is not None:
+        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+    dataset_names = list(dataset.features["label"].names)
+    loaded = load_model(args.model, image_size=args.image_size, trust_remote_code=args.trust_remote_code)
+    dataset, label_names = _align_labels(dataset, dataset_names, loaded.label_names)
+    with atomic_directory(args.output_dir) as staging:
+        result = gaze_consistency(
+            loaded,
+            dataset,
+            variant=args.variant,
+            grid=tuple(args.grid) if args.grid else None,
+            target=target(args.target_layer),
+            batch_size=args.batch_size,
+            label_names=label_names,
+            num_workers=args.num_workers,
+        )
+        result = replace(result, model=args.model, dataset=args.dataset, split=split)
+        (staging / "consistency.json").write_text(json.dumps(result.to_dict(), indent=2))
+        plot_class_means({args.model: result.class_means}, label_names, staging / "class_means.png")
+        shown = examples_per_class(dataset, per_class=2)
+        rows = dataset.select(shown)
+        explained = explain(
+            loaded, list(rows["image"]), target(args.target_layer), [label_names[i] for i in rows["label"]]
+        )
+        plot_overlays(explained.images, explained.maps, explained.titles(), staging / "overlays.png")
+    print(summary_table(result))
+    print(f"wrote {args.output_dir}/consistency.json, class_means.png, overlays.png")
+    if args.push_results:
+        url = push_results(result.to_dict(), args.push_results, create_pr=args.create_pr)
+        print(f"pushed the scores to {args.push_results}: {url}")
+    return 0
+
+
+def _align_labels(dataset, dataset_names: list[str], model_names: list[str]):  # type: ignore[no-untyped-def]
+    """Map the data set's labels onto the model's classes: by name when the model knows the names."""
+    if len(dataset_names) > len(model_names):
+        raise DataError(
+            f"the data set has {len(dataset_names)} classes but the model has {len(model_names)} outputs; "
+            "labels would fall outside the model's classes"
+        )
+    model_index = {name.lower(): i for i, name in enumerate(model_names)}
+    if all(name.lower() in model_index for name in dataset_names) and dataset_names != model_names[: len(dataset_names)]:
+        mapping = {name: model_index[name.lower()] for name in dataset_names}
+        return dataset.align_labels_with_mapping(mapping, "label"), model_names
+    default_names = model_names == [str(i) for i in range(len(model_names))]
+    if default_names and len(dataset_names) == len(model_names):
+        return dataset, dataset_names
+    return dataset, model_names
+
+
+def summary_table(result: ConsistencyResult) -> str:
+    """A short text table: overall metrics, then one line per class."""
+    def fmt(value: float | None) -> str:
+        return "   n/a" if value is None else f"{value:.4f}"
+
+    lines = [
+        f"target layer {result.target_name}  map {result.cam_size[0]}x{result.cam_size[1]}  variant {result.variant}",
+        f"samples {result.n_samples}  correct {result.n_correct}  accuracy {fmt(result.accuracy)}  "
+        f"kappa {fmt(result.kappa)}  L_CAM {fmt(result.value)}",
+    ]
+    if result.localization is not None:
+        lines.append(
+            f"energy pointing game {fmt(result.localization.energy_pointing_game)}  "
+            f"pointing game {fmt(result.localization.pointing_game)}"
+        )
+    width = max(len(name) for name in result.per_class)
+    lines.append(f"{'class':<{width}}  L_CAM   correct/samples")
+    for name, per_class in result.per_class.items():
+        lines.append(f"{name:<{width}}  {fmt(per_class.value)}  {per_class.n_correct}/{per_class.n_samples}")
+    return "\n".join(lines)

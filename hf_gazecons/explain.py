@@ -1,0 +1,68 @@
+"""Grad-CAM of individual images, for pictures: maps with the predicted label and its probability.
+
+    >>> shown = explain(load_model("hf-hub:org/name"), [Image.open("x.png")])
+    >>> plot_overlays(shown.images, shown.maps, shown.titles(), "overlays.png")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import datasets
+import torch
+from PIL import Image
+
+from .cam import GradCAM
+from .metric import eval_mode
+from .models import LoadedModel
+
+__all__ = ["Explanation", "explain", "examples_per_class"]
+
+
+@dataclass
+class Explanation:
+    """Maps (N, H', W') of the predicted classes, with the predictions and their probabilities."""
+
+    images: list[Image.Image]
+    maps: torch.Tensor
+    predictions: list[str]
+    probabilities: list[float]
+    true_labels: list[str] | None = None
+
+    def titles(self) -> list[str]:
+        titles = [f"pred {p} ({s:.2f})" for p, s in zip(self.predictions, self.probabilities)]
+        if self.true_labels is None:
+            return titles
+        return [f"true {t} / {title}" for t, title in zip(self.true_labels, titles)]
+
+
+def explain(
+    loaded: LoadedModel,
+    images: Sequence[Image.Image],
+    target: str | int | None = None,
+    true_labels: list[str] | None = None,
+) -> Explanation:
+    """One Grad-CAM forward over ``images`` with ``loaded``'s own preprocessing."""
+    pixel_values = torch.stack([loaded.preprocessing(image) for image in images])
+    device = next(loaded.model.parameters()).device
+    with eval_mode(loaded.model):
+        out = GradCAM(loaded.model, target)(pixel_values.to(device))
+    probabilities, predictions = out.logits.softmax(dim=1).max(dim=1)
+    return Explanation(
+        images=list(images),
+        maps=out.maps.cpu(),
+        predictions=[loaded.label_names[i] for i in predictions.tolist()],
+        probabilities=probabilities.tolist(),
+        true_labels=true_labels,
+    )
+
+
+def examples_per_class(dataset: datasets.Dataset, per_class: int = 2) -> list[int]:
+    """Indices of the first ``per_class`` samples of each class, in class order."""
+    labels = dataset["label"]
+    chosen: dict[int, list[int]] = {}
+    for index, label in enumerate(labels):
+        if len(chosen.setdefault(label, [])) < per_class:
+            chosen[label].append(index)
+    return [i for label in sorted(chosen) for i in chosen[label]]

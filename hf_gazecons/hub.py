@@ -1,0 +1,195 @@
+"""The Hub: model cards (template in ``model_cards/``), pushing a training output, pushing scores.
+
+Everything goes through ``huggingface_hub``; the token comes from where it always does
+(``HF_TOKEN``, ``hf auth login``) and is never printed or written.
+
+    >>> push_output("out", "my-org/resnet18-gazecons")          # one atomic commit
+    >>> push_results(result, "some-org/any-classifier", create_pr=True)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData, metadata_update
+from huggingface_hub.errors import HfHubHTTPError, HTTPError
+
+from .errors import HubError
+
+__all__ = ["model_card", "eval_results", "push_output", "push_results", "CARD_TEMPLATE", "PUSHED_PATTERNS"]
+
+PUSHED_PATTERNS = ("*.safetensors", "*.json", "*.png")
+"""What ``push_output`` uploads from a training output (plus the card): never pickles, never checkpoints."""
+_REQUIRED = ("config.json", "model.safetensors", "results.json")
+
+CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "gazecons_model_card.md"
+
+_METRICS = (
+    ("accuracy", "Accuracy", "eval_accuracy"),
+    ("cohen_kappa", "Cohen's kappa", "eval_kappa"),
+    ("gaze_consistency", "Gaze consistency (L_CAM, lower is more consistent)", "eval_gaze_consistency"),
+)
+
+
+def eval_results(metrics: dict[str, Any], dataset: str, split: str) -> list[EvalResult]:
+    """model-index entries for accuracy, Cohen's kappa and gaze consistency (those that exist)."""
+    return [
+        EvalResult(
+            task_type="image-classification",
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split=split,
+            metric_type=metric_type,
+            metric_name=name,
+            metric_value=metrics[key],
+        )
+        for metric_type, name, key in _METRICS
+        if metrics.get(key) is not None
+    ]
+
+
+def model_card(results: dict[str, Any], repo_id: str | None = None) -> ModelCard:
+    """Render the card of a training output from its ``results.json`` content."""
+    config, final = results["config"], results["final"]
+    name = repo_id.split("/")[-1] if repo_id else f"{config['architecture']}-gazecons"
+    dataset, split = config["dataset"], config["eval_split"]
+    card_data = ModelCardData(
+        model_name=name,
+        library_name=config["library"],
+        pipeline_tag="image-classification",
+        tags=["image-classification", config["library"], "gaze-consistency"],
+        base_model=config.get("base_model"),
+        datasets=[dataset] if _is_hub_id(dataset) else None,
+        license="apache-2.0",
+        eval_results=eval_results(final, dataset, split),
+    )
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(CARD_TEMPLATE),
+        model_name=name,
+        repo_id=repo_id or f"<your-org>/{name}",
+        architecture=config["architecture"],
+        dataset=dataset,
+        split=split,
+        variant=config["variant"],
+        final=_Attrs(final),
+        per_class=[(label, final.get(f"eval_gaze_consistency_{label}")) for label in config["label_names"]],
+        pearson_r=results.get("pearson_r_kappa_consistency"),
+        config=_Attrs(config),
+        fmt=_fmt,
+    )
+
+
+class _Attrs(dict):
+    """A dict whose missing keys read as None in the template (``final.eval_pointing_game``)."""
+
+    def __getattr__(self, key: str) -> Any:
+        return self.get(key)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _is_hub_id(spec: str) -> bool:
+    return spec.count("/") == 1 and ":" not in spec and not Path(spec).exists()
+
+
+def push_output(
+    output_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+) -> str:
+    """Upload a training output to ``repo_id`` in ONE commit and return the commit URL.
+
+    Sends the weights and configs (``*.safetensors``, ``*.json``), the pictures and the model card,
+    re-rendered for ``repo_id`` so its loading snippets name the repo. Checkpoint folders and pickle
+    files stay local. The local folder is not modified.
+    """
+    output_dir = Path(output_dir)
+    missing = [name for name in _REQUIRED if not (output_dir / name).is_file()]
+    if missing:
+        raise HubError(f"{str(output_dir)!r} is not a complete training output (missing {', '.join(missing)})")
+    results = json.loads((output_dir / "results.json").read_text())
+    files = sorted({p for pattern in PUSHED_PATTERNS for p in output_dir.glob(pattern) if p.is_file()})
+    operations = [CommitOperationAdd(path.name, str(path)) for path in files]
+    card = str(model_card(results, repo_id=repo_id)).encode()
+    operations.append(CommitOperationAdd("README.md", card))
+    api = HfApi(token=token)
+    with _hub_errors(f"push to {repo_id}"):
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision not in (None, "main"):
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        info = api.create_commit(
+            repo_id,
+            operations=operations,
+            commit_message=commit_message or f"Upload {results['config']['architecture']} trained with hf_gazecons",
+            revision=revision,
+        )
+    return info.commit_url
+
+
+def push_results(
+    scores: dict[str, Any],
+    repo_id: str,
+    *,
+    create_pr: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+) -> str:
+    """Add a ``consistency.json`` result (``ConsistencyResult.to_dict()``) to ``repo_id``'s card.
+
+    The accuracy, Cohen's kappa and gaze consistency become ``model-index`` eval results, merged
+    into the card's metadata with ``huggingface_hub.metadata_update``; the rest of the card is kept.
+    Returns the commit URL, or the pull request's URL with ``create_pr=True``.
+    """
+    metrics = {
+        "eval_accuracy": scores["accuracy"],
+        "eval_kappa": scores["kappa"],
+        "eval_gaze_consistency": scores["gaze_consistency"],
+    }
+    split = scores.get("split") or "test"
+    results = eval_results(metrics, scores["dataset"], split)
+    if not results:
+        raise HubError("the scores hold no metric to push")
+    metadata = ModelCardData(model_name=repo_id.split("/")[-1], eval_results=results).to_dict()
+    with _hub_errors(f"push results to {repo_id}"):
+        info = metadata_update(
+            repo_id,
+            {"model-index": metadata["model-index"]},
+            overwrite=True,
+            create_pr=create_pr,
+            revision=revision,
+            token=token,
+            commit_message=f"Add gaze-consistency results on {scores['dataset']} ({split})",
+        )
+    return info.pr_url if create_pr and getattr(info, "pr_url", None) else str(info)
+
+
+@contextmanager
+def _hub_errors(action: str) -> Iterator[None]:
+    """Turn client errors into one-line :class:`HubError` messages (no token, no traceback)."""
+    try:
+        yield
+    except HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else "?"
+        hint = {401: "check your token (HF_TOKEN or `hf auth login`)", 403: "the token may not write to this repo"}
+        detail = hint.get(status, _first_line(error))
+        raise HubError(f"{action} failed: HTTP {status}: {detail}") from None
+    except (HTTPError, OSError) as error:
+        raise HubError(f"{action} failed: cannot reach the Hub ({type(error).__name__}: {_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip() or type(error).__name__).splitlines()[0]

@@ -1,0 +1,131 @@
+"""Every picture hf_gazecons writes (matplotlib, PNG): class-mean maps, overlays, curves, kappa vs L_CAM.
+
+Each function takes plain data (tensors, lists of dicts) and a path, writes one PNG and returns the path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from .cam import resize_maps  # noqa: E402
+
+__all__ = [
+    "plot_class_means",
+    "plot_overlays",
+    "plot_learning_curves",
+    "plot_kappa_vs_consistency",
+    "pearson_r",
+]
+
+
+def plot_class_means(
+    rows: Mapping[str, torch.Tensor],
+    label_names: Sequence[str],
+    path: str | Path,
+    title: str = "Class-mean Grad-CAM (representative gaze)",
+) -> Path:
+    """One row per entry of ``rows`` (name -> (K, H', W') class means), one column per class."""
+    k = len(label_names)
+    fig, axes = plt.subplots(len(rows), k, figsize=(2.2 * k, 2.3 * len(rows) + 0.4), squeeze=False)
+    for r, (row_name, means) in enumerate(rows.items()):
+        for c, label in enumerate(label_names):
+            ax = axes[r][c]
+            ax.imshow(means[c].float().numpy(), cmap="jet", vmin=0, vmax=1, interpolation="bilinear")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(str(label), fontsize=10)
+            if c == 0 and len(rows) > 1:
+                ax.set_ylabel(row_name, fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def plot_overlays(
+    images: Sequence[Image.Image],
+    maps: torch.Tensor,
+    titles: Sequence[str],
+    path: str | Path,
+    columns: int = 4,
+) -> Path:
+    """Each image with its (upsampled) map over it, titled (e.g. true label, prediction and score)."""
+    n = len(images)
+    columns = min(columns, n)
+    rows = (n + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, (image, title) in enumerate(zip(images, titles)):
+        rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+        heat = resize_maps(maps[i : i + 1].float(), rgb.shape[:2])[0].numpy()
+        ax = axes.flat[i]
+        ax.imshow(rgb)
+        ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        ax.set_title(title, fontsize=8)
+    return _save(fig, path)
+
+
+def plot_learning_curves(history: Sequence[Mapping[str, float | None]], path: str | Path, title: str = "") -> Path:
+    """Per epoch: losses, accuracy and kappa, L_CAM and lambda (keys as in ``results.json``)."""
+    epochs = [h["epoch"] for h in history]
+    panels = [
+        ("loss", ["train_loss", "eval_loss"]),
+        ("accuracy / kappa", ["eval_accuracy", "eval_kappa"]),
+        ("gaze consistency L_CAM (lower = more consistent)", ["eval_gaze_consistency"]),
+        ("lambda and penalty", ["lambda", "train_penalty"]),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    for ax, (name, keys) in zip(axes, panels):
+        for key in keys:
+            values = [np.nan if h.get(key) is None else h[key] for h in history]
+            ax.plot(epochs, values, marker="o", label=key)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def pearson_r(x: Sequence[float | None], y: Sequence[float | None]) -> float | None:
+    """Pearson correlation over the pairs where both values exist; None if fewer than 3 or constant."""
+    pairs = np.array([(a, b) for a, b in zip(x, y) if a is not None and b is not None], dtype=np.float64)
+    if len(pairs) < 3 or pairs[:, 0].std() == 0 or pairs[:, 1].std() == 0:
+        return None
+    return float(np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1])
+
+
+def plot_kappa_vs_consistency(history: Sequence[Mapping[str, float | None]], path: str | Path, title: str = "") -> Path:
+    """Cohen's kappa against L_CAM over epochs, with Pearson r (the study's Table 2 statistic)."""
+    kappa = [h.get("eval_kappa") for h in history]
+    consistency = [h.get("eval_gaze_consistency") for h in history]
+    r = pearson_r(kappa, consistency)
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    points = ax.scatter(
+        [np.nan if v is None else v for v in consistency],
+        [np.nan if v is None else v for v in kappa],
+        c=[h["epoch"] for h in history],
+        cmap="viridis",
+    )
+    fig.colorbar(points, ax=ax, label="epoch")
+    ax.set_xlabel("L_CAM (gaze consistency)")
+    ax.set_ylabel("Cohen's kappa")
+    ax.set_title(f"{title}  Pearson r = {'n/a' if r is None else f'{r:.3f}'}".strip(), fontsize=10)
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
