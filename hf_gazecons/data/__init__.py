@@ -1,0 +1,17 @@
+"""Image classification data: built-in sets, loading with standardised columns, torch wrapper.
+
+Every loaded data set has the columns ``image`` (datasets.Image), ``label`` (ClassLabel) and,
+where the source has ground-truth masks, ``mask`` (Image, mode "L", nonzero = object).
+"""
+
+from .builtin import make_digits, make_shapes
+from .loading import default_eval_split, load_image_dataset
+from .torch_dataset import ImageClassificationDataset
+
+__all__ = [
+    "ImageClassificationDataset",
+    "default_eval_split",
+    "load_image_dataset",
+    "make_digits",
+    "make_shapes",
+]
