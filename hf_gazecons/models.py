@@ -22,7 +22,7 @@ from typing import Any, Literal
 import timm
 import torch
 from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError, HTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -109,7 +109,7 @@ def load_model(
             return _load_transformers(spec, spec, revision, trust_remote_code, state, **options)
     except ModelLoadError:
         raise
-    except (OSError, ValueError, RuntimeError, KeyError) as error:
+    except (OSError, HTTPError, ValueError, RuntimeError, KeyError) as error:
         raise ModelLoadError(f"cannot load model {spec!r}: {_first_line(error)}") from error
     raise ModelLoadError(
         f"unknown model {spec!r}: expected a timm architecture (see timm.list_models()), "
@@ -239,6 +239,13 @@ def _hub_file(repo_id: str, filename: str, revision: str | None, required: bool)
         if required:
             raise ModelLoadError(f"cannot load model {repo_id!r}: the repo has no {filename}") from None
         return None
+    except RevisionNotFoundError:
+        raise ModelLoadError(f"cannot load model {repo_id!r}: no revision {revision!r} in the repo") from None
+    except RepositoryNotFoundError:
+        raise ModelLoadError(
+            f"cannot load model {repo_id!r}: no such repo on the Hub "
+            "(or it is private or gated: set HF_TOKEN or run `hf auth login`)"
+        ) from None
 
 
 def _hub_state(repo_id: str, revision: str | None) -> dict[str, torch.Tensor] | None:

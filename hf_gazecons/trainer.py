@@ -67,6 +67,11 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
     report_to: None | str | list[str] = "none"
     ddp_find_unused_parameters: bool | None = False
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns every epoch
+
     @property
     def target(self) -> str | int | None:
         """``target_layer`` as GradCAM takes it (an integer string is a timm stage index)."""

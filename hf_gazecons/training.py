@@ -62,11 +62,13 @@ class TrainingRun:
 
 def train(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments) -> TrainingRun:
     """Fine-tune with the regulariser and write the output directory (on the main process)."""
-    push_to = args.hub_model_id if args.push_to_hub else None
-    if args.push_to_hub:
-        if not push_to or push_to.count("/") != 1:
-            raise HubError("--push_to_hub needs --hub_model_id ORG/NAME")
-        args = replace(args, push_to_hub=False)  # the Trainer's own push would upload pickles and checkpoints
+    push_to, hub_token = (args.hub_model_id if args.push_to_hub else None), args.hub_token
+    if args.push_to_hub and (not push_to or push_to.count("/") != 1):
+        raise HubError("--push_to_hub needs --hub_model_id ORG/NAME")
+    if args.push_to_hub or hub_token is not None:
+        # The Trainer's own push would upload pickles and checkpoints, and the Trainer pickles its
+        # arguments (hub_token included) into every checkpoint-N/training_args.bin: it gets neither.
+        args = replace(args, push_to_hub=False, hub_token=None)
     set_seed(args.seed)
     train_data, eval_data, eval_split = _splits(data_args, args.seed)
     label_names = list(train_data.features["label"].names)
@@ -94,7 +96,7 @@ def train(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments)
     if trainer.is_world_process_zero():
         _write_outputs(run, trainer.gaze_state(), loaded)
         if push_to:
-            push_output(run.output_dir, push_to, private=bool(args.hub_private_repo), token=args.hub_token)
+            push_output(run.output_dir, push_to, private=bool(args.hub_private_repo), token=hub_token)
     return run
 
 
