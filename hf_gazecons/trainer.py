@@ -156,8 +156,12 @@ class GazeConsistencyTrainer(Trainer):
             num_workers=self.args.dataloader_num_workers,
             collate_fn=self.data_collator,
         )
+        model = self.accelerator.unwrap_model(self.model)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for buffer in model.buffers():  # BatchNorm statistics drift apart per rank: score rank 0's (saved) model
+                dist.broadcast(buffer.data, src=0)
         result = gaze_consistency(
-            self.accelerator.unwrap_model(self.model),
+            model,
             loader,
             target=self.args.target,
             label_names=self.class_names,
@@ -181,7 +185,7 @@ class GazeConsistencyTrainer(Trainer):
 
     def gaze_state(self) -> dict[str, torch.Tensor]:
         """The regulariser's EMA class maps and flags, ready for safetensors."""
-        return {k: v.detach().cpu().contiguous() for k, v in self.regularizer.state_dict().items()}
+        return {k: v.detach().cpu().clone() for k, v in self.regularizer.state_dict().items()}
 
 
 def result_metrics(result: ConsistencyResult, prefix: str = "eval") -> dict[str, float]:
