@@ -1,37 +1,62 @@
 """hf_gazecons: Grad-CAM gaze consistency of image classifiers on timm, transformers, datasets and the Hub.
 
 Measure (``gaze_consistency``), train with (``GazeConsistencyTrainer``) and publish gaze consistency,
-as defined in SPEC.md (after K. Yonemura, 2026).
+as defined in SPEC.md (after K. Yonemura, 2026). Names are imported on first use, so that the
+command line starts quickly.
+
+    >>> from hf_gazecons import load_model, load_image_dataset, gaze_consistency
+    >>> result = gaze_consistency(load_model("resnet18", num_labels=4), load_image_dataset("builtin:shapes", "test"))
 """
 
-from .cam import CAMOutput, GradCAM
-from .data import ImageClassificationDataset, load_image_dataset
-from .errors import DataError, GazeConsError, HubError, MetricError, ModelLoadError, TargetLayerError
-from .metric import ConsistencyResult, gaze_consistency
-from .models import LoadedModel, load_model, save_model
-from .regularizer import GazeConsistencyLoss, LambdaCurriculum
-from .trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GradCAM",
-    "CAMOutput",
-    "gaze_consistency",
-    "ConsistencyResult",
-    "load_model",
-    "save_model",
-    "LoadedModel",
-    "load_image_dataset",
-    "ImageClassificationDataset",
-    "GazeConsistencyLoss",
-    "LambdaCurriculum",
-    "GazeConsistencyTrainer",
-    "GazeConsistencyTrainingArguments",
-    "GazeConsError",
-    "TargetLayerError",
-    "DataError",
-    "ModelLoadError",
-    "MetricError",
-    "HubError",
-]
+_EXPORTS = {
+    "GradCAM": "cam",
+    "CAMOutput": "cam",
+    "gaze_consistency": "metric",
+    "ConsistencyResult": "metric",
+    "load_model": "models",
+    "save_model": "models",
+    "LoadedModel": "models",
+    "load_image_dataset": "data",
+    "ImageClassificationDataset": "data",
+    "GazeConsistencyLoss": "regularizer",
+    "LambdaCurriculum": "regularizer",
+    "GazeConsistencyTrainer": "trainer",
+    "GazeConsistencyTrainingArguments": "trainer",
+    "GazeConsError": "errors",
+    "TargetLayerError": "errors",
+    "DataError": "errors",
+    "ModelLoadError": "errors",
+    "MetricError": "errors",
+    "HubError": "errors",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'hf_gazecons' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
+    from .cam import CAMOutput, GradCAM  # noqa: F401
+    from .data import ImageClassificationDataset, load_image_dataset  # noqa: F401
+    from .errors import DataError, GazeConsError, HubError, MetricError, ModelLoadError, TargetLayerError  # noqa: F401
+    from .metric import ConsistencyResult, gaze_consistency  # noqa: F401
+    from .models import LoadedModel, load_model, save_model  # noqa: F401
+    from .regularizer import GazeConsistencyLoss, LambdaCurriculum  # noqa: F401
+    from .trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments  # noqa: F401

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +28,13 @@ PUSHED_PATTERNS = ("*.safetensors", "*.json", "*.png")
 """What ``push_output`` uploads from a training output (plus the card): never pickles, never checkpoints."""
 _REQUIRED = ("config.json", "model.safetensors", "results.json")
 
-CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_cards" / "gazecons_model_card.md"
+_TEMPLATE_NAME = "gazecons_model_card.md"
+_TEMPLATE_PLACES = (
+    Path(__file__).resolve().parents[1] / "model_cards",  # a checkout (editable install)
+    Path(sys.prefix) / "share" / "hf_gazecons" / "model_cards",  # a wheel install (data-files)
+)
+CARD_TEMPLATE = next((p / _TEMPLATE_NAME for p in _TEMPLATE_PLACES if (p / _TEMPLATE_NAME).is_file()), None)
+"""The Jinja template of the model card (``model_cards/gazecons_model_card.md``)."""
 
 _METRICS = (
     ("accuracy", "Accuracy", "eval_accuracy"),
@@ -55,6 +62,8 @@ def eval_results(metrics: dict[str, Any], dataset: str, split: str) -> list[Eval
 
 def model_card(results: dict[str, Any], repo_id: str | None = None) -> ModelCard:
     """Render the card of a training output from its ``results.json`` content."""
+    if CARD_TEMPLATE is None:
+        raise HubError(f"the model card template {_TEMPLATE_NAME} is not installed; reinstall hf-gazecons")
     config, final = results["config"], results["final"]
     name = repo_id.split("/")[-1] if repo_id else f"{config['architecture']}-gazecons"
     dataset, split = config["dataset"], config["eval_split"]

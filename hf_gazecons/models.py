@@ -22,7 +22,13 @@ from typing import Any, Literal
 import timm
 import torch
 from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HTTPError, RepositoryNotFoundError, RevisionNotFoundError
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -98,7 +104,7 @@ def load_model(
             config = _read_config(_hub_file(repo_id, "config.json", rev or revision, required=True), spec)
             state = _hub_state(repo_id, rev or revision)
             return _load_timm(spec, spec, True, config, state, **options)
-        if timm.is_model(spec) or (timm.is_model_pretrained(spec) and "/" not in spec):
+        if is_bare_architecture(spec):
             return _load_timm(spec, spec, pretrained, None, None, **options)
         if spec.count("/") == 1:
             config = _read_config(_hub_file(spec, "config.json", revision, required=True), spec)
@@ -211,6 +217,13 @@ def save_model(loaded: LoadedModel, directory: str | Path, gaze_state: dict[str,
         save_file({k: v.contiguous() for k, v in gaze_state.items()}, str(directory / GAZE_STATE_FILE))
 
 
+def is_bare_architecture(spec: str) -> bool:
+    """A timm architecture name (``resnet18``, ``resnet18.a1_in1k``), not a folder or Hub id."""
+    if "/" in spec or Path(spec).expanduser().is_dir():
+        return False
+    return timm.is_model(spec) or timm.is_model_pretrained(spec)
+
+
 def _is_timm_config(config: dict[str, Any]) -> bool:
     return "architecture" in config and "pretrained_cfg" in config
 
@@ -235,6 +248,10 @@ def _local_state(path: Path) -> dict[str, torch.Tensor] | None:
 def _hub_file(repo_id: str, filename: str, revision: str | None, required: bool) -> Path | None:
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision))
+    except LocalEntryNotFoundError:
+        raise ModelLoadError(
+            f"cannot load model {repo_id!r}: the Hub cannot be reached and the file {filename} is not cached"
+        ) from None
     except EntryNotFoundError:
         if required:
             raise ModelLoadError(f"cannot load model {repo_id!r}: the repo has no {filename}") from None

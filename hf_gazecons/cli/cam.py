@@ -8,9 +8,6 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
-from ..explain import explain
-from ..models import load_model
-from ..plots import plot_overlays
 from .common import add_model_options, atomic_directory, target
 
 
@@ -22,6 +19,10 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..explain import explain
+    from ..models import load_model
+    from ..plots import plot_overlays
+
     images = [_read(path) for path in args.image]
     loaded = load_model(args.model, image_size=args.image_size, trust_remote_code=args.trust_remote_code)
     explained = explain(loaded, images, target(args.target_layer))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,7 +41,8 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     if path.exists() and any(path.iterdir()):
         raise GazeConsError(f"output directory {str(path)!r} exists and is not empty; choose another --output-dir")
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    staging = path.parent / f".{path.name}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()  # unlike tempfile.mkdtemp (always 0700), honours the umask
     try:
         yield staging
         if path.exists():

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
-from ..demo import DemoSettings, comparison_table, run_demo
 from .common import atomic_directory
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
-    defaults = DemoSettings()
     parser = commands.add_parser(
         name,
         help="train a small CNN on builtin:shapes without and with the regulariser and compare",
@@ -18,22 +15,25 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         "prints accuracy, kappa, L_CAM and localisation side by side and writes both runs and a picture.",
     )
     parser.add_argument("--output-dir", default="gazecons-demo", help="a new (or empty) folder")
-    parser.add_argument("--model", default=defaults.model, help="timm architecture")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--lambda-max", type=float, default=defaults.lambda_max)
-    parser.add_argument("--dataset", default=defaults.dataset)
-    parser.add_argument("--image-size", type=int, default=defaults.image_size)
+    for option, kind, what in (
+        ("--model", str, "timm architecture"),
+        ("--epochs", int, "epochs of each run"),
+        ("--lambda-max", float, "lambda_max of the regularised run"),
+        ("--dataset", str, "data set"),
+        ("--image-size", int, "square input size"),
+    ):
+        parser.add_argument(option, type=kind, default=None, help=f"{what} (default: the demo's, see DemoSettings)")
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = replace(
-        DemoSettings(),
-        model=args.model,
-        epochs=args.epochs,
-        lambda_max=args.lambda_max,
-        dataset=args.dataset,
-        image_size=args.image_size,
+    from dataclasses import replace
+
+    from ..demo import DemoSettings, comparison_table, run_demo
+
+    chosen = dict(
+        model=args.model, epochs=args.epochs, lambda_max=args.lambda_max, dataset=args.dataset, image_size=args.image_size
     )
+    settings = replace(DemoSettings(), **{k: v for k, v in chosen.items() if v is not None})
     with atomic_directory(args.output_dir) as staging:
         runs = run_demo(staging, settings)
     print(comparison_table(runs))

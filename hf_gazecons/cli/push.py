@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..hub import push_output
-
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser = commands.add_parser(
@@ -23,6 +21,8 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..hub import push_output
+
     url = push_output(
         args.output_dir,
         args.repo_id,

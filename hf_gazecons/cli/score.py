@@ -6,15 +6,15 @@ import argparse
 import json
 from dataclasses import replace
 
-from ..data import default_eval_split, load_image_dataset
-from ..deviation import VARIANTS
+from typing import TYPE_CHECKING
+
 from ..errors import DataError
-from ..explain import examples_per_class, explain
-from ..hub import push_results
-from ..metric import ConsistencyResult, gaze_consistency
-from ..models import load_model
-from ..plots import plot_class_means, plot_overlays
 from .common import add_data_options, add_model_options, atomic_directory, target
+
+if TYPE_CHECKING:
+    import datasets
+
+    from ..metric import ConsistencyResult
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
@@ -26,7 +26,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     )
     add_model_options(parser)
     add_data_options(parser)
-    parser.add_argument("--variant", choices=VARIANTS, default="paper", help="deviation: paper (squared L2) or reference")
+    parser.add_argument("--variant", choices=("paper", "reference"), default="paper", help="deviation: paper (squared L2) or reference")
     parser.add_argument("--grid", nargs=2, type=int, metavar=("H", "W"), help="resample maps to a common grid first")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-samples", type=int, default=None, help="score at most this many samples")
@@ -37,15 +37,30 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data import default_eval_split, load_image_dataset
+    from ..explain import examples_per_class, explain
+    from ..hub import push_results
+    from ..metric import gaze_consistency
+    from ..models import is_bare_architecture, load_model
+    from ..plots import plot_class_means, plot_overlays
+
     data = load_image_dataset(args.dataset, image_column=args.image_column, label_column=args.label_column)
     split = args.split or default_eval_split(list(data))
     if split not in data:
         raise DataError(f"no split {split!r} in {args.dataset!r}; splits: {list(data)}")
     dataset = data[split]
+    if len(dataset) == 0:
+        raise DataError(f"split {split!r} of {args.dataset!r} is empty; pick another with --split")
     if args.max_samples is not None:
+        if args.max_samples < 1:
+            raise DataError(f"--max-samples must be at least 1, got {args.max_samples}")
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     dataset_names = list(dataset.features["label"].names)
-    loaded = load_model(args.model, image_size=args.image_size, trust_remote_code=args.trust_remote_code)
+    # a bare timm architecture has no trained head to keep: one output per class of the data set
+    head = dataset_names if is_bare_architecture(args.model) else None
+    loaded = load_model(
+        args.model, label_names=head, image_size=args.image_size, trust_remote_code=args.trust_remote_code
+    )
     dataset, label_names = _align_labels(dataset, dataset_names, loaded.label_names)
     with atomic_directory(args.output_dir) as staging:
         result = gaze_consistency(
@@ -75,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _align_labels(dataset, dataset_names: list[str], model_names: list[str]):  # type: ignore[no-untyped-def]
+def _align_labels(
+    dataset: datasets.Dataset, dataset_names: list[str], model_names: list[str]
+) -> tuple[datasets.Dataset, list[str]]:
     """Map the data set's labels onto the model's classes: by name when the model knows the names."""
     if len(dataset_names) > len(model_names):
         raise DataError(

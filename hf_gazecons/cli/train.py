@@ -9,10 +9,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from transformers import HfArgumentParser
-
-from ..trainer import GazeConsistencyTrainingArguments
-from ..training import ModelDataArguments, train
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
@@ -20,6 +16,11 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from transformers import HfArgumentParser
+
+    from ..trainer import GazeConsistencyTrainingArguments
+    from ..training import ModelDataArguments, train
+
     parser = HfArgumentParser((ModelDataArguments, GazeConsistencyTrainingArguments), prog="hf-gazecons train")
     data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     run = train(data_args, training_args)

@@ -9,6 +9,7 @@ data set id, and returns data sets whose only columns are ``image`` (Image), ``l
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import typing
 from collections.abc import Callable, Iterable
@@ -89,7 +90,7 @@ def _load_raw(spec: str) -> DatasetDict:
     path = os.path.expanduser(spec)
     if os.path.isdir(path):
         if _is_saved_dataset(path):
-            return _as_dict(spec, _guarded(spec, datasets.load_from_disk, path))
+            return _as_dict(spec, _guarded(spec, _load_from_disk, path))
         return _as_dict(spec, _guarded(spec, datasets.load_dataset, "imagefolder", data_dir=path))
     if os.path.exists(path) or spec.startswith(("/", "./", "../", "~", ".\\")):
         raise DataError(
@@ -139,6 +140,26 @@ def _convert(name: str, key: str, text: str, kind: type):
         raise DataError(
             f"option '{key}' of builtin:{name} must be {kind.__name__}, got '{text}'"
         ) from None
+
+
+def _load_from_disk(path: str) -> Dataset | DatasetDict:
+    """``datasets.load_from_disk``, except that a split saved with no rows comes back empty with its
+    features (``save_to_disk`` writes no arrow file for it and ``load_from_disk`` then fails)."""
+    dict_file = os.path.join(path, "dataset_dict.json")
+    if not os.path.isfile(dict_file):
+        return _load_saved_split(path)
+    with open(dict_file) as f:
+        splits = json.load(f)["splits"]
+    return DatasetDict({split: _load_saved_split(os.path.join(path, split)) for split in splits})
+
+
+def _load_saved_split(path: str) -> Dataset:
+    with open(os.path.join(path, "state.json")) as f:
+        state = json.load(f)
+    if not state.get("_data_files"):
+        features = datasets.DatasetInfo.from_directory(path).features
+        return Dataset.from_dict({name: [] for name in features}, features=features)
+    return Dataset.load_from_disk(path)
 
 
 def _is_saved_dataset(path: str) -> bool:
