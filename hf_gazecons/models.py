@@ -90,29 +90,29 @@ def load_model(
         if num_labels is not None and num_labels != len(label_names):
             raise ModelLoadError(f"num_labels={num_labels} but {len(label_names)} label names were given")
         num_labels = len(label_names)
-    options = dict(num_labels=num_labels, label_names=label_names, image_size=image_size, grayscale=grayscale)
+    options = _Options(num_labels, label_names, image_size, grayscale)
     path = Path(spec).expanduser()
     try:
         if path.is_dir():
             config = _read_config(path / "config.json", spec)
             state = _local_state(path)
             if _is_timm_config(config):
-                return _load_timm(spec, f"local-dir:{path}", True, config, state, **options)
-            return _load_transformers(spec, str(path), None, trust_remote_code, state, **options)
+                return _load_timm(spec, f"local-dir:{path}", True, config, state, options)
+            return _load_transformers(spec, str(path), None, trust_remote_code, state, options)
         if spec.startswith("hf-hub:"):
             repo_id, _, rev = spec[len("hf-hub:"):].partition("@")
             config = _read_config(_hub_file(repo_id, "config.json", rev or revision, required=True), spec)
             state = _hub_state(repo_id, rev or revision)
-            return _load_timm(spec, spec, True, config, state, **options)
+            return _load_timm(spec, spec, True, config, state, options)
         if is_bare_architecture(spec):
-            return _load_timm(spec, spec, pretrained, None, None, **options)
+            return _load_timm(spec, spec, pretrained, None, None, options)
         if spec.count("/") == 1:
             config = _read_config(_hub_file(spec, "config.json", revision, required=True), spec)
             state = _hub_state(spec, revision)
             if _is_timm_config(config):
                 at = f"@{revision}" if revision else ""
-                return _load_timm(spec, f"hf-hub:{spec}{at}", True, config, state, **options)
-            return _load_transformers(spec, spec, revision, trust_remote_code, state, **options)
+                return _load_timm(spec, f"hf-hub:{spec}{at}", True, config, state, options)
+            return _load_transformers(spec, spec, revision, trust_remote_code, state, options)
     except ModelLoadError:
         raise
     except (OSError, HTTPError, ValueError, RuntimeError, KeyError) as error:
@@ -123,29 +123,36 @@ def load_model(
     )
 
 
+@dataclass(frozen=True)
+class _Options:
+    """What the caller asks of the head and input, whatever the source."""
+
+    num_labels: int | None
+    label_names: list[str] | None
+    image_size: int | None
+    grayscale: bool
+
+
 def _load_timm(
     spec: str,
     source: str,
     pretrained: bool,
     config: dict[str, Any] | None,
     gaze_state: dict[str, torch.Tensor] | None,
-    *,
-    num_labels: int | None,
-    label_names: list[str] | None,
-    image_size: int | None,
-    grayscale: bool,
+    options: _Options,
 ) -> LoadedModel:
     kwargs: dict[str, Any] = {}
-    if num_labels is not None:
-        kwargs["num_classes"] = num_labels
-    if grayscale:
+    if options.num_labels is not None:
+        kwargs["num_classes"] = options.num_labels
+    if options.grayscale:
         kwargs["in_chans"] = 1
     model = timm.create_model(source, pretrained=pretrained, **kwargs)
-    saved_names = _names_list((config or {}).get("label_names"))
+    label_names = options.label_names
     if label_names is None:
-        label_names = saved_names if len(saved_names) == model.num_classes else [str(i) for i in range(model.num_classes)]
-    mean_std = STUDY_MEAN_STD if grayscale else None
-    return LoadedModel(model, timm_preprocessing(model, image_size, mean_std), list(label_names), "timm", spec, gaze_state)
+        saved = _names_list((config or {}).get("label_names"))
+        label_names = saved if len(saved) == model.num_classes else [str(i) for i in range(model.num_classes)]
+    preprocessing = timm_preprocessing(model, options.image_size, STUDY_MEAN_STD if options.grayscale else None)
+    return LoadedModel(model, preprocessing, list(label_names), "timm", spec, gaze_state)
 
 
 def _load_transformers(
@@ -154,19 +161,16 @@ def _load_transformers(
     revision: str | None,
     trust_remote_code: bool,
     gaze_state: dict[str, torch.Tensor] | None,
-    *,
-    num_labels: int | None,
-    label_names: list[str] | None,
-    image_size: int | None,
-    grayscale: bool,
+    options: _Options,
 ) -> LoadedModel:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    if grayscale:
+    if options.grayscale:
         raise ModelLoadError("grayscale=True is available for timm models only")
+    num_labels = options.num_labels
     kwargs: dict[str, Any] = dict(revision=revision, trust_remote_code=trust_remote_code)
     if num_labels is not None:
-        names = label_names or [str(i) for i in range(num_labels)]
+        names = options.label_names or [str(i) for i in range(num_labels)]
         kwargs.update(
             num_labels=num_labels,
             id2label=dict(enumerate(names)),
@@ -181,7 +185,7 @@ def _load_transformers(
         processor = AutoImageProcessor.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
         preprocessing = processor_preprocessing(processor)
     except (OSError, ValueError):
-        size = image_size or getattr(model.config, "image_size", 224)
+        size = options.image_size or getattr(model.config, "image_size", 224)
         preprocessing = plain_preprocessing(size if isinstance(size, int) else size[0])
     return LoadedModel(model, preprocessing, names, "transformers", spec, gaze_state)
 
