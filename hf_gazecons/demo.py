@@ -19,16 +19,17 @@ __all__ = ["DemoSettings", "run_demo", "comparison_table"]
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """Chosen so that both runs finish in about two minutes on 2 CPU cores (see README)."""
+    """A tiny timm EfficientNet learns the shapes (accuracy > 0.9) in 10 epochs of about ten seconds
+    each on 2 CPU cores; lambda_max 50 with the curriculum (0 up to epoch 2, full from epoch 5)."""
 
-    model: str = "resnet10t"
-    dataset: str = "builtin:shapes?size=96&jitter=0.08"
-    image_size: int = 96
-    epochs: int = 8
-    lambda_max: float = 100.0
+    model: str = "test_efficientnet"
+    dataset: str = "builtin:shapes?size=128"
+    image_size: int = 128
+    epochs: int = 10
+    lambda_max: float = 50.0
     t0: int = 2
     t1: int = 5
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     batch_size: int = 32
     seed: int = 0
 
