@@ -129,3 +129,88 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# sweeps (``hf-gazecons sweep``): rows as in ``runs.csv``
+# ---------------------------------------------------------------------------------------------
+__all__ += ["plot_sweep_curves", "plot_sweep_finals"]
+
+_SWEEP_PANELS = (
+    ("accuracy", "accuracy"),
+    ("kappa", "Cohen's kappa"),
+    ("gaze_consistency", "L_CAM (lower = more consistent)"),
+)
+
+
+def _sweep_value(value: float | str | None) -> float:
+    if value is None or value == "":
+        return np.nan
+    return float(value)
+
+
+def plot_sweep_curves(rows: Sequence[Mapping[str, float | str | None]], path: str | Path, title: str = "") -> Path:
+    """Learning curves of one backbone: accuracy, kappa and L_CAM against epoch, one colour per lambda.
+
+    ``rows`` are ``runs.csv`` rows (``lambda``, ``seed``, ``epoch`` and the metric columns); the
+    line is the mean over seeds, the band spans the seeds' minimum to maximum.
+    """
+    lambdas = sorted({float(r["lambda"]) for r in rows})
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, max(len(lambdas), 2)))
+    fig, axes = plt.subplots(1, len(_SWEEP_PANELS), figsize=(4.3 * len(_SWEEP_PANELS), 3.5))
+    for colour, lam in zip(colours, lambdas):
+        mine = [r for r in rows if float(r["lambda"]) == lam]
+        epochs = sorted({int(r["epoch"]) for r in mine})
+        seeds = sorted({r["seed"] for r in mine})
+        for ax, (key, name) in zip(axes, _SWEEP_PANELS):
+            table = np.full((len(seeds), len(epochs)), np.nan)
+            for r in mine:
+                table[seeds.index(r["seed"]), epochs.index(int(r["epoch"]))] = _sweep_value(r.get(key))
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN epochs
+                mean, low, high = np.nanmean(table, 0), np.nanmin(table, 0), np.nanmax(table, 0)
+            ax.plot(epochs, mean, marker="o", markersize=3, color=colour, label=f"λ={lam:g} (n={len(seeds)})")
+            if len(seeds) > 1:
+                ax.fill_between(epochs, low, high, color=colour, alpha=0.18, linewidth=0)
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel("epoch")
+    for ax in axes:
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{title}  (mean over seeds, band: min-max)".strip(), fontsize=10)
+    return _save(fig, path)
+
+
+def plot_sweep_finals(rows: Sequence[Mapping[str, float | str | None]], path: str | Path, title: str = "") -> Path:
+    """Final (last epoch) L_CAM, accuracy and kappa against lambda: one line per backbone, error bars
+    = standard deviation over seeds. Lambdas are placed evenly (their labels give the values)."""
+    last: dict[tuple[str, float, object], Mapping[str, float | str | None]] = {}
+    for r in rows:
+        key = (str(r["backbone"]), float(r["lambda"]), r["seed"])
+        if key not in last or int(r["epoch"]) > int(last[key]["epoch"]):
+            last[key] = r
+    backbones = list(dict.fromkeys(k[0] for k in last))
+    lambdas = sorted({k[1] for k in last})
+    panels = (("gaze_consistency", "final L_CAM"), ("accuracy", "final accuracy"), ("kappa", "final kappa"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.5))
+    offsets = np.linspace(-0.08, 0.08, len(backbones)) if len(backbones) > 1 else [0.0]
+    for offset, backbone in zip(offsets, backbones):
+        for ax, (key, name) in zip(axes, panels):
+            means, stds = [], []
+            for lam in lambdas:
+                values = [_sweep_value(r.get(key)) for k, r in last.items() if k[0] == backbone and k[1] == lam]
+                values = [v for v in values if not np.isnan(v)]
+                means.append(np.mean(values) if values else np.nan)
+                stds.append(np.std(values, ddof=1) if len(values) > 1 else 0.0)
+            ax.errorbar(np.arange(len(lambdas)) + offset, means, yerr=stds, marker="o", capsize=3, label=backbone)
+            ax.set_title(name, fontsize=9)
+    for ax in axes:
+        ax.set_xticks(range(len(lambdas)))
+        ax.set_xticklabels([f"{lam:g}" for lam in lambdas])
+        ax.set_xlabel("lambda_max")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title or "final evaluation against lambda_max (error bars: std over seeds)", fontsize=10)
+    return _save(fig, path)
+

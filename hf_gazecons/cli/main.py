@@ -10,8 +10,9 @@ from collections.abc import Sequence
 
 from ..errors import GazeConsError
 from . import cam, demo, push, score, train
+from . import sweep
 
-COMMANDS = {"score": score, "train": train, "demo": demo, "cam": cam, "push": push}
+COMMANDS = {"score": score, "train": train, "demo": demo, "cam": cam, "push": push, "sweep": sweep}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,105 @@
+"""``hf-gazecons sweep``: the study's backbones x lambda_max x seeds experiment as one resumable command.
+
+Each run is its own ``hf-gazecons train`` process writing into
+``OUT/runs/<backbone>/lambda_<value>/seed_<n>/``; finished runs are skipped on a restart, interrupted
+ones resume from their last checkpoint. ``OUT/summary.md``, ``runs.csv``, ``correlation.csv`` and
+the pictures are rewritten from all finished runs at the end. See :mod:`hf_gazecons.sweep`.
+
+    hf-gazecons sweep --preset smoke --output-dir /tmp/smoke
+    hf-gazecons sweep --preset study --output-dir out-study          # the study's setting (GPUs)
+    hf-gazecons sweep --preset cpu --seeds 0 1 2 --output-dir out-cpu --sanity
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from ..sweep import DEFAULTS, PRESETS, resolve_config, run_sweep
+
+
+def _bool(value: str) -> bool:
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
+    presets = "; ".join(
+        f"{key}: {', '.join(v['backbones'])} x lambda {' '.join(f'{x:g}' for x in v['lambdas'])} x "
+        f"{len(v['seeds'])} seed(s), {v['epochs']} epochs"
+        for key, v in PRESETS.items()
+    )
+    parser = commands.add_parser(
+        name,
+        help="run the study's backbones x lambda x seeds sweep (resumable), with tables and pictures",
+        description=(
+            "Train every backbone x lambda_max x seed, each in its own `hf-gazecons train` process, into "
+            "OUT/runs/<backbone>/lambda_<v>/seed_<n>/; skip finished runs, resume interrupted ones; write "
+            "runs.csv, correlation.csv (Pearson r of kappa and L_CAM over epochs), pictures and summary.md. "
+            "A preset sets defaults; explicit options override it. Presets: " + presets + "."
+        ),
+    )
+    d = DEFAULTS
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="named defaults (see above)")
+    parser.add_argument("--output-dir", required=True, help="sweep folder (runs/, tables, pictures)")
+    parser.add_argument("--backbones", nargs="+", default=None, help=f"timm names (default {' '.join(d['backbones'])})")
+    parser.add_argument("--lambdas", nargs="+", type=float, default=None,
+                        help=f"lambda_max values (default {' '.join(f'{x:g}' for x in d['lambdas'])})")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help=f"seeds (default {d['seeds']})")
+    parser.add_argument("--epochs", type=int, default=None, help=f"epochs per run (default {d['epochs']})")
+    parser.add_argument("--t0", type=int, default=None, help=f"lambda is 0 up to this epoch (default {d['t0']})")
+    parser.add_argument("--t1", type=int, default=None, help=f"lambda reaches lambda_max here (default {d['t1']})")
+    parser.add_argument("--dataset", default=None, help=f"builtin:..., Hub id or folder (default {d['dataset']})")
+    parser.add_argument("--image-size", type=int, default=None, help=f"square input size (default {d['image_size']})")
+    parser.add_argument("--grayscale", type=_bool, nargs="?", const=True, default=None,
+                        help="1-channel input, mean/std 0.5 (the study's)")
+    parser.add_argument("--pretrained", type=_bool, nargs="?", const=True, default=None,
+                        help="start from timm's pretrained weights (must be reachable)")
+    parser.add_argument("--learning-rate", type=float, default=None, help=f"(default {d['learning_rate']:g})")
+    parser.add_argument("--batch-size", type=int, default=None, help=f"per device (default {d['batch_size']})")
+    parser.add_argument("--max-train-samples", type=int, default=None, help="use at most this many training samples")
+    parser.add_argument("--max-eval-samples", type=int, default=None, help="use at most this many evaluation samples")
+    parser.add_argument("--ema-alpha", type=float, default=None, help="EMA factor of the class maps (default 0.9)")
+    parser.add_argument("--variant", choices=["paper", "reference"], default=None, help="deviation (default paper)")
+    parser.add_argument("--target-layer", default=None,
+                        help="Grad-CAM target: module name or timm stage index; write --target-layer=-2 for negatives")
+    parser.add_argument("--train-args", default=None,
+                        help="more `hf-gazecons train` options, one quoted string, e.g. '--second_order true'")
+    parser.add_argument("--parallel", type=int, default=None,
+                        help="runs at once (default: 1 on CPU, the number of GPUs with CUDA; one GPU per run)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP_NUM_THREADS per run (default: CPU cores / --parallel)")
+    parser.add_argument("--keep-checkpoints", action="store_true", default=None,
+                        help="keep checkpoint-N folders of finished runs (default: delete them)")
+    parser.add_argument("--sanity", action="store_true",
+                        help="afterwards, run the cascading-randomization check on every finished run (sanity.csv)")
+    parser.add_argument("--sanity-samples", type=int, default=64, help="evaluation samples per run for --sanity")
+    parser.add_argument("--dry-run", action="store_true", help="print the training commands and stop")
+
+
+def run(args: argparse.Namespace) -> int:
+    options = {
+        key: getattr(args, key)
+        for key in (
+            "preset", "output_dir", "backbones", "lambdas", "seeds", "epochs", "t0", "t1", "dataset",
+            "image_size", "grayscale", "pretrained", "learning_rate", "batch_size", "max_train_samples",
+            "max_eval_samples", "ema_alpha", "variant", "target_layer", "parallel", "threads", "keep_checkpoints",
+        )
+    }  # fmt: skip
+    if args.train_args is not None:
+        options["train_args"] = shlex.split(args.train_args)
+    config = resolve_config(options)
+    invoked_as = sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "sweep" else None
+    report = run_sweep(config, invoked_as=invoked_as, dry_run=args.dry_run)
+    if args.sanity and not args.dry_run:
+        from ..sanity import sanity_sweep
+        from ..sweep import write_outputs
+
+        sanity_sweep(config.output_dir, max_samples=args.sanity_samples)  # each run's own Grad-CAM layer
+        write_outputs(config.output_dir, config, invoked_as)
+    return report.exit_code

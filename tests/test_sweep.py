@@ -1,0 +1,218 @@
+"""``hf-gazecons sweep``: tables from fake runs, a tiny real sweep (one good run, one failing run),
+resume-skip, resume from a checkpoint, presets and the reproducible command."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hf_gazecons import sweep as sweep_module
+from hf_gazecons.cli.main import build_parser
+from hf_gazecons.cli.main import main as cli_main
+from hf_gazecons.sweep import (
+    RUNS_COLUMNS,
+    explicit_command,
+    last_checkpoint,
+    resolve_config,
+    run_directory,
+    run_sweep,
+    train_command,
+    write_outputs,
+)
+
+TINY_DATA = "builtin:shapes?size=48&num_classes=2&n_train=8&n_val=4&n_test=1"
+BAD = "no_such_backbone_xyz"
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def _fake_run(out: Path, backbone: str, lam: float, seed: int, kappa, consistency, masks: bool = True) -> None:
+    history = []
+    for epoch, (k, c) in enumerate(zip(kappa, consistency), start=1):
+        entry = {"epoch": epoch, "train_loss": 1.0 / epoch, "train_penalty": 0.1, "lambda": lam * min(1, epoch / 3),
+                 "eval_loss": 2.0 / epoch, "eval_accuracy": (k + 1) / 2, "eval_kappa": k, "eval_gaze_consistency": c}
+        if masks:
+            entry.update(eval_energy_pointing_game=0.3, eval_pointing_game=0.5)
+        history.append(entry)
+    directory = run_directory(out, backbone, lam, seed)
+    directory.mkdir(parents=True)
+    results = {"config": {"model": backbone, "lambda_max": lam, "seed": seed}, "final": {}, "history": history}
+    (directory / "results.json").write_text(json.dumps(results))
+
+
+def test_correlation_table_matches_numpy(tmp_path):
+    rng = np.random.default_rng(0)
+    series = {}
+    for lam in (0.0, 100.0):
+        for seed in (0, 1, 2):
+            kappa, consistency = rng.uniform(0, 1, 6), rng.uniform(0, 0.1, 6)
+            series[lam, seed] = (kappa, consistency)
+            _fake_run(tmp_path, "resnet10t", lam, seed, kappa.tolist(), consistency.tolist())
+    _fake_run(tmp_path, "resnet10t", -50.0, 0, [0.5] * 4, [0.1, 0.2, 0.3, 0.4], masks=False)  # constant kappa: r undefined
+    _fake_run(tmp_path, "resnet10t", -50.0, 1, [0.1, 0.5, 0.2, 0.9], [0.4, 0.1, 0.3, 0.05], masks=False)
+
+    outputs = write_outputs(tmp_path)
+
+    table = {(r["backbone"], float(r["lambda"])): r for r in _read_csv(outputs["correlation"])}
+    assert list(_read_csv(outputs["correlation"])[0]) == [
+        "backbone", "lambda", "r_seed_0", "r_seed_1", "r_seed_2", "pearson_r_mean", "pearson_r_std", "n_seeds"
+    ]  # fmt: skip
+    for lam in (0.0, 100.0):
+        expected = [np.corrcoef(*series[lam, seed])[0, 1] for seed in (0, 1, 2)]
+        row = table["resnet10t", lam]
+        for seed in (0, 1, 2):
+            assert float(row[f"r_seed_{seed}"]) == pytest.approx(expected[seed], abs=1e-5)
+        assert float(row["pearson_r_mean"]) == pytest.approx(np.mean(expected), abs=1e-5)
+        assert float(row["pearson_r_std"]) == pytest.approx(np.std(expected, ddof=1), abs=1e-5)
+        assert row["n_seeds"] == "3"
+    undefined = table["resnet10t", -50.0]
+    assert undefined["r_seed_0"] == "" and undefined["r_seed_2"] == ""
+    assert float(undefined["pearson_r_mean"]) == pytest.approx(
+        np.corrcoef([0.1, 0.5, 0.2, 0.9], [0.4, 0.1, 0.3, 0.05])[0, 1], abs=1e-5
+    )
+    assert undefined["pearson_r_std"] == "" and undefined["n_seeds"] == "1"
+
+    rows = _read_csv(outputs["runs"])
+    assert tuple(rows[0]) == RUNS_COLUMNS
+    assert len(rows) == 6 * 6 + 2 * 4
+    assert [(r["lambda"], r["seed"], r["epoch"]) for r in rows[:2]] == [("-50", "0", "1"), ("-50", "0", "2")]
+    no_masks = [r for r in rows if r["lambda"] == "-50"]
+    assert all(r["energy_pointing_game"] == "" and r["pointing_game"] == "" for r in no_masks)
+    summary = outputs["summary"].read_text()
+    assert "| `resnet10t` | 100 |" in summary and "final_vs_lambda.png" in summary
+    assert (tmp_path / "curves_resnet10t.png").stat().st_size > 1000
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    """One real tiny run (test_resnet, 2 epochs, 48 px) beside one that fails (unknown backbone)."""
+    out = tmp_path_factory.mktemp("sweep")
+    args = ["sweep", "--backbones", "test_resnet", BAD, "--lambdas", "10", "--seeds", "0", "--epochs", "2",
+            "--t0", "0", "--t1", "1", "--dataset", TINY_DATA, "--image-size", "48", "--batch-size", "8",
+            "--learning-rate", "3e-3", "--target-layer=-2", "--parallel", "2", "--threads", "1",
+            "--output-dir", str(out)]  # fmt: skip
+    code = cli_main(args)
+    return out, args, code
+
+
+def test_tiny_sweep_writes_tables_and_reports_the_failed_run(tiny_sweep, capsys):
+    out, _, code = tiny_sweep
+    assert code == 1  # one run failed
+    good = run_directory(out, "test_resnet", 10.0, 0)
+    assert (good / "results.json").is_file() and (good / "model.safetensors").is_file()
+    assert not list(good.glob("checkpoint-*"))  # removed after the run finished
+    log = run_directory(out, BAD, 10.0, 0) / "train.log"
+    assert log.is_file() and BAD in log.read_text()
+    rows = _read_csv(out / "runs.csv")
+    assert tuple(rows[0]) == RUNS_COLUMNS
+    assert [(r["backbone"], r["lambda"], r["seed"], r["epoch"]) for r in rows] == [
+        ("test_resnet", "10", "0", "1"),
+        ("test_resnet", "10", "0", "2"),
+    ]
+    for row in rows:
+        for column in ("accuracy", "kappa", "eval_loss", "train_loss", "penalty", "lambda_t", "energy_pointing_game"):
+            assert row[column] != "", column
+    assert [float(r["lambda_t"]) for r in rows] == [10.0, 10.0]  # T0 0, T1 1
+    assert _read_csv(out / "correlation.csv")[0]["n_seeds"] == "0"  # 2 epochs: r undefined
+    summary = (out / "summary.md").read_text()
+    assert "hf-gazecons sweep --backbones test_resnet no_such_backbone_xyz" in summary
+    assert (out / "curves_test_resnet.png").is_file() and (out / "final_vs_lambda.png").is_file()
+
+
+def test_restart_skips_finished_runs(tiny_sweep, monkeypatch, capsys):
+    out, args, _ = tiny_sweep
+    results = run_directory(out, "test_resnet", 10.0, 0) / "results.json"
+    mtime = results.stat().st_mtime_ns
+    launched = []
+    monkeypatch.setattr(sweep_module, "_launch", lambda command, env, log: launched.append(command) or 3)
+
+    assert cli_main(args) == 1  # the bad backbone is tried again and fails again
+    assert [c[c.index("--model") + 1] for c in launched] == [BAD]
+    assert "skip    test_resnet lambda=10 seed=0: results.json exists" in capsys.readouterr().out
+
+    launched.clear()
+    good_only = [a for a in args if a != BAD]
+    assert cli_main(good_only) == 0
+    assert launched == []  # nothing to do: no training process at all
+    assert results.stat().st_mtime_ns == mtime
+    assert len(_read_csv(out / "runs.csv")) == 2
+
+
+def test_sanity_on_the_finished_sweep(tiny_sweep):
+    from hf_gazecons.sanity import main as sanity_main
+
+    out, _, _ = tiny_sweep
+    assert sanity_main([str(out), "--max-samples", "6"]) == 0
+    rows = _read_csv(out / "sanity.csv")
+    assert [r["randomized_up_to"] for r in rows][:2] == ["none", "fc"]
+    assert rows[-1]["randomized_up_to"] == "conv1+bn1"
+    assert "Sanity check: cascading randomization" in (out / "summary.md").read_text()
+    assert (out / "sanity_summary.csv").is_file()
+
+
+def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    config = resolve_config({"preset": "smoke", "output_dir": str(tmp_path), "backbones": ["test_resnet"],
+                             "lambdas": [0.0], "parallel": 1})  # fmt: skip
+    directory = run_directory(tmp_path, "test_resnet", 0.0, 0)
+    for step in (4, 12, 8):
+        checkpoint = directory / f"checkpoint-{step}"
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "model.safetensors").write_bytes(b"x")
+        (checkpoint / "trainer_state.json").write_text("{}")
+    (directory / "checkpoint-20").mkdir()  # no weights: an interrupted save
+    assert last_checkpoint(directory) == directory / "checkpoint-12"
+    launched = []
+    monkeypatch.setattr(sweep_module, "_launch", lambda command, env, log: launched.append((command, env)) or 0)
+
+    report = run_sweep(config, echo=lambda line: None)
+
+    (command, env), = launched
+    assert command[command.index("--resume_from_checkpoint") + 1] == str(directory / "checkpoint-12")
+    assert command[:4] == [command[0], "-m", "hf_gazecons.cli.main", "train"]
+    assert command[command.index("--save_total_limit") + 1] == "1"
+    assert env["OMP_NUM_THREADS"] == str(max(1, sweep_module._cpu_count()))
+    assert report.exit_code == 1 and report.failed[0].status == "failed"  # exit 0 but no results.json
+
+
+def test_presets_defaults_and_reproducible_command(tmp_path):
+    smoke = resolve_config({"preset": "smoke", "output_dir": "o", "seeds": [3, 4]})
+    assert smoke.seeds == [3, 4] and smoke.backbones == ["test_resnet", "test_efficientnet"]
+    study = resolve_config({"preset": "study", "output_dir": "o"})
+    assert study.lambdas == [-100.0, 0.0, 50.0, 100.0, 500.0] and len(study.seeds) == 6
+    assert (study.epochs, study.t0, study.t1, study.learning_rate, study.batch_size) == (50, 2, 10, 1e-4, 32)
+    assert study.grayscale and study.pretrained and study.image_size == 224
+    plain = resolve_config({"output_dir": "o"})
+    assert plain.lambdas == [-100.0, 0.0, 50.0, 100.0, 500.0] and len(plain.backbones) >= 2
+
+    for config in (smoke, study, resolve_config({"preset": "cpu", "output_dir": str(tmp_path), "grayscale": True})):
+        argv = shlex.split(explicit_command(config))[1:]
+        args = build_parser().parse_args(argv)
+        options = {k: v for k, v in vars(args).items() if k not in ("command", "sanity", "sanity_samples", "dry_run")}
+        if args.train_args is not None:
+            options["train_args"] = shlex.split(args.train_args)
+        again = resolve_config(options)
+        assert again == config.__class__(**{**config.__dict__, "preset": None})
+
+    command = train_command(sweep_module.plan_runs(study)[0], study)
+    assert command[command.index("--grayscale") + 1] == "true" and "--pretrained" in command
+    assert command[command.index("--lambda_max") + 1] == "-100"
+
+
+def test_one_gpu_per_run_and_threads_split(monkeypatch):
+    monkeypatch.setattr(sweep_module, "_cpu_count", lambda: 16)
+    env = sweep_module._run_env(slot=3, parallel=4, gpus=2, threads=None)
+    assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["OMP_NUM_THREADS"] == "4"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")
+    assert sweep_module._run_env(slot=4, parallel=3, gpus=3, threads=2)["CUDA_VISIBLE_DEVICES"] == "5"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    env = sweep_module._run_env(slot=0, parallel=32, gpus=0, threads=None)
+    assert "CUDA_VISIBLE_DEVICES" not in env
+    assert env["OMP_NUM_THREADS"] == "1"
