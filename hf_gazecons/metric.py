@@ -46,11 +46,16 @@ __all__ = [
 
 @dataclass
 class ClassConsistency:
-    """One class: its mean deviation (None below 2 correct samples) and its counts."""
+    """One class: its mean deviation (None below 2 correct samples) and its counts.
+
+    ``n_zero_maps`` counts correct samples whose map is zero everywhere: such a collapsed gaze
+    scores as perfectly consistent (SPEC section 6), so a large count makes ``value`` suspect.
+    """
 
     value: float | None
     n_correct: int
     n_samples: int
+    n_zero_maps: int = 0
 
 
 @dataclass
@@ -74,6 +79,7 @@ class ConsistencyResult:
     loss: float
     n_samples: int
     n_correct: int
+    n_zero_maps: int
     cam_size: tuple[int, int]
     class_means: torch.Tensor
     target_name: str
@@ -140,6 +146,7 @@ class ConsistencyStatistics:
     square_sum: torch.Tensor = field(init=False)
     localization_sums: torch.Tensor = field(init=False)
     loss_sum: torch.Tensor = field(init=False)
+    zero_maps: torch.Tensor = field(init=False)
     kept_maps: list[list[torch.Tensor]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -149,6 +156,7 @@ class ConsistencyStatistics:
         self.square_sum = torch.zeros(k, dtype=torch.float64)
         self.localization_sums = torch.zeros(3, dtype=torch.float64)  # energy, hits, count
         self.loss_sum = torch.zeros((), dtype=torch.float64)  # cross-entropy summed over samples
+        self.zero_maps = torch.zeros(k, dtype=torch.float64)  # correct samples whose map is all zero
         self.kept_maps = [[] for _ in range(k)]
 
     def update(
@@ -172,6 +180,7 @@ class ConsistencyStatistics:
             self.map_sum = torch.zeros(self.num_classes, *grid_maps.shape[1:], dtype=torch.float64)
         self.map_sum.index_add_(0, classes, grid_maps)
         self.square_sum.index_add_(0, classes, grid_maps.flatten(1).pow(2).sum(dim=1))
+        self.zero_maps.index_add_(0, classes, (maps[correct].flatten(1).amax(dim=1) == 0).double())
         if self.variant == "reference":
             for c in classes.unique().tolist():
                 self.kept_maps[c].append(grid_maps[classes == c].float())
@@ -186,7 +195,7 @@ class ConsistencyStatistics:
         if shape is not None and self.map_sum is None:
             self.map_sum = torch.zeros(self.num_classes, *shape, dtype=torch.float64)
         device = _collective_device()
-        for name in ("confusion", "map_sum", "square_sum", "localization_sums", "loss_sum"):
+        for name in ("confusion", "map_sum", "square_sum", "localization_sums", "loss_sum", "zero_maps"):
             tensor = getattr(self, name)
             if tensor is None:
                 continue
@@ -210,7 +219,10 @@ class ConsistencyStatistics:
         valid = counts >= 2
         per_class = {
             name: ClassConsistency(
-                float(deviation_sums[c] / counts[c]) if valid[c] else None, int(counts[c]), int(n_samples[c])
+                float(deviation_sums[c] / counts[c]) if valid[c] else None,
+                int(counts[c]),
+                int(n_samples[c]),
+                int(self.zero_maps[c]),
             )
             for c, name in enumerate(label_names)
         }
@@ -229,6 +241,7 @@ class ConsistencyStatistics:
             loss=float(self.loss_sum / total),
             n_samples=int(total),
             n_correct=int(counts.sum()),
+            n_zero_maps=int(self.zero_maps.sum()),
             cam_size=tuple(self.map_sum.shape[1:]),
             class_means=class_means.float(),
             target_name=target_name,

@@ -195,6 +195,7 @@ def result_metrics(result: ConsistencyResult, prefix: str = "eval") -> dict[str,
         f"{prefix}_accuracy": result.accuracy,
         f"{prefix}_kappa": result.kappa,
         f"{prefix}_gaze_consistency": result.value,
+        f"{prefix}_zero_map_share": result.n_zero_maps / result.n_correct if result.n_correct else None,
     }
     for name, per_class in result.per_class.items():
         metrics[f"{prefix}_gaze_consistency_{name}"] = per_class.value

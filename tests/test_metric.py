@@ -178,3 +178,16 @@ def test_model_mode_is_restored():
     model.features.eval()
     gaze_consistency(model, [(torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))], target="features", progress=False)
     assert model.training and not model.features.training
+
+
+def test_all_zero_maps_of_correct_samples_are_counted():
+    maps = torch.rand(6, 3, 3)
+    maps[[0, 1, 4]] = 0.0  # 0, 1: correct class 0; 4: correct class 1; 5 is wrong
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    predictions = torch.tensor([0, 0, 0, 1, 1, 0])
+    maps[5] = 0.0
+    stats = ConsistencyStatistics(2)
+    stats.update(maps, F.one_hot(predictions, 2).float(), labels)
+    result = stats.result(["a", "b"], "t")
+    assert result.n_zero_maps == 3
+    assert [c.n_zero_maps for c in result.per_class.values()] == [2, 1]

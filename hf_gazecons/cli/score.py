@@ -124,6 +124,11 @@ def summary_table(result: ConsistencyResult) -> str:
             f"energy pointing game {fmt(result.localization.energy_pointing_game)}  "
             f"pointing game {fmt(result.localization.pointing_game)}"
         )
+    if result.n_zero_maps:
+        lines.append(
+            f"warning: {result.n_zero_maps} of {result.n_correct} correct samples have an all-zero map "
+            "(a collapsed gaze scores as perfectly consistent)"
+        )
     width = max(len(name) for name in result.per_class)
     lines.append(f"{'class':<{width}}  L_CAM   correct/samples")
     for name, per_class in result.per_class.items():
