@@ -230,6 +230,12 @@ class ConsistencyStatistics:
         if value is None:
             reason = "no sample was classified correctly" if counts.sum() == 0 else "no class has 2 correct samples"
             warnings.warn(f"gaze consistency is undefined: {reason}", stacklevel=2)
+        if self.map_sum[0].numel() < 9:
+            warnings.warn(
+                f"the maps are only {'x'.join(map(str, self.map_sum.shape[1:]))}: they carry little spatial "
+                "information; use a larger input size or an earlier target layer",
+                stacklevel=2,
+            )
         energy, hits, located = self.localization_sums.tolist()
         localization = Localization(energy / located, hits / located, int(located)) if located else None
         total = float(n_samples.sum())
@@ -295,7 +301,8 @@ def gaze_consistency(
     device = next(model.parameters()).device
     rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     with eval_mode(model):
-        for pixel_values, labels, masks in tqdm(batches, desc="gaze consistency", disable=not (progress and rank0)):
+        for batch in tqdm(batches, desc="gaze consistency", unit="batch", disable=not (progress and rank0)):
+            pixel_values, labels, masks = _unpack(batch)
             out = cam(pixel_values.to(device))
             num_classes = out.logits.shape[1]
             _check_labels(labels, num_classes)
@@ -323,9 +330,8 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def _batches(
-    data: Iterable[Any], preprocessing: Preprocessing | None, batch_size: int, num_workers: int
-) -> Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+def _batches(data: Iterable[Any], preprocessing: Preprocessing | None, batch_size: int, num_workers: int) -> Iterable[Any]:
+    """``data`` itself, or a DataLoader over a ``datasets.Dataset`` (this process's shard)."""
     import datasets
 
     if isinstance(data, datasets.Dataset):
@@ -344,7 +350,7 @@ def _batches(
             batch_size=batch_size,
             num_workers=num_workers,
         )
-    return (_unpack(batch) for batch in data)
+    return data
 
 
 def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
