@@ -1,7 +1,7 @@
 """The demo: one small timm CNN fine-tuned on ``builtin:shapes`` without and with the regulariser.
 
-    >>> runs = run_demo("gazecons-demo")
-    >>> print(comparison_table(runs))
+>>> runs = run_demo("gazecons-demo")
+>>> print(comparison_table(runs))
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Grad-CAM of individual images, for pictures: maps with the predicted label and its probability.
 
-    >>> shown = explain(load_model("hf-hub:org/name"), [Image.open("x.png")])
-    >>> plot_overlays(shown.images, shown.maps, shown.titles(), "overlays.png")
+>>> shown = explain(load_model("hf-hub:org/name"), [Image.open("x.png")])
+>>> plot_overlays(shown.images, shown.maps, shown.titles(), "overlays.png")
 """
 
 from __future__ import annotations

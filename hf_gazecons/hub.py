@@ -197,7 +197,9 @@ def _hub_errors(action: str) -> Iterator[None]:
         detail = hint.get(status, _first_line(error))
         raise HubError(f"{action} failed: HTTP {status}: {detail}") from None
     except (HTTPError, OSError) as error:
-        raise HubError(f"{action} failed: cannot reach the Hub ({type(error).__name__}: {_first_line(error)})") from None
+        raise HubError(
+            f"{action} failed: cannot reach the Hub ({type(error).__name__}: {_first_line(error)})"
+        ) from None
 
 
 def _first_line(error: BaseException) -> str:

@@ -296,13 +296,14 @@ def gaze_consistency(
         label_names = label_names or model.label_names
         model = model.model
     cam = GradCAM(model, target=target)
-    batches = _batches(data, preprocessing, batch_size, num_workers)
+    batches = batch_source(data, preprocessing, batch_size, num_workers)
     statistics: ConsistencyStatistics | None = None
     device = next(model.parameters()).device
     rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     with eval_mode(model):
-        for batch in tqdm(batches, desc="gaze consistency", unit="batch", disable=not (progress and rank0)):
-            pixel_values, labels, masks = _unpack(batch)
+        bar = None if progress and rank0 else True  # None: a bar on terminals, none in logs and pipes
+        for batch in tqdm(batches, desc="gaze consistency", unit="batch", disable=bar):
+            pixel_values, labels, masks = unpack_batch(batch)
             out = cam(pixel_values.to(device))
             num_classes = out.logits.shape[1]
             _check_labels(labels, num_classes)
@@ -330,7 +331,9 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def _batches(data: Iterable[Any], preprocessing: Preprocessing | None, batch_size: int, num_workers: int) -> Iterable[Any]:
+def batch_source(
+    data: Iterable[Any], preprocessing: Preprocessing | None, batch_size: int, num_workers: int
+) -> Iterable[Any]:
     """``data`` itself, or a DataLoader over a ``datasets.Dataset`` (this process's shard)."""
     import datasets
 
@@ -353,7 +356,7 @@ def _batches(data: Iterable[Any], preprocessing: Preprocessing | None, batch_siz
     return data
 
 
-def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def unpack_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     if isinstance(batch, Mapping):
         return batch["pixel_values"], torch.as_tensor(batch["labels"]), batch.get("masks")
     pixel_values, labels = batch[0], batch[1]

@@ -100,7 +100,7 @@ def load_model(
                 return _load_timm(spec, f"local-dir:{path}", True, config, state, options)
             return _load_transformers(spec, str(path), None, trust_remote_code, state, options)
         if spec.startswith("hf-hub:"):
-            repo_id, _, rev = spec[len("hf-hub:"):].partition("@")
+            repo_id, _, rev = spec[len("hf-hub:") :].partition("@")
             config = _read_config(_hub_file(repo_id, "config.json", rev or revision, required=True), spec)
             state = _hub_state(repo_id, rev or revision)
             return _load_timm(spec, spec, True, config, state, options)
@@ -240,7 +240,9 @@ def _names_list(names: Any) -> list[str]:
 
 def _read_config(path: Path | None, spec: str) -> dict[str, Any]:
     if path is None or not Path(path).is_file():
-        raise ModelLoadError(f"cannot load model {spec!r}: no config.json there (timm save_for_hf or save_pretrained writes one)")
+        raise ModelLoadError(
+            f"cannot load model {spec!r}: no config.json there (timm save_for_hf or save_pretrained writes one)"
+        )
     return json.loads(Path(path).read_text())
 
 

@@ -213,4 +213,3 @@ def plot_sweep_finals(rows: Sequence[Mapping[str, float | str | None]], path: st
     axes[0].legend(fontsize=7)
     fig.suptitle(title or "final evaluation against lambda_max (error bars: std over seeds)", fontsize=10)
     return _save(fig, path)
-

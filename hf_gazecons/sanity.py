@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from .cam import GradCAM
-from .metric import _batches, eval_mode
+from .metric import batch_source, eval_mode, unpack_batch
 from .models import LoadedModel
 from .preprocessing import Preprocessing
 from .targets import is_timm_model, unwrap_model
@@ -212,7 +212,8 @@ def _collect(
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         return data[0][:max_samples], torch.as_tensor(data[1])[:max_samples]
     images, labels, have = [], [], 0
-    for pixel_values, batch_labels, _ in _batches(data, preprocessing, batch_size, 0):
+    for batch in batch_source(data, preprocessing, batch_size, 0):
+        pixel_values, batch_labels, _ = unpack_batch(batch)
         images.append(pixel_values)
         labels.append(batch_labels)
         have += len(pixel_values)
@@ -235,7 +236,9 @@ def _maps(
     return torch.cat(out)
 
 
-def _predictions(model: nn.Module, target: str | int | None, pixel_values: torch.Tensor, batch_size: int) -> torch.Tensor:
+def _predictions(
+    model: nn.Module, target: str | int | None, pixel_values: torch.Tensor, batch_size: int
+) -> torch.Tensor:
     cam = GradCAM(model, target)
     device = next(model.parameters()).device
     with eval_mode(model):
@@ -366,8 +369,10 @@ def sanity_sweep(
         }  # fmt: skip
         for step in steps:
             rows.append({**base, **{k: v for k, v in step.items() if k != "modules"}})
-        echo(f"sanity {config['model']} lambda={format_lambda(config['lambda_max'])} seed={config['seed']}: "
-             + ", ".join(f"{s['randomized_up_to']} {_fmt(s['spearman_mean'])}" for s in steps[1:]))
+        echo(
+            f"sanity {config['model']} lambda={format_lambda(config['lambda_max'])} seed={config['seed']}: "
+            + ", ".join(f"{s['randomized_up_to']} {_fmt(s['spearman_mean'])}" for s in steps[1:])
+        )
     rows.sort(key=lambda r: (r["backbone"], r["lambda"], r["seed"], r["step"]))
     sanity_csv = out / "sanity.csv"
     _write(sanity_csv, SANITY_COLUMNS, rows)

@@ -269,7 +269,12 @@ def last_checkpoint(directory: Path) -> Path | None:
     found = []
     for path in directory.glob("checkpoint-*"):
         step = path.name.rpartition("-")[2]
-        if path.is_dir() and step.isdigit() and any(path.glob("*.safetensors")) and (path / "trainer_state.json").is_file():
+        if (
+            path.is_dir()
+            and step.isdigit()
+            and any(path.glob("*.safetensors"))
+            and (path / "trainer_state.json").is_file()
+        ):
             found.append((int(step), path))
     return max(found)[1] if found else None
 
@@ -431,7 +436,9 @@ def run_sweep(
             with lock:
                 verb = f"resume from {ckpt.name}" if ckpt else "start"
                 env = _run_env(slot, parallel, gpus, config.threads)
-                echo(f"{verb:<7} {run.name}" + (f" (CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']})" if gpus else ""))
+                echo(
+                    f"{verb:<7} {run.name}" + (f" (CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']})" if gpus else "")
+                )
             try:
                 code = _launch(command, env, run.log_path)
             except OSError as error:
@@ -455,8 +462,10 @@ def run_sweep(
                 if outcome.status == "done":
                     echo(f"{head}: done in {seconds:.1f} s ({outcome.message})")
                 else:
-                    echo(f"{head}: FAILED (exit {code}) after {seconds:.1f} s: {outcome.message}\n"
-                         f"        log: {run.log_path}")
+                    echo(
+                        f"{head}: FAILED (exit {code}) after {seconds:.1f} s: {outcome.message}\n"
+                        f"        log: {run.log_path}"
+                    )
             return outcome
         finally:
             slots.put(slot)
@@ -468,8 +477,10 @@ def run_sweep(
     report = SweepReport(outcomes, outputs, time.monotonic() - start)
     done = sum(o.status == "done" for o in outcomes)
     skipped = sum(o.status == "skipped" for o in outcomes)
-    echo(f"sweep: {done} trained, {skipped} skipped, {len(report.failed)} failed in {report.seconds:.1f} s; "
-         f"summary: {outputs.get('summary', out / 'summary.md')}")
+    echo(
+        f"sweep: {done} trained, {skipped} skipped, {len(report.failed)} failed in {report.seconds:.1f} s; "
+        f"summary: {outputs.get('summary', out / 'summary.md')}"
+    )
     for outcome in report.failed:
         echo(f"  failed: {outcome.run.name}  (log: {outcome.run.log_path})")
     return report
@@ -481,8 +492,15 @@ def _settings_differ(results_path: Path, config: SweepConfig) -> str:
         saved = json.loads(results_path.read_text()).get("config", {})
     except (OSError, ValueError):
         return "unreadable results.json"
-    wanted = {"dataset": config.dataset, "epochs": float(config.epochs), "t0": config.t0, "t1": config.t1,
-              "learning_rate": config.learning_rate, "variant": config.variant, "ema_alpha": config.ema_alpha}
+    wanted = {
+        "dataset": config.dataset,
+        "epochs": float(config.epochs),
+        "t0": config.t0,
+        "t1": config.t1,
+        "learning_rate": config.learning_rate,
+        "variant": config.variant,
+        "ema_alpha": config.ema_alpha,
+    }
     return ", ".join(
         f"{key} {saved[key]!r} != {value!r}" for key, value in wanted.items() if key in saved and saved[key] != value
     )
@@ -493,8 +511,10 @@ def _final_line(results_path: Path) -> str:
         final = json.loads(results_path.read_text()).get("final", {})
     except (OSError, ValueError):
         return "results.json unreadable"
-    return (f"acc {_fmt(final.get('eval_accuracy'))}  kappa {_fmt(final.get('eval_kappa'))}  "
-            f"L_CAM {_fmt(final.get('eval_gaze_consistency'))}")
+    return (
+        f"acc {_fmt(final.get('eval_accuracy'))}  kappa {_fmt(final.get('eval_kappa'))}  "
+        f"L_CAM {_fmt(final.get('eval_gaze_consistency'))}"
+    )
 
 
 def _log_tail(log_path: Path, lines: int = 3) -> str:
@@ -613,8 +633,12 @@ def final_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     table = []
     for (backbone, lam), by_seed in _groups(rows).items():
         last = [seed_rows[-1] for seed_rows in by_seed.values()]
-        row: dict[str, Any] = {"backbone": backbone, "lambda": lam, "n_seeds": len(last),
-                               "epochs": max(r["epoch"] for r in last)}
+        row: dict[str, Any] = {
+            "backbone": backbone,
+            "lambda": lam,
+            "n_seeds": len(last),
+            "epochs": max(r["epoch"] for r in last),
+        }
         for metric in ("accuracy", "kappa", "gaze_consistency", "energy_pointing_game", "pointing_game"):
             row[f"{metric}_mean"], row[f"{metric}_std"], _ = mean_std(r.get(metric) for r in last)
         table.append(row)
@@ -638,7 +662,9 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, A
     return path
 
 
-def write_outputs(out: str | Path, config: SweepConfig | None = None, invoked_as: Sequence[str] | None = None) -> dict[str, Path]:
+def write_outputs(
+    out: str | Path, config: SweepConfig | None = None, invoked_as: Sequence[str] | None = None
+) -> dict[str, Path]:
     """Regenerate ``runs.csv``, ``correlation.csv``, the pictures and ``summary.md`` from ``OUT/runs``."""
     from .plots import plot_sweep_curves, plot_sweep_finals
 
@@ -683,17 +709,33 @@ def _summary(
 ) -> str:
     n_runs = len({(r["backbone"], r["lambda"], r["seed"]) for r in rows})
     lines = ["# Gaze-consistency sweep", ""]
-    lines += [(f"{n_runs} finished runs under `{out / 'runs'}` (mean ± sample std over seeds; "
-               "final = last epoch's evaluation)."), ""]
+    lines += [
+        (
+            f"{n_runs} finished runs under `{out / 'runs'}` (mean ± sample std over seeds; "
+            "final = last epoch's evaluation)."
+        ),
+        "",
+    ]
     if config is not None:
-        lines += ["Command (all options explicit; re-running it skips finished runs):", "", "```",
-                  explicit_command(config), "```", ""]
+        lines += [
+            "Command (all options explicit; re-running it skips finished runs):",
+            "",
+            "```",
+            explicit_command(config),
+            "```",
+            "",
+        ]
         if invoked_as is not None:
             lines += ["Invoked as: `" + shlex.join(["hf-gazecons", "sweep", *invoked_as]) + "`", ""]
-        lines += [(f"Data `{config.dataset}`, {config.epochs} epochs, T0 {config.t0}, T1 {config.t1}, "
-                   f"lr {config.learning_rate:g}, batch {config.batch_size}, "
-                   f"image size {config.image_size or 'model default'}, "
-                   f"target layer {config.target_layer or 'default'}, variant {config.variant}."), ""]
+        lines += [
+            (
+                f"Data `{config.dataset}`, {config.epochs} epochs, T0 {config.t0}, T1 {config.t1}, "
+                f"lr {config.learning_rate:g}, batch {config.batch_size}, "
+                f"image size {config.image_size or 'model default'}, "
+                f"target layer {config.target_layer or 'default'}, variant {config.variant}."
+            ),
+            "",
+        ]
     has_masks = any(f.get("energy_pointing_game_mean") is not None for f in finals)
     lines += ["## Final evaluation", ""]
     head = ["backbone", "lambda", "seeds", "accuracy", "kappa", "L_CAM"]
@@ -701,35 +743,57 @@ def _summary(
         head += ["energy pointing game", "pointing game"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for f in finals:
-        cells = [f"`{f['backbone']}`", format_lambda(f["lambda"]), str(f["n_seeds"]),
-                 _pm(f["accuracy_mean"], f["accuracy_std"]), _pm(f["kappa_mean"], f["kappa_std"]),
-                 _pm(f["gaze_consistency_mean"], f["gaze_consistency_std"], 4)]
+        cells = [
+            f"`{f['backbone']}`",
+            format_lambda(f["lambda"]),
+            str(f["n_seeds"]),
+            _pm(f["accuracy_mean"], f["accuracy_std"]),
+            _pm(f["kappa_mean"], f["kappa_std"]),
+            _pm(f["gaze_consistency_mean"], f["gaze_consistency_std"], 4),
+        ]
         if has_masks:
-            cells += [_pm(f["energy_pointing_game_mean"], f["energy_pointing_game_std"]),
-                      _pm(f["pointing_game_mean"], f["pointing_game_std"])]
+            cells += [
+                _pm(f["energy_pointing_game_mean"], f["energy_pointing_game_std"]),
+                _pm(f["pointing_game_mean"], f["pointing_game_std"]),
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Pearson r between kappa and L_CAM over epochs (the study's Table 2 statistic)", ""]
     lines += ["| backbone | lambda | r (mean ± std over seeds) | seeds |", "|---|---|---|---|"]
     for c in correlation:
-        lines.append(f"| `{c['backbone']}` | {format_lambda(c['lambda'])} | "
-                     f"{_pm(c['pearson_r_mean'], c['pearson_r_std'])} | {c['n_seeds']} |")
+        lines.append(
+            f"| `{c['backbone']}` | {format_lambda(c['lambda'])} | "
+            f"{_pm(c['pearson_r_mean'], c['pearson_r_std'])} | {c['n_seeds']} |"
+        )
     sanity = out / "sanity_summary.csv"
     if sanity.is_file():
         lines += ["", "## Sanity check: cascading randomization (Spearman, original vs randomised map)", ""]
         with open(sanity) as handle:
             table = list(csv.DictReader(handle))
-        lines += [("Mean over runs of each run's mean Spearman correlation (over its samples) between the "
-                   "original and the cumulatively re-initialised model's map; step 0 is the unchanged model. "
-                   "Constant maps (no ranking) are left out of the correlation and counted separately."), ""]
-        lines += [("| backbone | lambda | randomized up to | Spearman (mean ± std over runs) | runs | "
-                   "constant maps (original / randomised) |"), "|---|---|---|---|---|---|"]
+        lines += [
+            (
+                "Mean over runs of each run's mean Spearman correlation (over its samples) between the "
+                "original and the cumulatively re-initialised model's map; step 0 is the unchanged model. "
+                "Constant maps (no ranking) are left out of the correlation and counted separately."
+            ),
+            "",
+        ]
+        lines += [
+            (
+                "| backbone | lambda | randomized up to | Spearman (mean ± std over runs) | runs | "
+                "constant maps (original / randomised) |"
+            ),
+            "|---|---|---|---|---|---|",
+        ]
         for r in table:
             mean = float(r["spearman_mean"]) if r.get("spearman_mean") else None
             std = float(r["spearman_std"]) if r.get("spearman_std") else None
-            constant = " / ".join(f"{float(r[k]):.0%}" if r.get(k) else "n/a"
-                                  for k in ("constant_original", "constant_randomized"))
-            lines.append(f"| `{r['backbone']}` | {r['lambda']} | {r['randomized_up_to']} | {_pm(mean, std)} | "
-                         f"{r['n_runs']} | {constant} |")
+            constant = " / ".join(
+                f"{float(r[k]):.0%}" if r.get(k) else "n/a" for k in ("constant_original", "constant_randomized")
+            )
+            lines.append(
+                f"| `{r['backbone']}` | {r['lambda']} | {r['randomized_up_to']} | {_pm(mean, std)} | "
+                f"{r['n_runs']} | {constant} |"
+            )
     if pictures:
         lines += ["", "## Pictures", ""]
         lines += [f"![{p.stem}]({p.name})" for p in pictures]
@@ -773,4 +837,3 @@ def explicit_command(config: SweepConfig) -> str:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
-

@@ -86,8 +86,7 @@ def resolve_target(model: nn.Module, target: str | int | None = None) -> TargetL
         if isinstance(target, str):
             target = target.removeprefix("timm_model.")
         inner = resolve_target(model.timm_model, target)
-        return TargetLayer(f"timm_model.{inner.name}", inner.owner, inner.method, inner.layout,
-                           inner.num_prefix_tokens)
+        return TargetLayer(f"timm_model.{inner.name}", inner.owner, inner.method, inner.layout, inner.num_prefix_tokens)
     if isinstance(target, int):
         return _timm_stage(model, target)
     if isinstance(target, str):
@@ -178,9 +177,7 @@ def _suggest(model: nn.Module) -> str:
     return convs[-1] if convs else next((n for n, _ in model.named_modules() if n), "<module name>")
 
 
-def to_spatial_map(
-    tensor: torch.Tensor, target: TargetLayer, input_size: tuple[int, int]
-) -> torch.Tensor:
+def to_spatial_map(tensor: torch.Tensor, target: TargetLayer, input_size: tuple[int, int]) -> torch.Tensor:
     """Return ``tensor`` (the tapped activation or its gradient) as ``(B, C, H', W')``.
 
     Token sequences lose their ``num_prefix_tokens`` leading tokens (class/distillation/register
@@ -219,9 +216,7 @@ def _infer_layout(tensor: torch.Tensor, input_size: tuple[int, int], name: str) 
     return "NHWC"
 
 
-def _token_grid(
-    length: int, prefix: int | None, input_size: tuple[int, int], name: str
-) -> tuple[int, tuple[int, int]]:
+def _token_grid(length: int, prefix: int | None, input_size: tuple[int, int], name: str) -> tuple[int, tuple[int, int]]:
     """Split a token count into prefix tokens and an (h, w) patch grid of the input's aspect."""
     aspect = input_size[0] / input_size[1]
     prefixes = [prefix] if prefix is not None else range(min(_MAX_PREFIX_TOKENS, length - 1) + 1)

@@ -44,14 +44,18 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
     Adam(W without decay) lr 1e-4, ReduceLROnPlateau(factor 0.1, patience 5) on the validation loss,
     batch 32, evaluation and checkpoints every epoch."""
 
-    lambda_max: float = field(default=0.0, metadata={"help": "Final weight of the consistency penalty (negative: diversity)."})
+    lambda_max: float = field(
+        default=0.0, metadata={"help": "Final weight of the consistency penalty (negative: diversity)."}
+    )
     t0: int = field(default=2, metadata={"help": "Lambda is 0 up to this (1-based) epoch."})
     t1: int = field(default=10, metadata={"help": "Lambda reaches lambda_max at this epoch."})
     lambda_per_step: bool = field(default=False, metadata={"help": "Ramp lambda with the fractional epoch."})
     ema_alpha: float = field(default=0.9, metadata={"help": "EMA factor of the class maps."})
     variant: str = field(default="paper", metadata={"help": "Deviation: 'paper' (squared L2) or 'reference'."})
     second_order: bool = field(default=False, metadata={"help": "Differentiate through the channel weights too."})
-    target_layer: str | None = field(default=None, metadata={"help": "Grad-CAM target: module name or timm stage index."})
+    target_layer: str | None = field(
+        default=None, metadata={"help": "Grad-CAM target: module name or timm stage index."}
+    )
 
     learning_rate: float = 1e-4
     lr_scheduler_type: str = "reduce_lr_on_plateau"
@@ -174,7 +178,9 @@ class GazeConsistencyTrainer(Trainer):
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         super()._save_checkpoint(model, trial)
         if self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
             save_file(self.gaze_state(), os.path.join(folder, GAZE_STATE_FILE))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
@@ -211,4 +217,3 @@ def _num_classes(model: nn.Module) -> int:
     if hasattr(model, "num_classes"):
         return int(model.num_classes)
     raise ValueError(f"cannot tell how many classes {type(model).__name__} has: pass label_names=")
-

@@ -38,13 +38,17 @@ class ModelDataArguments:
     """What to train on what (the options beside ``TrainingArguments``)."""
 
     model: str = field(default="resnet18", metadata={"help": "timm architecture, hf-hub:org/name, Hub id or folder."})
-    dataset: str = field(default="builtin:shapes", metadata={"help": "builtin:shapes|digits, Hub data set id or folder."})
+    dataset: str = field(
+        default="builtin:shapes", metadata={"help": "builtin:shapes|digits, Hub data set id or folder."}
+    )
     train_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_split: str | None = field(default=None, metadata={"help": "Split to evaluate on (default: validation/test)."})
     image_column: str | None = field(default=None, metadata={"help": "Image column (detected if omitted)."})
     label_column: str | None = field(default=None, metadata={"help": "Label column (detected if omitted)."})
     image_size: int | None = field(default=None, metadata={"help": "Square input size (default: the model's)."})
-    grayscale: bool = field(default=False, metadata={"help": "1-channel input normalised with mean/std 0.5 (the study's)."})
+    grayscale: bool = field(
+        default=False, metadata={"help": "1-channel input normalised with mean/std 0.5 (the study's)."}
+    )
     pretrained: bool = field(default=False, metadata={"help": "Start a timm architecture from its pretrained weights."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training samples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many evaluation samples."})
@@ -101,7 +105,9 @@ def train(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments)
 
 
 def _splits(data_args: ModelDataArguments, seed: int) -> tuple[datasets.Dataset, datasets.Dataset, str]:
-    data = load_image_dataset(data_args.dataset, image_column=data_args.image_column, label_column=data_args.label_column)
+    data = load_image_dataset(
+        data_args.dataset, image_column=data_args.image_column, label_column=data_args.label_column
+    )
     if data_args.train_split not in data:
         raise DataError(f"no split {data_args.train_split!r} in {data_args.dataset!r}; splits: {list(data)}")
     eval_split = data_args.eval_split or default_eval_split([s for s in data if s != data_args.train_split])

@@ -68,7 +68,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "gradcam": {"model": "resnet18", "size": 224, "batch": 32, "reps": 10},
         "memory": {"model": "resnet18", "size": 224, "batch": 32},
         "dataset_scoring": {
-            "model": "resnet18", "size": 128, "n_images": 256, "batch": 32, "num_classes": 4, "reps": 5,
+            "model": "resnet18",
+            "size": 128,
+            "n_images": 256,
+            "batch": 32,
+            "num_classes": 4,
+            "reps": 5,
         },  # fmt: skip
         "train_step": {"model": "resnet18", "size": 112, "batch": 32, "num_classes": 4, "reps": 10, "lam": 100.0},
     },
@@ -76,7 +81,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "gradcam": {"model": "resnet18", "size": 224, "batch": 32, "reps": 5},
         "memory": {"model": "resnet18", "size": 224, "batch": 32},
         "dataset_scoring": {
-            "model": "resnet18", "size": 128, "n_images": 96, "batch": 32, "num_classes": 4, "reps": 3,
+            "model": "resnet18",
+            "size": 128,
+            "n_images": 96,
+            "batch": 32,
+            "num_classes": 4,
+            "reps": 3,
         },  # fmt: skip
         "train_step": {"model": "resnet18", "size": 112, "batch": 32, "num_classes": 4, "reps": 8, "lam": 100.0},
     },
@@ -84,7 +94,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "gradcam": {"model": "test_resnet", "size": 96, "batch": 4, "reps": 2},
         "memory": {"model": "test_resnet", "size": 96, "batch": 4},
         "dataset_scoring": {
-            "model": "test_resnet", "size": 96, "n_images": 24, "batch": 8, "num_classes": 4, "reps": 2,
+            "model": "test_resnet",
+            "size": 96,
+            "n_images": 24,
+            "batch": 8,
+            "num_classes": 4,
+            "reps": 2,
         },  # fmt: skip
         "train_step": {"model": "test_resnet", "size": 96, "batch": 8, "num_classes": 4, "reps": 2, "lam": 100.0},
     },
@@ -556,10 +571,16 @@ def _goal_line(section: str, values: dict[str, Any]) -> str:
 
 def print_report(report: dict[str, Any]) -> None:
     settings, device = report["settings"], report["device"]
-    print(f"\nhf_gazecons benchmark on {device['name']} ({device['type']}, {device['cpu_count']} CPUs, "
-          f"{device['torch_threads']} torch threads, torch {device['torch']}); medians of interleaved repetitions")
-    for section, printer in (("gradcam", _print_gradcam), ("memory", _print_memory),
-                             ("dataset_scoring", _print_dataset_scoring), ("train_step", _print_train_step)):
+    print(
+        f"\nhf_gazecons benchmark on {device['name']} ({device['type']}, {device['cpu_count']} CPUs, "
+        f"{device['torch_threads']} torch threads, torch {device['torch']}); medians of interleaved repetitions"
+    )
+    for section, printer in (
+        ("gradcam", _print_gradcam),
+        ("memory", _print_memory),
+        ("dataset_scoring", _print_dataset_scoring),
+        ("train_step", _print_train_step),
+    ):
         if section in report:
             printer(report[section], settings[section])
 
@@ -570,8 +591,10 @@ def _print_gradcam(g: dict[str, Any], s: dict[str, Any]) -> None:
     rows = [("no-grad forward", g["forward_s"], None), ("hf_gazecons GradCAM", g["ours_s"], None)]
     rows += [(peer, g[f"{peer}_s"], g[f"max_abs_diff_vs_{peer}"]) for peer in PEERS]
     for name, seconds, diff in rows:
-        print(f"  {name:<22}{_fmt(seconds, '.4f'):>10}{_fmt(ratio(seconds, g['ours_s']), '.2f') + 'x':>10}"
-              f"{_fmt(diff, '.1e') if name in PEERS else '-':>20}")
+        print(
+            f"  {name:<22}{_fmt(seconds, '.4f'):>10}{_fmt(ratio(seconds, g['ours_s']), '.2f') + 'x':>10}"
+            f"{_fmt(diff, '.1e') if name in PEERS else '-':>20}"
+        )
     for peer in PEERS:
         diff = g[f"max_abs_diff_vs_{peer}"]
         if diff is not None and diff > MAP_TOLERANCE:
@@ -588,8 +611,10 @@ def _print_memory(m: dict[str, Any], s: dict[str, Any]) -> None:
 
 
 def _print_dataset_scoring(d: dict[str, Any], s: dict[str, Any]) -> None:
-    print(f"\n[dataset_scoring] {s['model']}, {s['size']} px, {s['n_images']} images, batch {s['batch']}, "
-          f"{s['reps']} reps")
+    print(
+        f"\n[dataset_scoring] {s['model']}, {s['size']} px, {s['n_images']} images, batch {s['batch']}, "
+        f"{s['reps']} reps"
+    )
     print(f"  {'gaze_consistency':<22}{_fmt(d['ours_s'], '.3f'):>10} s   L_CAM {_fmt(d['ours_value'], '.8f')}")
     print(f"  {'study way':<22}{_fmt(d['study_way_s'], '.3f'):>10} s   L_CAM {_fmt(d['study_way_value'], '.8f')}")
     print(f"  values agree (<= {VALUE_TOLERANCE}): {d['values_agree']}")
@@ -657,8 +682,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: tiny models and data
     parser.add_argument("--sections", nargs="+", choices=list(GOALS), help=argparse.SUPPRESS)
-    parser.add_argument("--_memory-probe", dest="memory_probe", choices=("ours", "inference", "captum"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--_memory-probe", dest="memory_probe", choices=("ours", "inference", "captum"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--_probe-model", dest="probe_model", help=argparse.SUPPRESS)
     parser.add_argument("--_probe-size", dest="probe_size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--_probe-batch", dest="probe_batch", type=int, help=argparse.SUPPRESS)

@@ -32,8 +32,17 @@ os.environ.update(
 )
 for _var in ("NO_PROXY", "no_proxy"):  # never send 127.0.0.1 through a proxy
     os.environ[_var] = ",".join(filter(None, [os.environ.get(_var), "127.0.0.1", "localhost"]))
-for _var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TOKEN_PATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-             "HF_DATASETS_OFFLINE", "TRANSFORMERS_CACHE", "HF_HUB_ETAG_TIMEOUT", "HF_STORED_TOKENS_PATH"):
+for _var in (
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_TOKEN_PATH",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "TRANSFORMERS_CACHE",
+    "HF_HUB_ETAG_TIMEOUT",
+    "HF_STORED_TOKENS_PATH",
+):
     os.environ.pop(_var, None)
 if "huggingface_hub" in sys.modules:  # imported too early (e.g. by a plugin): it would talk to the real Hub
     raise RuntimeError("huggingface_hub was imported before tests/conftest.py could set HF_ENDPOINT")

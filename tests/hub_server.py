@@ -219,8 +219,11 @@ class LocalHub:
             if auth is None:
                 raise HubError(401, "Invalid username or password.")
             if auth != f"Bearer {self._token}":
-                raise HubError(401, "Invalid credentials in Authorization header",
-                               headers={"X-Error-Message": "Invalid credentials in Authorization header"})
+                raise HubError(
+                    401,
+                    "Invalid credentials in Authorization header",
+                    headers={"X-Error-Message": "Invalid credentials in Authorization header"},
+                )
 
     def _readable_repo(self, req: Request, kind: str, repo_id: str) -> Repo:
         repo = self.repo(repo_id, kind.rstrip("s") if kind else "model")
@@ -315,10 +318,18 @@ class _Handler(BaseHTTPRequestHandler):
     def repo_info(self, req, body, kind, repo, rev=None):
         r = self.hub._readable_repo(req, kind, repo)
         commit = self.hub.resolve(r, rev or "main")
-        info = {"id": r.repo_id, "modelId": r.repo_id, "author": r.repo_id.split("/")[0], "sha": commit.oid,
-                "private": r.private, "gated": False, "disabled": False, "tags": [],
-                "lastModified": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(commit.date)),
-                "siblings": [{"rfilename": p, "size": len(c)} for p, c in sorted(commit.files.items())]}
+        info = {
+            "id": r.repo_id,
+            "modelId": r.repo_id,
+            "author": r.repo_id.split("/")[0],
+            "sha": commit.oid,
+            "private": r.private,
+            "gated": False,
+            "disabled": False,
+            "tags": [],
+            "lastModified": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(commit.date)),
+            "siblings": [{"rfilename": p, "size": len(c)} for p, c in sorted(commit.files.items())],
+        }
         try:
             card = _front_matter(commit.files.get("README.md", b"").decode("utf-8", "replace"))
         except yaml.YAMLError:
@@ -332,16 +343,22 @@ class _Handler(BaseHTTPRequestHandler):
     def tree(self, req, body, kind, repo, rev, path=None):
         commit = self.hub.resolve(self.hub._readable_repo(req, kind, repo), rev)
         prefix = f"{path.strip('/')}/" if path else ""
-        entries = [{"type": "file", "path": p, "size": len(c), "oid": git_blob_sha1(c)}
-                   for p, c in sorted(commit.files.items()) if p.startswith(prefix)]
+        entries = [
+            {"type": "file", "path": p, "size": len(c), "oid": git_blob_sha1(c)}
+            for p, c in sorted(commit.files.items())
+            if p.startswith(prefix)
+        ]
         if path and not entries:
             raise HubError(404, f"{path} does not exist", "EntryNotFound")
         return 200, entries, {}
 
     def list_refs(self, req, body, kind, repo):
         r = self.hub._readable_repo(req, kind, repo)
-        ref = lambda name, oid: {"name": name, "ref": name if name.startswith("refs/") else f"refs/heads/{name}",
-                                 "targetCommit": oid}
+        ref = lambda name, oid: {
+            "name": name,
+            "ref": name if name.startswith("refs/") else f"refs/heads/{name}",
+            "targetCommit": oid,
+        }
         branches = [ref(n, o) for n, o in r.refs.items() if not n.startswith("refs/pr/")]
         prs = [ref(n, o) for n, o in r.refs.items() if n.startswith("refs/pr/")]
         return 200, {"branches": branches, "tags": [], "converts": [], "pullRequests": prs}, {}
@@ -357,9 +374,15 @@ class _Handler(BaseHTTPRequestHandler):
     def preupload(self, req, body, kind, repo, rev):
         r = self.hub.repo(repo, kind.rstrip("s"))
         commit = self.hub.resolve(r, rev)
-        files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                  "oid": git_blob_sha1(commit.files[f["path"]]) if f["path"] in commit.files else None}
-                 for f in json.loads(body)["files"]]
+        files = [
+            {
+                "path": f["path"],
+                "uploadMode": "regular",
+                "shouldIgnore": False,
+                "oid": git_blob_sha1(commit.files[f["path"]]) if f["path"] in commit.files else None,
+            }
+            for f in json.loads(body)["files"]
+        ]
         return 200, {"files": files, "commitOid": commit.oid}, {}
 
     def commit(self, req, body, kind, repo, rev):
@@ -382,8 +405,9 @@ class _Handler(BaseHTTPRequestHandler):
             key, value = line["key"], line["value"]
             if key == "file":
                 content = value["content"]
-                files[value["path"]] = (base64.b64decode(content) if value.get("encoding") == "base64"
-                                        else content.encode())
+                files[value["path"]] = (
+                    base64.b64decode(content) if value.get("encoding") == "base64" else content.encode()
+                )
             elif key == "deletedFile":
                 if value["path"] not in files:
                     raise HubError(404, f"A file with this name doesn't exist: {value['path']}", "EntryNotFound")
@@ -402,15 +426,31 @@ class _Handler(BaseHTTPRequestHandler):
             ref = f"refs/pr/{num}"
             pr_url = f"{self.hub._repo_url(r)}/discussions/{num}"
             base = rev if not _SHA.fullmatch(rev) else "main"
-            r.prs.append({"num": num, "title": header.get("summary") or "commit", "ref": ref, "base": base,
-                          "status": "open", "createdAt": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())})
+            r.prs.append(
+                {
+                    "num": num,
+                    "title": header.get("summary") or "commit",
+                    "ref": ref,
+                    "base": base,
+                    "status": "open",
+                    "createdAt": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+                }
+            )
         elif rev in r.refs or rev.removeprefix("refs/heads/") in r.refs:
             ref = rev.removeprefix("refs/heads/")
         else:
             raise HubError(400, f"Cannot commit to {rev}: not a branch")
         commit = self.hub._add_commit(r, head.oid, message, files, ref)
-        return 200, {"success": True, "commitOid": commit.oid, "pullRequestUrl": pr_url,
-                     "commitUrl": f"{self.hub._repo_url(r)}/commit/{commit.oid}"}, {}
+        return (
+            200,
+            {
+                "success": True,
+                "commitOid": commit.oid,
+                "pullRequestUrl": pr_url,
+                "commitUrl": f"{self.hub._repo_url(r)}/commit/{commit.oid}",
+            },
+            {},
+        )
 
     def discussions(self, req, body, kind, repo):
         r = self.hub._readable_repo(req, kind, repo)
@@ -422,14 +462,25 @@ class _Handler(BaseHTTPRequestHandler):
         pr = next((pr for pr in r.prs if pr["num"] == int(num)), None)
         if pr is None:
             raise HubError(404, f"Discussion {num} not found")
-        details = {**self._discussion(r, pr), "events": [], "filesWithConflicts": [], "diff": "",
-                   "changes": {"base": f"refs/heads/{pr['base']}", "mergeCommitId": None}}
+        details = {
+            **self._discussion(r, pr),
+            "events": [],
+            "filesWithConflicts": [],
+            "diff": "",
+            "changes": {"base": f"refs/heads/{pr['base']}", "mergeCommitId": None},
+        }
         return 200, details, {}
 
     def _discussion(self, r: Repo, pr: dict) -> dict:
-        return {"num": pr["num"], "title": pr["title"], "status": pr["status"], "isPullRequest": True,
-                "createdAt": pr["createdAt"], "author": {"name": "user"},
-                "repo": {"name": r.repo_id, "type": r.repo_type}}
+        return {
+            "num": pr["num"],
+            "title": pr["title"],
+            "status": pr["status"],
+            "isPullRequest": True,
+            "createdAt": pr["createdAt"],
+            "author": {"name": "user"},
+            "repo": {"name": r.repo_id, "type": r.repo_type},
+        }
 
     def resolve_file(self, req, body, kind, repo, rev, path):
         commit = self.hub.resolve(self.hub._readable_repo(req, kind, repo), rev)

@@ -139,18 +139,44 @@ def timm_model(name: str, **kwargs) -> nn.Module:
 
 
 HF_CONFIGS = {
-    "resnet": lambda: (transformers.ResNetForImageClassification, transformers.ResNetConfig(
-        embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3)),
-    "convnext": lambda: (transformers.ConvNextForImageClassification, transformers.ConvNextConfig(
-        hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3)),
-    "vit": lambda: (transformers.ViTForImageClassification, transformers.ViTConfig(
-        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, image_size=64,
-        patch_size=16, num_labels=3)),
-    "deit_distilled": lambda: (transformers.DeiTForImageClassificationWithTeacher, transformers.DeiTConfig(
-        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, image_size=64,
-        patch_size=16, num_labels=3)),
-    "swin": lambda: (transformers.SwinForImageClassification, transformers.SwinConfig(
-        image_size=64, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=3)),
+    "resnet": lambda: (
+        transformers.ResNetForImageClassification,
+        transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3),
+    ),
+    "convnext": lambda: (
+        transformers.ConvNextForImageClassification,
+        transformers.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3),
+    ),
+    "vit": lambda: (
+        transformers.ViTForImageClassification,
+        transformers.ViTConfig(
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            image_size=64,
+            patch_size=16,
+            num_labels=3,
+        ),
+    ),
+    "deit_distilled": lambda: (
+        transformers.DeiTForImageClassificationWithTeacher,
+        transformers.DeiTConfig(
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            image_size=64,
+            patch_size=16,
+            num_labels=3,
+        ),
+    ),
+    "swin": lambda: (
+        transformers.SwinForImageClassification,
+        transformers.SwinConfig(
+            image_size=64, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=3
+        ),
+    ),
 }
 
 
@@ -216,7 +242,8 @@ CASES: dict[str, Callable[[], Case]] = {
     "timm-test_mambaout-NHWC": lambda: timm_case("test_mambaout", 96, 3, layout="NHWC"),
     "timm-vit_tiny-tokens": vit_case,
     "timm-vit_tiny-avgpool": lambda: timm_case(
-        "vit_tiny_patch16_224", 64, 4, layout="NLC", img_size=64, global_pool="avg"),
+        "vit_tiny_patch16_224", 64, 4, layout="NLC", img_size=64, global_pool="avg"
+    ),
     "hf-resnet": lambda: hf_case("resnet", "resnet.encoder.stages.1", 8),
     "hf-convnext": lambda: hf_case("convnext", "convnext.encoder.stages.1", 8),
     "hf-vit": lambda: hf_case("vit", "vit.layers.1.layernorm_before", 4, "NLC", 1),
@@ -264,8 +291,9 @@ NAMED = [  # (model, kwargs, size, target argument, module it resolves to, layou
 ]
 
 
-@pytest.mark.parametrize("name,kwargs,size,target,module,layout,grid", NAMED,
-                         ids=[f"{n}-{t}" for n, _, _, t, *_ in NAMED])
+@pytest.mark.parametrize(
+    "name,kwargs,size,target,module,layout,grid", NAMED, ids=[f"{n}-{t}" for n, _, _, t, *_ in NAMED]
+)
 def test_named_and_stage_targets_match_reference(name, kwargs, size, target, module, layout, grid):
     model = timm_model(name, **kwargs)
     x = images(size)
@@ -358,7 +386,8 @@ def test_scoring_mode_builds_no_graph_before_target(target, trunk, head):
     seen = {}
     handles = [
         model.get_submodule(name).register_forward_hook(
-            lambda m, a, out, name=name: seen.__setitem__(name, out.requires_grad))
+            lambda m, a, out, name=name: seen.__setitem__(name, out.requires_grad)
+        )
         for name in (trunk, head)
     ]
     try:

@@ -37,8 +37,20 @@ SHAPE_CLASSES = list(SHAPE_NAMES[:3])
 FOLDER_CLASSES = ["bird", "cat", "dog"]  # imagefolder sorts the class folders
 
 JSON_KEYS = {
-    "model", "dataset", "split", "variant", "grid", "target_layer", "cam_size", "n_samples", "n_correct",
-    "accuracy", "kappa", "gaze_consistency", "per_class", "localization",
+    "model",
+    "dataset",
+    "split",
+    "variant",
+    "grid",
+    "target_layer",
+    "cam_size",
+    "n_samples",
+    "n_correct",
+    "accuracy",
+    "kappa",
+    "gaze_consistency",
+    "per_class",
+    "localization",
 }
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -182,8 +194,18 @@ def test_train_help_is_hf_argument_parser_help(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: hf-gazecons train")
-    for option in ("--lambda_max", "--t0", "--t1", "--ema_alpha", "--variant", "--second_order", "--model",
-                   "--dataset", "--output_dir", "--num_train_epochs"):  # the last two: TrainingArguments
+    for option in (
+        "--lambda_max",
+        "--t0",
+        "--t1",
+        "--ema_alpha",
+        "--variant",
+        "--second_order",
+        "--model",
+        "--dataset",
+        "--output_dir",
+        "--num_train_epochs",
+    ):  # the last two: TrainingArguments
         assert re.search(rf"{option}\b", out), f"{option} missing from train --help"
 
 
@@ -243,11 +265,17 @@ def test_score_local_timm_export_end_to_end(model_dir, tmp_path, capsys):
     ("options", "library_kwargs", "expected"),
     [
         ([], {}, {"variant": "paper", "grid": None}),
-        (["--variant", "reference", "--grid", "3", "3"], {"variant": "reference", "grid": (3, 3)},
-         {"variant": "reference", "grid": [3, 3]}),
+        (
+            ["--variant", "reference", "--grid", "3", "3"],
+            {"variant": "reference", "grid": (3, 3)},
+            {"variant": "reference", "grid": [3, 3]},
+        ),
         (["--target-layer", "layer3"], {"target": "layer3"}, {"target_layer": "layer3"}),
-        (["--target-layer", "-2", "--max-samples", "7"], {"target": -2, "max_samples": 7},
-         {"target_layer": "layer3", "n_samples": 7}),  # timm stage index -2 of a 4-stage ResNet
+        (
+            ["--target-layer", "-2", "--max-samples", "7"],
+            {"target": -2, "max_samples": 7},
+            {"target_layer": "layer3", "n_samples": 7},
+        ),  # timm stage index -2 of a 4-stage ResNet
     ],
     ids=["default", "reference-grid", "layer3", "stage-2-max-samples"],
 )
@@ -270,8 +298,9 @@ def test_score_json_equals_the_library(model_dir, tmp_path, capsys, options, lib
 
 
 def test_score_split_option(model_dir, tmp_path, capsys):
-    rc, _, err = cli(capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--split", "test",
-                     "--output-dir", tmp_path / "out")
+    rc, _, err = cli(
+        capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--split", "test", "--output-dir", tmp_path / "out"
+    )
     assert rc == 0, err
     result = read_json(tmp_path / "out")
     assert result["split"] == "test" and result["n_samples"] == 3 * 2
@@ -280,8 +309,9 @@ def test_score_split_option(model_dir, tmp_path, capsys):
 def test_score_into_an_existing_empty_directory(model_dir, tmp_path, capsys):
     out_dir = tmp_path / "empty"
     out_dir.mkdir()
-    rc, _, err = cli(capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--max-samples", "4",
-                     "--output-dir", out_dir)
+    rc, _, err = cli(
+        capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--max-samples", "4", "--output-dir", out_dir
+    )
     assert rc == 0, err
     assert (out_dir / "consistency.json").is_file()
 
@@ -301,8 +331,18 @@ def test_score_bare_architecture_on_image_folder(image_folder, tmp_path, capsys,
 
     monkeypatch.setattr(plots, "plot_class_means", plot_guard)
     out_dir = tmp_path / "folder_scored"
-    rc, out, err = cli(capsys, "score", "--model", "test_resnet", "--image-size", SIZE, "--dataset", image_folder,
-                       "--output-dir", out_dir)
+    rc, out, err = cli(
+        capsys,
+        "score",
+        "--model",
+        "test_resnet",
+        "--image-size",
+        SIZE,
+        "--dataset",
+        image_folder,
+        "--output-dir",
+        out_dir,
+    )
     assert rc == 0, err
     result = read_json(out_dir)
     assert set(result) == JSON_KEYS
@@ -327,8 +367,9 @@ def test_score_missing_local_dataset(tmp_path, capsys):
 
 def test_score_missing_named_column(model_dir, tmp_path, capsys):
     out_dir = tmp_path / "out"
-    rc, _, err = cli(capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--image-column", "nope",
-                     "--output-dir", out_dir)
+    rc, _, err = cli(
+        capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--image-column", "nope", "--output-dir", out_dir
+    )
     assert_clean_error(rc, err, out_dir, "'nope'", r"\bimage\b", r"\blabel\b", r"\bmask\b")  # lists the columns
 
 
@@ -372,8 +413,9 @@ def test_score_empty_split(model_dir, tmp_path, capsys, make_empty):
 
 def test_score_unknown_split(model_dir, tmp_path, capsys):
     out_dir = tmp_path / "out"
-    rc, _, err = cli(capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--split", "nope",
-                     "--output-dir", out_dir)
+    rc, _, err = cli(
+        capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--split", "nope", "--output-dir", out_dir
+    )
     assert_clean_error(rc, err, out_dir, "'nope'", "validation")  # names the split and the ones there are
 
 
@@ -403,8 +445,9 @@ def test_score_output_dir_not_empty(model_dir, tmp_path, capsys):
     out_dir = tmp_path / "taken"
     out_dir.mkdir()
     (out_dir / "keep.txt").write_text("mine")
-    rc, _, err = cli(capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--max-samples", "2",
-                     "--output-dir", out_dir)
+    rc, _, err = cli(
+        capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--max-samples", "2", "--output-dir", out_dir
+    )
     assert rc == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("error:") and "not empty" in err
     assert [p.name for p in out_dir.iterdir()] == ["keep.txt"]
@@ -464,8 +507,20 @@ def test_output_dir_permissions_follow_the_umask(model_dir, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 def test_demo_reduced(tmp_path, capsys):
     out_dir = tmp_path / "demo"
-    rc, out, err = cli(capsys, "demo", "--epochs", "1", "--model", "test_resnet", "--image-size", SIZE,
-                       "--dataset", f"builtin:shapes?size={SIZE}&n_train=8&n_val=4&n_test=2", "--output-dir", out_dir)
+    rc, out, err = cli(
+        capsys,
+        "demo",
+        "--epochs",
+        "1",
+        "--model",
+        "test_resnet",
+        "--image-size",
+        SIZE,
+        "--dataset",
+        f"builtin:shapes?size={SIZE}&n_train=8&n_val=4&n_test=2",
+        "--output-dir",
+        out_dir,
+    )
     assert rc == 0, err
     header = next(line for line in out.splitlines() if "baseline" in line and "regularised" in line)
     assert header.split() == ["baseline", "regularised"]
@@ -486,10 +541,36 @@ def test_demo_reduced(tmp_path, capsys):
 def test_train_tiny_run(tmp_path, capsys):
     out_dir = tmp_path / "trained"
     rc, out, err = cli(
-        capsys, "train", "--model", "test_resnet", "--dataset", SHAPES, "--image_size", SIZE,
-        "--output_dir", out_dir, "--num_train_epochs", "1", "--per_device_train_batch_size", "6",
-        "--lambda_max", "5", "--t0", "0", "--t1", "1", "--ema_alpha", "0.5", "--variant", "reference",
-        "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
+        capsys,
+        "train",
+        "--model",
+        "test_resnet",
+        "--dataset",
+        SHAPES,
+        "--image_size",
+        SIZE,
+        "--output_dir",
+        out_dir,
+        "--num_train_epochs",
+        "1",
+        "--per_device_train_batch_size",
+        "6",
+        "--lambda_max",
+        "5",
+        "--t0",
+        "0",
+        "--t1",
+        "1",
+        "--ema_alpha",
+        "0.5",
+        "--variant",
+        "reference",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
     )
     assert rc == 0, err
     final = out.strip().splitlines()[-1]
@@ -506,8 +587,18 @@ def test_train_tiny_run(tmp_path, capsys):
 
 
 def test_train_bad_dataset_is_one_line(tmp_path, capsys):
-    rc, _, err = cli(capsys, "train", "--model", "test_resnet", "--dataset", "/nonexistent/x",
-                     "--output_dir", tmp_path / "t", "--report_to", "none")
+    rc, _, err = cli(
+        capsys,
+        "train",
+        "--model",
+        "test_resnet",
+        "--dataset",
+        "/nonexistent/x",
+        "--output_dir",
+        tmp_path / "t",
+        "--report_to",
+        "none",
+    )
     assert rc == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("error: ") and "/nonexistent/x" in err
     assert not (tmp_path / "t").exists()
@@ -533,14 +624,27 @@ def console(tmp_path_factory):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     offline = dict(env, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")  # read at import: needs a process
     cases = {
-        "offline_hub_id": (["score", "--model", "test_resnet", "--dataset", "no-such-org/no-such-dataset",
-                            "--output-dir", str(root / "offline_hub_id")], offline),
-        "cam_bad_image": (["cam", "--model", "test_resnet", "--image", str(bad),
-                           "--output-dir", str(root / "cam_bad_image")], env),
+        "offline_hub_id": (
+            [
+                "score",
+                "--model",
+                "test_resnet",
+                "--dataset",
+                "no-such-org/no-such-dataset",
+                "--output-dir",
+                str(root / "offline_hub_id"),
+            ],
+            offline,
+        ),
+        "cam_bad_image": (
+            ["cam", "--model", "test_resnet", "--image", str(bad), "--output-dir", str(root / "cam_bad_image")],
+            env,
+        ),
     }
     processes = {
-        name: subprocess.Popen([script, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=root, env=case_env)
+        name: subprocess.Popen(
+            [script, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root, env=case_env
+        )
         for name, (argv, case_env) in cases.items()
     }
     finished: dict[str, tuple[int, str, str, Path]] = {}

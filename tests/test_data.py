@@ -118,9 +118,7 @@ def test_shapes_mask_is_the_visible_planted_object(small_shapes):
 
 def test_jitter_spreads_the_object_location():
     def spread(jitter: float) -> float:
-        ds = make_shapes(
-            num_classes=2, size=64, n_train=30, n_val=1, n_test=1, jitter=jitter, seed=3
-        )["train"]
+        ds = make_shapes(num_classes=2, size=64, n_train=30, n_val=1, n_test=1, jitter=jitter, seed=3)["train"]
         cents, labels = _centroids(ds), np.array(ds["label"][:])
         return float(np.mean([cents[labels == k].std(axis=0).mean() for k in (0, 1)]))
 
@@ -186,9 +184,7 @@ def test_builtin_query_string_options():
     assert isinstance(dsd, DatasetDict) and list(dsd) == ["train", "validation", "test"]
     assert dsd["train"].features["label"].names == ["circle", "square", "triangle"]
     assert dsd["train"][0]["image"].mode == "L" and dsd["train"][0]["image"].size == (40, 40)
-    direct = make_shapes(
-        num_classes=3, size=40, n_train=2, n_val=1, n_test=1, jitter=0.3, grayscale=True, seed=2
-    )
+    direct = make_shapes(num_classes=3, size=40, n_train=2, n_val=1, n_test=1, jitter=0.3, grayscale=True, seed=2)
     assert _image_bytes(dsd["test"]) == _image_bytes(direct["test"])
     val = load_image_dataset("builtin:digits?size=12", "validation")
     assert isinstance(val, Dataset) and val[0]["image"].size == (12, 12)
@@ -302,9 +298,7 @@ def test_named_columns_and_string_labels(tmp_path):
     ds = load_image_dataset(path, "train", image_column="b", label_column="y")
     assert ds.column_names == ["image", "label"]
     assert ds.features["label"].names == ["cat", "dog"] and ds["label"][:] == [1, 0, 1]
-    with_mask = load_image_dataset(
-        path, "train", image_column="b", label_column="y", mask_column="a"
-    )
+    with_mask = load_image_dataset(path, "train", image_column="b", label_column="y", mask_column="a")
     assert with_mask.column_names == ["image", "label", "mask"]
 
 
@@ -358,9 +352,7 @@ def test_split_errors(tmp_path, monkeypatch):
 
     train = Dataset.from_dict({"image": _images(2), "label": [0, 1]})
     DatasetDict({"train": train, "test": train}).save_to_disk(str(tmp_path / "d"))
-    with pytest.raises(
-        DataError, match=r"split 'validation' not found in '.*'; splits: \['train', 'test'\]"
-    ):
+    with pytest.raises(DataError, match=r"split 'validation' not found in '.*'; splits: \['train', 'test'\]"):
         load_image_dataset(str(tmp_path / "d"), "validation")
     with pytest.raises(DataError, match="split 'nope' not found"):
         load_image_dataset("builtin:shapes?size=32&n_train=1&n_val=1&n_test=1", "nope")
@@ -442,9 +434,7 @@ def test_corrupt_image_names_its_index(tmp_path):
     ds = load_image_dataset(str(tmp_path), "train")
     tds = ImageClassificationDataset(ds, transforms.ToTensor())
     bad = [
-        i
-        for i in range(len(ds))
-        if ds.cast_column("image", Image(decode=False))[i]["image"]["path"].endswith("9.png")
+        i for i in range(len(ds)) if ds.cast_column("image", Image(decode=False))[i]["image"]["path"].endswith("9.png")
     ]
     assert len(bad) == 1
     assert tds[0]["pixel_values"].shape == (3, 16, 20)

@@ -30,13 +30,18 @@ WORKER = REPO / "tests" / "distributed_worker.py"
 TIMEOUT_S = 240
 
 pytestmark = pytest.mark.skipif(
-    sys.platform == "win32" or not torch.distributed.is_available(), reason="needs torch.distributed with gloo and POSIX process groups"
+    sys.platform == "win32" or not torch.distributed.is_available(),
+    reason="needs torch.distributed with gloo and POSIX process groups",
 )
 
 # 3 classes x 5 validation images = 15: shards of 8 and 7
 METRIC_DATA = "builtin:shapes?num_classes=3&size=64&n_train=1&n_val=5&n_test=1"
-METRIC_VARIANTS = [["paper", "paper", None], ["reference", "reference", None], ["paper-grid", "paper", [5, 5]],
-                   ["reference-grid", "reference", [5, 5]]]
+METRIC_VARIANTS = [
+    ["paper", "paper", None],
+    ["reference", "reference", None],
+    ["paper-grid", "paper", [5, 5]],
+    ["reference-grid", "reference", [5, 5]],
+]
 # 2 classes x 8 training images, 2 x 3 validation images; 2 x 4 per step = 2 steps per epoch
 TRAIN_DATA = "builtin:shapes?num_classes=2&size=48&n_train=8&n_val=3&n_test=1"
 TRAIN_NAMES = ["circle", "square"]
@@ -75,7 +80,11 @@ def launch(job_path: Path, log_dir: Path) -> None:
         "--main_process_port", str(free_port()),
         str(WORKER), str(job_path),
     ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
     env.pop("ACCELERATE_USE_CPU", None)
     with open(log_dir / "stdout.txt", "w") as stdout, open(log_dir / "stderr.txt", "w") as stderr:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
@@ -173,7 +182,11 @@ def test_metric_merges_across_ranks_to_the_single_process_result(run, name, vari
         assert_close_json(got["dict"], expected.to_dict(), f"rank{rank}")
         assert got["value"] == pytest.approx(expected.value, abs=1e-6)
         torch.testing.assert_close(
-            torch.tensor(got["class_means"], dtype=torch.float32), expected.class_means, rtol=0, atol=1e-6, equal_nan=True
+            torch.tensor(got["class_means"], dtype=torch.float32),
+            expected.class_means,
+            rtol=0,
+            atol=1e-6,
+            equal_nan=True,
         )
 
 
@@ -208,15 +221,25 @@ def test_training_keeps_one_set_of_buffers_on_both_ranks(run):
     buffers = [k for k in weights[0] if k.endswith(("running_mean", "running_var"))]
     assert buffers
     differing = [k for k in buffers if not torch.equal(weights[0][k], weights[1][k])]
-    assert not differing, f"{len(differing)} of {len(buffers)} BatchNorm buffers differ between ranks, e.g. {differing[:3]}"
+    assert not differing, (
+        f"{len(differing)} of {len(buffers)} BatchNorm buffers differ between ranks, e.g. {differing[:3]}"
+    )
 
 
 def test_output_written_once_by_rank_zero(run):
     _, reports, output = run
     assert read(reports / "writes_rank0.json") == [str(output)]
     assert not (reports / "writes_rank1.json").exists()
-    for name in ("config.json", "model.safetensors", GAZE_STATE_FILE, "results.json", "README.md",
-                 "learning_curves.png", "class_means.png", "kappa_vs_consistency.png"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        GAZE_STATE_FILE,
+        "results.json",
+        "README.md",
+        "learning_curves.png",
+        "class_means.png",
+        "kappa_vs_consistency.png",
+    ):
         assert (output / name).is_file(), name
     checkpoints = sorted(p.name for p in output.glob("checkpoint-*"))
     assert checkpoints == ["checkpoint-2", "checkpoint-4"]

@@ -80,7 +80,7 @@ def _front_matter(text: str) -> tuple[dict, str]:
     assert match, f"no YAML front matter in:\n{text[:300]}"
     meta = yaml.safe_load(match.group(1))
     assert isinstance(meta, dict)
-    return meta, text[match.end():]
+    return meta, text[match.end() :]
 
 
 def _metrics(entry: dict) -> dict[str, float]:
@@ -396,7 +396,9 @@ def test_token_is_sent_but_never_printed_or_written(trained, local_hub, capsys, 
 
     sent = {(r.method, r.path): auth(r.headers.get("authorization")) for r in local_hub.requests}
     assert set(sent.values()) <= {"none", "token"}, sent
-    writes = {k: v for k, v in sent.items() if k[0] == "POST" and re.search(r"/(repos/create|preupload|commit)/?", k[1])}
+    writes = {
+        k: v for k, v in sent.items() if k[0] == "POST" and re.search(r"/(repos/create|preupload|commit)/?", k[1])
+    }
     assert len(writes) >= 3 and set(writes.values()) == {"token"}, writes
 
     # a failing call does not print it either
@@ -425,8 +427,9 @@ def trained_and_pushed(tmp_path_factory, local_hub_session):
             _args(output_dir, push_to_hub=True, hub_model_id=repo_id, hub_token=TOKEN, hub_private_repo=True),
         )
         # (method, path, status, sent the token?): no raw headers, so a failure report cannot print the token
-        requests = [(r.method, r.path, r.status, r.headers.get("authorization") == f"Bearer {TOKEN}")
-                    for r in hub.requests]
+        requests = [
+            (r.method, r.path, r.status, r.headers.get("authorization") == f"Bearer {TOKEN}") for r in hub.requests
+        ]
     finally:
         hub.reset()
     return dict(repo_id=repo_id, results=run.results, output_dir=output_dir, requests=requests)
@@ -450,9 +453,10 @@ def test_train_pushes_once_at_the_end(trained_and_pushed, local_hub):
     for path in ("model.safetensors", "gazecons_state.safetensors", "results.json", "config.json"):
         assert files[path] == (output_dir / path).read_bytes(), path
     meta, body = _front_matter(files["README.md"].decode())
-    assert _metrics(meta["model-index"][0]["results"][0])["accuracy"] == trained_and_pushed["results"]["final"][
-        "eval_accuracy"
-    ]
+    assert (
+        _metrics(meta["model-index"][0]["results"][0])["accuracy"]
+        == trained_and_pushed["results"]["final"]["eval_accuracy"]
+    )
     assert f'load_model("{repo_id}")' in body
 
 

@@ -7,10 +7,9 @@ import os
 import subprocess
 import sys
 
+import huggingface_hub
 import pytest
 import torch
-
-import huggingface_hub
 from huggingface_hub import HfApi, ModelCard, ModelCardData, hf_hub_download, metadata_update, snapshot_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RevisionNotFoundError
 

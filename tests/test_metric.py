@@ -144,8 +144,20 @@ def test_gaze_consistency_on_a_dataloader_equals_brute_force_from_stored_maps():
     assert result.value == pytest.approx(expected, rel=1e-6)
     assert result.n_samples == 24 and result.target_name == "features"
     assert set(result.to_dict()) == {
-        "model", "dataset", "split", "variant", "grid", "target_layer", "cam_size", "n_samples", "n_correct",
-        "accuracy", "kappa", "gaze_consistency", "per_class", "localization",
+        "model",
+        "dataset",
+        "split",
+        "variant",
+        "grid",
+        "target_layer",
+        "cam_size",
+        "n_samples",
+        "n_correct",
+        "accuracy",
+        "kappa",
+        "gaze_consistency",
+        "per_class",
+        "localization",
     }
 
 
@@ -155,7 +167,9 @@ def test_dict_batches_with_masks_report_localization():
     x, y = torch.randn(6, 3, 8, 8), torch.tensor([0, 1, 0, 1, 0, 1])
     masks = torch.zeros(6, 8, 8, dtype=torch.bool)
     masks[:, :4] = True
-    result = gaze_consistency(model, [{"pixel_values": x, "labels": y, "masks": masks}], target="features", progress=False)
+    result = gaze_consistency(
+        model, [{"pixel_values": x, "labels": y, "masks": masks}], target="features", progress=False
+    )
     if result.n_correct:
         assert result.localization is not None
         assert 0.0 <= result.localization.energy_pointing_game <= 1.0
@@ -164,7 +178,9 @@ def test_dict_batches_with_masks_report_localization():
 
 def test_labels_outside_the_model_are_an_error():
     with pytest.raises(DataError, match="outside the model's 3 classes"):
-        gaze_consistency(TinyNet(), [(torch.randn(2, 3, 8, 8), torch.tensor([0, 5]))], target="features", progress=False)
+        gaze_consistency(
+            TinyNet(), [(torch.randn(2, 3, 8, 8), torch.tensor([0, 5]))], target="features", progress=False
+        )
 
 
 def test_empty_iterable_is_an_error():

@@ -148,8 +148,14 @@ def test_grayscale_round_trip(tmp_path):
 def transformers_dir(tmp_path):
     torch.manual_seed(0)
     names = {0: "x", 1: "y", 2: "z"}
-    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3,
-                                       id2label=names, label2id={v: k for k, v in names.items()})
+    config = transformers.ResNetConfig(
+        embedding_size=8,
+        hidden_sizes=[8, 16],
+        depths=[1, 1],
+        num_labels=3,
+        id2label=names,
+        label2id={v: k for k, v in names.items()},
+    )
     model = transformers.ResNetForImageClassification(config).eval()
     model.save_pretrained(tmp_path)
     return model, tmp_path

@@ -64,7 +64,15 @@ def test_randomizing_everything_changes_the_maps_but_not_the_model():
     model, images = _tiny()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     results = cascading_randomization(model, images, target="layer2", seed=1)
-    assert [r["randomized_up_to"] for r in results] == ["none", "fc", "layer4", "layer3", "layer2", "layer1", "conv1+bn1"]
+    assert [r["randomized_up_to"] for r in results] == [
+        "none",
+        "fc",
+        "layer4",
+        "layer3",
+        "layer2",
+        "layer1",
+        "conv1+bn1",
+    ]
     assert results[0]["spearman_mean"] == pytest.approx(1.0, abs=1e-9)
     assert results[-1]["spearman_mean"] < 0.6, results
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

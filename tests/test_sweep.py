@@ -37,8 +37,16 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 def _fake_run(out: Path, backbone: str, lam: float, seed: int, kappa, consistency, masks: bool = True) -> None:
     history = []
     for epoch, (k, c) in enumerate(zip(kappa, consistency), start=1):
-        entry = {"epoch": epoch, "train_loss": 1.0 / epoch, "train_penalty": 0.1, "lambda": lam * min(1, epoch / 3),
-                 "eval_loss": 2.0 / epoch, "eval_accuracy": (k + 1) / 2, "eval_kappa": k, "eval_gaze_consistency": c}
+        entry = {
+            "epoch": epoch,
+            "train_loss": 1.0 / epoch,
+            "train_penalty": 0.1,
+            "lambda": lam * min(1, epoch / 3),
+            "eval_loss": 2.0 / epoch,
+            "eval_accuracy": (k + 1) / 2,
+            "eval_kappa": k,
+            "eval_gaze_consistency": c,
+        }
         if masks:
             entry.update(eval_energy_pointing_game=0.3, eval_pointing_game=0.5)
         history.append(entry)
@@ -56,7 +64,9 @@ def test_correlation_table_matches_numpy(tmp_path):
             kappa, consistency = rng.uniform(0, 1, 6), rng.uniform(0, 0.1, 6)
             series[lam, seed] = (kappa, consistency)
             _fake_run(tmp_path, "resnet10t", lam, seed, kappa.tolist(), consistency.tolist())
-    _fake_run(tmp_path, "resnet10t", -50.0, 0, [0.5] * 4, [0.1, 0.2, 0.3, 0.4], masks=False)  # constant kappa: r undefined
+    _fake_run(
+        tmp_path, "resnet10t", -50.0, 0, [0.5] * 4, [0.1, 0.2, 0.3, 0.4], masks=False
+    )  # constant kappa: r undefined
     _fake_run(tmp_path, "resnet10t", -50.0, 1, [0.1, 0.5, 0.2, 0.9], [0.4, 0.1, 0.3, 0.05], masks=False)
 
     outputs = write_outputs(tmp_path)
@@ -174,7 +184,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch)
 
     report = run_sweep(config, echo=lambda line: None)
 
-    (command, env), = launched
+    ((command, env),) = launched
     assert command[command.index("--resume_from_checkpoint") + 1] == str(directory / "checkpoint-12")
     assert command[:4] == [command[0], "-m", "hf_gazecons.cli.main", "train"]
     assert command[command.index("--save_total_limit") + 1] == "1"

@@ -55,18 +55,22 @@ def test_tokens_of_a_non_square_input():
 # ---------------------------------------------------------------------------------------------
 # to_spatial_map inferring layout and prefix tokens
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("prefix,grid,input_size", [
-    (0, (4, 4), (64, 64)),   # Swin-style average of all tokens
-    (1, (4, 4), (64, 64)),   # class token
-    (2, (4, 4), (64, 64)),   # class + distillation token (DeiT)
-    (1, (14, 14), (224, 224)),
-    (2, (14, 14), (224, 224)),
-    (5, (14, 14), (224, 224)),  # class + 4 register tokens
-    (1, (4, 6), (64, 96)),
-    (0, (6, 4), (96, 64)),
-    (2, (2, 2), (32, 32)),   # DeiT at 32 px: not a 2x3 grid without prefix tokens
-    (5, (5, 5), (80, 80)),   # class + 4 registers: not a 5x6 grid without prefix tokens
-], ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else f"prefix{v}")
+@pytest.mark.parametrize(
+    "prefix,grid,input_size",
+    [
+        (0, (4, 4), (64, 64)),  # Swin-style average of all tokens
+        (1, (4, 4), (64, 64)),  # class token
+        (2, (4, 4), (64, 64)),  # class + distillation token (DeiT)
+        (1, (14, 14), (224, 224)),
+        (2, (14, 14), (224, 224)),
+        (5, (14, 14), (224, 224)),  # class + 4 register tokens
+        (1, (4, 6), (64, 96)),
+        (0, (6, 4), (96, 64)),
+        (2, (2, 2), (32, 32)),  # DeiT at 32 px: not a 2x3 grid without prefix tokens
+        (5, (5, 5), (80, 80)),  # class + 4 registers: not a 5x6 grid without prefix tokens
+    ],
+    ids=lambda v: "x".join(map(str, v)) if isinstance(v, tuple) else f"prefix{v}",
+)
 def test_tokens_infer_prefix_and_grid(prefix, grid, input_size):
     x = randn(2, prefix + grid[0] * grid[1], 8)
     out = to_spatial_map(x, target(), input_size)
@@ -74,32 +78,38 @@ def test_tokens_infer_prefix_and_grid(prefix, grid, input_size):
     assert torch.equal(out, tokens_to_nchw(x, prefix, *grid))
 
 
-@pytest.mark.parametrize("shape,input_size,layout", [
-    ((2, 16, 4, 4), (64, 64), "NCHW"),
-    ((2, 4, 4, 16), (64, 64), "NHWC"),
-    ((2, 3, 3, 64), (96, 96), "NHWC"),    # MambaOut at 96 px
-    ((2, 512, 7, 7), (224, 224), "NCHW"),
-    ((2, 7, 7, 768), (224, 224), "NHWC"),  # timm Swin
-    ((2, 32, 4, 6), (64, 96), "NCHW"),
-    ((2, 4, 6, 32), (64, 96), "NHWC"),
-    ((2, 3, 32, 32), (32, 32), "NCHW"),    # 3 channels at full resolution (an input-like map)
-])
+@pytest.mark.parametrize(
+    "shape,input_size,layout",
+    [
+        ((2, 16, 4, 4), (64, 64), "NCHW"),
+        ((2, 4, 4, 16), (64, 64), "NHWC"),
+        ((2, 3, 3, 64), (96, 96), "NHWC"),  # MambaOut at 96 px
+        ((2, 512, 7, 7), (224, 224), "NCHW"),
+        ((2, 7, 7, 768), (224, 224), "NHWC"),  # timm Swin
+        ((2, 32, 4, 6), (64, 96), "NCHW"),
+        ((2, 4, 6, 32), (64, 96), "NHWC"),
+        ((2, 3, 32, 32), (32, 32), "NCHW"),  # 3 channels at full resolution (an input-like map)
+    ],
+)
 def test_four_d_layout_inferred(shape, input_size, layout):
     x = randn(*shape)
     expected = x if layout == "NCHW" else x.permute(0, 3, 1, 2)
     assert torch.equal(to_spatial_map(x, target(), input_size), expected)
 
 
-@pytest.mark.parametrize("shape,layout,reported", [
-    ((2, 3), None, "(2, 3)"),                  # a classifier output
-    ((2, 3), "NCHW", "(2, 3)"),
-    ((2, 512, 1, 1), None, "(2, 512, 1, 1)"),  # a pooled map
-    ((2, 512, 1, 1), "NCHW", "(2, 512, 1, 1)"),
-    ((2, 1, 1, 64), "NHWC", "(2, 64, 1, 1)"),  # reported channels first
-    ((2, 1, 64), "NLC", "1 tokens"),           # a single token
-    ((2, 2, 3, 4, 5), None, "(2, 2, 3, 4, 5)"),
-    ((2, 8, 4, 4), "NLC", "(2, 8, 4, 4)"),     # 4-D where tokens are expected
-])
+@pytest.mark.parametrize(
+    "shape,layout,reported",
+    [
+        ((2, 3), None, "(2, 3)"),  # a classifier output
+        ((2, 3), "NCHW", "(2, 3)"),
+        ((2, 512, 1, 1), None, "(2, 512, 1, 1)"),  # a pooled map
+        ((2, 512, 1, 1), "NCHW", "(2, 512, 1, 1)"),
+        ((2, 1, 1, 64), "NHWC", "(2, 64, 1, 1)"),  # reported channels first
+        ((2, 1, 64), "NLC", "1 tokens"),  # a single token
+        ((2, 2, 3, 4, 5), None, "(2, 2, 3, 4, 5)"),
+        ((2, 8, 4, 4), "NLC", "(2, 8, 4, 4)"),  # 4-D where tokens are expected
+    ],
+)
 def test_no_spatial_map_error_names_layer_and_shape(shape, layout, reported):
     with pytest.raises(TargetLayerError) as info:
         to_spatial_map(randn(*shape), target(layout, name="head.fc"), (64, 64))
@@ -142,8 +152,7 @@ def test_timm_vit_default_and_channels_last_hint():
     resolved = resolve_target(vit)
     assert (resolved.name, resolved.layout, resolved.num_prefix_tokens) == ("blocks.11.norm1", "NLC", 1)
     assert resolved.owner is vit.blocks[11].norm1
-    vit_avg = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3, img_size=64,
-                                global_pool="avg")
+    vit_avg = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3, img_size=64, global_pool="avg")
     assert resolve_target(vit_avg).name == "forward_features"
     assert resolve_target(vit_avg).num_prefix_tokens == 1
     mambaout = timm.create_model("test_mambaout", pretrained=False, num_classes=3)
@@ -151,19 +160,39 @@ def test_timm_vit_default_and_channels_last_hint():
     assert resolve_target(mambaout, -1).layout == "NHWC"
 
 
-@pytest.mark.parametrize("cls,config,name,layout", [
-    (transformers.ResNetForImageClassification,
-     transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3),
-     "resnet.encoder.stages.1", "NCHW"),
-    (transformers.ViTForImageClassification,
-     transformers.ViTConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                            image_size=64, patch_size=16, num_labels=3),
-     "vit.layers.1.layernorm_before", "NLC"),
-    (transformers.SwinForImageClassification,
-     transformers.SwinConfig(image_size=64, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2],
-                             window_size=4, num_labels=3),
-     "swin.layernorm", "NLC"),
-])
+@pytest.mark.parametrize(
+    "cls,config,name,layout",
+    [
+        (
+            transformers.ResNetForImageClassification,
+            transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3),
+            "resnet.encoder.stages.1",
+            "NCHW",
+        ),
+        (
+            transformers.ViTForImageClassification,
+            transformers.ViTConfig(
+                hidden_size=16,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=32,
+                image_size=64,
+                patch_size=16,
+                num_labels=3,
+            ),
+            "vit.layers.1.layernorm_before",
+            "NLC",
+        ),
+        (
+            transformers.SwinForImageClassification,
+            transformers.SwinConfig(
+                image_size=64, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=3
+            ),
+            "swin.layernorm",
+            "NLC",
+        ),
+    ],
+)
 def test_transformers_defaults(cls, config, name, layout):
     model = cls(config)
     resolved = resolve_target(model)

@@ -78,7 +78,9 @@ def gaze_trainer(base, shapes, names, out, **overrides):
     args = GazeConsistencyTrainingArguments(str(out), **options)
     train_ds, eval_ds = datasets_for(base, shapes)
     model = copy.deepcopy(base.model)
-    return GazeConsistencyTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, label_names=names)
+    return GazeConsistencyTrainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, label_names=names
+    )
 
 
 def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 1e-6) -> None:
@@ -274,7 +276,9 @@ def test_checkpoints_hold_the_ema_state_and_resume_is_exact(base, shapes, names,
     assert_same_tensors(resumed.gaze_state(), straight.gaze_state())
     assert_same_tensors(state(resumed.model), state(straight.model))
     # the resumed log history starts with the checkpoint's (epoch 1), then the same losses follow
-    assert [e["loss"] for e in train_logs(resumed)] == pytest.approx([e["loss"] for e in train_logs(straight)], abs=1e-6)
+    assert [e["loss"] for e in train_logs(resumed)] == pytest.approx(
+        [e["loss"] for e in train_logs(straight)], abs=1e-6
+    )
 
     # without the state file the resumed run starts with empty EMA maps and ends elsewhere
     bare = tmp_path / "bare-checkpoint"
@@ -320,8 +324,16 @@ def trained(tmp_path_factory):
 
 def test_train_writes_a_complete_output(trained, names):
     out, run = trained
-    for name in ("config.json", "model.safetensors", GAZE_STATE_FILE, "results.json", "learning_curves.png",
-                 "class_means.png", "kappa_vs_consistency.png", "README.md"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        GAZE_STATE_FILE,
+        "results.json",
+        "learning_curves.png",
+        "class_means.png",
+        "kappa_vs_consistency.png",
+        "README.md",
+    ):
         assert (out / name).is_file(), name
         assert (out / name).stat().st_size > 0, name
 
@@ -333,8 +345,16 @@ def test_train_writes_a_complete_output(trained, names):
     history = results["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     for row in history:
-        for key in ("epoch", "lambda", "train_loss", "train_penalty", "eval_accuracy", "eval_kappa",
-                    "eval_gaze_consistency", "eval_loss"):
+        for key in (
+            "epoch",
+            "lambda",
+            "train_loss",
+            "train_penalty",
+            "eval_accuracy",
+            "eval_kappa",
+            "eval_gaze_consistency",
+            "eval_loss",
+        ):
             assert key in row, key
         assert row["lambda"] == 5.0
     final = results["final"]

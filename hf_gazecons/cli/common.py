@@ -14,7 +14,9 @@ from ..errors import GazeConsError
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="timm architecture, hf-hub:org/name, Hub id org/name, or a folder")
+    parser.add_argument(
+        "--model", required=True, help="timm architecture, hf-hub:org/name, Hub id org/name, or a folder"
+    )
     parser.add_argument("--target-layer", default=None, help="module name (e.g. layer3) or timm stage index (e.g. -2)")
     parser.add_argument("--image-size", type=int, default=None, help="square input size (default: the model's)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow a Hub model's own code to run")

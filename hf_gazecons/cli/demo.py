@@ -31,7 +31,11 @@ def run(args: argparse.Namespace) -> int:
     from ..demo import DemoSettings, comparison_table, run_demo
 
     chosen = dict(
-        model=args.model, epochs=args.epochs, lambda_max=args.lambda_max, dataset=args.dataset, image_size=args.image_size
+        model=args.model,
+        epochs=args.epochs,
+        lambda_max=args.lambda_max,
+        dataset=args.dataset,
+        image_size=args.image_size,
     )
     settings = replace(DemoSettings(), **{k: v for k, v in chosen.items() if v is not None})
     with atomic_directory(args.output_dir) as staging:

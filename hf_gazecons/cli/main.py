@@ -9,8 +9,7 @@ import warnings
 from collections.abc import Sequence
 
 from ..errors import GazeConsError
-from . import cam, demo, push, score, train
-from . import sweep
+from . import cam, demo, push, score, sweep, train
 
 COMMANDS = {"score": score, "train": train, "demo": demo, "cam": cam, "push": push, "sweep": sweep}
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
-
 from typing import TYPE_CHECKING
 
 from ..errors import DataError
@@ -26,7 +25,9 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     )
     add_model_options(parser)
     add_data_options(parser)
-    parser.add_argument("--variant", choices=("paper", "reference"), default="paper", help="deviation: paper (squared L2) or reference")
+    parser.add_argument(
+        "--variant", choices=("paper", "reference"), default="paper", help="deviation: paper (squared L2) or reference"
+    )
     parser.add_argument("--grid", nargs=2, type=int, metavar=("H", "W"), help="resample maps to a common grid first")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-samples", type=int, default=None, help="score at most this many samples")
@@ -100,7 +101,10 @@ def _align_labels(
             "labels would fall outside the model's classes"
         )
     model_index = {name.lower(): i for i, name in enumerate(model_names)}
-    if all(name.lower() in model_index for name in dataset_names) and dataset_names != model_names[: len(dataset_names)]:
+    if (
+        all(name.lower() in model_index for name in dataset_names)
+        and dataset_names != model_names[: len(dataset_names)]
+    ):
         mapping = {name: model_index[name.lower()] for name in dataset_names}
         return dataset.align_labels_with_mapping(mapping, "label"), model_names
     default_names = model_names == [str(i) for i in range(len(model_names))]
@@ -111,6 +115,7 @@ def _align_labels(
 
 def summary_table(result: ConsistencyResult) -> str:
     """A short text table: overall metrics, then one line per class."""
+
     def fmt(value: float | None) -> str:
         return "   n/a" if value is None else f"{value:.4f}"
 

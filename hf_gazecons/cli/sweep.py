@@ -48,36 +48,71 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="named defaults (see above)")
     parser.add_argument("--output-dir", required=True, help="sweep folder (runs/, tables, pictures)")
     parser.add_argument("--backbones", nargs="+", default=None, help=f"timm names (default {' '.join(d['backbones'])})")
-    parser.add_argument("--lambdas", nargs="+", type=float, default=None,
-                        help=f"lambda_max values (default {' '.join(f'{x:g}' for x in d['lambdas'])})")
+    parser.add_argument(
+        "--lambdas",
+        nargs="+",
+        type=float,
+        default=None,
+        help=f"lambda_max values (default {' '.join(f'{x:g}' for x in d['lambdas'])})",
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=None, help=f"seeds (default {d['seeds']})")
     parser.add_argument("--epochs", type=int, default=None, help=f"epochs per run (default {d['epochs']})")
     parser.add_argument("--t0", type=int, default=None, help=f"lambda is 0 up to this epoch (default {d['t0']})")
     parser.add_argument("--t1", type=int, default=None, help=f"lambda reaches lambda_max here (default {d['t1']})")
     parser.add_argument("--dataset", default=None, help=f"builtin:..., Hub id or folder (default {d['dataset']})")
     parser.add_argument("--image-size", type=int, default=None, help=f"square input size (default {d['image_size']})")
-    parser.add_argument("--grayscale", type=_bool, nargs="?", const=True, default=None,
-                        help="1-channel input, mean/std 0.5 (the study's)")
-    parser.add_argument("--pretrained", type=_bool, nargs="?", const=True, default=None,
-                        help="start from timm's pretrained weights (must be reachable)")
+    parser.add_argument(
+        "--grayscale",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=None,
+        help="1-channel input, mean/std 0.5 (the study's)",
+    )
+    parser.add_argument(
+        "--pretrained",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=None,
+        help="start from timm's pretrained weights (must be reachable)",
+    )
     parser.add_argument("--learning-rate", type=float, default=None, help=f"(default {d['learning_rate']:g})")
     parser.add_argument("--batch-size", type=int, default=None, help=f"per device (default {d['batch_size']})")
     parser.add_argument("--max-train-samples", type=int, default=None, help="use at most this many training samples")
     parser.add_argument("--max-eval-samples", type=int, default=None, help="use at most this many evaluation samples")
     parser.add_argument("--ema-alpha", type=float, default=None, help="EMA factor of the class maps (default 0.9)")
     parser.add_argument("--variant", choices=["paper", "reference"], default=None, help="deviation (default paper)")
-    parser.add_argument("--target-layer", default=None,
-                        help="Grad-CAM target: module name or timm stage index; write --target-layer=-2 for negatives")
-    parser.add_argument("--train-args", default=None,
-                        help="more `hf-gazecons train` options, one quoted string, e.g. '--second_order true'")
-    parser.add_argument("--parallel", type=int, default=None,
-                        help="runs at once (default: 1 on CPU, the number of GPUs with CUDA; one GPU per run)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="OMP_NUM_THREADS per run (default: CPU cores / --parallel)")
-    parser.add_argument("--keep-checkpoints", action="store_true", default=None,
-                        help="keep checkpoint-N folders of finished runs (default: delete them)")
-    parser.add_argument("--sanity", action="store_true",
-                        help="afterwards, run the cascading-randomization check on every finished run (sanity.csv)")
+    parser.add_argument(
+        "--target-layer",
+        default=None,
+        help="Grad-CAM target: module name or timm stage index; write --target-layer=-2 for negatives",
+    )
+    parser.add_argument(
+        "--train-args",
+        default=None,
+        help="more `hf-gazecons train` options, one quoted string, e.g. '--second_order true'",
+    )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        help="runs at once (default: 1 on CPU, the number of GPUs with CUDA; one GPU per run)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="OMP_NUM_THREADS per run (default: CPU cores / --parallel)"
+    )
+    parser.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        default=None,
+        help="keep checkpoint-N folders of finished runs (default: delete them)",
+    )
+    parser.add_argument(
+        "--sanity",
+        action="store_true",
+        help="afterwards, run the cascading-randomization check on every finished run (sanity.csv)",
+    )
     parser.add_argument("--sanity-samples", type=int, default=64, help="evaluation samples per run for --sanity")
     parser.add_argument("--dry-run", action="store_true", help="print the training commands and stop")
 

@@ -10,7 +10,6 @@ import argparse
 from collections.abc import Sequence
 
 
-
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     commands.add_parser(name, add_help=False, help="fine-tune a model with the regulariser (see train --help)")
 

@@ -65,9 +65,7 @@ def make_shapes(
     """
     _check_shapes_args(num_classes, size, n_train, n_val, n_test, jitter, distractors)
     names = list(SHAPE_NAMES[:num_classes])
-    features = Features(
-        {"image": Image(), "label": ClassLabel(names=names), "mask": Image(mode="L")}
-    )
+    features = Features({"image": Image(), "label": ClassLabel(names=names), "mask": Image(mode="L")})
     counts = {"train": n_train, "validation": n_val, "test": n_test}
     sub_seeds = np.random.SeedSequence(seed).spawn(len(SPLITS))
     splits = {}
@@ -76,9 +74,7 @@ def make_shapes(
         labels = rng.permutation(np.repeat(np.arange(num_classes), counts[split]))
         images, masks = [], []
         for label in labels:
-            image, mask = _shapes_sample(
-                rng, int(label), num_classes, size, jitter, distractors, grayscale
-            )
+            image, mask = _shapes_sample(rng, int(label), num_classes, size, jitter, distractors, grayscale)
             images.append(image)
             masks.append(mask)
         data = {"image": images, "label": [int(x) for x in labels], "mask": masks}
@@ -89,8 +85,7 @@ def make_shapes(
 def _check_shapes_args(num_classes, size, n_train, n_val, n_test, jitter, distractors) -> None:
     if not 2 <= num_classes <= len(SHAPE_NAMES):
         raise DataError(
-            f"shapes supports 2 to {len(SHAPE_NAMES)} classes ({', '.join(SHAPE_NAMES)}), "
-            f"got num_classes={num_classes}"
+            f"shapes supports 2 to {len(SHAPE_NAMES)} classes ({', '.join(SHAPE_NAMES)}), got num_classes={num_classes}"
         )
     if size < 32:
         raise DataError(f"shapes needs size >= 32 pixels, got size={size}")
@@ -145,9 +140,7 @@ def _png(image: PILImage.Image) -> dict:
 def _background(rng, size: int) -> np.ndarray:
     """Textured, low-saturation background (H, W, 3) float: smooth noise + gradient + grain."""
     coarse = rng.uniform(0, 255, size=(6, 6)).astype(np.uint8)
-    smooth = np.asarray(
-        PILImage.fromarray(coarse, "L").resize((size, size), PILImage.BICUBIC), dtype=np.float64
-    )
+    smooth = np.asarray(PILImage.fromarray(coarse, "L").resize((size, size), PILImage.BICUBIC), dtype=np.float64)
     yy, xx = np.mgrid[0:size, 0:size] / size
     angle = rng.uniform(0, 2 * math.pi)
     gradient = (xx - 0.5) * math.cos(angle) + (yy - 0.5) * math.sin(angle)  # in [-0.71, 0.71]
@@ -182,8 +175,7 @@ def _shape_mask(shape: str, size: int, cx: float, cy: float, r: float, rotation:
     def polygon(points):
         rot = math.radians(rotation)
         pts = [
-            (cx + x * math.cos(rot) - y * math.sin(rot), cy + x * math.sin(rot) + y * math.cos(rot))
-            for x, y in points
+            (cx + x * math.cos(rot) - y * math.sin(rot), cy + x * math.sin(rot) + y * math.cos(rot)) for x, y in points
         ]
         draw.polygon(pts, fill=255)
 
@@ -280,11 +272,6 @@ def make_digits(size: int = 64, seed: int = 0) -> DatasetDict:
     splits = {}
     for split, rows in zip(SPLITS, (train, val, test)):
         rows = np.sort(rows)
-        images = [
-            _png(PILImage.fromarray(pixels[i], "L").resize((size, size), PILImage.BILINEAR))
-            for i in rows
-        ]
-        splits[split] = Dataset.from_dict(
-            {"image": images, "label": [int(labels[i]) for i in rows]}, features=features
-        )
+        images = [_png(PILImage.fromarray(pixels[i], "L").resize((size, size), PILImage.BILINEAR)) for i in rows]
+        splits[split] = Dataset.from_dict({"image": images, "label": [int(labels[i]) for i in rows]}, features=features)
     return DatasetDict(splits)

@@ -73,8 +73,7 @@ def default_eval_split(names: Iterable[str]) -> str:
         if candidate in names:
             return candidate
     raise DataError(
-        f"no evaluation split among {names}; expected one of {list(EVAL_SPLITS)} "
-        "(pass the split name explicitly)"
+        f"no evaluation split among {names}; expected one of {list(EVAL_SPLITS)} (pass the split name explicitly)"
     )
 
 
@@ -137,9 +136,7 @@ def _convert(name: str, key: str, text: str, kind: type):
             raise ValueError(text)
         return kind(text)
     except ValueError:
-        raise DataError(
-            f"option '{key}' of builtin:{name} must be {kind.__name__}, got '{text}'"
-        ) from None
+        raise DataError(f"option '{key}' of builtin:{name} must be {kind.__name__}, got '{text}'") from None
 
 
 def _load_from_disk(path: str) -> Dataset | DatasetDict:
@@ -250,8 +247,7 @@ def _find_mask(features, named: str | None) -> str | None:
     found = [n for n in MASK_NAMES if n in features and _is_image(features[n])]
     if len(found) > 1:
         raise DataError(
-            f"ambiguous mask column: {found} all qualify; pass mask_column=...; "
-            f"columns: {_describe(features)}"
+            f"ambiguous mask column: {found} all qualify; pass mask_column=...; columns: {_describe(features)}"
         )
     return found[0] if found else None
 
@@ -330,8 +326,7 @@ def _check_label_values(dataset: Dataset, source: str) -> None:
         low = min(dataset.unique("label"))
         if low < 0:
             raise DataError(
-                f"label column '{source}' has negative values ({low}; unlabelled rows?); "
-                "use a labelled split"
+                f"label column '{source}' has negative values ({low}; unlabelled rows?); use a labelled split"
             )
 
 
@@ -351,6 +346,5 @@ def _cast(dataset: Dataset, column: str, target, source: str) -> Dataset:
     except Exception as exc:  # arrow raises several types
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise DataError(
-            f"{column} column '{source}' ({_feature_type(current)}) cannot be used as "
-            f"{type(target).__name__}: {reason}"
+            f"{column} column '{source}' ({_feature_type(current)}) cannot be used as {type(target).__name__}: {reason}"
         ) from exc

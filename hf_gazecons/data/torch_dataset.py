@@ -72,9 +72,7 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise DataError(f"image {i} of the data set cannot be read: {reason}") from exc
         if self.has_masks and mask is None:
-            raise DataError(
-                f"image {i} of the data set has no mask (the mask column is empty there)"
-            )
+            raise DataError(f"image {i} of the data set has no mask (the mask column is empty there)")
         return image, row["label"], mask
 
     @property
