@@ -113,6 +113,9 @@ def _splits(data_args: ModelDataArguments, seed: int) -> tuple[datasets.Dataset,
     eval_split = data_args.eval_split or default_eval_split([s for s in data if s != data_args.train_split])
     if eval_split not in data:
         raise DataError(f"no split {eval_split!r} in {data_args.dataset!r}; splits: {list(data)}")
+    for split in (data_args.train_split, eval_split):
+        if len(data[split]) == 0:
+            raise DataError(f"split {split!r} of {data_args.dataset!r} is empty")
     return (
         _at_most(data[data_args.train_split], data_args.max_train_samples, seed),
         _at_most(data[eval_split], data_args.max_eval_samples, seed),
