@@ -15,6 +15,7 @@ import timm
 import torch
 import torch.nn.functional as F
 import transformers
+from tiny import TINY_TRANSFORMERS
 from torch import nn
 
 from hf_gazecons.cam import GradCAM, normalize_maps, resize_maps
@@ -138,52 +139,10 @@ def timm_model(name: str, **kwargs) -> nn.Module:
     return timm.create_model(name, pretrained=False, num_classes=3, **kwargs).eval()
 
 
-HF_CONFIGS = {
-    "resnet": lambda: (
-        transformers.ResNetForImageClassification,
-        transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3),
-    ),
-    "convnext": lambda: (
-        transformers.ConvNextForImageClassification,
-        transformers.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3),
-    ),
-    "vit": lambda: (
-        transformers.ViTForImageClassification,
-        transformers.ViTConfig(
-            hidden_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=32,
-            image_size=64,
-            patch_size=16,
-            num_labels=3,
-        ),
-    ),
-    "deit_distilled": lambda: (
-        transformers.DeiTForImageClassificationWithTeacher,
-        transformers.DeiTConfig(
-            hidden_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=32,
-            image_size=64,
-            patch_size=16,
-            num_labels=3,
-        ),
-    ),
-    "swin": lambda: (
-        transformers.SwinForImageClassification,
-        transformers.SwinConfig(
-            image_size=64, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=3
-        ),
-    ),
-}
-
-
 @functools.cache
 def hf_model(kind: str) -> nn.Module:
     torch.manual_seed(0)
-    cls, config = HF_CONFIGS[kind]()
+    cls, config = TINY_TRANSFORMERS[kind]()
     return cls(config).eval()
 
 

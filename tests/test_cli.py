@@ -22,6 +22,7 @@ import pytest
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
+from tiny import CONSISTENCY_JSON_KEYS
 from torch import nn
 
 import hf_gazecons.plots as plots
@@ -36,22 +37,7 @@ SHAPES = f"builtin:shapes?num_classes=3&size={SIZE}&n_train=4&n_val=6&n_test=2"
 SHAPE_CLASSES = list(SHAPE_NAMES[:3])
 FOLDER_CLASSES = ["bird", "cat", "dog"]  # imagefolder sorts the class folders
 
-JSON_KEYS = {
-    "model",
-    "dataset",
-    "split",
-    "variant",
-    "grid",
-    "target_layer",
-    "cam_size",
-    "n_samples",
-    "n_correct",
-    "accuracy",
-    "kappa",
-    "gaze_consistency",
-    "per_class",
-    "localization",
-}
+JSON_KEYS = CONSISTENCY_JSON_KEYS
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import cohen_kappa_score
+from tiny import CONSISTENCY_JSON_KEYS
 
 from hf_gazecons.cam import GradCAM
 from hf_gazecons.errors import DataError, MetricError
@@ -143,22 +144,7 @@ def test_gaze_consistency_on_a_dataloader_equals_brute_force_from_stored_maps():
     expected, _ = brute_force(out.maps, y, out.logits.argmax(1), 3, "paper")
     assert result.value == pytest.approx(expected, rel=1e-6)
     assert result.n_samples == 24 and result.target_name == "features"
-    assert set(result.to_dict()) == {
-        "model",
-        "dataset",
-        "split",
-        "variant",
-        "grid",
-        "target_layer",
-        "cam_size",
-        "n_samples",
-        "n_correct",
-        "accuracy",
-        "kappa",
-        "gaze_consistency",
-        "per_class",
-        "localization",
-    }
+    assert set(result.to_dict()) == CONSISTENCY_JSON_KEYS
 
 
 def test_dict_batches_with_masks_report_localization():

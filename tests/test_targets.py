@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
-import transformers
+from tiny import TINY_TRANSFORMERS
 from torch import nn
 
 from hf_gazecons.errors import TargetLayerError
@@ -161,39 +161,15 @@ def test_timm_vit_default_and_channels_last_hint():
 
 
 @pytest.mark.parametrize(
-    "cls,config,name,layout",
+    "family,name,layout",
     [
-        (
-            transformers.ResNetForImageClassification,
-            transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3),
-            "resnet.encoder.stages.1",
-            "NCHW",
-        ),
-        (
-            transformers.ViTForImageClassification,
-            transformers.ViTConfig(
-                hidden_size=16,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                intermediate_size=32,
-                image_size=64,
-                patch_size=16,
-                num_labels=3,
-            ),
-            "vit.layers.1.layernorm_before",
-            "NLC",
-        ),
-        (
-            transformers.SwinForImageClassification,
-            transformers.SwinConfig(
-                image_size=64, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=3
-            ),
-            "swin.layernorm",
-            "NLC",
-        ),
+        ("resnet", "resnet.encoder.stages.1", "NCHW"),
+        ("vit", "vit.layers.1.layernorm_before", "NLC"),
+        ("swin", "swin.layernorm", "NLC"),
     ],
 )
-def test_transformers_defaults(cls, config, name, layout):
+def test_transformers_defaults(family, name, layout):
+    cls, config = TINY_TRANSFORMERS[family]()
     model = cls(config)
     resolved = resolve_target(model)
     assert (resolved.name, resolved.layout) == (name, layout)

@@ -1,0 +1,52 @@
+"""Tiny models and expected schemas shared by several test modules."""
+
+import transformers
+
+_TINY_VIT = dict(
+    hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, image_size=64, patch_size=16
+)
+
+TINY_TRANSFORMERS = {
+    # name -> () -> (model class, small config); built fresh by each caller
+    "resnet": lambda: (
+        transformers.ResNetForImageClassification,
+        transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3),
+    ),
+    "convnext": lambda: (
+        transformers.ConvNextForImageClassification,
+        transformers.ConvNextConfig(hidden_sizes=[8, 16], depths=[1, 1], num_stages=2, num_labels=3),
+    ),
+    "vit": lambda: (
+        transformers.ViTForImageClassification,
+        transformers.ViTConfig(**_TINY_VIT, num_labels=3),
+    ),
+    "deit_distilled": lambda: (
+        transformers.DeiTForImageClassificationWithTeacher,
+        transformers.DeiTConfig(**_TINY_VIT, num_labels=3),
+    ),
+    "swin": lambda: (
+        transformers.SwinForImageClassification,
+        transformers.SwinConfig(
+            image_size=64, patch_size=4, embed_dim=8, depths=[1, 1], num_heads=[1, 2], window_size=4, num_labels=3
+        ),
+    ),
+}
+
+
+CONSISTENCY_JSON_KEYS = {
+    "model",
+    "dataset",
+    "split",
+    "variant",
+    "grid",
+    "target_layer",
+    "cam_size",
+    "n_samples",
+    "n_correct",
+    "accuracy",
+    "kappa",
+    "gaze_consistency",
+    "per_class",
+    "localization",
+}
+"""The keys of ``consistency.json`` / ``ConsistencyResult.to_dict()`` (issue: exactly these)."""
