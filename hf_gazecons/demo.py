@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .formatting import fmt_metric
 from .plots import plot_class_means
 from .trainer import GazeConsistencyTrainingArguments
 from .training import ModelDataArguments, TrainingRun, train
@@ -56,7 +57,10 @@ def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) ->
         runs[name] = train(data_args, replace(base, output_dir=str(output_dir / name), lambda_max=lambda_max))
     label_names = runs["baseline"].results["config"]["label_names"]
     plot_class_means(
-        {f"{name} (L_CAM {_fmt(run.evaluation.value)})": run.evaluation.class_means for name, run in runs.items()},
+        {
+            f"{name} (L_CAM {fmt_metric(run.evaluation.value)})": run.evaluation.class_means
+            for name, run in runs.items()
+        },
         label_names,
         output_dir / "class_means_comparison.png",
         title="Class-mean Grad-CAM on the validation split",
@@ -79,10 +83,6 @@ def comparison_table(runs: dict[str, TrainingRun]) -> str:
     width = max(len(label) for label, _ in rows)
     lines = [f"{'':<{width}}  " + "  ".join(f"{name:>12}" for name in runs)]
     for label, key in rows:
-        values = "  ".join(f"{_fmt(run.results['final'].get(key)):>12}" for run in runs.values())
+        values = "  ".join(f"{fmt_metric(run.results['final'].get(key)):>12}" for run in runs.values())
         lines.append(f"{label:<{width}}  {values}")
     return "\n".join(lines)
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"

@@ -10,7 +10,6 @@ Everything goes through ``huggingface_hub``; the token comes from where it alway
 from __future__ import annotations
 
 import json
-import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, Mo
 from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
 from .errors import HubError
+from .formatting import fmt_metric
 
 __all__ = ["model_card", "eval_results", "push_output", "push_results", "CARD_TEMPLATE", "PUSHED_PATTERNS"]
 
@@ -90,7 +90,7 @@ def model_card(results: dict[str, Any], repo_id: str | None = None) -> ModelCard
         per_class=[(label, final.get(f"eval_gaze_consistency_{label}")) for label in config["label_names"]],
         pearson_r=results.get("pearson_r_kappa_consistency"),
         config=_Attrs(config),
-        fmt=_fmt,
+        fmt=fmt_metric,
     )
 
 
@@ -99,12 +99,6 @@ class _Attrs(dict):
 
     def __getattr__(self, key: str) -> Any:
         return self.get(key)
-
-
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _is_hub_id(spec: str) -> bool:

@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import ModelLoadError
+from .filenames import GAZE_STATE_FILE
 from .preprocessing import (
     STUDY_MEAN_STD,
     Preprocessing,
@@ -43,8 +44,6 @@ from .preprocessing import (
 
 __all__ = ["LoadedModel", "load_model", "save_model", "GAZE_STATE_FILE"]
 
-GAZE_STATE_FILE = "gazecons_state.safetensors"
-"""The regulariser's EMA class maps, saved beside the weights of every checkpoint."""
 
 Library = Literal["timm", "transformers"]
 

@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from .cam import GradCAM
+from .formatting import fmt_metric
 from .metric import batch_source, eval_mode, unpack_batch
 from .models import LoadedModel
 from .preprocessing import Preprocessing
@@ -371,7 +372,7 @@ def sanity_sweep(
             rows.append({**base, **{k: v for k, v in step.items() if k != "modules"}})
         echo(
             f"sanity {config['model']} lambda={format_lambda(config['lambda_max'])} seed={config['seed']}: "
-            + ", ".join(f"{s['randomized_up_to']} {_fmt(s['spearman_mean'])}" for s in steps[1:])
+            + ", ".join(f"{s['randomized_up_to']} {fmt_metric(s['spearman_mean'], 3)}" for s in steps[1:])
         )
     rows.sort(key=lambda r: (r["backbone"], r["lambda"], r["seed"], r["step"]))
     sanity_csv = out / "sanity.csv"
@@ -390,10 +391,6 @@ def sanity_sweep(
         })  # fmt: skip
     _write(out / "sanity_summary.csv", SUMMARY_COLUMNS, summary)
     return sanity_csv
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _write(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:

@@ -43,6 +43,8 @@ from typing import Any
 import numpy as np
 
 from .errors import GazeConsError
+from .filenames import RESULTS_FILE
+from .formatting import fmt_metric
 
 __all__ = [
     "DEFAULTS",
@@ -61,7 +63,6 @@ __all__ = [
     "write_outputs",
 ]
 
-RESULTS_FILE = "results.json"
 LOG_FILE = "train.log"
 
 RUNS_COLUMNS = (
@@ -512,8 +513,8 @@ def _final_line(results_path: Path) -> str:
     except (OSError, ValueError):
         return "results.json unreadable"
     return (
-        f"acc {_fmt(final.get('eval_accuracy'))}  kappa {_fmt(final.get('eval_kappa'))}  "
-        f"L_CAM {_fmt(final.get('eval_gaze_consistency'))}"
+        f"acc {fmt_metric(final.get('eval_accuracy'))}  kappa {fmt_metric(final.get('eval_kappa'))}  "
+        f"L_CAM {fmt_metric(final.get('eval_gaze_consistency'))}"
     )
 
 
@@ -833,7 +834,3 @@ def explicit_command(config: SweepConfig) -> str:
         parts += ["--keep-checkpoints"]
     parts += ["--output-dir", config.output_dir]
     return shlex.join(parts)
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"

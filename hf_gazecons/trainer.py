@@ -30,8 +30,8 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
 from .cam import GradCAM, model_logits
+from .filenames import GAZE_STATE_FILE
 from .metric import ConsistencyResult, gaze_consistency
-from .models import GAZE_STATE_FILE
 from .regularizer import GazeConsistencyLoss, LambdaCurriculum
 from .targets import resolve_target, unwrap_model
 

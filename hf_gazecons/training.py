@@ -19,8 +19,9 @@ import datasets
 import torch
 from transformers import set_seed
 
-from .data import ImageClassificationDataset, default_eval_split, load_image_dataset
-from .errors import DataError, HubError
+from .data import ImageClassificationDataset, default_eval_split, load_image_dataset, select_split
+from .errors import HubError
+from .filenames import RESULTS_FILE
 from .hub import model_card, push_output
 from .metric import ConsistencyResult
 from .models import LoadedModel, load_model, save_model
@@ -29,7 +30,6 @@ from .trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
 
 __all__ = ["ModelDataArguments", "TrainingRun", "train", "epoch_history", "RESULTS_FILE"]
 
-RESULTS_FILE = "results.json"
 _HISTORY_KEYS = ("loss", "penalty", "lambda", "learning_rate")
 
 
@@ -108,17 +108,12 @@ def _splits(data_args: ModelDataArguments, seed: int) -> tuple[datasets.Dataset,
     data = load_image_dataset(
         data_args.dataset, image_column=data_args.image_column, label_column=data_args.label_column
     )
-    if data_args.train_split not in data:
-        raise DataError(f"no split {data_args.train_split!r} in {data_args.dataset!r}; splits: {list(data)}")
+    train_data = select_split(data, data_args.train_split, data_args.dataset)
     eval_split = data_args.eval_split or default_eval_split([s for s in data if s != data_args.train_split])
-    if eval_split not in data:
-        raise DataError(f"no split {eval_split!r} in {data_args.dataset!r}; splits: {list(data)}")
-    for split in (data_args.train_split, eval_split):
-        if len(data[split]) == 0:
-            raise DataError(f"split {split!r} of {data_args.dataset!r} is empty")
+    eval_data = select_split(data, eval_split, data_args.dataset)
     return (
-        _at_most(data[data_args.train_split], data_args.max_train_samples, seed),
-        _at_most(data[eval_split], data_args.max_eval_samples, seed),
+        _at_most(train_data, data_args.max_train_samples, seed),
+        _at_most(eval_data, data_args.max_eval_samples, seed),
         eval_split,
     )
 

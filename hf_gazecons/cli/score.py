@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..errors import DataError
+from ..formatting import fmt_metric
 from .common import add_data_options, add_model_options, atomic_directory, target
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import default_eval_split, load_image_dataset
+    from ..data import default_eval_split, load_image_dataset, select_split
     from ..explain import examples_per_class, explain
     from ..hub import push_results
     from ..metric import gaze_consistency
@@ -47,11 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     data = load_image_dataset(args.dataset, image_column=args.image_column, label_column=args.label_column)
     split = args.split or default_eval_split(list(data))
-    if split not in data:
-        raise DataError(f"no split {split!r} in {args.dataset!r}; splits: {list(data)}")
-    dataset = data[split]
-    if len(dataset) == 0:
-        raise DataError(f"split {split!r} of {args.dataset!r} is empty; pick another with --split")
+    dataset = select_split(data, split, args.dataset)
     if args.max_samples is not None:
         if args.max_samples < 1:
             raise DataError(f"--max-samples must be at least 1, got {args.max_samples}")
@@ -116,18 +113,15 @@ def _align_labels(
 def summary_table(result: ConsistencyResult) -> str:
     """A short text table: overall metrics, then one line per class."""
 
-    def fmt(value: float | None) -> str:
-        return "   n/a" if value is None else f"{value:.4f}"
-
     lines = [
         f"target layer {result.target_name}  map {result.cam_size[0]}x{result.cam_size[1]}  variant {result.variant}",
-        f"samples {result.n_samples}  correct {result.n_correct}  accuracy {fmt(result.accuracy)}  "
-        f"kappa {fmt(result.kappa)}  L_CAM {fmt(result.value)}",
+        f"samples {result.n_samples}  correct {result.n_correct}  accuracy {fmt_metric(result.accuracy)}  "
+        f"kappa {fmt_metric(result.kappa)}  L_CAM {fmt_metric(result.value)}",
     ]
     if result.localization is not None:
         lines.append(
-            f"energy pointing game {fmt(result.localization.energy_pointing_game)}  "
-            f"pointing game {fmt(result.localization.pointing_game)}"
+            f"energy pointing game {fmt_metric(result.localization.energy_pointing_game)}  "
+            f"pointing game {fmt_metric(result.localization.pointing_game)}"
         )
     if result.n_zero_maps:
         lines.append(
@@ -137,5 +131,5 @@ def summary_table(result: ConsistencyResult) -> str:
     width = max(len(name) for name in result.per_class)
     lines.append(f"{'class':<{width}}  L_CAM   correct/samples")
     for name, per_class in result.per_class.items():
-        lines.append(f"{name:<{width}}  {fmt(per_class.value)}  {per_class.n_correct}/{per_class.n_samples}")
+        lines.append(f"{name:<{width}}  {fmt_metric(per_class.value):>6}  {per_class.n_correct}/{per_class.n_samples}")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from transformers import HfArgumentParser
 
+    from ..formatting import fmt_metric
     from ..trainer import GazeConsistencyTrainingArguments
     from ..training import ModelDataArguments, train
 
@@ -27,10 +28,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         final = run.results["final"]
         print(
             f"accuracy {final['eval_accuracy']:.4f}  kappa {final['eval_kappa']:.4f}  "
-            f"L_CAM {_fmt(final['eval_gaze_consistency'])}  -> {training_args.output_dir}"
+            f"L_CAM {fmt_metric(final['eval_gaze_consistency'])}  -> {training_args.output_dir}"
         )
     return 0
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"

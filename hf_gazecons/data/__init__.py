@@ -5,7 +5,7 @@ where the source has ground-truth masks, ``mask`` (Image, mode "L", nonzero = ob
 """
 
 from .builtin import make_digits, make_shapes
-from .loading import default_eval_split, load_image_dataset
+from .loading import default_eval_split, load_image_dataset, select_split
 from .torch_dataset import ImageClassificationDataset
 
 __all__ = [
@@ -14,4 +14,5 @@ __all__ = [
     "load_image_dataset",
     "make_digits",
     "make_shapes",
+    "select_split",
 ]

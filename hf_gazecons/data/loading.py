@@ -21,7 +21,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Image, Value
 from ..errors import DataError
 from .builtin import make_digits, make_shapes
 
-__all__ = ["BUILTINS", "default_eval_split", "load_image_dataset"]
+__all__ = ["BUILTINS", "default_eval_split", "load_image_dataset", "select_split"]
 
 #: ``builtin:<name>`` data sets and their generators (options = keyword arguments).
 BUILTINS: dict[str, Callable[..., DatasetDict]] = {"shapes": make_shapes, "digits": make_digits}
@@ -55,7 +55,7 @@ def load_image_dataset(
     ['image', 'label', 'mask']
     """
     raw = _load_raw(spec)
-    chosen = {split: _select_split(raw, split, spec)} if split is not None else dict(raw)
+    chosen = {split: select_split(raw, split, spec)} if split is not None else dict(raw)
     columns = _detect_columns(raw, image_column, label_column, mask_column)
     label_names = _label_names(raw, columns["label"])
     result = {name: _standardise(ds, columns, label_names) for name, ds in chosen.items()}
@@ -188,10 +188,11 @@ def _as_dict(spec: str, loaded) -> DatasetDict:
     )
 
 
-def _select_split(raw: DatasetDict, split: str, spec: str) -> Dataset:
-    if split not in raw:
-        raise DataError(f"split '{split}' not found in '{spec}'; splits: {list(raw)}")
-    dataset = raw[split]
+def select_split(data: DatasetDict, split: str, spec: str) -> Dataset:
+    """``data[split]``, or a DataError naming the splits there are, or saying that it is empty."""
+    if split not in data:
+        raise DataError(f"split '{split}' not found in '{spec}'; splits: {list(data)}")
+    dataset = data[split]
     if len(dataset) == 0:
         raise DataError(f"split '{split}' of '{spec}' is empty")
     return dataset
