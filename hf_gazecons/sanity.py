@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import math
 import sys
@@ -342,7 +341,7 @@ def sanity_sweep(
     backbone, lambda and step: mean and sample std over runs) and returns the first path."""
     from .data import load_image_dataset
     from .models import load_model
-    from .sweep import format_lambda, mean_std
+    from .sweep import format_lambda, mean_std, write_csv
 
     echo = echo or (lambda line: print(line, flush=True))
     out = Path(output_dir)
@@ -376,7 +375,7 @@ def sanity_sweep(
         )
     rows.sort(key=lambda r: (r["backbone"], r["lambda"], r["seed"], r["step"]))
     sanity_csv = out / "sanity.csv"
-    _write(sanity_csv, SANITY_COLUMNS, rows)
+    write_csv(sanity_csv, SANITY_COLUMNS, rows)
     summary = []
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
@@ -389,28 +388,8 @@ def sanity_sweep(
             "constant_original": mean_std(m["n_constant_original"] / m["n_samples"] for m in members)[0],
             "constant_randomized": mean_std(m["n_constant_randomized"] / m["n_samples"] for m in members)[0],
         })  # fmt: skip
-    _write(out / "sanity_summary.csv", SUMMARY_COLUMNS, summary)
+    write_csv(out / "sanity_summary.csv", SUMMARY_COLUMNS, summary)
     return sanity_csv
-
-
-def _write(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
-    from .sweep import format_lambda
-
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        for row in rows:
-            cells = []
-            for column in columns:
-                value = row.get(column)
-                if column == "lambda":
-                    value = format_lambda(value)
-                elif value is None or (isinstance(value, float) and math.isnan(value)):
-                    value = ""
-                elif isinstance(value, float):
-                    value = f"{value:.6g}"
-                cells.append(value)
-            writer.writerow(cells)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -60,6 +60,7 @@ __all__ = [
     "resolve_config",
     "run_sweep",
     "train_command",
+    "write_csv",
     "write_outputs",
 ]
 
@@ -654,7 +655,8 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> Path:
+    """A CSV of ``rows`` (missing values empty, floats to 6 significant digits, lambdas as in folder names)."""
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
@@ -672,10 +674,10 @@ def write_outputs(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = collect_rows(out, config.backbones if config else ())
-    outputs = {"runs": _write_csv(out / "runs.csv", RUNS_COLUMNS, rows)}
+    outputs = {"runs": write_csv(out / "runs.csv", RUNS_COLUMNS, rows)}
     correlation, seeds = correlation_rows(rows)
     columns = ["backbone", "lambda", *[f"r_seed_{s}" for s in seeds], "pearson_r_mean", "pearson_r_std", "n_seeds"]
-    outputs["correlation"] = _write_csv(out / "correlation.csv", columns, correlation)
+    outputs["correlation"] = write_csv(out / "correlation.csv", columns, correlation)
     finals = final_rows(rows)
     pictures: list[Path] = []
     if rows:
