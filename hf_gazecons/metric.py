@@ -28,7 +28,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .cam import GradCAM
-from .deviation import Variant, check_variant, class_deviation_sum, on_grid, per_sample_deviation
+from .deviation import (
+    VARIANTS,
+    Variant,
+    check_variant,
+    class_deviation_sum,
+    cosine_deviation_sum,
+    on_grid,
+    per_sample_deviation,
+    unit_maps,
+)
 from .errors import DataError, MetricError
 from .localization import energy_pointing_game, pointing_game
 from .models import LoadedModel
@@ -49,13 +58,16 @@ class ClassConsistency:
     """One class: its mean deviation (None below 2 correct samples) and its counts.
 
     ``n_zero_maps`` counts correct samples whose map is zero everywhere: such a collapsed gaze
-    scores as perfectly consistent (SPEC section 6), so a large count makes ``value`` suspect.
+    scores as perfectly consistent under the paper and reference variants (SPEC section 6), so a
+    large count makes ``value`` suspect. ``values`` holds the class's value under every variant
+    that was computed (``value`` is the one asked for).
     """
 
     value: float | None
     n_correct: int
     n_samples: int
     n_zero_maps: int = 0
+    values: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,7 +82,8 @@ class Localization:
 @dataclass
 class ConsistencyResult:
     """L_CAM (``value``; lower = more consistent) beside accuracy, kappa and the mean cross-entropy
-    ``loss``, per class and overall."""
+    ``loss``, per class and overall. ``values`` holds L_CAM under every variant that one pass could
+    compute: always ``paper`` and ``robust`` (they need only sums), ``reference`` when asked for."""
 
     value: float | None
     per_class: dict[str, ClassConsistency]
@@ -89,6 +102,12 @@ class ConsistencyResult:
     model: str | None = None
     dataset: str | None = None
     split: str | None = None
+    values: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def zero_map_share(self) -> float | None:
+        """All-zero maps among the correct samples (None without correct samples)."""
+        return self.n_zero_maps / self.n_correct if self.n_correct else None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON of ``hf-gazecons score`` (``consistency.json``)."""
@@ -105,8 +124,16 @@ class ConsistencyResult:
             "accuracy": self.accuracy,
             "kappa": _finite_or_none(self.kappa),
             "gaze_consistency": self.value,
+            "gaze_consistency_by_variant": dict(self.values),
+            "n_zero_maps": self.n_zero_maps,
+            "zero_map_share": self.zero_map_share,
             "per_class": {
-                name: {"gaze_consistency": c.value, "n_correct": c.n_correct, "n_samples": c.n_samples}
+                name: {
+                    "gaze_consistency": c.value,
+                    "n_correct": c.n_correct,
+                    "n_samples": c.n_samples,
+                    "n_zero_maps": c.n_zero_maps,
+                }
                 for name, c in self.per_class.items()
             },
             "localization": None
@@ -133,9 +160,9 @@ def cohen_kappa(confusion: torch.Tensor) -> float:
 class ConsistencyStatistics:
     """Running, mergeable statistics of the metric for ``num_classes`` classes.
 
-    The paper variant keeps only sums. The reference variant's unsquared norm needs the final class
-    mean before any distance, so it also keeps every correct sample's map (N x H' x W' floats on the
-    CPU: 10 000 maps of 7x7 are 2 MB).
+    The paper and robust variants need only sums (both are always computed). The reference
+    variant's unsquared norm needs the final class mean before any distance, so it also keeps every
+    correct sample's map (N x H' x W' floats on the CPU: 10 000 maps of 7x7 are 2 MB).
     """
 
     num_classes: int
@@ -143,6 +170,7 @@ class ConsistencyStatistics:
     grid: tuple[int, int] | None = None
     confusion: torch.Tensor = field(init=False)
     map_sum: torch.Tensor | None = field(init=False, default=None)
+    unit_sum: torch.Tensor | None = field(init=False, default=None)
     square_sum: torch.Tensor = field(init=False)
     localization_sums: torch.Tensor = field(init=False)
     loss_sum: torch.Tensor = field(init=False)
@@ -178,7 +206,9 @@ class ConsistencyStatistics:
         classes = labels[correct]
         if self.map_sum is None:
             self.map_sum = torch.zeros(self.num_classes, *grid_maps.shape[1:], dtype=torch.float64)
+            self.unit_sum = torch.zeros_like(self.map_sum)
         self.map_sum.index_add_(0, classes, grid_maps)
+        self.unit_sum.index_add_(0, classes, unit_maps(grid_maps))
         self.square_sum.index_add_(0, classes, grid_maps.flatten(1).pow(2).sum(dim=1))
         self.zero_maps.index_add_(0, classes, (maps[correct].flatten(1).amax(dim=1) == 0).double())
         if self.variant == "reference":
@@ -194,8 +224,9 @@ class ConsistencyStatistics:
         shape = next((s for s in sizes if s is not None), None)
         if shape is not None and self.map_sum is None:
             self.map_sum = torch.zeros(self.num_classes, *shape, dtype=torch.float64)
+            self.unit_sum = torch.zeros_like(self.map_sum)
         device = _collective_device()
-        for name in ("confusion", "map_sum", "square_sum", "localization_sums", "loss_sum", "zero_maps"):
+        for name in ("confusion", "map_sum", "unit_sum", "square_sum", "localization_sums", "loss_sum", "zero_maps"):
             tensor = getattr(self, name)
             if tensor is None:
                 continue
@@ -215,18 +246,27 @@ class ConsistencyStatistics:
             raise MetricError("no samples were scored: the data is empty")
         class_means = self.map_sum / counts.clamp(min=1)[:, None, None]
         class_means[counts == 0] = math.nan
-        deviation_sums = self._deviation_sums(class_means)
         valid = counts >= 2
+        variants = [v for v in VARIANTS if v != "reference" or self.variant == "reference"]
+        deviation_sums = {v: self._deviation_sums(v, class_means) for v in variants}
+
+        def class_value(variant: str, c: int) -> float | None:
+            return float(deviation_sums[variant][c] / counts[c]) if valid[c] else None
+
         per_class = {
             name: ClassConsistency(
-                float(deviation_sums[c] / counts[c]) if valid[c] else None,
+                class_value(self.variant, c),
                 int(counts[c]),
                 int(n_samples[c]),
                 int(self.zero_maps[c]),
+                {v: class_value(v, c) for v in variants},
             )
             for c, name in enumerate(label_names)
         }
-        value = float(deviation_sums[valid].sum() / counts[valid].sum()) if valid.any() else None
+        values = {
+            v: float(deviation_sums[v][valid].sum() / counts[valid].sum()) if valid.any() else None for v in variants
+        }
+        value = values[self.variant]
         if value is None:
             reason = "no sample was classified correctly" if counts.sum() == 0 else "no class has 2 correct samples"
             warnings.warn(f"gaze consistency is undefined: {reason}", stacklevel=2)
@@ -254,12 +294,15 @@ class ConsistencyStatistics:
             variant=self.variant,
             grid=self.grid,
             localization=localization,
+            values=values,
         )
 
-    def _deviation_sums(self, class_means: torch.Tensor) -> torch.Tensor:
-        """Per class: ``sum_{x in D_c+} l(x, c)``."""
-        if self.variant == "paper":
+    def _deviation_sums(self, variant: Variant, class_means: torch.Tensor) -> torch.Tensor:
+        """Per class: ``sum_{x in D_c+} l(x, c)`` under ``variant``."""
+        if variant == "paper":
             return class_deviation_sum(self.confusion.diag(), self.map_sum, self.square_sum)
+        if variant == "robust":
+            return cosine_deviation_sum(self.confusion.diag(), self.map_sum, self.unit_sum)
         sums = torch.zeros(self.num_classes, dtype=torch.float64)
         for c, maps in enumerate(self.kept_maps):
             if maps:

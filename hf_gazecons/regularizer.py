@@ -27,11 +27,20 @@ __all__ = ["GazeConsistencyLoss", "PenaltyOutput", "LambdaCurriculum"]
 
 @dataclass
 class PenaltyOutput:
-    """``loss`` = L_CAM^train; how many samples and classes took part in this batch (all processes)."""
+    """One batch of the penalty.
+
+    ``loss`` is this process's share of L_CAM^train: the sum of its samples' deviations times the
+    number of processes over the participating samples of *all* processes. Averaged over processes
+    (as DDP averages gradients) it is the mean over every participating sample, so N processes give
+    the gradient of one process on the union batch, however unevenly the samples take part; in one
+    process it is the plain mean. ``n_samples``, ``n_classes`` and ``n_zero_maps`` (all-zero maps
+    among the participating samples) count all processes.
+    """
 
     loss: torch.Tensor
     n_samples: int
     n_classes: int
+    n_zero_maps: int = 0
 
 
 class GazeConsistencyLoss(nn.Module):
@@ -43,7 +52,8 @@ class GazeConsistencyLoss(nn.Module):
     this happens *before* the distances, which are taken to the updated ``ema_c``. The loss is the
     mean deviation over the participating samples; exactly 0 without gradient when none take part.
     Under several processes the class sums and counts are all-reduced first, so every process
-    holds the same EMA maps; each process then averages over its own participating samples.
+    holds the same EMA maps and the batch is the union of the processes' batches (see
+    :class:`PenaltyOutput`).
     """
 
     ema: torch.Tensor
@@ -63,21 +73,29 @@ class GazeConsistencyLoss(nn.Module):
         """``maps``: (B, H', W') differentiable Grad-CAM of the true class; ``logits``: (B, K)."""
         correct = logits.detach().argmax(dim=1) == labels
         classes = labels[correct]
-        counts = torch.bincount(classes, minlength=self.num_classes).to(maps.dtype)
-        sums = torch.zeros(self.num_classes, *maps.shape[1:], dtype=maps.dtype, device=maps.device)
+        k = self.num_classes
+        counts = torch.bincount(classes, minlength=k).to(maps.dtype)
+        zero = (maps.detach()[correct].flatten(1).amax(dim=1) == 0).to(maps.dtype)
+        zeros = torch.zeros(k, dtype=maps.dtype, device=maps.device).index_add_(0, classes, zero)
+        sums = torch.zeros(k, *maps.shape[1:], dtype=maps.dtype, device=maps.device)
         sums.index_add_(0, classes, maps.detach()[correct])
+        world = 1
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(counts)
-            dist.all_reduce(sums)
+            world = dist.get_world_size()
+            packed = torch.cat([counts, zeros, sums.flatten()])
+            dist.all_reduce(packed)
+            counts, zeros, sums = packed[:k], packed[k : 2 * k], packed[2 * k :].view_as(sums)
         taking_part = counts >= 2
         self._update_ema(sums, counts, taking_part)
         selected = correct & taking_part[labels]
         n_classes = int(taking_part.sum())
         n_samples = int(counts[taking_part].sum())
+        n_zero_maps = int(zeros[taking_part].sum())
         if not selected.any():
-            return PenaltyOutput(torch.zeros((), device=maps.device, dtype=maps.dtype), n_samples, n_classes)
+            loss = torch.zeros((), device=maps.device, dtype=maps.dtype)
+            return PenaltyOutput(loss, n_samples, n_classes, n_zero_maps)
         deviations = per_sample_deviation(maps[selected], self.ema[labels[selected]], self.variant)
-        return PenaltyOutput(deviations.mean(), n_samples, n_classes)
+        return PenaltyOutput(deviations.sum() * (world / n_samples), n_samples, n_classes, n_zero_maps)
 
     @torch.no_grad()
     def _update_ema(self, sums: torch.Tensor, counts: torch.Tensor, taking_part: torch.Tensor) -> None:
@@ -103,7 +121,9 @@ class LambdaCurriculum:
     """SPEC eq. (18) over 1-based epochs ``e``: 0 for ``e <= t0``, linear for ``t0 < e < t1``,
     ``lambda_max`` for ``e >= t1``. A negative ``lambda_max`` asks for gaze *diversity*.
 
-    ``per_step=True`` ramps with the fractional epoch instead of once per epoch.
+    ``per_step=True`` ramps with the fractional progress instead of once per epoch: still 0 through
+    epoch ``t0`` and ``lambda_max`` from the start of epoch ``t1``, linear from the end of epoch
+    ``t0`` to the start of epoch ``t1`` in between.
 
         >>> LambdaCurriculum(100.0, t0=2, t1=10)(6)
         50.0
@@ -128,5 +148,11 @@ class LambdaCurriculum:
 
     def at_progress(self, epochs_done: float) -> float:
         """Lambda from ``Trainer.state.epoch`` (0-based, fractional epochs completed so far)."""
-        epoch = epochs_done + 1 if self.per_step else math.floor(epochs_done + 1e-6) + 1
-        return self(epoch)
+        if not self.per_step:
+            return self(math.floor(epochs_done + 1e-6) + 1)
+        if epochs_done < self.t0:  # epochs 1..t0
+            return 0.0
+        ramp = self.t1 - 1 - self.t0  # from the end of epoch t0 to the start of epoch t1
+        if ramp <= 0 or epochs_done >= self.t1 - 1:
+            return float(self.lambda_max)
+        return float(self.lambda_max) * (epochs_done - self.t0) / ramp

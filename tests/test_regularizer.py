@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hf_gazecons.deviation import per_sample_deviation
 from hf_gazecons.regularizer import GazeConsistencyLoss, LambdaCurriculum
 
 
@@ -31,12 +32,18 @@ def brute_force_step(ema, initialized, maps, logits, labels, k, alpha, variant="
         for i in idx:
             diff = maps[i] - ema[c]
             pixels = diff.numel()
-            deviations.append((diff**2).sum() / pixels if variant == "paper" else diff.norm() / pixels)
+            if variant == "paper":
+                deviations.append((diff**2).sum() / pixels)
+            elif variant == "reference":
+                deviations.append(diff.norm() / pixels)
+            else:  # robust: 1 - cosine, 1 for an all-zero map
+                norms = maps[i].norm() * ema[c].norm()
+                deviations.append(1 - (maps[i] * ema[c]).sum() / norms if norms > 0 else torch.tensor(1.0))
     loss = torch.stack(deviations).mean() if deviations else torch.tensor(0.0)
     return loss, ema, initialized
 
 
-@pytest.mark.parametrize("variant", ["paper", "reference"])
+@pytest.mark.parametrize("variant", ["paper", "reference", "robust"])
 def test_penalty_and_ema_follow_the_equations_over_several_batches(variant):
     k, alpha = 3, 0.9
     reg = GazeConsistencyLoss(k, alpha, variant)
@@ -95,6 +102,28 @@ def test_penalty_gradient_flows_into_maps_only_through_the_distance():
     assert out.n_samples == 4 and out.n_classes == 2
 
 
+def test_zero_maps_among_participating_samples_are_counted():
+    reg = GazeConsistencyLoss(3)
+    labels = torch.tensor([0, 0, 0, 1, 2, 2])  # class 1 does not take part (one sample)
+    maps = torch.rand(6, 3, 3)
+    maps[[0, 3, 5]] = 0.0
+    out = reg(maps, correct_logits(labels, 3, wrong=(4,)), labels)  # class 2: one correct sample
+    assert (out.n_samples, out.n_classes, out.n_zero_maps) == (3, 1, 1)
+
+
+def test_robust_penalty_gives_collapsed_maps_the_largest_value_and_a_finite_gradient():
+    reg = GazeConsistencyLoss(1, variant="robust")
+    labels = torch.zeros(3, dtype=torch.long)
+    maps = torch.rand(3, 4, 4)
+    maps[2] = 0.0
+    maps.requires_grad_(True)
+    out = reg(maps, correct_logits(labels, 1), labels)
+    out.loss.backward()
+    assert torch.isfinite(maps.grad).all()
+    values = per_sample_deviation(maps.detach(), reg.ema[0], "robust")
+    assert values[2] == 1.0 and (values[:2] < 1.0).all()
+
+
 def test_state_dict_round_trip_restores_lazily_sized_maps():
     reg = GazeConsistencyLoss(2)
     labels = torch.tensor([0, 0, 1, 1])
@@ -130,6 +159,11 @@ def test_curriculum_from_trainer_progress():
     assert per_epoch.at_progress(2.0) == pytest.approx(10.0)  # third epoch
     assert per_epoch.at_progress(2.5) == pytest.approx(10.0)  # constant within an epoch
     per_step = LambdaCurriculum(80.0, t0=2, t1=10, per_step=True)
-    assert per_step.at_progress(2.5) == pytest.approx(15.0)  # e = 3.5
+    assert per_step.at_progress(1.999) == 0.0  # still inside epoch t0 = 2: SPEC says 0
+    assert per_step.at_progress(2.0) == 0.0  # the end of epoch t0
+    assert per_step.at_progress(5.5) == pytest.approx(40.0)  # halfway from the end of epoch 2 to the start of 10
+    assert per_step.at_progress(9.0) == 80.0 and per_step.at_progress(30.0) == 80.0  # from the start of epoch t1
+    assert LambdaCurriculum(80.0, t0=2, t1=3, per_step=True).at_progress(1.9) == 0.0
+    assert LambdaCurriculum(80.0, t0=2, t1=3, per_step=True).at_progress(2.0) == 80.0  # epoch 3 = t1
     with pytest.raises(ValueError):
         LambdaCurriculum(1.0, t0=5, t1=5)

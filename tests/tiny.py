@@ -46,7 +46,10 @@ CONSISTENCY_JSON_KEYS = {
     "accuracy",
     "kappa",
     "gaze_consistency",
+    "gaze_consistency_by_variant",
+    "n_zero_maps",
+    "zero_map_share",
     "per_class",
     "localization",
 }
-"""The keys of ``consistency.json`` / ``ConsistencyResult.to_dict()`` (issue: exactly these)."""
+"""The keys of ``consistency.json`` / ``ConsistencyResult.to_dict()``."""
