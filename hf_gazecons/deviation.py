@@ -17,31 +17,18 @@ Three variants:
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
 from .cam import resize_maps
+from .variants import Variant, check_variant
 
 __all__ = [
-    "Variant",
-    "VARIANTS",
-    "check_variant",
     "per_sample_deviation",
     "class_deviation_sum",
     "cosine_deviation_sum",
     "unit_maps",
     "on_grid",
 ]
-
-Variant = Literal["paper", "reference", "robust"]
-VARIANTS: tuple[Variant, ...] = ("paper", "reference", "robust")
-
-
-def check_variant(variant: str) -> Variant:
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
-    return variant  # type: ignore[return-value]
 
 
 def per_sample_deviation(maps: torch.Tensor, class_map: torch.Tensor, variant: Variant = "paper") -> torch.Tensor:

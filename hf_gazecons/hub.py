@@ -37,14 +37,15 @@ CARD_TEMPLATE = next((p / _TEMPLATE_NAME for p in _TEMPLATE_PLACES if (p / _TEMP
 """The Jinja template of the model card (``model_cards/gazecons_model_card.md``)."""
 
 _METRICS = (
-    ("accuracy", "Accuracy", "eval_accuracy"),
-    ("cohen_kappa", "Cohen's kappa", "eval_kappa"),
-    ("gaze_consistency", "Gaze consistency (L_CAM, lower is more consistent)", "eval_gaze_consistency"),
+    ("accuracy", "Accuracy", "accuracy"),
+    ("cohen_kappa", "Cohen's kappa", "kappa"),
+    ("gaze_consistency", "Gaze consistency (L_CAM, lower is more consistent)", "gaze_consistency"),
 )
 
 
-def eval_results(metrics: dict[str, Any], dataset: str, split: str) -> list[EvalResult]:
-    """model-index entries for accuracy, Cohen's kappa and gaze consistency (those that exist)."""
+def eval_results(metrics: dict[str, Any], dataset: str, split: str, prefix: str = "eval") -> list[EvalResult]:
+    """model-index entries for accuracy, Cohen's kappa and gaze consistency (those that exist)
+    from flat ``{prefix}_*`` metrics."""
     return [
         EvalResult(
             task_type="image-classification",
@@ -53,20 +54,27 @@ def eval_results(metrics: dict[str, Any], dataset: str, split: str) -> list[Eval
             dataset_split=split,
             metric_type=metric_type,
             metric_name=name,
-            metric_value=metrics[key],
+            metric_value=metrics[f"{prefix}_{key}"],
         )
         for metric_type, name, key in _METRICS
-        if metrics.get(key) is not None
+        if metrics.get(f"{prefix}_{key}") is not None
     ]
 
 
 def model_card(results: dict[str, Any], repo_id: str | None = None) -> ModelCard:
-    """Render the card of a training output from its ``results.json`` content."""
+    """Render the card of a training output from its ``results.json`` content.
+
+    The model-index reports the test split where the run has one (``final_test``), else the
+    evaluation split; the card's tables show both."""
     if CARD_TEMPLATE is None:
         raise HubError(f"the model card template {_TEMPLATE_NAME} is not installed; reinstall hf-gazecons")
     config, final = results["config"], results["final"]
     name = repo_id.split("/")[-1] if repo_id else f"{config['architecture']}-gazecons"
     dataset, split = config["dataset"], config["eval_split"]
+    evaluations = [(split, "eval", final)]
+    if results.get("final_test"):
+        evaluations.insert(0, (config["test_split"], "test", results["final_test"]))
+    reported_split, reported_prefix, reported = evaluations[0]
     card_data = ModelCardData(
         model_name=name,
         library_name=config["library"],
@@ -75,7 +83,7 @@ def model_card(results: dict[str, Any], repo_id: str | None = None) -> ModelCard
         base_model=config.get("base_model"),
         datasets=[dataset] if _is_hub_id(dataset) else None,
         license="apache-2.0",
-        eval_results=eval_results(final, dataset, split),
+        eval_results=eval_results(reported, dataset, reported_split, reported_prefix),
     )
     return ModelCard.from_template(
         card_data,
@@ -86,12 +94,17 @@ def model_card(results: dict[str, Any], repo_id: str | None = None) -> ModelCard
         dataset=dataset,
         split=split,
         variant=config["variant"],
+        evaluations=[(s, _Attrs(_unprefixed(m, p))) for s, p, m in evaluations],
         final=_Attrs(final),
         per_class=[(label, final.get(f"eval_gaze_consistency_{label}")) for label in config["label_names"]],
         pearson_r=results.get("pearson_r_kappa_consistency"),
         config=_Attrs(config),
         fmt=fmt_metric,
     )
+
+
+def _unprefixed(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {key.removeprefix(f"{prefix}_"): value for key, value in metrics.items()}
 
 
 class _Attrs(dict):

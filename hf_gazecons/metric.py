@@ -28,20 +28,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .cam import GradCAM
-from .deviation import (
-    VARIANTS,
-    Variant,
-    check_variant,
-    class_deviation_sum,
-    cosine_deviation_sum,
-    on_grid,
-    per_sample_deviation,
-    unit_maps,
-)
+from .deviation import class_deviation_sum, cosine_deviation_sum, on_grid, per_sample_deviation, unit_maps
 from .errors import DataError, MetricError
 from .localization import energy_pointing_game, pointing_game
 from .models import LoadedModel
 from .preprocessing import Preprocessing
+from .variants import VARIANTS, Variant, check_variant
 
 __all__ = [
     "ClassConsistency",

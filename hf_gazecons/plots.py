@@ -160,12 +160,12 @@ def plot_sweep_curves(rows: Sequence[Mapping[str, float | str | None]], path: st
     fig, axes = plt.subplots(1, len(_SWEEP_PANELS), figsize=(4.3 * len(_SWEEP_PANELS), 3.5))
     for colour, lam in zip(colours, lambdas):
         mine = [r for r in rows if float(r["lambda"]) == lam]
-        epochs = sorted({int(r["epoch"]) for r in mine})
+        epochs = sorted({float(r["epoch"]) for r in mine})
         seeds = sorted({r["seed"] for r in mine})
         for ax, (key, name) in zip(axes, _SWEEP_PANELS):
             table = np.full((len(seeds), len(epochs)), np.nan)
             for r in mine:
-                table[seeds.index(r["seed"]), epochs.index(int(r["epoch"]))] = _sweep_value(r.get(key))
+                table[seeds.index(r["seed"]), epochs.index(float(r["epoch"]))] = _sweep_value(r.get(key))
             import warnings
 
             with warnings.catch_warnings():
@@ -189,7 +189,7 @@ def plot_sweep_finals(rows: Sequence[Mapping[str, float | str | None]], path: st
     last: dict[tuple[str, float, object], Mapping[str, float | str | None]] = {}
     for r in rows:
         key = (str(r["backbone"]), float(r["lambda"]), r["seed"])
-        if key not in last or int(r["epoch"]) > int(last[key]["epoch"]):
+        if key not in last or float(r["epoch"]) > float(last[key]["epoch"]):
             last[key] = r
     backbones = list(dict.fromkeys(k[0] for k in last))
     lambdas = sorted({k[1] for k in last})

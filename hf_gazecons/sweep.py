@@ -80,8 +80,19 @@ RUNS_COLUMNS = (
     "lambda_t",
     "energy_pointing_game",
     "pointing_game",
+    "zero_map_share",
+    "robust_gaze_consistency",
+    "train_zero_map_share",
+    "test_accuracy",
+    "test_kappa",
+    "test_gaze_consistency",
+    "test_zero_map_share",
 )
-"""Columns of ``runs.csv`` (``lambda`` is lambda_max, ``lambda_t`` the epoch's curriculum value)."""
+"""Columns of ``runs.csv`` (``lambda`` is lambda_max, ``lambda_t`` the epoch's curriculum value).
+``gaze_consistency`` is the paper variant's L_CAM, ``robust_gaze_consistency`` the robust one's,
+``zero_map_share`` the all-zero maps among the correct validation samples and
+``train_zero_map_share`` among the penalised training samples. The ``test_*`` columns hold the
+final model's scores on the data set's test split, on each run's last row only."""
 
 _HISTORY_KEYS = {
     "accuracy": "eval_accuracy",
@@ -93,7 +104,11 @@ _HISTORY_KEYS = {
     "lambda_t": "lambda",
     "energy_pointing_game": "eval_energy_pointing_game",
     "pointing_game": "eval_pointing_game",
+    "zero_map_share": "eval_zero_map_share",
+    "robust_gaze_consistency": "eval_robust_gaze_consistency",
+    "train_zero_map_share": "train_zero_map_share",
 }
+_TEST_KEYS = {f"test_{m}": f"test_{m}" for m in ("accuracy", "kappa", "gaze_consistency", "zero_map_share")}
 
 
 @dataclass
@@ -570,15 +585,19 @@ def collect_rows(out: str | Path, backbone_order: Sequence[str] = ()) -> list[di
     rows = []
     for results in _read_results(Path(out)):
         config = results["config"]
-        for entry in results.get("history", []):
+        history = results.get("history", [])
+        for entry in history:
             row: dict[str, Any] = {
                 "backbone": config["model"],
                 "lambda": float(config["lambda_max"]),
                 "seed": int(config["seed"]),
-                "epoch": int(entry["epoch"]),
+                "epoch": entry["epoch"],
             }
             for column, key in _HISTORY_KEYS.items():
                 row[column] = entry.get(key)
+            if entry is history[-1]:
+                for column, key in _TEST_KEYS.items():
+                    row[column] = (results.get("final_test") or {}).get(key)
             rows.append(row)
     order = {name: i for i, name in enumerate(backbone_order)}
     rows.sort(key=lambda r: (order.get(r["backbone"], len(order)), r["backbone"], r["lambda"], r["seed"], r["epoch"]))
@@ -630,6 +649,18 @@ def correlation_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, 
     return table, seeds
 
 
+_FINAL_METRICS = (
+    "accuracy",
+    "kappa",
+    "gaze_consistency",
+    "robust_gaze_consistency",
+    "zero_map_share",
+    "energy_pointing_game",
+    "pointing_game",
+    *_TEST_KEYS,
+)
+
+
 def final_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per (backbone, lambda): the last epoch's metrics, mean/std over seeds."""
     table = []
@@ -641,7 +672,7 @@ def final_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "n_seeds": len(last),
             "epochs": max(r["epoch"] for r in last),
         }
-        for metric in ("accuracy", "kappa", "gaze_consistency", "energy_pointing_game", "pointing_game"):
+        for metric in _FINAL_METRICS:
             row[f"{metric}_mean"], row[f"{metric}_std"], _ = mean_std(r.get(metric) for r in last)
         table.append(row)
     return table
@@ -740,10 +771,18 @@ def _summary(
             "",
         ]
     has_masks = any(f.get("energy_pointing_game_mean") is not None for f in finals)
+    has_test = any(f.get("test_accuracy_mean") is not None for f in finals)
     lines += ["## Final evaluation", ""]
-    head = ["backbone", "lambda", "seeds", "accuracy", "kappa", "L_CAM"]
+    lines += [
+        "Validation split. L_CAM is the paper variant's, robust L_CAM the cosine variant's; all-zero maps "
+        "are the share of correct validation samples whose Grad-CAM map is zero everywhere.",
+        "",
+    ]
+    head = ["backbone", "lambda", "seeds", "accuracy", "kappa", "L_CAM", "robust L_CAM", "all-zero maps"]
     if has_masks:
         head += ["energy pointing game", "pointing game"]
+    if has_test:
+        head += ["test accuracy", "test L_CAM"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for f in finals:
         cells = [
@@ -753,11 +792,18 @@ def _summary(
             _pm(f["accuracy_mean"], f["accuracy_std"]),
             _pm(f["kappa_mean"], f["kappa_std"]),
             _pm(f["gaze_consistency_mean"], f["gaze_consistency_std"], 4),
+            _pm(f["robust_gaze_consistency_mean"], f["robust_gaze_consistency_std"]),
+            _pm(f["zero_map_share_mean"], f["zero_map_share_std"]),
         ]
         if has_masks:
             cells += [
                 _pm(f["energy_pointing_game_mean"], f["energy_pointing_game_std"]),
                 _pm(f["pointing_game_mean"], f["pointing_game_std"]),
+            ]
+        if has_test:
+            cells += [
+                _pm(f["test_accuracy_mean"], f["test_accuracy_std"]),
+                _pm(f["test_gaze_consistency_mean"], f["test_gaze_consistency_std"], 4),
             ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Pearson r between kappa and L_CAM over epochs (the study's Table 2 statistic)", ""]

@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +31,17 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
 from .cam import GradCAM, model_logits
+from .errors import GazeConsError
 from .filenames import GAZE_STATE_FILE
 from .metric import ConsistencyResult, gaze_consistency
 from .regularizer import GazeConsistencyLoss, LambdaCurriculum
 from .targets import resolve_target, unwrap_model
+from .variants import VARIANT_HELP, VARIANTS
 
-__all__ = ["GazeConsistencyTrainingArguments", "GazeConsistencyTrainer", "result_metrics"]
+__all__ = ["GazeConsistencyTrainingArguments", "GazeConsistencyTrainer", "result_metrics", "ZERO_MAP_ALARM"]
+
+ZERO_MAP_ALARM = 0.10
+"""Share of all-zero maps among the penalised samples above which training warns (once)."""
 
 
 @dataclass
@@ -51,7 +57,10 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
     t1: int = field(default=10, metadata={"help": "Lambda reaches lambda_max at this epoch."})
     lambda_per_step: bool = field(default=False, metadata={"help": "Ramp lambda with the fractional epoch."})
     ema_alpha: float = field(default=0.9, metadata={"help": "EMA factor of the class maps."})
-    variant: str = field(default="paper", metadata={"help": "Deviation: 'paper' (squared L2) or 'reference'."})
+    variant: str = field(
+        default="paper",
+        metadata={"help": f"The penalty's {VARIANT_HELP}.", "choices": list(VARIANTS)},
+    )
     second_order: bool = field(default=False, metadata={"help": "Differentiate through the channel weights too."})
     target_layer: str | None = field(
         default=None, metadata={"help": "Grad-CAM target: module name or timm stage index."}
@@ -73,6 +82,11 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.lambda_max != 0 and self.max_steps <= 0 and self.num_train_epochs <= self.t0:
+            raise GazeConsError(
+                f"--lambda_max {self.lambda_max:g} never switches on: lambda is 0 through epoch t0={self.t0} and "
+                f"the run has {self.num_train_epochs:g} epoch(s); train longer or lower --t0 (e.g. --t0 0)"
+            )
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns every epoch
 
@@ -101,10 +115,20 @@ class GazeConsistencyTrainer(Trainer):
         self.curriculum = LambdaCurriculum(self.args.lambda_max, self.args.t0, self.args.t1, self.args.lambda_per_step)
         self.target_name = resolve_target(model, self.args.target).name
         self._cam: GradCAM | None = None
-        self.last_eval_result: ConsistencyResult | None = None
-        self.last_eval_metrics: dict[str, float] = {}
+        self.evaluations: dict[str, ConsistencyResult] = {}  # the last result per metric prefix
+        self.evaluation_metrics: dict[str, dict[str, float]] = {}
         self.last_eval_step = -1
-        self._penalty_log = torch.zeros(5, dtype=torch.float64)  # penalty, lambda, samples, classes, steps
+        self._penalty_log = torch.zeros(6, dtype=torch.float64)  # penalty, lambda, samples, classes, zeros, steps
+        self._zero_map_warned = False
+
+    @property
+    def last_eval_result(self) -> ConsistencyResult | None:
+        """The last evaluation on the evaluation split (``eval_*``)."""
+        return self.evaluations.get("eval")
+
+    @property
+    def last_eval_metrics(self) -> dict[str, float]:
+        return self.evaluation_metrics.get("eval", {})
 
     def compute_loss(
         self,
@@ -125,7 +149,8 @@ class GazeConsistencyTrainer(Trainer):
         if weight != 0.0:
             loss = loss + weight * penalty.loss
         self._penalty_log += torch.tensor(
-            [float(penalty.loss.detach()), weight, penalty.n_samples, penalty.n_classes, 1.0], dtype=torch.float64
+            [float(penalty.loss.detach()), weight, penalty.n_samples, penalty.n_classes, penalty.n_zero_maps, 1.0],
+            dtype=torch.float64,
         )
         return (loss, {"logits": out.logits}) if return_outputs else loss
 
@@ -135,11 +160,37 @@ class GazeConsistencyTrainer(Trainer):
         return self._cam
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._penalty_log[4] > 0:
-            penalty, weight, samples, classes, steps = (self._penalty_log / self._penalty_log[4]).tolist()
-            logs.update(penalty=penalty, **{"lambda": weight}, penalty_samples=samples, penalty_classes=classes)
+        """Training logs gain the mean ``penalty`` (over all processes), ``lambda``, the participating
+        ``penalty_samples`` and ``penalty_classes`` per step, and ``zero_map_share``: all-zero maps
+        among the participating samples since the last log (None if none took part)."""
+        if "loss" in logs and self._penalty_log[-1] > 0:
+            # every process logs together; the penalty is each process's share, the counts are global
+            totals = self.accelerator.reduce(self._penalty_log.to(self.args.device), reduction="mean").cpu()
+            penalty, weight, samples, classes, zeros, steps = totals.tolist()
+            share = zeros / samples if samples else None
+            logs.update(
+                penalty=penalty / steps,
+                **{"lambda": weight / steps},
+                penalty_samples=samples / steps,
+                penalty_classes=classes / steps,
+                zero_map_share=share,
+            )
             self._penalty_log.zero_()
+            self._warn_on_collapse(share, weight / steps)
         super().log(logs, start_time)
+
+    def _warn_on_collapse(self, share: float | None, weight: float) -> None:
+        if self._zero_map_warned or share is None or weight == 0 or share <= ZERO_MAP_ALARM:
+            return
+        self._zero_map_warned = True
+        if self.is_world_process_zero():
+            advice = "" if self.args.variant == "robust" else "; --variant robust makes an all-zero map the worst case"
+            warnings.warn(
+                f"{share:.0%} of the penalised Grad-CAM maps are all zero at epoch {self.state.epoch:.2f} "
+                f"(lambda {weight:g}, variant {self.args.variant}): the gaze is collapsing, and a collapsed map "
+                f"scores as perfectly consistent{advice}",
+                stacklevel=2,
+            )
 
     def evaluation_loop(
         self,
@@ -149,7 +200,10 @@ class GazeConsistencyTrainer(Trainer):
         ignore_keys: list[str] | None = None,
         metric_key_prefix: str = "eval",
     ) -> EvalLoopOutput:
-        """Accuracy, kappa, gaze consistency (paper variant) and loss in one pass over this rank's shard."""
+        """Accuracy, kappa, gaze consistency and loss in one pass over this rank's shard.
+
+        ``{prefix}_gaze_consistency`` is the paper variant (the study's metric); the robust one (and
+        the reference one, for a run trained with it) come as ``{prefix}_<variant>_gaze_consistency``."""
         dataset = dataloader.dataset
         if dist.is_available() and dist.is_initialized():
             rank, world = dist.get_rank(), dist.get_world_size()
@@ -167,12 +221,15 @@ class GazeConsistencyTrainer(Trainer):
         result = gaze_consistency(
             model,
             loader,
+            variant=self.args.variant,
             target=self.args.target,
             label_names=self.class_names,
             progress=False,
         )
         metrics = result_metrics(result, metric_key_prefix)
-        self.last_eval_result, self.last_eval_metrics, self.last_eval_step = result, metrics, self.state.global_step
+        self.evaluations[metric_key_prefix], self.evaluation_metrics[metric_key_prefix] = result, metrics
+        if metric_key_prefix == "eval":
+            self.last_eval_step = self.state.global_step
         return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=result.n_samples)
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
@@ -195,16 +252,21 @@ class GazeConsistencyTrainer(Trainer):
 
 
 def result_metrics(result: ConsistencyResult, prefix: str = "eval") -> dict[str, float]:
-    """Flat metrics of a result: loss, accuracy, kappa, gaze consistency, per class, localisation."""
+    """Flat metrics of a result: loss, accuracy, kappa, gaze consistency (paper variant, per class
+    too; the other variants computed beside it as ``{prefix}_<variant>_gaze_consistency``), all-zero
+    map share, localisation."""
     metrics = {
         f"{prefix}_loss": result.loss,
         f"{prefix}_accuracy": result.accuracy,
         f"{prefix}_kappa": result.kappa,
-        f"{prefix}_gaze_consistency": result.value,
-        f"{prefix}_zero_map_share": result.n_zero_maps / result.n_correct if result.n_correct else None,
+        f"{prefix}_gaze_consistency": result.values["paper"],
+        f"{prefix}_zero_map_share": result.zero_map_share,
     }
+    for variant, value in result.values.items():
+        if variant != "paper":
+            metrics[f"{prefix}_{variant}_gaze_consistency"] = value
     for name, per_class in result.per_class.items():
-        metrics[f"{prefix}_gaze_consistency_{name}"] = per_class.value
+        metrics[f"{prefix}_gaze_consistency_{name}"] = per_class.values["paper"]
     if result.localization is not None:
         metrics[f"{prefix}_energy_pointing_game"] = result.localization.energy_pointing_game
         metrics[f"{prefix}_pointing_game"] = result.localization.pointing_game

@@ -4,7 +4,8 @@
 :class:`ModelDataArguments` and :class:`~hf_gazecons.trainer.GazeConsistencyTrainingArguments`
 with ``HfArgumentParser`` and call :func:`train`. The output directory holds the model (loadable
 by timm and transformers), ``gazecons_state.safetensors``, ``results.json``, the pictures and the
-model card ``README.md``.
+model card ``README.md``. The evaluation split drives ReduceLROnPlateau and gives ``final``; where
+the data set has a separate ``test`` split, the final model is scored on it too (``final_test``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from .trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
 
 __all__ = ["ModelDataArguments", "TrainingRun", "train", "epoch_history", "RESULTS_FILE"]
 
-_HISTORY_KEYS = ("loss", "penalty", "lambda", "learning_rate")
+_HISTORY_KEYS = ("loss", "penalty", "lambda", "learning_rate", "zero_map_share")
+TEST_SPLIT = "test"
 
 
 @dataclass
@@ -74,7 +76,7 @@ def train(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments)
         # arguments (hub_token included) into every checkpoint-N/training_args.bin: it gets neither.
         args = replace(args, push_to_hub=False, hub_token=None)
     set_seed(args.seed)
-    train_data, eval_data, eval_split = _splits(data_args, args.seed)
+    train_data, eval_data, eval_split, test_data = _splits(data_args, args.seed)
     label_names = list(train_data.features["label"].names)
     loaded = load_model(
         data_args.model,
@@ -95,7 +97,9 @@ def train(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments)
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     if trainer.last_eval_step != trainer.state.global_step:
         trainer.evaluate()
-    results = _results(trainer, loaded, data_args, eval_split)
+    if test_data is not None:
+        trainer.evaluate(ImageClassificationDataset(test_data, prep, mode=prep.mode), metric_key_prefix="test")
+    results = _results(trainer, loaded, data_args, eval_split, test_data is not None)
     run = TrainingRun(results, trainer.last_eval_result, Path(args.output_dir))
     if trainer.is_world_process_zero():
         _write_outputs(run, trainer.gaze_state(), loaded)
@@ -104,17 +108,24 @@ def train(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments)
     return run
 
 
-def _splits(data_args: ModelDataArguments, seed: int) -> tuple[datasets.Dataset, datasets.Dataset, str]:
+def _splits(
+    data_args: ModelDataArguments, seed: int
+) -> tuple[datasets.Dataset, datasets.Dataset, str, datasets.Dataset | None]:
+    """Training and evaluation splits, and the ``test`` split when it is neither of them."""
     data = load_image_dataset(
         data_args.dataset, image_column=data_args.image_column, label_column=data_args.label_column
     )
     train_data = select_split(data, data_args.train_split, data_args.dataset)
     eval_split = data_args.eval_split or default_eval_split([s for s in data if s != data_args.train_split])
     eval_data = select_split(data, eval_split, data_args.dataset)
+    test_data = None
+    if TEST_SPLIT in data and TEST_SPLIT not in (data_args.train_split, eval_split):
+        test_data = _at_most(select_split(data, TEST_SPLIT, data_args.dataset), data_args.max_eval_samples, seed)
     return (
         _at_most(train_data, data_args.max_train_samples, seed),
         _at_most(eval_data, data_args.max_eval_samples, seed),
         eval_split,
+        test_data,
     )
 
 
@@ -125,7 +136,11 @@ def _at_most(split: datasets.Dataset, n: int | None, seed: int) -> datasets.Data
 
 
 def _results(
-    trainer: GazeConsistencyTrainer, loaded: LoadedModel, data_args: ModelDataArguments, eval_split: str
+    trainer: GazeConsistencyTrainer,
+    loaded: LoadedModel,
+    data_args: ModelDataArguments,
+    eval_split: str,
+    has_test: bool,
 ) -> dict[str, Any]:
     args = trainer.args
     history = epoch_history(trainer.state.log_history)
@@ -136,6 +151,7 @@ def _results(
         "base_model": _base_model(data_args),
         "dataset": data_args.dataset,
         "eval_split": eval_split,
+        "test_split": TEST_SPLIT if has_test else None,
         "label_names": list(loaded.label_names),
         "image_size": list(loaded.preprocessing.image_size),
         "channels": loaded.preprocessing.num_channels,
@@ -155,6 +171,7 @@ def _results(
     return {
         "config": config,
         "final": trainer.last_eval_metrics,
+        "final_test": trainer.evaluation_metrics.get("test") if has_test else None,
         "history": history,
         "pearson_r_kappa_consistency": pearson_r(
             [h.get("eval_kappa") for h in history], [h.get("eval_gaze_consistency") for h in history]
@@ -173,19 +190,27 @@ def _base_model(data_args: ModelDataArguments) -> str | None:
 
 
 def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per epoch from ``Trainer.state.log_history``: training logs and evaluation metrics."""
-    by_epoch: dict[int, dict[str, Any]] = {}
+    """One entry per logged point from ``Trainer.state.log_history``: the training logs and
+    evaluation metrics that share an ``epoch`` (fractional when logging or evaluating within an
+    epoch: 0.5, 1, 1.5, ...)."""
+    by_epoch: dict[float, dict[str, Any]] = {}
     for entry in log_history:
         if "epoch" not in entry or "train_runtime" in entry:
             continue
-        epoch = round(entry["epoch"])
+        epoch = epoch_value(entry["epoch"])
         row = by_epoch.setdefault(epoch, {"epoch": epoch})
         for key, value in entry.items():
             if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second")):
                 row[key] = value
             elif key in _HISTORY_KEYS:
-                row["train_" + key if key in ("loss", "penalty") else key] = value
+                row["train_" + key if key in ("loss", "penalty", "zero_map_share") else key] = value
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def epoch_value(epoch: float) -> int | float:
+    """``Trainer.state.epoch`` as a history key: a whole number as an int, a fraction to 4 decimals."""
+    epoch = round(float(epoch), 4)
+    return int(epoch) if epoch.is_integer() else epoch
 
 
 def _write_outputs(run: TrainingRun, gaze_state: dict[str, torch.Tensor], loaded: LoadedModel) -> None:

@@ -456,7 +456,9 @@ def test_differentiable_default_target_reaches_stem():
 # ---------------------------------------------------------------------------------------------
 def train_mode_model(name: str) -> nn.Module:
     torch.manual_seed(0)
-    model = timm.create_model(name, pretrained=False, num_classes=4, **({"zero_init_last": False} if "resnet" in name else {}))
+    model = timm.create_model(
+        name, pretrained=False, num_classes=4, **({"zero_init_last": False} if "resnet" in name else {})
+    )
     for module in model.modules():  # random affine BatchNorm: maps that are not all zero
         if isinstance(module, nn.BatchNorm2d):
             nn.init.normal_(module.weight, 1.0, 0.5)
@@ -471,7 +473,9 @@ def per_sample_loop_maps(model: nn.Module, module: nn.Module | None, x, targets,
     activations, logits = run(x)
     maps = []
     for i in range(len(x)):
-        (gradients,) = torch.autograd.grad(logits[i, targets[i]], activations, retain_graph=True, create_graph=create_graph)
+        (gradients,) = torch.autograd.grad(
+            logits[i, targets[i]], activations, retain_graph=True, create_graph=create_graph
+        )
         alpha = gradients[i : i + 1].mean(dim=(2, 3), keepdim=True)
         maps.append(normalize(F.relu((alpha * activations[i : i + 1]).sum(dim=1))))
     return torch.cat(maps)

@@ -221,11 +221,15 @@ def test_score_local_timm_export_end_to_end(model_dir, tmp_path, capsys):
     assert result["n_samples"] == 3 * 6
     assert list(result["per_class"]) == SHAPE_CLASSES
     for entry in result["per_class"].values():
-        assert set(entry) == {"gaze_consistency", "n_correct", "n_samples"}
+        assert set(entry) == {"gaze_consistency", "n_correct", "n_samples", "n_zero_maps"}
         assert entry["n_samples"] == 6
         assert entry["gaze_consistency"] is None or entry["gaze_consistency"] >= 0
         assert (entry["gaze_consistency"] is None) == (entry["n_correct"] < 2)
     assert sum(e["n_correct"] for e in result["per_class"].values()) == result["n_correct"]
+    assert sum(e["n_zero_maps"] for e in result["per_class"].values()) == result["n_zero_maps"]
+    assert result["zero_map_share"] == (result["n_zero_maps"] / result["n_correct"] if result["n_correct"] else None)
+    assert set(result["gaze_consistency_by_variant"]) == {"paper", "robust"}
+    assert result["gaze_consistency_by_variant"]["paper"] == result["gaze_consistency"]
     assert result["accuracy"] == pytest.approx(result["n_correct"] / result["n_samples"])
     assert result["kappa"] is None or -1 <= result["kappa"] <= 1
     assert result["gaze_consistency"] is not None  # the random model gets >= 2 samples of a class right

@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from ..variants import VARIANT_HELP, VARIANTS
 from ..errors import DataError
 from ..formatting import fmt_metric
 from .common import add_data_options, add_model_options, atomic_directory, target
@@ -27,7 +28,10 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     add_model_options(parser)
     add_data_options(parser)
     parser.add_argument(
-        "--variant", choices=("paper", "reference"), default="paper", help="deviation: paper (squared L2) or reference"
+        "--variant",
+        choices=VARIANTS,
+        default="paper",
+        help=VARIANT_HELP,
     )
     parser.add_argument("--grid", nargs=2, type=int, metavar=("H", "W"), help="resample maps to a common grid first")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -116,7 +120,8 @@ def summary_table(result: ConsistencyResult) -> str:
     lines = [
         f"target layer {result.target_name}  map {result.cam_size[0]}x{result.cam_size[1]}  variant {result.variant}",
         f"samples {result.n_samples}  correct {result.n_correct}  accuracy {fmt_metric(result.accuracy)}  "
-        f"kappa {fmt_metric(result.kappa)}  L_CAM {fmt_metric(result.value)}",
+        f"kappa {fmt_metric(result.kappa)}  L_CAM {fmt_metric(result.value)}  "
+        f"all-zero maps {result.n_zero_maps} ({fmt_metric(result.zero_map_share, 3)} of the correct)",
     ]
     if result.localization is not None:
         lines.append(
@@ -126,7 +131,7 @@ def summary_table(result: ConsistencyResult) -> str:
     if result.n_zero_maps:
         lines.append(
             f"warning: {result.n_zero_maps} of {result.n_correct} correct samples have an all-zero map "
-            "(a collapsed gaze scores as perfectly consistent)"
+            "(a collapsed gaze scores as perfectly consistent under the paper and reference variants)"
         )
     width = max(len(name) for name in result.per_class)
     lines.append(f"{'class':<{width}}  L_CAM   correct/samples")

@@ -17,6 +17,7 @@ import shlex
 import sys
 
 from ..sweep import DEFAULTS, PRESETS, resolve_config, run_sweep
+from ..variants import VARIANT_HELP, VARIANTS
 
 
 def _bool(value: str) -> bool:
@@ -82,7 +83,9 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--max-train-samples", type=int, default=None, help="use at most this many training samples")
     parser.add_argument("--max-eval-samples", type=int, default=None, help="use at most this many evaluation samples")
     parser.add_argument("--ema-alpha", type=float, default=None, help="EMA factor of the class maps (default 0.9)")
-    parser.add_argument("--variant", choices=["paper", "reference"], default=None, help="deviation (default paper)")
+    parser.add_argument(
+        "--variant", choices=VARIANTS, default=None, help=f"the penalty's {VARIANT_HELP} (default paper)"
+    )
     parser.add_argument(
         "--target-layer",
         default=None,
