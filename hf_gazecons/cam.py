@@ -46,10 +46,12 @@ EPS = 1e-8
 
 @dataclass
 class CAMOutput:
-    """``maps``: (B, H', W') in [0, 1] at the target's resolution; ``logits``: (B, K)."""
+    """``maps``: (B, H', W') in [0, 1] at the target's resolution; ``logits``: (B, K); ``raw``: the
+    weighted channel sum ``sum_k alpha_k A^k`` before the ReLU and the normalisation (B, H', W')."""
 
     maps: torch.Tensor
     logits: torch.Tensor
+    raw: torch.Tensor
 
 
 def normalize_maps(cam: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -73,11 +75,10 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return pooled[:, 0]
 
 
-def grad_cam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
-    """SPEC eq. (1)-(2) on (B, C, H', W') tensors: normalised ReLU(sum_k alpha_k A^k)."""
+def class_activation(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """SPEC eq. (1)-(2) before the ReLU, on (B, C, H', W') tensors: ``sum_k alpha_k A^k``."""
     alpha = gradients.mean(dim=(2, 3), keepdim=True)  # eq. (1): (1/Z) sum_ij dy^c/dA^k_ij
-    cam = F.relu((alpha * activations).sum(dim=1))  # eq. (2)
-    return normalize_maps(cam)
+    return (alpha * activations).sum(dim=1)
 
 
 class GradCAM:
@@ -124,10 +125,11 @@ class GradCAM:
                 "(e.g. a ViT block output whose head reads only the class token); choose another layer"
             )
         with torch.set_grad_enabled(self.differentiable):
-            maps = grad_cam(to_spatial_map(activations, self.target, input_size).float(), gradients.float())
+            raw = class_activation(to_spatial_map(activations, self.target, input_size).float(), gradients.float())
+            maps = normalize_maps(F.relu(raw))  # eq. (2) and the min-max of SPEC section 1
         if not self.differentiable:
-            logits = logits.detach()
-        return CAMOutput(maps=maps, logits=logits)
+            logits, raw = logits.detach(), raw.detach()
+        return CAMOutput(maps=maps, logits=logits, raw=raw)
 
     def _score_gradients(
         self, logits: torch.Tensor, activations: torch.Tensor, targets: torch.Tensor, coupled: bool

@@ -6,13 +6,17 @@ Three variants:
   ``l(x, c) = (1/(H'W')) * ||CAM^c(x) - mean_c||_2^2``;
 * ``"reference"`` — the study's public code, unsquared:
   ``l(x, c) = ||CAM^c(x) - mean_c||_2 / (H'W')``;
-* ``"robust"`` — this project's collapse-safe objective, the cosine distance:
-  ``l(x, c) = 1 - <CAM^c(x), mean_c> / (||CAM^c(x)||_2 ||mean_c||_2)``, and ``l = 1`` when either
-  map is zero everywhere. For non-negative maps it lies in ``[0, 1]``, and the all-zero map is a
-  worst case (as far from the class as a map with no overlap), where the paper's distance makes it
-  a *best* case whenever ``||CAM||^2 > 2 <CAM, mean_c>``. It compares where a map looks, not how
-  much of it is lit, and does not depend on the map's resolution as ``1/(H'W')`` does.
-  docs/OBJECTIVES.md has the derivation and the measurements behind the choice.
+* ``"robust"`` — this project's collapse-safe objective: the paper's distance after rescaling the
+  map to the L2 norm of its class map ``m_c``,
+  ``l(x, c) = (1/(H'W')) * ||CAM^c(x) * ||m_c|| / ||CAM^c(x)|| - m_c||^2
+  = w_c * (1 - cos(CAM^c(x), m_c))`` with ``w_c = (2/(H'W')) * ||m_c||^2``,
+  and ``w_c`` (the value of a map with no overlap) for a map that is zero everywhere. ``m_c`` is
+  the mean of the class's *non-zero* maps, so collapsed maps cannot shrink the scale; a class
+  without one gets ``w_c = 2``, the bound of ``w_c`` for maps in [0, 1]. A map can no longer get
+  closer to its class by losing energy, and the all-zero map is a worst case, where the paper's
+  distance makes it a *best* case whenever ``||CAM||^2 > 2 <CAM, mean_c>``. The values are on the
+  paper variant's scale (the two agree for maps of their class map's energy), so the study's
+  lambda values carry over. docs/OBJECTIVES.md has the derivation and the measurements behind it.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from .variants import Variant, check_variant
 __all__ = [
     "per_sample_deviation",
     "class_deviation_sum",
-    "cosine_deviation_sum",
+    "robust_deviation_sum",
+    "worst_robust_deviation",
     "unit_maps",
     "on_grid",
 ]
@@ -36,12 +41,20 @@ def per_sample_deviation(maps: torch.Tensor, class_map: torch.Tensor, variant: V
     variant = check_variant(variant)
     if variant == "robust":
         maps, class_map = maps.flatten(1), class_map.reshape(-1, maps[0].numel())
-        return 1 - (unit_maps(maps) * unit_maps(class_map)).sum(dim=1)
+        cosine = (unit_maps(maps) * unit_maps(class_map)).sum(dim=1)
+        return worst_robust_deviation(class_map) * (1 - cosine)
     diff = (maps - class_map).flatten(1)
     pixels = diff.shape[1]
     if variant == "paper":
         return diff.pow(2).sum(dim=1) / pixels
     return torch.linalg.vector_norm(diff, dim=1) / pixels
+
+
+def worst_robust_deviation(class_map: torch.Tensor) -> torch.Tensor:
+    """``w_c`` of the robust variant for (N, ...) class maps: ``(2/(H'W')) * ||m_c||^2``, and 2 for
+    an all-zero class map (a constant: the class map is never differentiated)."""
+    energy = class_map.detach().flatten(1).pow(2).mean(dim=1)
+    return torch.where(energy > 0, 2 * energy, torch.full_like(energy, 2.0))
 
 
 def unit_maps(maps: torch.Tensor) -> torch.Tensor:
@@ -65,15 +78,19 @@ def class_deviation_sum(count: torch.Tensor, map_sum: torch.Tensor, square_sum: 
     return spread.clamp(min=0) / pixels
 
 
-def cosine_deviation_sum(count: torch.Tensor, map_sum: torch.Tensor, unit_sum: torch.Tensor) -> torch.Tensor:
+def robust_deviation_sum(
+    count: torch.Tensor, live_count: torch.Tensor, map_sum: torch.Tensor, unit_sum: torch.Tensor
+) -> torch.Tensor:
     """``sum_{x in D_c+} l(x, c)`` of the robust variant from running sums, per class.
 
-    The class map ``mean_c = S/n`` points along ``S``, so with ``U = sum_x CAM(x)/||CAM(x)||`` (zero
-    maps add nothing): ``sum_x (1 - cos(CAM(x), S)) = n - <U, S> / ||S||``, and ``n`` when ``S = 0``
-    (every map of the class is zero). ``unit_sum`` is (K, H', W') like ``map_sum``.
+    ``S = sum_x CAM(x)`` (zero maps add nothing), so the class map ``m_c = S / n_live`` (the mean of
+    the ``live_count`` non-zero maps) points along ``S``; with ``U = sum_x CAM(x)/||CAM(x)||``:
+    ``sum_x (1 - cos(CAM(x), S)) = n - <U, S> / ||S||``, times ``w_c``. ``unit_sum`` is
+    (K, H', W') like ``map_sum``; classes with ``count == 0`` give 0.
     """
-    directions = unit_maps(map_sum).flatten(1)
-    return count - (unit_sum.flatten(1) * directions).sum(dim=1)
+    cosine_sum = (unit_sum.flatten(1) * unit_maps(map_sum).flatten(1)).sum(dim=1)
+    class_maps = map_sum / live_count.clamp(min=1)[:, None, None]
+    return worst_robust_deviation(class_maps) * (count - cosine_sum)
 
 
 def on_grid(maps: torch.Tensor, grid: tuple[int, int] | None) -> torch.Tensor:

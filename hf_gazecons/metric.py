@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .cam import GradCAM
-from .deviation import class_deviation_sum, cosine_deviation_sum, on_grid, per_sample_deviation, unit_maps
+from .deviation import class_deviation_sum, robust_deviation_sum, on_grid, per_sample_deviation, unit_maps
 from .errors import DataError, MetricError
 from .localization import energy_pointing_game, pointing_game
 from .models import LoadedModel
@@ -294,7 +294,8 @@ class ConsistencyStatistics:
         if variant == "paper":
             return class_deviation_sum(self.confusion.diag(), self.map_sum, self.square_sum)
         if variant == "robust":
-            return cosine_deviation_sum(self.confusion.diag(), self.map_sum, self.unit_sum)
+            counts = self.confusion.diag()
+            return robust_deviation_sum(counts, counts - self.zero_maps, self.map_sum, self.unit_sum)
         sums = torch.zeros(self.num_classes, dtype=torch.float64)
         for c, maps in enumerate(self.kept_maps):
             if maps:

@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
-from .deviation import per_sample_deviation
+from .deviation import per_sample_deviation, worst_robust_deviation
 from .variants import Variant, check_variant
 
 __all__ = ["GazeConsistencyLoss", "PenaltyOutput", "LambdaCurriculum"]
@@ -55,6 +56,12 @@ class GazeConsistencyLoss(nn.Module):
     Under several processes the class sums and counts are all-reduced first, so every process
     holds the same EMA maps and the batch is the union of the processes' batches (see
     :class:`PenaltyOutput`).
+
+    ``variant="robust"`` (docs/OBJECTIVES.md) differs in two places beside its distance: the EMA
+    follows the mean of the class's *non-zero* maps (a class whose maps are all zero in a batch
+    leaves its EMA as it is), and, given the maps' pre-ReLU ``raw`` values, a participating sample
+    whose map is zero everywhere adds ``w_c * relu(-max raw) / mean|raw|`` to its (worst-case)
+    deviation, so that the penalty has a gradient that brings a collapsed map back.
     """
 
     ema: torch.Tensor
@@ -70,8 +77,11 @@ class GazeConsistencyLoss(nn.Module):
         self.register_buffer("ema", torch.zeros(0))  # (K, H', W') once the map size is known
         self.register_buffer("initialized", torch.zeros(num_classes, dtype=torch.bool))
 
-    def forward(self, maps: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> PenaltyOutput:
-        """``maps``: (B, H', W') differentiable Grad-CAM of the true class; ``logits``: (B, K)."""
+    def forward(
+        self, maps: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, raw: torch.Tensor | None = None
+    ) -> PenaltyOutput:
+        """``maps``: (B, H', W') differentiable Grad-CAM of the true class; ``logits``: (B, K);
+        ``raw``: the maps before ReLU and normalisation (``CAMOutput.raw``; used by ``robust``)."""
         correct = logits.detach().argmax(dim=1) == labels
         classes = labels[correct]
         k = self.num_classes
@@ -87,7 +97,8 @@ class GazeConsistencyLoss(nn.Module):
             dist.all_reduce(packed)
             counts, zeros, sums = packed[:k], packed[k : 2 * k], packed[2 * k :].view_as(sums)
         taking_part = counts >= 2
-        self._update_ema(sums, counts, taking_part)
+        averaged = counts - zeros if self.variant == "robust" else counts  # robust: the non-zero maps' mean
+        self._update_ema(sums, averaged, taking_part & (averaged > 0))
         selected = correct & taking_part[labels]
         n_classes = int(taking_part.sum())
         n_samples = int(counts[taking_part].sum())
@@ -95,26 +106,39 @@ class GazeConsistencyLoss(nn.Module):
         if not selected.any():
             loss = torch.zeros((), device=maps.device, dtype=maps.dtype)
             return PenaltyOutput(loss, n_samples, n_classes, n_zero_maps)
-        deviations = per_sample_deviation(maps[selected], self.ema[labels[selected]], self.variant)
+        class_maps = self.ema[labels[selected]]
+        deviations = per_sample_deviation(maps[selected], class_maps, self.variant)
+        if self.variant == "robust" and raw is not None:
+            deviations = deviations + worst_robust_deviation(class_maps) * _collapse_depth(maps[selected], raw[selected])
         return PenaltyOutput(deviations.sum() * (world / n_samples), n_samples, n_classes, n_zero_maps)
 
     @torch.no_grad()
-    def _update_ema(self, sums: torch.Tensor, counts: torch.Tensor, taking_part: torch.Tensor) -> None:
+    def _update_ema(self, sums: torch.Tensor, counts: torch.Tensor, updated: torch.Tensor) -> None:
+        """Move the EMA of the ``updated`` classes towards ``sums / counts`` (set it on first sight)."""
         if self.ema.shape != sums.shape:
             if self.initialized.any():
                 raise ValueError(f"map size changed from {tuple(self.ema.shape[1:])} to {tuple(sums.shape[1:])}")
             self.ema = torch.zeros_like(sums)
         batch_mean = sums / counts.clamp(min=1)[:, None, None]
-        first = taking_part & ~self.initialized
-        later = taking_part & self.initialized
+        first = updated & ~self.initialized
+        later = updated & self.initialized
         self.ema[first] = batch_mean[first]
         self.ema[later] = self.ema_alpha * self.ema[later] + (1 - self.ema_alpha) * batch_mean[later]
-        self.initialized |= taking_part
+        self.initialized |= updated
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         if prefix + "ema" in state_dict:  # the map size is only known once saved
             self.ema = torch.empty_like(state_dict[prefix + "ema"], device=self.ema.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _collapse_depth(maps: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+    """For maps that are zero everywhere: how far below zero the best position of ``raw`` lies, in
+    units of its mean magnitude (a constant); 0 for the others. Differentiable through ``raw``."""
+    raw = raw.flatten(1)
+    collapsed = maps.detach().flatten(1).amax(dim=1) == 0
+    scale = raw.detach().abs().mean(dim=1).clamp(min=torch.finfo(raw.dtype).tiny)
+    return torch.where(collapsed, F.relu(-raw.amax(dim=1)) / scale, torch.zeros_like(scale))
 
 
 @dataclass(frozen=True)

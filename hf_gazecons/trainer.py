@@ -144,7 +144,7 @@ class GazeConsistencyTrainer(Trainer):
             return (loss, {"logits": logits}) if return_outputs else loss
         out = self._gradcam(model)(pixel_values, targets=labels)
         loss = F.cross_entropy(out.logits, labels, label_smoothing=self.args.label_smoothing_factor)
-        penalty = self.regularizer(out.maps, out.logits, labels)
+        penalty = self.regularizer(out.maps, out.logits, labels, out.raw)
         weight = self.curriculum.at_progress(self.state.epoch or 0.0)
         if weight != 0.0:
             loss = loss + weight * penalty.loss

@@ -502,6 +502,10 @@ def test_demo_reduced(tmp_path, capsys):
         "demo",
         "--epochs",
         "1",
+        "--t0",
+        "0",
+        "--t1",
+        "1",
         "--model",
         "test_resnet",
         "--image-size",
@@ -512,19 +516,20 @@ def test_demo_reduced(tmp_path, capsys):
         out_dir,
     )
     assert rc == 0, err
-    header = next(line for line in out.splitlines() if "baseline" in line and "regularised" in line)
-    assert header.split() == ["baseline", "regularised"]
-    for row in ("accuracy", "Cohen's kappa", "L_CAM", "energy pointing game", "pointing game"):
+    header = next(line for line in out.splitlines() if "baseline" in line and "robust" in line)
+    assert header.split() == ["baseline", "paper", "robust"]
+    for row in ("accuracy", "Cohen's kappa", "L_CAM, paper", "L_CAM, robust", "all-zero maps", "energy pointing game"):
         line = next((line for line in out.splitlines() if line.startswith(row)), None)
         assert line is not None, f"no {row!r} row in:\n{out}"
-        assert len(re.findall(r"(?:-?\d+\.\d{4}|n/a)", line)) == 2, line
-    for run in ("baseline", "regularised"):
+        assert len(re.findall(r"(?:-?\d+\.\d{4}|n/a)", line)) == 3, line
+    for run in ("baseline", "paper", "robust"):
         for name in ("config.json", "model.safetensors", "results.json", "README.md"):
             assert (out_dir / run / name).is_file(), f"{run}/{name}"
     assert_png(out_dir / "class_means_comparison.png")
     assert_no_staging(tmp_path, "demo")
-    results = json.loads((out_dir / "regularised" / "results.json").read_text())
-    assert results["config"]["lambda_max"] > 0
+    configs = {run: json.loads((out_dir / run / "results.json").read_text())["config"] for run in ("paper", "robust")}
+    assert configs["paper"]["lambda_max"] > 0 and configs["paper"]["variant"] == "paper"
+    assert configs["robust"]["lambda_max"] > 0 and configs["robust"]["variant"] == "robust"
     assert json.loads((out_dir / "baseline" / "results.json").read_text())["config"]["lambda_max"] == 0
 
 

@@ -31,11 +31,11 @@ def brute_force(maps, labels, predictions, num_classes, variant, grid=None):
         pixels = mean.numel()
         if variant == "paper":
             values = [float(((m - mean) ** 2).sum() / pixels) for m in members]
-        elif variant == "robust":  # 1 - cosine; an all-zero map (or class mean) counts 1
-            values = [
-                1.0 if m.norm() == 0 or mean.norm() == 0 else float(1 - (m * mean).sum() / (m.norm() * mean.norm()))
-                for m in members
-            ]
+        elif variant == "robust":  # the paper distance after rescaling m to the norm of the non-zero maps' mean
+            live = [m for m in members if m.norm() > 0]
+            ref = sum(live) / len(live) if live else torch.zeros_like(mean)
+            worst = float(2 * (ref**2).sum() / pixels) if live else 2.0  # a map with no overlap
+            values = [float(((m * ref.norm() / m.norm() - ref) ** 2).sum() / pixels) if m.norm() > 0 else worst for m in members]
         else:
             values = [float(torch.sqrt(((m - mean) ** 2).sum()) / pixels) for m in members]
         per_class[c] = sum(values) / len(values)
@@ -49,6 +49,7 @@ def random_batches(seed=0, n_batches=4, batch=16, k=3, size=(5, 6)):
     out = []
     for _ in range(n_batches):
         maps = torch.rand(batch, *size, generator=g)
+        maps[torch.rand(batch, generator=g) < 0.15] = 0.0  # some collapsed maps
         labels = torch.randint(0, k, (batch,), generator=g)
         logits = torch.randn(batch, k, generator=g)
         logits[torch.arange(batch), labels] += 1.0  # mostly correct
@@ -226,4 +227,4 @@ def test_robust_variant_scores_collapsed_maps_as_the_worst_and_the_paper_variant
     assert scores["collapsed"]["robust"] > scores["honest"]["robust"]
     stats = ConsistencyStatistics(2, "robust")
     stats.update(torch.zeros(3, 4, 4), F.one_hot(torch.zeros(3, dtype=torch.long), 2).float(), torch.zeros(3).long())
-    assert stats.result(["a", "b"], "t").value == 1.0  # every map collapsed: maximally deviant
+    assert stats.result(["a", "b"], "t").value == 2.0  # every map collapsed: the variant's bound
