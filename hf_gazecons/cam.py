@@ -39,7 +39,7 @@ from torch import nn
 from .errors import TargetLayerError
 from .targets import TargetLayer, resolve_target, to_spatial_map, unwrap_model
 
-__all__ = ["GradCAM", "CAMOutput", "model_logits", "normalize_maps", "resize_maps"]
+__all__ = ["GradCAM", "CAMOutput", "model_logits", "normalize_maps", "resize_maps", "is_compiled"]
 
 EPS = 1e-8
 
@@ -98,6 +98,12 @@ class GradCAM:
     ) -> None:
         if second_order and not differentiable:
             raise ValueError("second_order=True needs differentiable=True")
+        if differentiable and is_compiled(model):
+            raise TargetLayerError(
+                "differentiable Grad-CAM needs an eager model: torch.compile fuses the target layer's activation "
+                "into a compiled graph, so no gradient can reach the parameters through it; pass the module "
+                "before torch.compile (scoring a compiled model works)"
+            )
         self.model = model
         self.target: TargetLayer = resolve_target(model, target)
         self.differentiable = differentiable
@@ -208,6 +214,17 @@ class GradCAM:
                     delattr(owner, method)
                 else:
                     setattr(owner, method, patched_before)
+
+
+def is_compiled(model: nn.Module) -> bool:
+    """Whether ``model`` (or a wrapper around it) is a ``torch.compile`` module."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            return True
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return False
+        model = inner
 
 
 def batch_coupled_modules(model: nn.Module) -> list[nn.Module]:

@@ -315,6 +315,7 @@ def gaze_consistency(
     label_names: list[str] | None = None,
     num_workers: int = 0,
     progress: bool = True,
+    dtype: torch.dtype | None = None,
 ) -> ConsistencyResult:
     """Score ``model``'s gaze consistency, accuracy and kappa on ``data`` in one pass.
 
@@ -323,7 +324,8 @@ def gaze_consistency(
     with ``image``/``label`` columns together with ``preprocessing`` (implied by a
     :class:`LoadedModel`). Under several processes (``accelerate launch``, ``torchrun``) a
     ``datasets.Dataset`` is sharded by rank, any other iterable must already be the process's own
-    shard; the result is merged and the same on every rank.
+    shard; the result is merged and the same on every rank. ``dtype`` (``torch.bfloat16`` or
+    ``torch.float16``) runs the forward under autocast; the maps and statistics stay float32/64.
 
         >>> gaze_consistency(loaded, dataset, variant="reference", grid=(7, 7)).to_dict()
     """
@@ -340,7 +342,8 @@ def gaze_consistency(
         bar = None if progress and rank0 else True  # None: a bar on terminals, none in logs and pipes
         for batch in tqdm(batches, desc="gaze consistency", unit="batch", disable=bar):
             pixel_values, labels, masks = unpack_batch(batch)
-            out = cam(pixel_values.to(device))
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype not in (None, torch.float32)):
+                out = cam(pixel_values.to(device))
             num_classes = out.logits.shape[1]
             _check_labels(labels, num_classes)
             if statistics is None:

@@ -87,6 +87,12 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
                 f"--lambda_max {self.lambda_max:g} never switches on: lambda is 0 through epoch t0={self.t0} and "
                 f"the run has {self.num_train_epochs:g} epoch(s); train longer or lower --t0 (e.g. --t0 0)"
             )
+        if self.torch_compile:
+            raise GazeConsError(
+                "--torch_compile is not supported: the penalty differentiates Grad-CAM maps through the target "
+                "layer's activation, which a compiled graph does not expose; train without it "
+                "(hf-gazecons score works on a compiled model)"
+            )
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns every epoch
 
