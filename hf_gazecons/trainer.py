@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,10 +31,14 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
 from .cam import GradCAM, model_logits
+from .deviation import VARIANTS
+from .errors import TrainingError
 from .filenames import GAZE_STATE_FILE
 from .metric import ConsistencyResult, gaze_consistency
+from .output_dir import match_umask
 from .regularizer import GazeConsistencyLoss, LambdaCurriculum
 from .targets import resolve_target, unwrap_model
+from .training_checks import changed_default, check_report_to, check_training_options, complete_defaults
 
 __all__ = ["GazeConsistencyTrainingArguments", "GazeConsistencyTrainer", "result_metrics"]
 
@@ -51,28 +56,45 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
     t1: int = field(default=10, metadata={"help": "Lambda reaches lambda_max at this epoch."})
     lambda_per_step: bool = field(default=False, metadata={"help": "Ramp lambda with the fractional epoch."})
     ema_alpha: float = field(default=0.9, metadata={"help": "EMA factor of the class maps."})
-    variant: str = field(default="paper", metadata={"help": "Deviation: 'paper' (squared L2) or 'reference'."})
+    variant: str = field(
+        default="paper", metadata={"help": "Deviation of a map from its class map (SPEC eq. 9).", "choices": VARIANTS}
+    )
     second_order: bool = field(default=False, metadata={"help": "Differentiate through the channel weights too."})
     target_layer: str | None = field(
         default=None, metadata={"help": "Grad-CAM target: module name or timm stage index."}
     )
 
-    learning_rate: float = 1e-4
-    lr_scheduler_type: str = "reduce_lr_on_plateau"
-    lr_scheduler_kwargs: dict | str | None = field(default_factory=lambda: {"factor": 0.1, "patience": 5})
-    metric_for_best_model: str | None = "loss"
-    per_device_train_batch_size: int = 32
-    per_device_eval_batch_size: int = 32
-    num_train_epochs: float = 20.0
-    eval_strategy: str = "epoch"
-    save_strategy: str = "epoch"
-    logging_strategy: str = "epoch"
-    remove_unused_columns: bool = False
-    report_to: None | str | list[str] = "none"
-    ddp_find_unused_parameters: bool | None = False
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Write into a non-empty --output_dir (its other files stay); without it, train refuses to "
+                  "unless it resumes (--resume_from_checkpoint true resumes from the last checkpoint there)."},
+    )  # fmt: skip
+
+    learning_rate: float = changed_default("learning_rate", 1e-4, "the study's Adam learning rate")
+    lr_scheduler_type: str = changed_default(
+        "lr_scheduler_type", "reduce_lr_on_plateau", "the study's, on the validation loss"
+    )
+    lr_scheduler_kwargs: dict | str | None = changed_default(
+        "lr_scheduler_kwargs", None, "with reduce_lr_on_plateau, factor 0.1 and patience 5 (the study's)"
+    )
+    metric_for_best_model: str | None = changed_default("metric_for_best_model", "loss", "the validation loss")
+    per_device_train_batch_size: int = changed_default("per_device_train_batch_size", 32, "the study's batch")
+    per_device_eval_batch_size: int = changed_default("per_device_eval_batch_size", 32, "as for training")
+    num_train_epochs: float = changed_default("num_train_epochs", 20.0, "the study's analysis runs")
+    eval_strategy: str = changed_default("eval_strategy", "epoch", "the study scores every epoch")
+    save_strategy: str = changed_default("save_strategy", "epoch", "a checkpoint per evaluation")
+    logging_strategy: str = changed_default("logging_strategy", "epoch", "one history entry per epoch")
+    remove_unused_columns: bool = changed_default("remove_unused_columns", False, "the collator needs the image column")
+    report_to: None | str | list[str] = changed_default("report_to", "none", "no integration unless asked")
+    ddp_find_unused_parameters: bool | None = changed_default(
+        "ddp_find_unused_parameters", False, "the Grad-CAM of the penalty needs it under DDP"
+    )
 
     def __post_init__(self) -> None:
+        check_training_options(self)
+        complete_defaults(self)
         super().__post_init__()
+        check_report_to(self.report_to)
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns every epoch
 
@@ -105,6 +127,7 @@ class GazeConsistencyTrainer(Trainer):
         self.last_eval_metrics: dict[str, float] = {}
         self.last_eval_step = -1
         self._penalty_log = torch.zeros(5, dtype=torch.float64)  # penalty, lambda, samples, classes, steps
+        self._cross_entropy_log = torch.zeros(2, dtype=torch.float64)  # cross-entropy, steps (this process's)
 
     def compute_loss(
         self,
@@ -120,6 +143,7 @@ class GazeConsistencyTrainer(Trainer):
             return (loss, {"logits": logits}) if return_outputs else loss
         out = self._gradcam(model)(pixel_values, targets=labels)
         loss = F.cross_entropy(out.logits, labels, label_smoothing=self.args.label_smoothing_factor)
+        self._cross_entropy_log += torch.tensor([float(loss.detach()), 1.0], dtype=torch.float64)
         penalty = self.regularizer(out.maps, out.logits, labels)
         weight = self.curriculum.at_progress(self.state.epoch or 0.0)
         if weight != 0.0:
@@ -134,7 +158,30 @@ class GazeConsistencyTrainer(Trainer):
             self._cam = GradCAM(model, self.args.target, differentiable=True, second_order=self.args.second_order)
         return self._cam
 
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor], num_items_in_batch: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The Trainer's step, stopped with a TrainingError (before the optimizer step, so no weight
+        turns NaN) when the loss is not finite on any process. The Trainer's own logging filters
+        such losses out (logged as 0): a diverged run would otherwise finish as a success."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        finite = torch.isfinite(loss.detach()).all()
+        if self.args.world_size > 1:  # every process stops at the same step, none waits in a collective
+            finite = self.accelerator.reduce(finite.float(), reduction="sum") == self.args.world_size
+        if not bool(finite):
+            value = float(loss.detach().float().mean())
+            where = f"{value:g}" if not math.isfinite(value) else "not finite on another process"
+            raise TrainingError(
+                f"the training loss is {where} at step {self.state.global_step + 1} "
+                f"(epoch {self.state.epoch or 0.0:.2f}): the run stopped; no model, results or card were written "
+                "and nothing was published; lower --learning_rate or --lambda_max"
+            )
+        return loss
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._cross_entropy_log[1] > 0:
+            logs["cross_entropy"] = float(self._cross_entropy_log[0] / self._cross_entropy_log[1])
+            self._cross_entropy_log.zero_()
         if "loss" in logs and self._penalty_log[4] > 0:
             penalty, weight, samples, classes, steps = (self._penalty_log / self._penalty_log[4]).tolist()
             logs.update(penalty=penalty, **{"lambda": weight}, penalty_samples=samples, penalty_classes=classes)
@@ -182,6 +229,7 @@ class GazeConsistencyTrainer(Trainer):
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
             save_file(self.gaze_state(), os.path.join(folder, GAZE_STATE_FILE))
+            match_umask(folder)  # safetensors files come out 0600, the Trainer's others 0666 & ~umask
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
-from .common import atomic_directory
+from ..checks import FINITE_FLOAT, POSITIVE_INT
+from ..demo import DemoSettings
+from ..output_dir import check_output_dir
+from .common import add_output_dir, atomic_directory
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
@@ -14,21 +18,24 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         description="Fine-tunes a small timm CNN on the built-in shapes data twice (lambda_max = 0 and > 0), "
         "prints accuracy, kappa, L_CAM and localisation side by side and writes both runs and a picture.",
     )
-    parser.add_argument("--output-dir", default="gazecons-demo", help="a new (or empty) folder")
+    add_output_dir(parser, "both runs and the comparison", default="gazecons-demo")
+    defaults = {f.name: f.default for f in fields(DemoSettings)}
     for option, kind, what in (
         ("--model", str, "timm architecture"),
-        ("--epochs", int, "epochs of each run"),
-        ("--lambda-max", float, "lambda_max of the regularised run"),
+        ("--epochs", POSITIVE_INT, "epochs of each run"),
+        ("--lambda-max", FINITE_FLOAT, "lambda_max of the regularised run"),
         ("--dataset", str, "data set"),
-        ("--image-size", int, "square input size"),
+        ("--image-size", POSITIVE_INT, "square input size"),
     ):
-        parser.add_argument(option, type=kind, default=None, help=f"{what} (default: the demo's, see DemoSettings)")
+        default = defaults[option[2:].replace("-", "_")]
+        parser.add_argument(option, type=kind, default=None, help=f"{what} (default: {default})")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.output_dir)  # before anything is loaded
     from dataclasses import replace
 
-    from ..demo import DemoSettings, comparison_table, run_demo
+    from ..demo import comparison_table, run_demo
 
     chosen = dict(
         model=args.model,
