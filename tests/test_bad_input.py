@@ -194,7 +194,7 @@ ERRORS = [
     Case(
         "score-corrupt-image",
         ("score", "--model", "{models}/pets2", "--dataset", "{data}/broken", "--output-dir", "{out}"),
-        r"image \d+ of the validation split \(\S*broken\.png\) cannot be read",
+        r"image \d+ of the validation split cannot be read: .*broken\.png",
     ),
     Case(
         "score-one-class-folder",
