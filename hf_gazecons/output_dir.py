@@ -29,9 +29,9 @@ __all__ = ["check_output_dir", "atomic_directory", "removed_on_failure", "publis
 
 def check_output_dir(path: str | Path, option: str = "--output-dir", must_be_empty: bool = True) -> Path:
     """``path`` as a Path, or a UsageError if it cannot become this command's output folder."""
+    if not str(path).strip():
+        raise UsageError(f"{option} must name a folder, got {str(path)!r}")
     path = Path(path).expanduser()
-    if str(path).strip() == "":
-        raise UsageError(f"{option} must name a folder")
     if path.exists() and not path.is_dir():
         raise UsageError(f"{option} {str(path)!r} is a file, not a folder; choose another {option}")
     if must_be_empty and path.is_dir() and any(path.iterdir()):

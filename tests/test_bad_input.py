@@ -18,11 +18,14 @@ import json
 import math
 import os
 import re
+import resource
 import shutil
+import signal
 import socket
 import stat
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +141,8 @@ ERRORS = [
     Case("train-seed-huge", (*TRAIN, "--seed", str(2**40)), r"--seed must be an integer in"),
     # 6. output folders
     Case("score-output-is-a-file", SCORE, r"'\S*out' is a file", setup="out-is-a-file"),
+    Case("score-output-dir-empty-string", (*SCORE[:-1], ""), r"--output-dir must name a folder, got ''"),
+    Case("train-without-output-dir", TRAIN[:-2], r"required: --output_dir"),  # not ./trainer_output
     Case("score-output-not-empty", SCORE, r"not empty", setup="out-not-empty"),
     Case(
         "score-output-under-a-file",
@@ -570,9 +575,23 @@ def console(root):
         "hub-pretrained": ([script, "score", "--model", "test_resnet", "--pretrained", "--dataset", SHAPES,
                             "--output-dir", str(root / "c-pretrained")], unreachable),
         "train-help": ([script, "train", "--help"], base),
+        "out-of-memory": ([script, "score", "--model", "test_resnet", "--image-size", str(SIZE), "--dataset", SHAPES,
+                           "--grid", "20000", "20000", "--output-dir", str(root / "c-oom" / "out")], base),
     }  # fmt: skip
+
+    def limit_memory(name: str):  # 20000 x 20000 maps need 14.4 GB a batch: refused under a 10 GB address space
+        return (lambda: resource.setrlimit(resource.RLIMIT_AS, (10 * 2**30,) * 2)) if name == "out-of-memory" else None
+
     processes = {
-        name: subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root, env=env)
+        name: subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=root,
+            env=env,
+            preexec_fn=limit_memory(name),
+        )  # fmt: skip
         for name, (argv, env) in cases.items()
     }
     finished: dict[str, tuple[int, str, str]] = {}
@@ -607,6 +626,29 @@ def test_unreachable_hub_fails_at_once_in_one_line(console, root, case, subject)
     assert "HF_HUB_OFFLINE=1" in line
     assert "Retrying" not in err  # one request, no retries with backoff
     assert not list(root.glob("c-*"))
+
+
+def test_out_of_memory_is_one_line(console, root):
+    rc, _, err = console("out-of-memory")
+    line = error_line(rc, err, expected_rc=1)
+    assert "out of memory" in line and "--grid" in line
+    assert not list((root / "c-oom").glob("*")) if (root / "c-oom").exists() else True
+
+
+def test_ctrl_c_during_training_leaves_no_folder(root):
+    """Ctrl-C before the first checkpoint: exit 130, one line, and the folder the run made is gone."""
+    out = root / "ctrl-c" / "new" / "out"
+    command = [_console_script(), *fill(TRAIN, {"out": str(out)}), "--num_train_epochs", "100"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
+    started = time.monotonic()
+    while not out.is_dir() and process.poll() is None and time.monotonic() - started < 120:
+        time.sleep(0.1)  # the Trainer makes the folder just before training
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    line = error_line(process.returncode, err, expected_rc=130)
+    assert "interrupted" in line
+    assert not (root / "ctrl-c").exists() or not any((root / "ctrl-c").iterdir())
 
 
 def test_train_help_from_the_cache_imports_neither_torch_nor_transformers(console):

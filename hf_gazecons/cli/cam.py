@@ -30,8 +30,6 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(
         args.model, pretrained=args.pretrained, image_size=args.image_size, trust_remote_code=args.trust_remote_code
     )
-    if loaded.random_weights:
-        warn(f"{args.model} has random weights (a bare timm architecture without --pretrained): its maps mean nothing")
     explained = explain(loaded, images, target(args.target_layer))
     titles = explained.titles()
     names = overlay_names(args.image)
@@ -40,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
             plot_overlays([images[i]], explained.maps[i : i + 1], [titles[i]], staging / name)
     for path, name, title in zip(args.image, names, titles):
         print(f"{path}: {title} -> {name}")
+    if loaded.random_weights:
+        warn(f"{args.model} has random weights (a bare timm architecture without --pretrained): its maps mean nothing")
     return 0
 
 

@@ -51,6 +51,11 @@ def _no_progress_bars() -> None:
         sys.modules["datasets"].disable_progress_bars()
 
 
+def _out_of_memory(error: RuntimeError) -> bool:
+    text = str(error)
+    return type(error).__name__ == "OutOfMemoryError" or "can't allocate memory" in text or "out of memory" in text
+
+
 class _Version(argparse.Action):
     """``--version``: reading the installed versions takes a moment, so only when asked."""
 
@@ -75,6 +80,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GazeConsError as error:
         print(f"error: {str(error).strip()}".replace("\n", " "), file=sys.stderr)
         return error.exit_code
+    except (MemoryError, RuntimeError) as error:  # RuntimeError: torch's allocators say so
+        if not isinstance(error, MemoryError) and not _out_of_memory(error):
+            raise
+        print(
+            "error: out of memory; lower --batch-size or --image-size (--per_device_train_batch_size, "
+            "--image_size for train) or --grid; nothing was written",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted; nothing was written (a training run keeps its checkpoints)", file=sys.stderr)
         return 130

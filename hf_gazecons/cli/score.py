@@ -86,11 +86,6 @@ def run(args: argparse.Namespace) -> int:
         trust_remote_code=args.trust_remote_code,
     )
     aligned = align_labels(dataset, loaded.label_names, args.label_map)
-    if loaded.random_weights:
-        warn(
-            f"{args.model} has random weights (a bare timm architecture without --pretrained): these scores "
-            "describe an untrained network (consistency.json records random_weights: true)"
-        )
     scored = aligned.model_classes  # the model's classes that the data set has
     with atomic_directory(args.output_dir) as staging:
         result = gaze_consistency(
@@ -115,6 +110,11 @@ def run(args: argparse.Namespace) -> int:
         plot_overlays(explained.images, explained.maps, explained.titles(), staging / "overlays.png")
     print(summary_table(result))
     print(f"wrote {args.output_dir}/consistency.json, class_means.png, overlays.png")
+    if loaded.random_weights:
+        warn(
+            f"{args.model} has random weights (a bare timm architecture without --pretrained): these scores "
+            "describe an untrained network (consistency.json records random_weights: true)"
+        )
     if args.push_results:
         url = push_results(result.to_dict(), args.push_results, create_pr=args.create_pr)
         print(f"pushed the scores to {args.push_results}: {url}")

@@ -40,9 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     _store_help(parser)
-    _, unknown = parser.parse_known_args(argv)
+    given, unknown = parser.parse_known_args(argv)
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if given.output_dir is None:  # transformers would write into ./trainer_output
+        parser.error("the following arguments are required: --output_dir")
     try:
         data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
     except GazeConsError:
