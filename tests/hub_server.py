@@ -18,8 +18,8 @@ Endpoints (``{type}`` is ``models``, ``datasets`` or ``spaces``; ``{repo}`` is `
   GET  /api/{type}/{repo}/discussions          PRs opened by create_pr commits (discussions == PRs here)
   GET  /api/{type}/{repo}/discussions/{num}    one PR, with its "changes" ({"base", "mergeCommitId"})
   HEAD|GET /[{type}/]{repo}/resolve/{rev}/{path}  file bytes; headers X-Repo-Commit, ETag (git blob sha1), Content-Length
-  GET  /api/whoami-v2                          {"name": USER, "orgs": [{"name": "org"}], "auth": {"accessToken": {"role"}}}
-                                               (401 without a token; USER and the role are test hooks)
+  GET  /api/whoami-v2                          {"name", "orgs": [{"name": "org"}], "auth": {"accessToken": {"role"}}}
+                                               (401 without a token; the name and the role are test hooks)
 
 Errors carry ``X-Error-Code`` like the real Hub (``RepoNotFound``, ``RevisionNotFound``,
 ``EntryNotFound``) so the client raises the matching exception.  Test hooks: ``fail()`` (inject

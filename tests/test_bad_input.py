@@ -33,8 +33,9 @@ import numpy as np
 import pytest
 import timm
 import torch
+from console import Runs, console_script
 from PIL import Image as PILImage
-from torch import nn
+from tiny import random_test_resnet
 
 from hf_gazecons.cli.main import main
 from hf_gazecons.data import ImageClassificationDataset, load_image_dataset
@@ -234,17 +235,6 @@ def root(tmp_path_factory):
         yield root
 
 
-def _random_model(label_names: list[str], seed: int = 0):
-    """A random test_resnet whose maps are not all zero (random BatchNorm affine parameters)."""
-    torch.manual_seed(seed)
-    loaded = load_model("test_resnet", label_names=label_names, image_size=SIZE)
-    for module in loaded.model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            nn.init.normal_(module.weight, 1.0, 0.5)
-            nn.init.normal_(module.bias, 0.0, 0.3)
-    return loaded
-
-
 def _image_folder(path: Path, classes: list[str], per_class: int = 2, splits=("train", "validation")) -> Path:
     rng = np.random.default_rng(len(classes))
     for split in splits:
@@ -259,10 +249,10 @@ def _image_folder(path: Path, classes: list[str], per_class: int = 2, splits=("t
 @pytest.fixture(scope="module")
 def paths(root):
     models, data = root / "models", root / "data"
-    save_model(_random_model(["circle", "square", "triangle"]), models / "shapes3")
-    save_model(_random_model(SHAPES4), models / "shapes4")
-    save_model(_random_model(["0", "1", "2"]), models / "digits3")
-    save_model(_random_model(["cat", "dog"]), models / "pets2")
+    save_model(random_test_resnet(["circle", "square", "triangle"], SIZE), models / "shapes3")
+    save_model(random_test_resnet(SHAPES4, SIZE), models / "shapes4")
+    save_model(random_test_resnet(["0", "1", "2"], SIZE), models / "digits3")
+    save_model(random_test_resnet(["cat", "dog"], SIZE), models / "pets2")
     _image_folder(data / "subset", ["square", "cross"])  # a subset of shapes4, not at its start
     _image_folder(data / "partial", ["banana", "square"])
     _image_folder(data / "one_class", ["cat"], splits=("train",))
@@ -548,17 +538,10 @@ def test_several_processes_without_a_process_group_fail(monkeypatch, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # the console script: the Hub, log handlers, the speed of train --help
 # ---------------------------------------------------------------------------------------------
-def _console_script() -> str:
-    found = shutil.which("hf-gazecons", path=os.path.dirname(sys.executable)) or shutil.which("hf-gazecons")
-    if found is None:
-        pytest.skip("the hf-gazecons console script is not installed")
-    return found
-
-
 @pytest.fixture(scope="module")
 def console(root):
     """Start the subprocess cases together (each start imports torch); each test waits for its own."""
-    script = _console_script()
+    script = console_script()
     base = dict(os.environ, OMP_NUM_THREADS="1", XDG_CACHE_HOME=str(root / "console-xdg"))
     unreachable = {**base, "HF_ENDPOINT": UNREACHABLE, "HF_HOME": str(root / "console-hf-home")}
     unreachable.pop("HF_HUB_CACHE", None)
@@ -579,39 +562,24 @@ def console(root):
                            "--grid", "20000", "20000", "--output-dir", str(root / "c-oom" / "out")], base),
     }  # fmt: skip
 
-    def limit_memory(name: str):  # 20000 x 20000 maps need 14.4 GB a batch: refused under a 10 GB address space
-        return (lambda: resource.setrlimit(resource.RLIMIT_AS, (10 * 2**30,) * 2)) if name == "out-of-memory" else None
+    def limit_memory():  # 20000 x 20000 maps need 14.4 GB a batch: refused under a 10 GB address space
+        resource.setrlimit(resource.RLIMIT_AS, (10 * 2**30,) * 2)
 
-    processes = {
-        name: subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=root,
-            env=env,
-            preexec_fn=limit_memory(name),
-        )  # fmt: skip
-        for name, (argv, env) in cases.items()
-    }
-    finished: dict[str, tuple[int, str, str]] = {}
+    runs = Runs(
+        {name: (*case, limit_memory if name == "out-of-memory" else None) for name, case in cases.items()}, root
+    )
 
     def result(name: str) -> tuple[int, str, str]:
-        if name not in finished:
-            out, err = processes[name].communicate(timeout=300)
-            finished[name] = (processes[name].returncode, out, err)
-        if name == "train-help" and "warm" not in finished:  # again, from the cache, in a fresh interpreter
+        if name == "warm":  # train --help again, from the cache, in a fresh interpreter
+            runs.result("train-help")
             warm = subprocess.run(
                 [sys.executable, "-c", check_imports], capture_output=True, text=True, cwd=root, env=base, timeout=120
             )
-            finished["warm"] = (warm.returncode, warm.stdout, warm.stderr)
-        return finished[name]
+            return warm.returncode, warm.stdout, warm.stderr
+        return runs.result(name)
 
     yield result
-    for process in processes.values():
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    runs.close()
 
 
 @pytest.mark.parametrize(
@@ -638,7 +606,7 @@ def test_out_of_memory_is_one_line(console, root):
 def test_ctrl_c_during_training_leaves_no_folder(root):
     """Ctrl-C before the first checkpoint: exit 130, one line, and the folder the run made is gone."""
     out = root / "ctrl-c" / "new" / "out"
-    command = [_console_script(), *fill(TRAIN, {"out": str(out)}), "--num_train_epochs", "100"]
+    command = [console_script(), *fill(TRAIN, {"out": str(out)}), "--num_train_epochs", "100"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
     started = time.monotonic()
     while not out.is_dir() and process.poll() is None and time.monotonic() - started < 120:

@@ -11,19 +11,15 @@ import json
 import math
 import os
 import re
-import shutil
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from console import Runs, console_script
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
-from tiny import CONSISTENCY_JSON_KEYS
-from torch import nn
+from tiny import CONSISTENCY_JSON_KEYS, random_test_resnet
 
 import hf_gazecons.plots as plots
 from hf_gazecons.cli.main import main
@@ -53,19 +49,7 @@ def _datasets_cache(tmp_path, monkeypatch):
 
 
 def _random_model(label_names: list[str], seed: int = 0):
-    """A random-init test_resnet whose Grad-CAM maps are not all zero.
-
-    timm initialises each residual block's last BatchNorm to zero, which makes a fresh model's
-    maps vanish; random BatchNorm affine parameters give the metric something to measure.
-    """
-    torch.manual_seed(seed)
-    loaded = load_model("test_resnet", label_names=label_names, image_size=SIZE)
-    for module in loaded.model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            nn.init.normal_(module.weight, 1.0, 0.5)
-            nn.init.normal_(module.bias, 0.0, 0.3)
-    nn.init.normal_(loaded.model.fc.weight, 0.0, 0.5)
-    return loaded
+    return random_test_resnet(label_names, SIZE, seed)
 
 
 @pytest.fixture(scope="module")
@@ -593,17 +577,10 @@ def test_train_bad_dataset_is_one_line(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 # the real console script (started together: each start imports torch, timm and transformers)
 # ---------------------------------------------------------------------------------------------
-def _console_script() -> str:
-    found = shutil.which("hf-gazecons", path=os.path.dirname(sys.executable)) or shutil.which("hf-gazecons")
-    if found is None:
-        pytest.skip("the hf-gazecons console script is not installed")
-    return found
-
-
 @pytest.fixture(scope="module")
 def console(tmp_path_factory):
     """Start both console-script cases at once; each test waits for its own."""
-    script = _console_script()
+    script = console_script()
     root = tmp_path_factory.mktemp("console")
     bad = root / "bad.png"
     bad.write_bytes(b"garbage")
@@ -627,25 +604,9 @@ def console(tmp_path_factory):
             env,
         ),
     }
-    processes = {
-        name: subprocess.Popen(
-            [script, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root, env=case_env
-        )
-        for name, (argv, case_env) in cases.items()
-    }
-    finished: dict[str, tuple[int, str, str, Path]] = {}
-
-    def result(name: str) -> tuple[int, str, str, Path]:
-        if name not in finished:
-            out, err = processes[name].communicate(timeout=300)
-            finished[name] = (processes[name].returncode, out, err, root / name)
-        return finished[name]
-
-    yield result
-    for process in processes.values():
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    runs = Runs({name: ([script, *argv], case_env) for name, (argv, case_env) in cases.items()}, root)
+    yield lambda name: (*runs.result(name), root / name)
+    runs.close()
 
 
 @pytest.mark.parametrize(
