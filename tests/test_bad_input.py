@@ -25,6 +25,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -319,6 +320,34 @@ def test_bad_input_is_one_line_and_writes_nothing(case, paths, trained, local_hu
     assert re.search(case.error, line), f"{case.error!r} not in {line!r}"
     assert snapshot(case_dir, trained) == before, "the command left files behind or changed them"
     assert "accuracy" not in out  # no result was reported either
+
+
+@pytest.fixture
+def unwritable(tmp_path):
+    """A folder this process cannot create anything in: a read-only one, or, for root (whom file modes
+    do not stop), a place of the kernel's where even root may not make folders."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    try:
+        os.rmdir(tempfile.mkdtemp(dir="/sys"))
+    except OSError:
+        yield Path("/sys")
+    else:
+        pytest.skip("no unwritable folder found for root")
+
+
+@pytest.mark.parametrize("command", [SCORE, TRAIN, CAM], ids=["score", "train", "cam"])
+def test_output_dir_in_a_folder_that_cannot_be_written(command, unwritable, paths, capsys):
+    out = unwritable / "hf-gazecons-test-out"
+    rc, _, err = cli(capsys, *fill(command, {**paths, "out": str(out)}))
+    line = error_line(rc, err)
+    assert re.search(r"output.dir '\S+' cannot be written", line), line
+    assert not out.exists()
 
 
 def test_the_table_covers_the_issue():
