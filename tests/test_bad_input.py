@@ -576,7 +576,8 @@ def console(root):
     unreachable.pop("HF_HUB_CACHE", None)
     check_imports = (
         "import sys\nfrom hf_gazecons.cli.main import main\n"
-        "try:\n    main(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+        "for command in ('train', 'score'):\n    try:\n        main([command, '--help'])\n    except SystemExit:\n"
+        "        pass\n"
         "print(sorted(m for m in ('torch', 'transformers', 'timm', 'datasets') if m in sys.modules), file=sys.stderr)"
     )
     cases = {
@@ -587,6 +588,7 @@ def console(root):
         "hub-pretrained": ([script, "score", "--model", "test_resnet", "--pretrained", "--dataset", SHAPES,
                             "--output-dir", str(root / "c-pretrained")], unreachable),
         "train-help": ([script, "train", "--help"], base),
+        "score-help": ([script, "score", "--help"], base),  # --variant lists VARIANTS: torch
         "out-of-memory": ([script, "score", "--model", "test_resnet", "--image-size", str(SIZE), "--dataset", SHAPES,
                            "--grid", "20000", "20000", "--output-dir", str(root / "c-oom" / "out")], base),
     }  # fmt: skip
@@ -599,8 +601,8 @@ def console(root):
     )
 
     def result(name: str) -> tuple[int, str, str]:
-        if name == "warm":  # train --help again, from the cache, in a fresh interpreter
-            runs.result("train-help")
+        if name == "warm":  # both helps again, from the cache, in a fresh interpreter
+            runs.result("train-help"), runs.result("score-help")
             warm = subprocess.run(
                 [sys.executable, "-c", check_imports], capture_output=True, text=True, cwd=root, env=base, timeout=120
             )
@@ -648,11 +650,13 @@ def test_ctrl_c_during_training_leaves_no_folder(root):
     assert not (root / "ctrl-c").exists() or not any((root / "ctrl-c").iterdir())
 
 
-def test_train_help_from_the_cache_imports_neither_torch_nor_transformers(console):
-    rc, first, _ = console("train-help")
-    assert rc == 0 and first.startswith("usage: hf-gazecons train")
-    rc, second, imported = console("warm")
-    assert rc == 0 and second == first
+def test_help_from_the_cache_imports_neither_torch_nor_transformers(console):
+    rc, train_help, _ = console("train-help")
+    assert rc == 0 and train_help.startswith("usage: hf-gazecons train")
+    rc, score_help, _ = console("score-help")
+    assert rc == 0 and score_help.startswith("usage: hf-gazecons score")
+    rc, again, imported = console("warm")
+    assert rc == 0 and again == train_help + score_help
     assert imported.strip() == "[]", imported
 
 

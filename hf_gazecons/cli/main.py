@@ -15,6 +15,7 @@ from .. import __version__
 from ..errors import GazeConsError
 from . import cam, demo, push, score, sweep, train
 from .common import Parser
+from .help_cache import asks_for_help, cached_help
 
 COMMANDS = {"score": score, "train": train, "demo": demo, "cam": cam, "push": push, "sweep": sweep}
 
@@ -30,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in COMMANDS.items():
         module.add_parser(commands, name)
     return parser
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
 
 
 def version_line() -> str:
@@ -75,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] == "train":  # HfArgumentParser owns train's options
             return train.main(argv[1:])
+        if argv and argv[0] in COMMANDS and asks_for_help(argv[1:]):
+            print(cached_help(argv[0], lambda: _subparser(build_parser(), argv[0]).format_help()), end="")
+            raise SystemExit(0)  # as argparse's --help does
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command].run(args)
     except GazeConsError as error:
