@@ -225,6 +225,7 @@ def _write_outputs(run: TrainingRun, gaze_state: dict[str, torch.Tensor], loaded
     """Write everything into a hidden folder first, then move it in, ``results.json`` last (the mark
     of a finished run): a failure on the way leaves no half-written output."""
     results = run.results
+    run.output_dir.mkdir(parents=True, exist_ok=True)
     output_dir = Path(tempfile.mkdtemp(prefix=".outputs-", dir=run.output_dir))
     try:
         save_model(loaded, output_dir, gaze_state=gaze_state)

@@ -128,6 +128,8 @@ ERRORS = [
     Case("score-option-typo", (*SCORE[:-2], "--outptu-dir", "{out}"), r"did you mean --output-dir\?"),
     Case("cam-image-size-0", (*CAM, "--image-size", "0"), r"--image-size.*positive integer"),
     Case("demo-epochs-0", ("demo", "--epochs", "0", "--output-dir", "{out}"), r"--epochs.*positive integer"),
+    Case("demo-lambda-max-nan", ("demo", "--lambda-max", "nan", "--output-dir", "{out}"), r"finite number, got 'nan'"),
+    Case("sweep-preset-typo", ("sweep", "--preset", "smoek", "--output-dir", "{out}"), r"invalid choice: 'smoek'"),
     Case("sweep-ema-alpha-2", ("sweep", "--ema-alpha", "2", "--output-dir", "{out}"), r"--ema-alpha.*\[0, 1\)"),
     Case("sweep-t1-before-t0", ("sweep", "--t0", "5", "--t1", "2", "--output-dir", "{out}"), r"--t1 \(2\).*--t0 \(5\)"),
     Case("train-variant-typo", (*TRAIN, "--variant", "papr"), r"invalid choice: 'papr'.*" + _variants_pattern()),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -33,6 +34,9 @@ __all__ = [
 ]
 
 
+_OPTION = re.compile(r"--[A-Za-z0-9][\w-]*(=.*)?")  # an option, not a value that starts with dashes
+
+
 class OneLineErrors:
     """Mixin for argparse parsers: ``error: <message> (see <prog> --help)`` on one line, exit 2. An
     unknown option is named (with the closest known one) even where argparse would first complain
@@ -46,7 +50,7 @@ class OneLineErrors:
 
     def error(self, message: str) -> NoReturn:
         known = _option_strings(self)  # type: ignore[arg-type]
-        unknown = [a for a in self._argv if a.startswith("--") and a.partition("=")[0] not in known]
+        unknown = [a for a in self._argv if _OPTION.fullmatch(a) and a.partition("=")[0] not in known]
         if unknown and not message.startswith("unrecognized arguments:"):
             message = f"unrecognized arguments: {' '.join(unknown)}"
         if message.startswith("unrecognized arguments:"):
