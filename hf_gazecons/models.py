@@ -107,9 +107,15 @@ def load_model(
             state = _hub_state(repo_id, rev or revision)
             return _load_timm(spec, spec, True, config, state, options)
         if is_bare_architecture(spec):
-            if pretrained:
-                _check_pretrained_reachable(spec)
-            return _load_timm(spec, spec, pretrained, None, None, options)
+            if not pretrained:
+                return _load_timm(spec, spec, False, None, None, options)
+            repo_id = _check_pretrained_reachable(spec)
+            try:
+                return _load_timm(spec, spec, True, None, None, options)
+            except (RepositoryNotFoundError, EntryNotFoundError):
+                raise ModelLoadError(
+                    f"cannot load timm's pretrained weights of {spec!r}: the Hub has no {repo_id} (or no weights in it)"
+                ) from None
         if spec.count("/") == 1:
             config = _read_config(_hub_file(spec, "config.json", revision, required=True), spec)
             state = _hub_state(spec, revision)
@@ -277,12 +283,14 @@ def _hub_file(repo_id: str, filename: str, revision: str | None, required: bool)
         ) from None
 
 
-def _check_pretrained_reachable(name: str) -> None:
-    """timm downloads pretrained weights from the Hub: fail fast if they are not cached and it is unreachable."""
+def _check_pretrained_reachable(name: str) -> str | None:
+    """timm downloads pretrained weights from the Hub: fail fast if they are not cached and it is
+    unreachable. Returns the Hub repo of the weights (None: timm has them elsewhere)."""
     config = timm.models.get_pretrained_cfg(name)
     repo_id = getattr(config, "hf_hub_id", None)
     if repo_id and not isinstance(try_to_load_from_cache(repo_id, "model.safetensors"), str):
         check_hub_reachable(f"load timm's pretrained weights of {name!r}")
+    return repo_id
 
 
 def _hub_state(repo_id: str, revision: str | None) -> dict[str, torch.Tensor] | None:

@@ -114,7 +114,7 @@ ERRORS = [
     Case(
         "score-pretrained-not-on-the-hub",
         ("score", "--model", "test_efficientnet", "--pretrained", "--dataset", SHAPES, "--output-dir", "{out}"),
-        r"test_efficientnet",
+        r"cannot load timm's pretrained weights of 'test_efficientnet': the Hub has no timm/test_efficientnet",
     ),
     # 5. every numeric and choice option, before anything is loaded
     Case("score-image-size-0", (*SCORE, "--image-size", "0"), r"--image-size.*positive integer, got '0'"),
