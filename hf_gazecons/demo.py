@@ -7,14 +7,14 @@ with the study's (``paper``) objective and with this project's collapse-safe ``r
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .formatting import fmt_metric
-from .plots import plot_class_means
-from .trainer import GazeConsistencyTrainingArguments
-from .training import ModelDataArguments, TrainingRun, train
+
+if TYPE_CHECKING:  # imported in run_demo: the command line reads DemoSettings without loading torch
+    from .training import TrainingRun
 
 __all__ = ["DemoSettings", "RUNS", "run_demo", "comparison_table"]
 
@@ -44,6 +44,11 @@ RUNS = {"baseline": (False, "paper"), "paper": (True, "paper"), "robust": (True,
 def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) -> dict[str, TrainingRun]:
     """Train ``baseline`` (lambda_max = 0), ``paper`` and ``robust`` (``settings.lambda_max`` with
     that variant) into ``output_dir``, with the same seed and data."""
+    from .jsonio import write_json
+    from .plots import plot_class_means
+    from .trainer import GazeConsistencyTrainingArguments
+    from .training import ModelDataArguments, train
+
     output_dir = Path(output_dir)
     data_args = ModelDataArguments(model=settings.model, dataset=settings.dataset, image_size=settings.image_size)
     runs = {}
@@ -75,9 +80,7 @@ def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) ->
         output_dir / "class_means_comparison.png",
         title="Class-mean Grad-CAM on the validation split",
     )
-    (output_dir / "comparison.json").write_text(
-        json.dumps({name: run.results["final"] for name, run in runs.items()}, indent=2)
-    )
+    write_json(output_dir / "comparison.json", {name: run.results["final"] for name, run in runs.items()})
     return runs
 
 

@@ -9,6 +9,7 @@ Everything goes through ``huggingface_hub``; the token comes from where it alway
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Iterator
@@ -16,13 +17,32 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData, metadata_update
+from huggingface_hub import (
+    CommitOperationAdd,
+    EvalResult,
+    HfApi,
+    ModelCard,
+    ModelCardData,
+    constants,
+    get_token,
+    metadata_update,
+)
 from huggingface_hub.errors import HfHubHTTPError, HTTPError
+from huggingface_hub.utils import get_session
 
 from .errors import HubError
 from .formatting import fmt_metric
 
-__all__ = ["model_card", "eval_results", "push_output", "push_results", "CARD_TEMPLATE", "PUSHED_PATTERNS"]
+__all__ = [
+    "model_card",
+    "eval_results",
+    "push_output",
+    "push_results",
+    "check_hub_reachable",
+    "check_push_access",
+    "CARD_TEMPLATE",
+    "PUSHED_PATTERNS",
+]
 
 PUSHED_PATTERNS = ("*.safetensors", "*.json", "*.png")
 """What ``push_output`` uploads from a training output (plus the card): never pickles, never checkpoints."""
@@ -191,6 +211,54 @@ def push_results(
             commit_message=f"Add gaze-consistency results on {scores['dataset']} ({split})",
         )
     return info.pr_url if create_pr and getattr(info, "pr_url", None) else str(info)
+
+
+_PROBE_TIMEOUT_S = 5.0
+
+
+def check_hub_reachable(action: str, download: bool = True) -> None:
+    """Fail at once, with one line, when the Hub cannot be reached: one request without retries,
+    instead of huggingface_hub's retries with backoff (about 35 s) for a file that is not cached.
+    Nothing is checked offline (``HF_HUB_OFFLINE=1``, which the message of a ``download`` suggests)."""
+    if constants.HF_HUB_OFFLINE:
+        return
+    reason = _unreachable(constants.ENDPOINT)
+    if reason is not None:
+        hint = "set HF_HUB_OFFLINE=1 to use what is in the local cache" if download else "check the network"
+        raise HubError(f"cannot {action}: the Hub ({constants.ENDPOINT}) cannot be reached ({reason}); {hint}")
+
+
+@functools.cache
+def _unreachable(endpoint: str) -> str | None:
+    """Why one HEAD request to ``endpoint`` got no answer (None: it got one, whatever its status)."""
+    try:
+        get_session().head(endpoint, timeout=_PROBE_TIMEOUT_S, follow_redirects=False)
+    except Exception as error:  # the HTTP client raises its own transport errors (refused, timeout, DNS, TLS)
+        return f"{type(error).__name__}: {_first_line(error)}"
+    return None
+
+
+def check_push_access(repo_id: str, token: str | None = None) -> None:
+    """Before hours of training: a token exists, the Hub accepts it, it may write, and ``repo_id``'s
+    namespace is its user's or one of its organisations'. Changes nothing on the Hub."""
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise HubError(f"--hub_model_id must be ORG/NAME, got {repo_id!r}")
+    check_hub_reachable(f"push to {repo_id}", download=False)
+    token = token or get_token()
+    if token is None:
+        raise HubError(f"cannot push to {repo_id}: no Hub token; set HF_TOKEN or run `hf auth login`")
+    with _hub_errors(f"check the token for {repo_id}"):
+        who = HfApi(token=token).whoami(token=token)
+    role = ((who.get("auth") or {}).get("accessToken") or {}).get("role")
+    if role == "read":
+        raise HubError(f"cannot push to {repo_id}: the token is read-only; use a token with write access")
+    namespace = repo_id.split("/")[0]
+    names = [who.get("name"), *(org.get("name") for org in who.get("orgs") or [])]
+    if namespace not in names:
+        raise HubError(
+            f"cannot push to {repo_id}: the token belongs to {who.get('name')!r}, who may write to "
+            f"{[n for n in names if n]}, not to {namespace!r}"
+        )
 
 
 @contextmanager

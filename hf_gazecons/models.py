@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import timm
 import torch
-from huggingface_hub import hf_hub_download
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HTTPError,
@@ -32,8 +32,9 @@ from huggingface_hub.errors import (
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import ModelLoadError
+from .errors import GazeConsError, ModelLoadError
 from .filenames import GAZE_STATE_FILE
+from .hub import check_hub_reachable
 from .preprocessing import (
     STUDY_MEAN_STD,
     Preprocessing,
@@ -58,6 +59,8 @@ class LoadedModel:
     library: Library
     spec: str
     gaze_state: dict[str, torch.Tensor] | None = None
+    random_weights: bool = False
+    """True for a bare timm architecture built without pretrained weights (nothing was loaded)."""
 
     @property
     def num_labels(self) -> int:
@@ -104,7 +107,15 @@ def load_model(
             state = _hub_state(repo_id, rev or revision)
             return _load_timm(spec, spec, True, config, state, options)
         if is_bare_architecture(spec):
-            return _load_timm(spec, spec, pretrained, None, None, options)
+            if not pretrained:
+                return _load_timm(spec, spec, False, None, None, options)
+            repo_id = _check_pretrained_reachable(spec)
+            try:
+                return _load_timm(spec, spec, True, None, None, options)
+            except (RepositoryNotFoundError, EntryNotFoundError):
+                raise ModelLoadError(
+                    f"cannot load timm's pretrained weights of {spec!r}: the Hub has no {repo_id} (or no weights in it)"
+                ) from None
         if spec.count("/") == 1:
             config = _read_config(_hub_file(spec, "config.json", revision, required=True), spec)
             state = _hub_state(spec, revision)
@@ -112,7 +123,7 @@ def load_model(
                 at = f"@{revision}" if revision else ""
                 return _load_timm(spec, f"hf-hub:{spec}{at}", True, config, state, options)
             return _load_transformers(spec, spec, revision, trust_remote_code, state, options)
-    except ModelLoadError:
+    except GazeConsError:
         raise
     except (OSError, HTTPError, ValueError, RuntimeError, KeyError) as error:
         raise ModelLoadError(f"cannot load model {spec!r}: {_first_line(error)}") from error
@@ -151,7 +162,7 @@ def _load_timm(
         saved = _names_list((config or {}).get("label_names"))
         label_names = saved if len(saved) == model.num_classes else [str(i) for i in range(model.num_classes)]
     preprocessing = timm_preprocessing(model, options.image_size, STUDY_MEAN_STD if options.grayscale else None)
-    return LoadedModel(model, preprocessing, list(label_names), "timm", spec, gaze_state)
+    return LoadedModel(model, preprocessing, list(label_names), "timm", spec, gaze_state, random_weights=not pretrained)
 
 
 def _load_transformers(
@@ -251,6 +262,8 @@ def _local_state(path: Path) -> dict[str, torch.Tensor] | None:
 
 
 def _hub_file(repo_id: str, filename: str, revision: str | None, required: bool) -> Path | None:
+    if not isinstance(try_to_load_from_cache(repo_id, filename, revision=revision), str):
+        check_hub_reachable(f"load model {repo_id!r}")
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision))
     except LocalEntryNotFoundError:
@@ -268,6 +281,16 @@ def _hub_file(repo_id: str, filename: str, revision: str | None, required: bool)
             f"cannot load model {repo_id!r}: no such repo on the Hub "
             "(or it is private or gated: set HF_TOKEN or run `hf auth login`)"
         ) from None
+
+
+def _check_pretrained_reachable(name: str) -> str | None:
+    """timm downloads pretrained weights from the Hub: fail fast if they are not cached and it is
+    unreachable. Returns the Hub repo of the weights (None: timm has them elsewhere)."""
+    config = timm.models.get_pretrained_cfg(name)
+    repo_id = getattr(config, "hf_hub_id", None)
+    if repo_id and not isinstance(try_to_load_from_cache(repo_id, "model.safetensors"), str):
+        check_hub_reachable(f"load timm's pretrained weights of {name!r}")
+    return repo_id
 
 
 def _hub_state(repo_id: str, revision: str | None) -> dict[str, torch.Tensor] | None:

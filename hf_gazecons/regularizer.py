@@ -109,7 +109,9 @@ class GazeConsistencyLoss(nn.Module):
         class_maps = self.ema[labels[selected]]
         deviations = per_sample_deviation(maps[selected], class_maps, self.variant)
         if self.variant == "robust" and raw is not None:
-            deviations = deviations + worst_robust_deviation(class_maps) * _collapse_depth(maps[selected], raw[selected])
+            deviations = deviations + worst_robust_deviation(class_maps) * _collapse_depth(
+                maps[selected], raw[selected]
+            )
         return PenaltyOutput(deviations.sum() * (world / n_samples), n_samples, n_classes, n_zero_maps)
 
     @torch.no_grad()

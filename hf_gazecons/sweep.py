@@ -45,6 +45,7 @@ import numpy as np
 from .errors import GazeConsError
 from .filenames import RESULTS_FILE
 from .formatting import fmt_metric
+from .jsonio import write_json
 
 __all__ = [
     "DEFAULTS",
@@ -331,6 +332,8 @@ def train_command(run: SweepRun, config: SweepConfig, resume_from: Path | None =
     command += list(config.train_args)
     if resume_from is not None:
         command += ["--resume_from_checkpoint", str(resume_from)]
+    else:  # the run folder already holds the sweep's log of this run
+        command += ["--overwrite_output_dir", "true"]
     return command
 
 
@@ -559,7 +562,7 @@ def _record_invocation(out: Path, config: SweepConfig, invoked_as: Sequence[str]
             "config": asdict(config),
         }
     )
-    path.write_text(json.dumps(history, indent=2))
+    write_json(path, history)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -31,11 +32,13 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
 from .cam import GradCAM, model_logits
-from .errors import GazeConsError
+from .errors import TrainingError
 from .filenames import GAZE_STATE_FILE
 from .metric import ConsistencyResult, gaze_consistency
+from .output_dir import match_umask
 from .regularizer import GazeConsistencyLoss, LambdaCurriculum
 from .targets import resolve_target, unwrap_model
+from .training_checks import changed_default, check_report_to, check_training_options, complete_defaults
 from .variants import VARIANT_HELP, VARIANTS
 
 __all__ = ["GazeConsistencyTrainingArguments", "GazeConsistencyTrainer", "result_metrics", "ZERO_MAP_ALARM"]
@@ -66,33 +69,37 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Grad-CAM target: module name or timm stage index."}
     )
 
-    learning_rate: float = 1e-4
-    lr_scheduler_type: str = "reduce_lr_on_plateau"
-    lr_scheduler_kwargs: dict | str | None = field(default_factory=lambda: {"factor": 0.1, "patience": 5})
-    metric_for_best_model: str | None = "loss"
-    per_device_train_batch_size: int = 32
-    per_device_eval_batch_size: int = 32
-    num_train_epochs: float = 20.0
-    eval_strategy: str = "epoch"
-    save_strategy: str = "epoch"
-    logging_strategy: str = "epoch"
-    remove_unused_columns: bool = False
-    report_to: None | str | list[str] = "none"
-    ddp_find_unused_parameters: bool | None = False
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Write into a non-empty --output_dir (its other files stay); without it, train refuses to "
+                  "unless it resumes (--resume_from_checkpoint true resumes from the last checkpoint there)."},
+    )  # fmt: skip
+
+    learning_rate: float = changed_default("learning_rate", 1e-4, "the study's Adam learning rate")
+    lr_scheduler_type: str = changed_default(
+        "lr_scheduler_type", "reduce_lr_on_plateau", "the study's, on the validation loss"
+    )
+    lr_scheduler_kwargs: dict | str | None = changed_default(
+        "lr_scheduler_kwargs", None, "with reduce_lr_on_plateau, factor 0.1 and patience 5 (the study's)"
+    )
+    metric_for_best_model: str | None = changed_default("metric_for_best_model", "loss", "the validation loss")
+    per_device_train_batch_size: int = changed_default("per_device_train_batch_size", 32, "the study's batch")
+    per_device_eval_batch_size: int = changed_default("per_device_eval_batch_size", 32, "as for training")
+    num_train_epochs: float = changed_default("num_train_epochs", 20.0, "the study's analysis runs")
+    eval_strategy: str = changed_default("eval_strategy", "epoch", "the study scores every epoch")
+    save_strategy: str = changed_default("save_strategy", "epoch", "a checkpoint per evaluation")
+    logging_strategy: str = changed_default("logging_strategy", "epoch", "one history entry per epoch")
+    remove_unused_columns: bool = changed_default("remove_unused_columns", False, "the collator needs the image column")
+    report_to: None | str | list[str] = changed_default("report_to", "none", "no integration unless asked")
+    ddp_find_unused_parameters: bool | None = changed_default(
+        "ddp_find_unused_parameters", False, "the Grad-CAM of the penalty needs it under DDP"
+    )
 
     def __post_init__(self) -> None:
+        check_training_options(self)
+        complete_defaults(self)
         super().__post_init__()
-        if self.lambda_max != 0 and self.max_steps <= 0 and self.num_train_epochs <= self.t0:
-            raise GazeConsError(
-                f"--lambda_max {self.lambda_max:g} never switches on: lambda is 0 through epoch t0={self.t0} and "
-                f"the run has {self.num_train_epochs:g} epoch(s); train longer or lower --t0 (e.g. --t0 0)"
-            )
-        if self.torch_compile:
-            raise GazeConsError(
-                "--torch_compile is not supported: the penalty differentiates Grad-CAM maps through the target "
-                "layer's activation, which a compiled graph does not expose; train without it "
-                "(hf-gazecons score works on a compiled model)"
-            )
+        check_report_to(self.report_to)
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns every epoch
 
@@ -124,7 +131,8 @@ class GazeConsistencyTrainer(Trainer):
         self.evaluations: dict[str, ConsistencyResult] = {}  # the last result per metric prefix
         self.evaluation_metrics: dict[str, dict[str, float]] = {}
         self.last_eval_step = -1
-        self._penalty_log = torch.zeros(6, dtype=torch.float64)  # penalty, lambda, samples, classes, zeros, steps
+        # summed over the steps since the last log: penalty, lambda, samples, classes, zero maps, cross-entropy, steps
+        self._step_log = torch.zeros(7, dtype=torch.float64)
         self._zero_map_warned = False
 
     @property
@@ -150,13 +158,14 @@ class GazeConsistencyTrainer(Trainer):
             return (loss, {"logits": logits}) if return_outputs else loss
         out = self._gradcam(model)(pixel_values, targets=labels)
         loss = F.cross_entropy(out.logits, labels, label_smoothing=self.args.label_smoothing_factor)
+        cross_entropy = float(loss.detach())
         penalty = self.regularizer(out.maps, out.logits, labels, out.raw)
         weight = self.curriculum.at_progress(self.state.epoch or 0.0)
         if weight != 0.0:
             loss = loss + weight * penalty.loss
-        self._penalty_log += torch.tensor(
-            [float(penalty.loss.detach()), weight, penalty.n_samples, penalty.n_classes, penalty.n_zero_maps, 1.0],
-            dtype=torch.float64,
+        counts = [penalty.n_samples, penalty.n_classes, penalty.n_zero_maps]
+        self._step_log += torch.tensor(
+            [float(penalty.loss.detach()), weight, *counts, cross_entropy, 1.0], dtype=torch.float64
         )
         return (loss, {"logits": out.logits}) if return_outputs else loss
 
@@ -165,23 +174,45 @@ class GazeConsistencyTrainer(Trainer):
             self._cam = GradCAM(model, self.args.target, differentiable=True, second_order=self.args.second_order)
         return self._cam
 
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor], num_items_in_batch: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The Trainer's step, stopped with a TrainingError (before the optimizer step, so no weight
+        turns NaN) when the loss is not finite on any process. The Trainer's own logging filters
+        such losses out (logged as 0): a diverged run would otherwise finish as a success."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        finite = torch.isfinite(loss.detach()).all()
+        if self.args.world_size > 1:  # every process stops at the same step, none waits in a collective
+            finite = self.accelerator.reduce(finite.float(), reduction="sum") == self.args.world_size
+        if not bool(finite):
+            value = float(loss.detach().float().mean())
+            where = f"{value:g}" if not math.isfinite(value) else "not finite on another process"
+            raise TrainingError(
+                f"the training loss is {where} at step {self.state.global_step + 1} "
+                f"(epoch {self.state.epoch or 0.0:.2f}): the run stopped; no model, results or card were written "
+                "and nothing was published; lower --learning_rate or --lambda_max"
+            )
+        return loss
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Training logs gain the mean ``penalty`` (over all processes), ``lambda``, the participating
+        """Training logs gain, averaged over the steps since the last log and over all processes, the
+        ``cross_entropy`` part of the loss, the ``penalty``, ``lambda``, the participating
         ``penalty_samples`` and ``penalty_classes`` per step, and ``zero_map_share``: all-zero maps
-        among the participating samples since the last log (None if none took part)."""
-        if "loss" in logs and self._penalty_log[-1] > 0:
+        among the participating samples (None if none took part)."""
+        if "loss" in logs and self._step_log[-1] > 0:
             # every process logs together; the penalty is each process's share, the counts are global
-            totals = self.accelerator.reduce(self._penalty_log.to(self.args.device), reduction="mean").cpu()
-            penalty, weight, samples, classes, zeros, steps = totals.tolist()
+            totals = self.accelerator.reduce(self._step_log.to(self.args.device), reduction="mean").cpu()
+            penalty, weight, samples, classes, zeros, cross_entropy, steps = totals.tolist()
             share = zeros / samples if samples else None
             logs.update(
+                cross_entropy=cross_entropy / steps,
                 penalty=penalty / steps,
                 **{"lambda": weight / steps},
                 penalty_samples=samples / steps,
                 penalty_classes=classes / steps,
                 zero_map_share=share,
             )
-            self._penalty_log.zero_()
+            self._step_log.zero_()
             self._warn_on_collapse(share, weight / steps)
         super().log(logs, start_time)
 
@@ -245,6 +276,7 @@ class GazeConsistencyTrainer(Trainer):
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
             save_file(self.gaze_state(), os.path.join(folder, GAZE_STATE_FILE))
+            match_umask(folder)  # safetensors files come out 0600, the Trainer's others 0666 & ~umask
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)

@@ -10,7 +10,8 @@ the data set has a separate ``test`` split, the final model is scored on it too 
 
 from __future__ import annotations
 
-import json
+import shutil
+import tempfile
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -19,19 +20,24 @@ from typing import Any
 import datasets
 import torch
 from transformers import set_seed
+from transformers.trainer_utils import get_last_checkpoint
 
+from .checks import POSITIVE_INT
 from .data import ImageClassificationDataset, default_eval_split, load_image_dataset, select_split
-from .errors import HubError
+from .errors import DataError, HubError
 from .filenames import RESULTS_FILE
-from .hub import model_card, push_output
+from .hub import check_push_access, model_card, push_output
+from .jsonio import write_json
 from .metric import ConsistencyResult
 from .models import LoadedModel, load_model, save_model
+from .output_dir import publish_files, removed_on_failure
 from .plots import pearson_r, plot_class_means, plot_kappa_vs_consistency, plot_learning_curves
 from .trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
+from .training_checks import check_checkpoint_fits, prepare_run
 
 __all__ = ["ModelDataArguments", "TrainingRun", "train", "epoch_history", "RESULTS_FILE"]
 
-_HISTORY_KEYS = ("loss", "penalty", "lambda", "learning_rate", "zero_map_share")
+_HISTORY_KEYS = ("loss", "cross_entropy", "penalty", "lambda", "learning_rate", "zero_map_share")
 TEST_SPLIT = "test"
 
 
@@ -56,6 +62,10 @@ class ModelDataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many evaluation samples."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub model's own code to run."})
 
+    def __post_init__(self) -> None:
+        for option in ("image_size", "max_train_samples", "max_eval_samples"):
+            POSITIVE_INT.check(f"--{option}", getattr(self, option))
+
 
 @dataclass
 class TrainingRun:
@@ -67,17 +77,36 @@ class TrainingRun:
 
 
 def train(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments) -> TrainingRun:
-    """Fine-tune with the regulariser and write the output directory (on the main process)."""
+    """Fine-tune with the regulariser and write the output directory (on the main process).
+
+    Checked before anything is loaded: the output folder, the checkpoint to resume from, the
+    processes and, with ``push_to_hub``, the token and the repo. A run that fails (a non-finite
+    loss, bad data, Ctrl-C) writes no model, results or card, publishes nothing, and removes the
+    output folder again if it created it and no checkpoint was written into it.
+    """
+    checkpoint = prepare_run(args)
     push_to, hub_token = (args.hub_model_id if args.push_to_hub else None), args.hub_token
     if args.push_to_hub and (not push_to or push_to.count("/") != 1):
         raise HubError("--push_to_hub needs --hub_model_id ORG/NAME")
+    if push_to:
+        check_push_access(push_to, hub_token)
     if args.push_to_hub or hub_token is not None:
         # The Trainer's own push would upload pickles and checkpoints, and the Trainer pickles its
         # arguments (hub_token included) into every checkpoint-N/training_args.bin: it gets neither.
         args = replace(args, push_to_hub=False, hub_token=None)
+    with removed_on_failure(args.output_dir, keep=_has_checkpoint, enabled=args.should_save):
+        run = _fit(data_args, args, checkpoint)
+    if push_to and args.should_save:
+        push_output(run.output_dir, push_to, private=bool(args.hub_private_repo), token=hub_token)
+    return run
+
+
+def _fit(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments, checkpoint: str | None) -> TrainingRun:
     set_seed(args.seed)
     train_data, eval_data, eval_split, test_data = _splits(data_args, args.seed)
     label_names = list(train_data.features["label"].names)
+    if len(label_names) < 2:
+        raise DataError(f"the data set has one class ({label_names}): a classifier needs at least 2")
     loaded = load_model(
         data_args.model,
         label_names=label_names,
@@ -86,6 +115,8 @@ def train(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments)
         grayscale=data_args.grayscale,
         trust_remote_code=data_args.trust_remote_code,
     )
+    if checkpoint is not None:
+        check_checkpoint_fits(checkpoint, loaded.model)
     prep = loaded.preprocessing
     trainer = GazeConsistencyTrainer(
         model=loaded.model,
@@ -94,7 +125,7 @@ def train(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments)
         eval_dataset=ImageClassificationDataset(eval_data, prep, mode=prep.mode),
         label_names=label_names,
     )
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     if trainer.last_eval_step != trainer.state.global_step:
         trainer.evaluate()
     if test_data is not None:
@@ -103,9 +134,11 @@ def train(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments)
     run = TrainingRun(results, trainer.last_eval_result, Path(args.output_dir))
     if trainer.is_world_process_zero():
         _write_outputs(run, trainer.gaze_state(), loaded)
-        if push_to:
-            push_output(run.output_dir, push_to, private=bool(args.hub_private_repo), token=hub_token)
     return run
+
+
+def _has_checkpoint(output_dir: Path) -> bool:
+    return get_last_checkpoint(str(output_dir)) is not None
 
 
 def _splits(
@@ -203,7 +236,8 @@ def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second")):
                 row[key] = value
             elif key in _HISTORY_KEYS:
-                row["train_" + key if key in ("loss", "penalty", "zero_map_share") else key] = value
+                trained = ("loss", "cross_entropy", "penalty", "zero_map_share")
+                row["train_" + key if key in trained else key] = value
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
@@ -214,11 +248,19 @@ def epoch_value(epoch: float) -> int | float:
 
 
 def _write_outputs(run: TrainingRun, gaze_state: dict[str, torch.Tensor], loaded: LoadedModel) -> None:
-    output_dir, results = run.output_dir, run.results
-    save_model(loaded, output_dir, gaze_state=gaze_state)
-    (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
-    title = f"{results['config']['architecture']}  lambda_max={results['config']['lambda_max']}"
-    plot_learning_curves(results["history"], output_dir / "learning_curves.png", title)
-    plot_kappa_vs_consistency(results["history"], output_dir / "kappa_vs_consistency.png", title)
-    plot_class_means({title: run.evaluation.class_means}, loaded.label_names, output_dir / "class_means.png")
-    model_card(results).save(output_dir / "README.md")
+    """Write everything into a hidden folder first, then move it in, ``results.json`` last (the mark
+    of a finished run): a failure on the way leaves no half-written output."""
+    results = run.results
+    run.output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = Path(tempfile.mkdtemp(prefix=".outputs-", dir=run.output_dir))
+    try:
+        save_model(loaded, output_dir, gaze_state=gaze_state)
+        write_json(output_dir / RESULTS_FILE, results)
+        title = f"{results['config']['architecture']}  lambda_max={results['config']['lambda_max']}"
+        plot_learning_curves(results["history"], output_dir / "learning_curves.png", title)
+        plot_kappa_vs_consistency(results["history"], output_dir / "kappa_vs_consistency.png", title)
+        plot_class_means({title: run.evaluation.class_means}, loaded.label_names, output_dir / "class_means.png")
+        model_card(results).save(output_dir / "README.md")
+        publish_files(output_dir, run.output_dir, last=RESULTS_FILE)
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)

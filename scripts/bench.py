@@ -4,7 +4,7 @@
     python scripts/bench.py --output bench.json                  # full settings, ~10 min on 2 cores
     python scripts/bench.py --device cuda --output bench.json
 
-Four sections, each timed IN ONE RUN with interleaved repetitions (every repetition times every
+Five sections, each timed IN ONE RUN with interleaved repetitions (every repetition times every
 contender once, in rotating order, after a warm-up; medians are reported):
 
 * ``gradcam``         — one Grad-CAM batch: ours vs a no-grad forward, pytorch-grad-cam, captum and
@@ -13,7 +13,9 @@ contender once, in rotating order, after a warm-up; medians are reported):
                         fresh subprocess;
 * ``dataset_scoring`` — ``gaze_consistency`` (one pass) vs the study's way (prediction pass, then a
                         full-backward Grad-CAM pass per class over its correct samples), same L_CAM;
-* ``train_step``      — a plain cross-entropy optimizer step vs the consistency-regularised step.
+* ``train_step``      — a plain cross-entropy optimizer step vs the consistency-regularised step;
+* ``cli_help``        — ``hf-gazecons train --help`` (first call, which builds and caches it, then
+                        from the cache) and ``hf-gazecons --help``, each a fresh process.
 
 Peers that are not installed are reported as ``null``. Random-init models only (no downloads).
 """
@@ -61,6 +63,7 @@ GOALS: dict[str, dict[str, dict[str, Any]]] = {
     "memory": {"ratio_vs_inference": {"op": "<=", "value": 1.15}, "ratio_vs_captum": {"op": "<=", "value": 0.5}},
     "dataset_scoring": {"speedup": {"op": ">=", "value": 2.0}},
     "train_step": {"overhead": {"op": "<=", "value": 1.10}},
+    "cli_help": {"train_help_cached_s": {"op": "<=", "value": 2.0}},
 }
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
@@ -76,6 +79,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "reps": 5,
         },  # fmt: skip
         "train_step": {"model": "resnet18", "size": 112, "batch": 32, "num_classes": 4, "reps": 10, "lam": 100.0},
+        "cli_help": {"reps": 5},
     },
     "quick": {
         "gradcam": {"model": "resnet18", "size": 224, "batch": 32, "reps": 5},
@@ -89,6 +93,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "reps": 3,
         },  # fmt: skip
         "train_step": {"model": "resnet18", "size": 112, "batch": 32, "num_classes": 4, "reps": 8, "lam": 100.0},
+        "cli_help": {"reps": 3},
     },
     "tiny": {  # for tests/test_bench.py: the code paths and the schema, not the numbers
         "gradcam": {"model": "test_resnet", "size": 96, "batch": 4, "reps": 2},
@@ -102,6 +107,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "reps": 2,
         },  # fmt: skip
         "train_step": {"model": "test_resnet", "size": 96, "batch": 8, "num_classes": 4, "reps": 2, "lam": 100.0},
+        "cli_help": {"reps": 1},
     },
 }
 
@@ -540,6 +546,31 @@ def bench_train_step(
 
 
 # --------------------------------------------------------------------------------------------
+# section 5: how fast the command line answers --help
+
+
+def bench_cli_help(reps: int, device: torch.device) -> dict[str, Any]:
+    """Wall time of fresh ``python -m hf_gazecons.cli.main`` processes (what the console script runs):
+    ``train --help`` with an empty help cache (it imports torch and transformers to build the help,
+    then caches it), ``train --help`` again (from the cache), and the top-level ``--help``."""
+    import tempfile
+
+    def seconds(argv: list[str], env: dict[str, str]) -> float:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "hf_gazecons.cli.main", *argv], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        return time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "XDG_CACHE_HOME": cache, "PYTHONPATH": str(REPO_ROOT)}
+        cold = seconds(["train", "--help"], env)
+        cached = statistics.median(seconds(["train", "--help"], env) for _ in range(reps))
+        top = statistics.median(seconds(["--help"], env) for _ in range(reps))
+    values = {"train_help_cold_s": cold, "train_help_cached_s": cached, "help_s": top}
+    return {**values, "met": goals_met("cli_help", values)}
+
+
+# --------------------------------------------------------------------------------------------
 # report
 
 
@@ -590,6 +621,7 @@ def print_report(report: dict[str, Any]) -> None:
         ("memory", _print_memory),
         ("dataset_scoring", _print_dataset_scoring),
         ("train_step", _print_train_step),
+        ("cli_help", _print_cli_help),
     ):
         if section in report:
             printer(report[section], settings[section])
@@ -642,6 +674,14 @@ def _print_train_step(t: dict[str, Any], s: dict[str, Any]) -> None:
     print(_goal_line("train_step", t))
 
 
+def _print_cli_help(c: dict[str, Any], s: dict[str, Any]) -> None:
+    print(f"\n[cli_help] fresh processes, median of {s['reps']}")
+    print(f"  {'train --help, first':<22}{_fmt(c['train_help_cold_s'], '.2f'):>10} s  (builds the help cache)")
+    print(f"  {'train --help, cached':<22}{_fmt(c['train_help_cached_s'], '.2f'):>10} s")
+    print(f"  {'--help':<22}{_fmt(c['help_s'], '.2f'):>10} s")
+    print(_goal_line("cli_help", c))
+
+
 def run_benchmark(profile: str, device: torch.device, sections: list[str] | None = None) -> dict[str, Any]:
     """All (or the named) sections with the settings of ``profile``; the JSON report as a dict."""
     settings = copy.deepcopy(PROFILES[profile])
@@ -651,6 +691,7 @@ def run_benchmark(profile: str, device: torch.device, sections: list[str] | None
         "memory": bench_memory,
         "dataset_scoring": bench_dataset_scoring,
         "train_step": bench_train_step,
+        "cli_help": bench_cli_help,
     }
     report: dict[str, Any] = {"device": device_info(device), "settings": {"profile": profile}, "goals": GOALS}
     for section in sections:
