@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from console import Runs, console_script
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
@@ -250,8 +251,10 @@ def test_score_local_timm_export_end_to_end(model_dir, tmp_path, capsys):
             {"target": -2, "max_samples": 7},
             {"target_layer": "layer3", "n_samples": 7},
         ),  # timm stage index -2 of a 4-stage ResNet
+        (["--variant", "robust"], {"variant": "robust"}, {"variant": "robust"}),
+        (["--dtype", "bfloat16"], {"dtype": torch.bfloat16}, {"variant": "paper"}),
     ],
-    ids=["default", "reference-grid", "layer3", "stage-2-max-samples"],
+    ids=["default", "reference-grid", "layer3", "stage-2-max-samples", "robust", "bfloat16"],
 )
 def test_score_json_equals_the_library(model_dir, tmp_path, capsys, options, library_kwargs, expected):
     """The CLI is thin: consistency.json is gaze_consistency(...) on the same model and data."""

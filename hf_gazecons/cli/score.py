@@ -53,6 +53,13 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         "--max-samples", type=POSITIVE_INT, default=None, help="score at most this many samples (default: all)"
     )
     parser.add_argument("--num-workers", type=NON_NEGATIVE_INT, default=0, help="data loader worker processes")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="precision of the forward: bfloat16 or float16 run it under autocast (maps and statistics stay "
+        "float32; float16 needs a GPU) (default: float32)",
+    )
     add_output_dir(parser, "consistency.json, class_means.png and overlays.png")
     parser.add_argument(
         "--push-results", metavar="ORG/NAME", help="add the scores to this Hub repo's model card (default: no push)"
@@ -62,6 +69,8 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_output_dir(args.output_dir)  # before anything is loaded
+    import torch
+
     from ..data import align_labels, default_eval_split, load_image_dataset, select_split
     from ..explain import examples_per_class, explain
     from ..hub import push_results
@@ -97,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             label_names=aligned.label_names,
             num_workers=args.num_workers,
+            dtype=getattr(torch, args.dtype),
         )
         per_class = {name: result.per_class[name] for name in scored}
         result = replace(result, model=args.model, dataset=args.dataset, split=split, per_class=per_class)
@@ -136,7 +146,8 @@ def summary_table(result: ConsistencyResult) -> str:
     lines = [
         f"target layer {result.target_name}  map {result.cam_size[0]}x{result.cam_size[1]}  variant {result.variant}",
         f"samples {result.n_samples}  correct {result.n_correct}  accuracy {fmt_metric(result.accuracy)}  "
-        f"kappa {fmt_metric(result.kappa)}  L_CAM {fmt_metric(result.value)}",
+        f"kappa {fmt_metric(result.kappa)}  L_CAM {fmt_metric(result.value)}  "
+        f"all-zero maps {result.n_zero_maps} ({fmt_metric(result.zero_map_share, 3)} of the correct)",
     ]
     if result.localization is not None:
         lines.append(
@@ -146,7 +157,7 @@ def summary_table(result: ConsistencyResult) -> str:
     if result.n_zero_maps:
         lines.append(
             f"warning: {result.n_zero_maps} of {result.n_correct} correct samples have an all-zero map "
-            "(a collapsed gaze scores as perfectly consistent)"
+            "(a collapsed gaze scores as perfectly consistent under the paper and reference variants)"
         )
     width = max(len(name) for name in result.per_class)
     lines.append(f"{'class':<{width}}  L_CAM   correct/samples")
