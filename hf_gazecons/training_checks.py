@@ -100,6 +100,8 @@ def complete_defaults(args: Any) -> None:
         args.lr_scheduler_kwargs = {"factor": 0.1, "patience": 5}  # the study's
     if not args.use_cpu and launched_processes() > 1 and not has_accelerator():
         args.use_cpu = True  # `accelerate launch --multi_gpu` without GPUs: DDP on CPU, not N separate runs
+    if not args.use_cpu and args.bf16 and not has_accelerator():
+        args.use_cpu = True  # transformers refuses bf16 without a GPU unless told to run on the CPU
 
 
 def check_report_to(report_to: list[str]) -> None:

@@ -105,3 +105,65 @@ def test_channels_last_models_and_inputs_give_the_same_maps(name, target):
     for inputs in (x, x.contiguous(memory_format=torch.channels_last)):
         out = GradCAM(model, target)(inputs)
         assert (out.maps - expected.maps).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("second_order", [False, True], ids=["first-order", "second-order"])
+def test_bf16_training_keeps_maps_ema_and_penalty_in_float32(tmp_path, second_order):
+    """``--bf16`` on a CPU-only machine: the forward runs under bf16 autocast, the penalty's maps,
+    EMA and loss stay float32, and the run matches float32 training closely."""
+    from functools import partial
+
+    from hf_gazecons.trainer import GazeConsistencyTrainer
+
+    data = load_image_dataset("builtin:shapes?num_classes=2&size=64&n_train=8&n_val=4&n_test=1")
+    names = data["train"].features["label"].names
+    penalties = {}
+    for bf16 in (False, True):
+        torch.manual_seed(0)
+        loaded = load_model("test_resnet", label_names=names, image_size=64)
+        prep = loaded.preprocessing
+        args = GazeConsistencyTrainingArguments(
+            str(tmp_path / f"bf16-{bf16}"),
+            bf16=bf16,
+            lambda_max=5.0,
+            t0=0,
+            t1=1,
+            num_train_epochs=1,
+            per_device_train_batch_size=8,
+            target_layer="-2",
+            second_order=second_order,
+            eval_strategy="no",
+            save_strategy="no",
+            lr_scheduler_type="constant",
+            report_to="none",
+            disable_tqdm=True,
+        )
+        assert args.use_cpu or not bf16  # set for bf16 without an accelerator
+        trainer = GazeConsistencyTrainer(
+            model=loaded.model,
+            args=args,
+            train_dataset=ImageClassificationDataset(data["train"], partial(prep, train=True)),
+            label_names=names,
+        )
+        seen = {}
+        cam_call = GradCAM.__call__
+
+        def spy(self, *a, **k):
+            out = cam_call(self, *a, **k)
+            seen.update(logits=out.logits.dtype, maps=out.maps.dtype, raw=out.raw.dtype)
+            return out
+
+        GradCAM.__call__ = spy
+        hook = loaded.model.layer3.register_forward_hook(lambda m, i, o: seen.update(activations=o.dtype))
+        try:
+            trainer.train()
+        finally:
+            GradCAM.__call__ = cam_call
+            hook.remove()
+        assert seen["maps"] == seen["raw"] == torch.float32
+        assert seen["activations"] == (torch.bfloat16 if bf16 else torch.float32)  # the forward ran in bf16
+        assert trainer.regularizer.ema.dtype == torch.float32
+        logs = [e for e in trainer.state.log_history if "penalty" in e]
+        penalties[bf16] = logs[-1]["penalty"]
+        assert all(torch.isfinite(torch.tensor(e["loss"])) for e in logs)
+    assert penalties[True] == pytest.approx(penalties[False], rel=0.1, abs=1e-3)
