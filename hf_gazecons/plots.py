@@ -21,6 +21,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .cam import resize_maps  # noqa: E402
+from .stats import pearson_r  # noqa: E402
 
 __all__ = [
     "class_means_figure",
@@ -29,7 +30,6 @@ __all__ = [
     "plot_overlays",
     "plot_learning_curves",
     "plot_kappa_vs_consistency",
-    "pearson_r",
 ]
 
 
@@ -150,14 +150,6 @@ def learning_curves_figure(history: Sequence[Mapping[str, float | None]], title:
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=11)
     return fig
-
-
-def pearson_r(x: Sequence[float | None], y: Sequence[float | None]) -> float | None:
-    """Pearson correlation over the pairs where both values exist; None if fewer than 3 or constant."""
-    pairs = np.array([(a, b) for a, b in zip(x, y) if a is not None and b is not None], dtype=np.float64)
-    if len(pairs) < 3 or pairs[:, 0].std() == 0 or pairs[:, 1].std() == 0:
-        return None
-    return float(np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1])
 
 
 def plot_kappa_vs_consistency(history: Sequence[Mapping[str, float | None]], path: str | Path, title: str = "") -> Path:

@@ -47,16 +47,15 @@ from .formatting import fmt_metric
 from .metric import batch_source, eval_mode, unpack_batch
 from .models import LoadedModel
 from .preprocessing import Preprocessing
+from .stats import spearman
 from .targets import is_timm_model, unwrap_model
 
 __all__ = [
-    "average_ranks",
     "cascading_randomization",
     "main",
     "randomization_steps",
     "randomize_modules",
     "sanity_sweep",
-    "spearman",
 ]
 
 SANITY_COLUMNS = (
@@ -69,39 +68,6 @@ SUMMARY_COLUMNS = (
     "constant_original", "constant_randomized",
 )  # fmt: skip
 """``sanity_summary.csv``: Spearman mean/std over runs; ``constant_*``: mean share of constant maps."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Spearman rank correlation
-# ---------------------------------------------------------------------------------------------
-def average_ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..P of each row of (N, P) ``x``, ties given their average rank (as scipy's rankdata)."""
-    x = x.detach().double()
-    n, p = x.shape
-    sorted_x, order = x.sort(dim=1, stable=True)
-    new_group = torch.ones_like(sorted_x, dtype=torch.bool)
-    new_group[:, 1:] = sorted_x[:, 1:] != sorted_x[:, :-1]
-    group = new_group.long().cumsum(dim=1) - 1  # tie-group id of each sorted position
-    position = torch.arange(p, dtype=torch.float64).expand(n, p)
-    sums = torch.zeros(n, p, dtype=torch.float64).scatter_add_(1, group, position)
-    counts = torch.zeros(n, p, dtype=torch.float64).scatter_add_(1, group, torch.ones(n, p, dtype=torch.float64))
-    mean_position = sums / counts.clamp(min=1)
-    return torch.empty_like(x).scatter_(1, order, mean_position.gather(1, group) + 1)
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(N,) Spearman rank correlation of each pair of maps (any shape after the first dim).
-
-    NaN where either map is constant (no ranking), as ``scipy.stats.spearmanr``.
-    """
-    a, b = a.detach().flatten(1).cpu(), b.detach().flatten(1).cpu()
-    if a.shape != b.shape:
-        raise ValueError(f"maps of different shapes: {tuple(a.shape)} and {tuple(b.shape)}")
-    ra, rb = average_ranks(a), average_ranks(b)
-    ra, rb = ra - ra.mean(dim=1, keepdim=True), rb - rb.mean(dim=1, keepdim=True)
-    denominator = ra.norm(dim=1) * rb.norm(dim=1)
-    r = (ra * rb).sum(dim=1) / denominator
-    return torch.where(denominator > 0, r.clamp(-1.0, 1.0), torch.full_like(r, math.nan))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,7 +307,8 @@ def sanity_sweep(
     backbone, lambda and step: mean and sample std over runs) and returns the first path."""
     from .data import load_image_dataset
     from .models import load_model
-    from .sweep import format_lambda, mean_std, write_csv
+    from .stats import mean_std
+    from .sweep import format_lambda, write_csv
 
     echo = echo or (lambda line: print(line, flush=True))
     out = Path(output_dir)

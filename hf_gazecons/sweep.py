@@ -46,6 +46,7 @@ from .errors import GazeConsError
 from .filenames import RESULTS_FILE
 from .formatting import fmt_metric
 from .jsonio import write_json
+from .stats import mean_std, pearson_r
 
 __all__ = [
     "DEFAULTS",
@@ -618,22 +619,12 @@ def _groups(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, float], dict[i
     return groups
 
 
-def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
-    """Mean and sample standard deviation (ddof=1; None for one value) of the values that exist."""
-    kept = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not kept:
-        return None, None, 0
-    std = float(np.std(kept, ddof=1)) if len(kept) > 1 else None
-    return float(np.mean(kept)), std, len(kept)
-
-
 def correlation_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
     """Per (backbone, lambda): Pearson r(kappa, L_CAM) over epochs for each seed, and mean/std over seeds.
 
     Returns the rows and the seeds that have a column (``r_seed_<n>``). A seed whose r is undefined
     (fewer than 3 epochs with both values, or a constant series) is left empty and not counted.
     """
-    from .plots import pearson_r  # matplotlib and torch load only when tables are written
 
     groups = _groups(rows)
     seeds = sorted({seed for by_seed in groups.values() for seed in by_seed})

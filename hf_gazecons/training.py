@@ -31,7 +31,8 @@ from .jsonio import write_json
 from .metric import ConsistencyResult
 from .models import LoadedModel, load_model, save_model
 from .output_dir import publish_files, removed_on_failure
-from .plots import pearson_r, plot_class_means, plot_kappa_vs_consistency, plot_learning_curves
+from .plots import plot_class_means, plot_kappa_vs_consistency, plot_learning_curves
+from .stats import pearson_r
 from .trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
 from .training_checks import check_checkpoint_fits, prepare_run
 
