@@ -70,7 +70,7 @@ def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) ->
             disable_tqdm=True,
         )
         runs[name] = train(data_args, args)
-    label_names = runs["baseline"].results["config"]["label_names"]
+    label_names = runs["baseline"].results.config.label_names
     plot_class_means(
         {
             f"{name} (L_CAM {fmt_metric(run.evaluation.values['paper'])})": run.evaluation.class_means
@@ -80,7 +80,7 @@ def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) ->
         output_dir / "class_means_comparison.png",
         title="Class-mean Grad-CAM on the validation split",
     )
-    write_json(output_dir / "comparison.json", {name: run.results["final"] for name, run in runs.items()})
+    write_json(output_dir / "comparison.json", {name: run.results.final for name, run in runs.items()})
     return runs
 
 
@@ -88,17 +88,17 @@ def comparison_table(runs: dict[str, TrainingRun]) -> str:
     """Side by side: accuracy, kappa, both L_CAMs, all-zero maps and localisation of each run's final
     evaluation (the validation split)."""
     rows = [
-        ("accuracy", "eval_accuracy"),
-        ("Cohen's kappa", "eval_kappa"),
-        ("L_CAM, paper (lower = more consistent)", "eval_gaze_consistency"),
-        ("L_CAM, robust (1 - cosine)", "eval_robust_gaze_consistency"),
-        ("all-zero maps (share of correct)", "eval_zero_map_share"),
-        ("energy pointing game", "eval_energy_pointing_game"),
-        ("pointing game", "eval_pointing_game"),
+        ("accuracy", "accuracy"),
+        ("Cohen's kappa", "kappa"),
+        ("L_CAM, paper (lower = more consistent)", "gaze_consistency"),
+        ("L_CAM, robust (1 - cosine)", "robust_gaze_consistency"),
+        ("all-zero maps (share of correct)", "zero_map_share"),
+        ("energy pointing game", "energy_pointing_game"),
+        ("pointing game", "pointing_game"),
     ]
     width = max(len(label) for label, _ in rows)
     lines = [f"{'':<{width}}  " + "  ".join(f"{name:>10}" for name in runs)]
-    for label, key in rows:
-        values = "  ".join(f"{fmt_metric(run.results['final'].get(key)):>10}" for run in runs.values())
+    for label, name in rows:
+        values = "  ".join(f"{fmt_metric(run.results.metric(name)):>10}" for run in runs.values())
         lines.append(f"{label:<{width}}  {values}")
     return "\n".join(lines)

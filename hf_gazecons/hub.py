@@ -10,7 +10,6 @@ Everything goes through ``huggingface_hub``; the token comes from where it alway
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,7 +30,9 @@ from huggingface_hub.errors import HfHubHTTPError, HTTPError
 from huggingface_hub.utils import get_session
 
 from .errors import HubError
+from .filenames import RESULTS_FILE
 from .formatting import fmt_metric
+from .run_record import RunResults, metric_key
 
 __all__ = [
     "model_card",
@@ -46,7 +47,7 @@ __all__ = [
 
 PUSHED_PATTERNS = ("*.safetensors", "*.json", "*.png")
 """What ``push_output`` uploads from a training output (plus the card): never pickles, never checkpoints."""
-_REQUIRED = ("config.json", "model.safetensors", "results.json")
+_REQUIRED = ("config.json", "model.safetensors", RESULTS_FILE)
 
 _TEMPLATE_NAME = "gazecons_model_card.md"
 _TEMPLATE_PLACES = (
@@ -74,57 +75,55 @@ def eval_results(metrics: dict[str, Any], dataset: str, split: str, prefix: str 
             dataset_split=split,
             metric_type=metric_type,
             metric_name=name,
-            metric_value=metrics[f"{prefix}_{key}"],
+            metric_value=metrics[metric_key(prefix, key)],
         )
         for metric_type, name, key in _METRICS
-        if metrics.get(f"{prefix}_{key}") is not None
+        if metrics.get(metric_key(prefix, key)) is not None
     ]
 
 
-def model_card(results: dict[str, Any], repo_id: str | None = None) -> ModelCard:
-    """Render the card of a training output from its ``results.json`` content.
+def model_card(results: RunResults, repo_id: str | None = None) -> ModelCard:
+    """Render the card of a training output from its run record.
 
     The model-index reports the test split where the run has one (``final_test``), else the
     evaluation split; the card's tables show both."""
     if CARD_TEMPLATE is None:
         raise HubError(f"the model card template {_TEMPLATE_NAME} is not installed; reinstall hf-gazecons")
-    config, final = results["config"], results["final"]
-    name = repo_id.split("/")[-1] if repo_id else f"{config['architecture']}-gazecons"
-    dataset, split = config["dataset"], config["eval_split"]
-    evaluations = [(split, "eval", final)]
-    if results.get("final_test"):
-        evaluations.insert(0, (config["test_split"], "test", results["final_test"]))
+    config = results.config
+    name = repo_id.split("/")[-1] if repo_id else f"{config.architecture}-gazecons"
+    evaluations = [(config.eval_split, "eval", results.final)]
+    if results.final_test:
+        evaluations.insert(0, (config.test_split, "test", results.final_test))
     reported_split, reported_prefix, reported = evaluations[0]
     card_data = ModelCardData(
         model_name=name,
-        library_name=config["library"],
+        library_name=config.library,
         pipeline_tag="image-classification",
-        tags=["image-classification", config["library"], "gaze-consistency"],
-        base_model=config.get("base_model"),
-        datasets=[dataset] if _is_hub_id(dataset) else None,
+        tags=["image-classification", config.library, "gaze-consistency"],
+        base_model=config.base_model,
+        datasets=[config.dataset] if _is_hub_id(config.dataset) else None,
         license="apache-2.0",
-        eval_results=eval_results(reported, dataset, reported_split, reported_prefix),
+        eval_results=eval_results(reported, config.dataset, reported_split, reported_prefix),
     )
     return ModelCard.from_template(
         card_data,
         template_path=str(CARD_TEMPLATE),
         model_name=name,
         repo_id=repo_id or f"<your-org>/{name}",
-        architecture=config["architecture"],
-        dataset=dataset,
-        split=split,
-        variant=config["variant"],
+        architecture=config.architecture,
+        dataset=config.dataset,
+        split=config.eval_split,
+        variant=config.variant,
         evaluations=[(s, _Attrs(_unprefixed(m, p))) for s, p, m in evaluations],
-        final=_Attrs(final),
-        per_class=[(label, final.get(f"eval_gaze_consistency_{label}")) for label in config["label_names"]],
-        pearson_r=results.get("pearson_r_kappa_consistency"),
-        config=_Attrs(config),
+        per_class=[(label, results.metric(f"gaze_consistency_{label}")) for label in config.label_names],
+        pearson_r=results.pearson_r_kappa_consistency,
+        config=config,
         fmt=fmt_metric,
     )
 
 
 def _unprefixed(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:
-    return {key.removeprefix(f"{prefix}_"): value for key, value in metrics.items()}
+    return {key.removeprefix(metric_key(prefix, "")): value for key, value in metrics.items()}
 
 
 class _Attrs(dict):
@@ -157,7 +156,7 @@ def push_output(
     missing = [name for name in _REQUIRED if not (output_dir / name).is_file()]
     if missing:
         raise HubError(f"{str(output_dir)!r} is not a complete training output (missing {', '.join(missing)})")
-    results = json.loads((output_dir / "results.json").read_text())
+    results = RunResults.load(output_dir)
     files = sorted({p for pattern in PUSHED_PATTERNS for p in output_dir.glob(pattern) if p.is_file()})
     operations = [CommitOperationAdd(path.name, str(path)) for path in files]
     card = str(model_card(results, repo_id=repo_id)).encode()
@@ -170,7 +169,7 @@ def push_output(
         info = api.create_commit(
             repo_id,
             operations=operations,
-            commit_message=commit_message or f"Upload {results['config']['architecture']} trained with hf_gazecons",
+            commit_message=commit_message or f"Upload {results.config.architecture} trained with hf_gazecons",
             revision=revision,
         )
     return info.commit_url
@@ -190,13 +189,9 @@ def push_results(
     into the card's metadata with ``huggingface_hub.metadata_update``; the rest of the card is kept.
     Returns the commit URL, or the pull request's URL with ``create_pr=True``.
     """
-    metrics = {
-        "eval_accuracy": scores["accuracy"],
-        "eval_kappa": scores["kappa"],
-        "eval_gaze_consistency": scores["gaze_consistency"],
-    }
+    metrics = {metric_key("score", name): scores[name] for _, _, name in _METRICS}
     split = scores.get("split") or "test"
-    results = eval_results(metrics, scores["dataset"], split)
+    results = eval_results(metrics, scores["dataset"], split, prefix="score")
     if not results:
         raise HubError("the scores hold no metric to push")
     metadata = ModelCardData(model_name=repo_id.split("/")[-1], eval_results=results).to_dict()

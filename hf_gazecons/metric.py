@@ -33,6 +33,7 @@ from .errors import DataError, MetricError
 from .localization import energy_pointing_game, pointing_game
 from .models import LoadedModel
 from .preprocessing import Preprocessing
+from .run_record import metric_key
 from .variants import VARIANTS, Variant, check_variant
 
 __all__ = [
@@ -100,6 +101,27 @@ class ConsistencyResult:
     def zero_map_share(self) -> float | None:
         """All-zero maps among the correct samples (None without correct samples)."""
         return self.n_zero_maps / self.n_correct if self.n_correct else None
+
+    def to_metrics(self, prefix: str = "eval") -> dict[str, float | None]:
+        """Flat ``{prefix}_<name>`` metrics (:data:`~hf_gazecons.run_record.METRIC_NAMES`), as the Trainer logs them:
+        ``gaze_consistency`` is the paper variant (per class too, as ``gaze_consistency_<class>``),
+        the other variants computed beside it come as ``<variant>_gaze_consistency``; localisation
+        only where the data has masks."""
+        values: dict[str, float | None] = {
+            "loss": self.loss,
+            "accuracy": self.accuracy,
+            "kappa": self.kappa,
+            "gaze_consistency": self.values["paper"],
+            "zero_map_share": self.zero_map_share,
+        }
+        values.update({f"{v}_gaze_consistency": value for v, value in self.values.items() if v != "paper"})
+        values.update({f"gaze_consistency_{name}": c.values["paper"] for name, c in self.per_class.items()})
+        if self.localization is not None:
+            values.update(
+                energy_pointing_game=self.localization.energy_pointing_game,
+                pointing_game=self.localization.pointing_game,
+            )
+        return {metric_key(prefix, name): value for name, value in values.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON of ``hf-gazecons score`` (``consistency.json``)."""

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path

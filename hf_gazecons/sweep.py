@@ -40,7 +40,6 @@ from pathlib import Path
 from queue import Queue
 from typing import Any
 
-import numpy as np
 
 from .errors import GazeConsError
 from .filenames import RESULTS_FILE

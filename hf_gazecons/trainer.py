@@ -32,7 +32,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
 from .cam import GradCAM, model_logits
-from .errors import TrainingError
+from .errors import ModelLoadError, TrainingError
 from .filenames import GAZE_STATE_FILE
 from .metric import ConsistencyResult, gaze_consistency
 from .output_dir import match_umask
@@ -41,7 +41,7 @@ from .targets import resolve_target, unwrap_model
 from .training_checks import changed_default, check_report_to, check_training_options, complete_defaults
 from .variants import VARIANT_HELP, VARIANTS
 
-__all__ = ["GazeConsistencyTrainingArguments", "GazeConsistencyTrainer", "result_metrics", "ZERO_MAP_ALARM"]
+__all__ = ["GazeConsistencyTrainingArguments", "GazeConsistencyTrainer", "ZERO_MAP_ALARM"]
 
 ZERO_MAP_ALARM = 0.10
 """Share of all-zero maps among the penalised samples above which training warns (once)."""
@@ -263,7 +263,7 @@ class GazeConsistencyTrainer(Trainer):
             label_names=self.class_names,
             progress=False,
         )
-        metrics = result_metrics(result, metric_key_prefix)
+        metrics = result.to_metrics(metric_key_prefix)
         self.evaluations[metric_key_prefix], self.evaluation_metrics[metric_key_prefix] = result, metrics
         if metric_key_prefix == "eval":
             self.last_eval_step = self.state.global_step
@@ -289,31 +289,9 @@ class GazeConsistencyTrainer(Trainer):
         return {k: v.detach().cpu().clone() for k, v in self.regularizer.state_dict().items()}
 
 
-def result_metrics(result: ConsistencyResult, prefix: str = "eval") -> dict[str, float]:
-    """Flat metrics of a result: loss, accuracy, kappa, gaze consistency (paper variant, per class
-    too; the other variants computed beside it as ``{prefix}_<variant>_gaze_consistency``), all-zero
-    map share, localisation."""
-    metrics = {
-        f"{prefix}_loss": result.loss,
-        f"{prefix}_accuracy": result.accuracy,
-        f"{prefix}_kappa": result.kappa,
-        f"{prefix}_gaze_consistency": result.values["paper"],
-        f"{prefix}_zero_map_share": result.zero_map_share,
-    }
-    for variant, value in result.values.items():
-        if variant != "paper":
-            metrics[f"{prefix}_{variant}_gaze_consistency"] = value
-    for name, per_class in result.per_class.items():
-        metrics[f"{prefix}_gaze_consistency_{name}"] = per_class.values["paper"]
-    if result.localization is not None:
-        metrics[f"{prefix}_energy_pointing_game"] = result.localization.energy_pointing_game
-        metrics[f"{prefix}_pointing_game"] = result.localization.pointing_game
-    return metrics
-
-
 def _num_classes(model: nn.Module) -> int:
     if hasattr(model, "config") and hasattr(model.config, "num_labels"):
         return int(model.config.num_labels)
     if hasattr(model, "num_classes"):
         return int(model.num_classes)
-    raise ValueError(f"cannot tell how many classes {type(model).__name__} has: pass label_names=")
+    raise ModelLoadError(f"cannot tell how many classes {type(model).__name__} has: pass label_names=")

@@ -15,7 +15,6 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import datasets
 import torch
@@ -27,18 +26,17 @@ from .data import ImageClassificationDataset, default_eval_split, load_image_dat
 from .errors import DataError, HubError
 from .filenames import RESULTS_FILE
 from .hub import check_push_access, model_card, push_output
-from .jsonio import write_json
 from .metric import ConsistencyResult
 from .models import LoadedModel, load_model, save_model
 from .output_dir import publish_files, removed_on_failure
 from .plots import plot_class_means, plot_kappa_vs_consistency, plot_learning_curves
+from .run_record import RunConfig, RunResults, epoch_history, metric_key
 from .stats import pearson_r
 from .trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
 from .training_checks import check_checkpoint_fits, prepare_run
 
-__all__ = ["ModelDataArguments", "TrainingRun", "train", "epoch_history", "RESULTS_FILE"]
+__all__ = ["ModelDataArguments", "TrainingRun", "train"]
 
-_HISTORY_KEYS = ("loss", "cross_entropy", "penalty", "lambda", "learning_rate", "zero_map_share")
 TEST_SPLIT = "test"
 
 
@@ -72,7 +70,7 @@ class ModelDataArguments:
 class TrainingRun:
     """What a run wrote to ``results.json``, and its final evaluation (with the class-mean maps)."""
 
-    results: dict[str, Any]
+    results: RunResults
     evaluation: ConsistencyResult
     output_dir: Path
 
@@ -175,42 +173,43 @@ def _results(
     data_args: ModelDataArguments,
     eval_split: str,
     has_test: bool,
-) -> dict[str, Any]:
+) -> RunResults:
     args = trainer.args
     history = epoch_history(trainer.state.log_history)
-    config = {
-        "model": data_args.model,
-        "architecture": getattr(loaded.model, "default_cfg", {}).get("architecture", type(loaded.model).__name__),
-        "library": loaded.library,
-        "base_model": _base_model(data_args),
-        "dataset": data_args.dataset,
-        "eval_split": eval_split,
-        "test_split": TEST_SPLIT if has_test else None,
-        "label_names": list(loaded.label_names),
-        "image_size": list(loaded.preprocessing.image_size),
-        "channels": loaded.preprocessing.num_channels,
-        "lambda_max": args.lambda_max,
-        "t0": args.t0,
-        "t1": args.t1,
-        "lambda_per_step": args.lambda_per_step,
-        "ema_alpha": args.ema_alpha,
-        "variant": args.variant,
-        "second_order": args.second_order,
-        "target_layer": trainer.target_name,
-        "epochs": args.num_train_epochs,
-        "learning_rate": args.learning_rate,
-        "batch_size": args.per_device_train_batch_size * args.world_size,
-        "seed": args.seed,
-    }
-    return {
-        "config": config,
-        "final": trainer.last_eval_metrics,
-        "final_test": trainer.evaluation_metrics.get("test") if has_test else None,
-        "history": history,
-        "pearson_r_kappa_consistency": pearson_r(
-            [h.get("eval_kappa") for h in history], [h.get("eval_gaze_consistency") for h in history]
+    config = RunConfig(
+        model=data_args.model,
+        architecture=getattr(loaded.model, "default_cfg", {}).get("architecture", type(loaded.model).__name__),
+        library=loaded.library,
+        base_model=_base_model(data_args),
+        dataset=data_args.dataset,
+        eval_split=eval_split,
+        test_split=TEST_SPLIT if has_test else None,
+        label_names=list(loaded.label_names),
+        image_size=list(loaded.preprocessing.image_size),
+        channels=loaded.preprocessing.num_channels,
+        lambda_max=args.lambda_max,
+        t0=args.t0,
+        t1=args.t1,
+        lambda_per_step=args.lambda_per_step,
+        ema_alpha=args.ema_alpha,
+        variant=args.variant,
+        second_order=args.second_order,
+        target_layer=trainer.target_name,
+        epochs=args.num_train_epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.per_device_train_batch_size * args.world_size,
+        seed=args.seed,
+    )
+    kappa, consistency = metric_key("eval", "kappa"), metric_key("eval", "gaze_consistency")
+    return RunResults(
+        config=config,
+        final=trainer.last_eval_metrics,
+        final_test=trainer.evaluation_metrics.get("test") if has_test else None,
+        history=history,
+        pearson_r_kappa_consistency=pearson_r(
+            [h.get(kappa) for h in history], [h.get(consistency) for h in history]
         ),
-    }
+    )
 
 
 def _base_model(data_args: ModelDataArguments) -> str | None:
@@ -223,31 +222,6 @@ def _base_model(data_args: ModelDataArguments) -> str | None:
     return f"timm/{spec}" if data_args.pretrained else None
 
 
-def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per logged point from ``Trainer.state.log_history``: the training logs and
-    evaluation metrics that share an ``epoch`` (fractional when logging or evaluating within an
-    epoch: 0.5, 1, 1.5, ...)."""
-    by_epoch: dict[float, dict[str, Any]] = {}
-    for entry in log_history:
-        if "epoch" not in entry or "train_runtime" in entry:
-            continue
-        epoch = epoch_value(entry["epoch"])
-        row = by_epoch.setdefault(epoch, {"epoch": epoch})
-        for key, value in entry.items():
-            if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second")):
-                row[key] = value
-            elif key in _HISTORY_KEYS:
-                trained = ("loss", "cross_entropy", "penalty", "zero_map_share")
-                row["train_" + key if key in trained else key] = value
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def epoch_value(epoch: float) -> int | float:
-    """``Trainer.state.epoch`` as a history key: a whole number as an int, a fraction to 4 decimals."""
-    epoch = round(float(epoch), 4)
-    return int(epoch) if epoch.is_integer() else epoch
-
-
 def _write_outputs(run: TrainingRun, gaze_state: dict[str, torch.Tensor], loaded: LoadedModel) -> None:
     """Write everything into a hidden folder first, then move it in, ``results.json`` last (the mark
     of a finished run): a failure on the way leaves no half-written output."""
@@ -256,10 +230,10 @@ def _write_outputs(run: TrainingRun, gaze_state: dict[str, torch.Tensor], loaded
     output_dir = Path(tempfile.mkdtemp(prefix=".outputs-", dir=run.output_dir))
     try:
         save_model(loaded, output_dir, gaze_state=gaze_state)
-        write_json(output_dir / RESULTS_FILE, results)
-        title = f"{results['config']['architecture']}  lambda_max={results['config']['lambda_max']}"
-        plot_learning_curves(results["history"], output_dir / "learning_curves.png", title)
-        plot_kappa_vs_consistency(results["history"], output_dir / "kappa_vs_consistency.png", title)
+        results.save(output_dir)
+        title = f"{results.config.architecture}  lambda_max={results.config.lambda_max}"
+        plot_learning_curves(results.history, output_dir / "learning_curves.png", title)
+        plot_kappa_vs_consistency(results.history, output_dir / "kappa_vs_consistency.png", title)
         plot_class_means({title: run.evaluation.class_means}, loaded.label_names, output_dir / "class_means.png")
         model_card(results).save(output_dir / "README.md")
         publish_files(output_dir, run.output_dir, last=RESULTS_FILE)

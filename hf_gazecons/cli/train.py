@@ -44,10 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UsageError(_first_line(error)) from error
     run = train(data_args, training_args)
     if training_args.process_index == 0:
-        final = run.results["final"]
+        results = run.results
         print(
-            f"accuracy {fmt_metric(final['eval_accuracy'])}  kappa {fmt_metric(final['eval_kappa'])}  "
-            f"L_CAM {fmt_metric(final['eval_gaze_consistency'])}  -> {training_args.output_dir}"
+            f"accuracy {fmt_metric(results.metric('accuracy'))}  kappa {fmt_metric(results.metric('kappa'))}  "
+            f"L_CAM {fmt_metric(results.metric('gaze_consistency'))}  "
+            f"all-zero maps {fmt_metric(results.metric('zero_map_share'), 3)}  -> {training_args.output_dir}"
         )
     return 0
 
