@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .cam import GradCAM
-from .deviation import class_deviation_sum, robust_deviation_sum, on_grid, per_sample_deviation, unit_maps
+from .deviation import class_deviation_sum, on_grid, per_sample_deviation, robust_deviation_sum, unit_maps
 from .errors import DataError, MetricError
 from .localization import energy_pointing_game, pointing_game
 from .models import LoadedModel

@@ -42,6 +42,7 @@ from .preprocessing import (
     processor_preprocessing,
     timm_preprocessing,
 )
+from .specs import parse_model_spec
 
 __all__ = ["LoadedModel", "load_model", "save_model", "GAZE_STATE_FILE"]
 
@@ -93,20 +94,20 @@ def load_model(
             raise ModelLoadError(f"num_labels={num_labels} but {len(label_names)} label names were given")
         num_labels = len(label_names)
     options = _Options(num_labels, label_names, image_size, grayscale)
-    path = Path(spec).expanduser()
+    parsed = parse_model_spec(spec, revision)
     try:
-        if path.is_dir():
+        if parsed.kind == "folder":
+            path = Path(parsed.name)
             config = _read_config(path / "config.json", spec)
             state = _local_state(path)
             if _is_timm_config(config):
                 return _load_timm(spec, f"local-dir:{path}", True, config, state, options)
             return _load_transformers(spec, str(path), None, trust_remote_code, state, options)
-        if spec.startswith("hf-hub:"):
-            repo_id, _, rev = spec[len("hf-hub:") :].partition("@")
-            config = _read_config(_hub_file(repo_id, "config.json", rev or revision, required=True), spec)
-            state = _hub_state(repo_id, rev or revision)
+        if parsed.kind == "hf-hub":
+            config = _read_config(_hub_file(parsed.name, "config.json", parsed.revision, required=True), spec)
+            state = _hub_state(parsed.name, parsed.revision)
             return _load_timm(spec, spec, True, config, state, options)
-        if is_bare_architecture(spec):
+        if parsed.kind == "timm":
             if not pretrained:
                 return _load_timm(spec, spec, False, None, None, options)
             repo_id = _check_pretrained_reachable(spec)
@@ -116,22 +117,16 @@ def load_model(
                 raise ModelLoadError(
                     f"cannot load timm's pretrained weights of {spec!r}: the Hub has no {repo_id} (or no weights in it)"
                 ) from None
-        if spec.count("/") == 1:
-            config = _read_config(_hub_file(spec, "config.json", revision, required=True), spec)
-            state = _hub_state(spec, revision)
-            if _is_timm_config(config):
-                at = f"@{revision}" if revision else ""
-                return _load_timm(spec, f"hf-hub:{spec}{at}", True, config, state, options)
-            return _load_transformers(spec, spec, revision, trust_remote_code, state, options)
+        config = _read_config(_hub_file(parsed.name, "config.json", revision, required=True), spec)
+        state = _hub_state(parsed.name, revision)
+        if _is_timm_config(config):
+            at = f"@{revision}" if revision else ""
+            return _load_timm(spec, f"hf-hub:{parsed.name}{at}", True, config, state, options)
+        return _load_transformers(spec, parsed.name, revision, trust_remote_code, state, options)
     except GazeConsError:
         raise
     except (OSError, HTTPError, ValueError, RuntimeError, KeyError) as error:
         raise ModelLoadError(f"cannot load model {spec!r}: {_first_line(error)}") from error
-    raise ModelLoadError(
-        f"unknown model {spec!r}: expected a timm architecture (see timm.list_models()), "
-        "'hf-hub:org/name', a Hub id 'org/name', or a local folder with config.json"
-    )
-
 
 @dataclass(frozen=True)
 class _Options:
@@ -229,13 +224,6 @@ def save_model(loaded: LoadedModel, directory: str | Path, gaze_state: dict[str,
             loaded.preprocessing.processor.save_pretrained(directory)
     if gaze_state is not None:
         save_file({k: v.contiguous() for k, v in gaze_state.items()}, str(directory / GAZE_STATE_FILE))
-
-
-def is_bare_architecture(spec: str) -> bool:
-    """A timm architecture name (``resnet18``, ``resnet18.a1_in1k``), not a folder or Hub id."""
-    if "/" in spec or Path(spec).expanduser().is_dir():
-        return False
-    return timm.is_model(spec) or timm.is_model_pretrained(spec)
 
 
 def _is_timm_config(config: dict[str, Any]) -> bool:

@@ -9,7 +9,8 @@
   it goes: a folder this run created is removed again if the run fails before its first checkpoint;
 * :func:`publish_files` — move finished files into a folder, the completion marker last;
 * :func:`match_umask` — every written file gets the permissions the umask gives (safetensors
-  writes 0600, everything else 0666 & ~umask).
+  writes 0600, everything else 0666 & ~umask);
+* :func:`last_checkpoint` — the checkpoint a run resumes from: the highest complete ``checkpoint-N``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from pathlib import Path
 
 from .errors import GazeConsError, UsageError
 
-__all__ = ["check_output_dir", "atomic_directory", "removed_on_failure", "publish_files", "match_umask"]
+__all__ = [
+    "check_output_dir",
+    "atomic_directory",
+    "removed_on_failure",
+    "publish_files",
+    "match_umask",
+    "last_checkpoint",
+]
 
 
 def check_output_dir(path: str | Path, option: str = "--output-dir", must_be_empty: bool = True) -> Path:
@@ -111,6 +119,23 @@ def match_umask(root: str | Path, paths: Iterable[Path] | None = None) -> None:
         mode = (0o777 if path.is_dir() else 0o666) & ~umask
         if path.stat().st_mode & 0o777 != mode:
             path.chmod(mode)
+
+
+def last_checkpoint(folder: str | Path) -> Path | None:
+    """The highest ``checkpoint-N`` in ``folder`` that is complete (weights and ``trainer_state.json``;
+    the Trainer writes the latter last), as transformers' ``get_last_checkpoint`` finds checkpoints
+    but skipping a save that was interrupted; None if there is none."""
+    found = []
+    for path in Path(folder).glob("checkpoint-*"):
+        step = path.name.rpartition("-")[2]
+        if (
+            path.is_dir()
+            and step.isdigit()
+            and any(path.glob("*.safetensors"))
+            and (path / "trainer_state.json").is_file()
+        ):
+            found.append((int(step), path))
+    return max(found)[1] if found else None
 
 
 def _nearest_existing(path: Path) -> Path:

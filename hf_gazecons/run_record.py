@@ -43,17 +43,18 @@ def metric_key(prefix: str, name: str) -> str:
 
 @dataclass
 class RunConfig:
-    """How a run was trained (``results.json``'s ``config``)."""
+    """How a run was trained (``results.json``'s ``config``): what ``train`` writes; a record needs
+    at least the model, lambda_max and seed to be a run of a sweep."""
 
     model: str
-    architecture: str
-    library: str
-    dataset: str
-    eval_split: str
-    label_names: list[str]
     lambda_max: float
-    variant: str
     seed: int
+    architecture: str | None = None
+    library: str | None = None
+    dataset: str | None = None
+    eval_split: str | None = None
+    label_names: list[str] = field(default_factory=list)
+    variant: str = "paper"
     base_model: str | None = None
     test_split: str | None = None
     image_size: list[int] | None = None

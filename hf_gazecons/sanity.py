@@ -20,21 +20,13 @@ For localisation (mass of the map inside a ground-truth mask, pointing game), th
 reports ``energy_pointing_game``/``pointing_game`` on data with masks (``builtin:shapes``); the
 sweep tables carry them per backbone and lambda.
 
-Run the check on every finished run of a sweep (writes ``sanity.csv`` and ``sanity_summary.csv``
-into the sweep folder and adds a table to its ``summary.md``)::
-
-    python -m hf_gazecons.sanity OUT [--max-samples 64]
-    hf-gazecons sweep ... --sanity          # the same, after the sweep
+On every finished run of a sweep: ``hf-gazecons sweep ... --sanity`` (:mod:`hf_gazecons.sweep.sanity`).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import sys
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -42,7 +34,6 @@ import torch
 from torch import nn
 
 from .cam import GradCAM
-from .formatting import fmt_metric
 from .metric import batch_source, eval_mode, unpack_batch
 from .models import LoadedModel
 from .preprocessing import Preprocessing
@@ -51,23 +42,9 @@ from .targets import is_timm_model, unwrap_model
 
 __all__ = [
     "cascading_randomization",
-    "main",
     "randomization_steps",
     "randomize_modules",
-    "sanity_sweep",
 ]
-
-SANITY_COLUMNS = (
-    "backbone", "lambda", "seed", "step", "randomized_up_to", "spearman_mean", "spearman_std", "n_samples",
-    "n_undefined", "n_constant_original", "n_constant_randomized", "accuracy", "gaze_consistency", "energy_pointing_game", "pointing_game",
-)  # fmt: skip
-
-SUMMARY_COLUMNS = (
-    "backbone", "lambda", "step", "randomized_up_to", "spearman_mean", "spearman_std", "n_runs",
-    "constant_original", "constant_randomized",
-)  # fmt: skip
-"""``sanity_summary.csv``: Spearman mean/std over runs; ``constant_*``: mean share of constant maps."""
-
 
 # ---------------------------------------------------------------------------------------------
 # cascading randomisation
@@ -288,105 +265,3 @@ def _constant(maps: torch.Tensor) -> int:
     """How many maps are constant (all zero after ReLU and min-max normalisation, typically)."""
     flat = maps.flatten(1)
     return int((flat.max(dim=1).values == flat.min(dim=1).values).sum().item())
-
-
-# ---------------------------------------------------------------------------------------------
-# on a finished sweep
-# ---------------------------------------------------------------------------------------------
-def sanity_sweep(
-    output_dir: str | Path,
-    max_samples: int = 64,
-    target: str | int | None = None,
-    seed: int = 0,
-    echo: Any = None,
-) -> Path:
-    """Run :func:`cascading_randomization` on every finished run under ``OUT/runs`` (its evaluation
-    split, first ``max_samples`` images; the Grad-CAM layer the run trained with unless ``target``
-    is given). Writes ``OUT/sanity.csv`` (per run and step) and ``OUT/sanity_summary.csv`` (per
-    backbone, lambda and step: mean and sample std over runs) and returns the first path."""
-    from .data import load_image_dataset
-    from .models import load_model
-    from .stats import mean_std
-    from .sweep import format_lambda, write_csv
-
-    echo = echo or (lambda line: print(line, flush=True))
-    out = Path(output_dir)
-    paths = sorted((out / "runs").glob("**/results.json"))
-    if not paths:
-        raise FileNotFoundError(f"no finished runs (results.json) under {out / 'runs'}")
-    cache: dict[tuple[str, str], Any] = {}
-    rows: list[dict[str, Any]] = []
-    for path in paths:
-        results = json.loads(path.read_text())
-        config, final = results["config"], results.get("final", {})
-        key = (config["dataset"], config["eval_split"])
-        if key not in cache:
-            split = load_image_dataset(*key)
-            cache[key] = split.select(range(min(max_samples, len(split))))
-        loaded = load_model(str(path.parent))
-        layer = target if target is not None else config.get("target_layer")
-        if isinstance(layer, str) and layer.lstrip("-").isdigit():
-            layer = int(layer)
-        steps = cascading_randomization(loaded, cache[key], target=layer, max_samples=max_samples, seed=seed)
-        base = {
-            "backbone": config["model"], "lambda": float(config["lambda_max"]), "seed": int(config["seed"]),
-            "accuracy": final.get("eval_accuracy"), "gaze_consistency": final.get("eval_gaze_consistency"),
-            "energy_pointing_game": final.get("eval_energy_pointing_game"), "pointing_game": final.get("eval_pointing_game"),
-        }  # fmt: skip
-        for step in steps:
-            rows.append({**base, **{k: v for k, v in step.items() if k != "modules"}})
-        echo(
-            f"sanity {config['model']} lambda={format_lambda(config['lambda_max'])} seed={config['seed']}: "
-            + ", ".join(f"{s['randomized_up_to']} {fmt_metric(s['spearman_mean'], 3)}" for s in steps[1:])
-        )
-    rows.sort(key=lambda r: (r["backbone"], r["lambda"], r["seed"], r["step"]))
-    sanity_csv = out / "sanity.csv"
-    write_csv(sanity_csv, SANITY_COLUMNS, rows)
-    summary = []
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((row["backbone"], row["lambda"], row["step"], row["randomized_up_to"]), []).append(row)
-    for (backbone, lam, step, name), members in groups.items():
-        mean, std, _ = mean_std(m["spearman_mean"] for m in members)
-        summary.append({
-            "backbone": backbone, "lambda": lam, "step": step, "randomized_up_to": name,
-            "spearman_mean": mean, "spearman_std": std, "n_runs": len(members),
-            "constant_original": mean_std(m["n_constant_original"] / m["n_samples"] for m in members)[0],
-            "constant_randomized": mean_std(m["n_constant_randomized"] / m["n_samples"] for m in members)[0],
-        })  # fmt: skip
-    write_csv(out / "sanity_summary.csv", SUMMARY_COLUMNS, summary)
-    return sanity_csv
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m hf_gazecons.sanity",
-        description="Cascading-randomization sanity check (Adebayo et al. 2018) on every finished run of a sweep.",
-    )
-    parser.add_argument("output_dir", help="the sweep's --output-dir")
-    parser.add_argument("--max-samples", type=int, default=64, help="evaluation images per run")
-    parser.add_argument("--target-layer", default=None, help="Grad-CAM layer (default: the one each run trained with)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the re-initialisation")
-    args = parser.parse_args(argv)
-    from .sweep import write_outputs
-
-    path = sanity_sweep(args.output_dir, args.max_samples, args.target_layer, args.seed)
-    config = _last_config(Path(args.output_dir))
-    write_outputs(args.output_dir, config)
-    print(f"wrote {path} and {path.with_name('sanity_summary.csv')}; summary.md updated")
-    return 0
-
-
-def _last_config(out: Path):
-    """The sweep's last recorded configuration (``sweep.json``), to keep summary.md's command."""
-    from .sweep import SweepConfig
-
-    try:
-        history = json.loads((out / "sweep.json").read_text())
-        return SweepConfig(**history[-1]["config"])
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return None
-
-
-if __name__ == "__main__":
-    sys.exit(main())

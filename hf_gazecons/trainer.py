@@ -37,6 +37,7 @@ from .filenames import GAZE_STATE_FILE
 from .metric import ConsistencyResult, gaze_consistency
 from .output_dir import match_umask
 from .regularizer import GazeConsistencyLoss, LambdaCurriculum
+from .specs import parse_target
 from .targets import resolve_target, unwrap_model
 from .training_checks import changed_default, check_report_to, check_training_options, complete_defaults
 from .variants import VARIANT_HELP, VARIANTS
@@ -106,9 +107,7 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
     @property
     def target(self) -> str | int | None:
         """``target_layer`` as GradCAM takes it (an integer string is a timm stage index)."""
-        if self.target_layer is None:
-            return None
-        return int(self.target_layer) if self.target_layer.lstrip("-").isdigit() else self.target_layer
+        return parse_target(self.target_layer)
 
 
 class GazeConsistencyTrainer(Trainer):

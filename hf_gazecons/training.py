@@ -19,7 +19,6 @@ from pathlib import Path
 import datasets
 import torch
 from transformers import set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from .checks import POSITIVE_INT
 from .data import ImageClassificationDataset, default_eval_split, load_image_dataset, select_split
@@ -28,9 +27,10 @@ from .filenames import RESULTS_FILE
 from .hub import check_push_access, model_card, push_output
 from .metric import ConsistencyResult
 from .models import LoadedModel, load_model, save_model
-from .output_dir import publish_files, removed_on_failure
+from .output_dir import last_checkpoint, publish_files, removed_on_failure
 from .plots import plot_class_means, plot_kappa_vs_consistency, plot_learning_curves
 from .run_record import RunConfig, RunResults, epoch_history, metric_key
+from .specs import parse_model_spec
 from .stats import pearson_r
 from .trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
 from .training_checks import check_checkpoint_fits, prepare_run
@@ -93,7 +93,9 @@ def train(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments)
         # The Trainer's own push would upload pickles and checkpoints, and the Trainer pickles its
         # arguments (hub_token included) into every checkpoint-N/training_args.bin: it gets neither.
         args = replace(args, push_to_hub=False, hub_token=None)
-    with removed_on_failure(args.output_dir, keep=_has_checkpoint, enabled=args.should_save):
+    with removed_on_failure(
+        args.output_dir, keep=lambda folder: last_checkpoint(folder) is not None, enabled=args.should_save
+    ):
         run = _fit(data_args, args, checkpoint)
     if push_to and args.should_save:
         push_output(run.output_dir, push_to, private=bool(args.hub_private_repo), token=hub_token)
@@ -136,10 +138,6 @@ def _fit(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments, 
     return run
 
 
-def _has_checkpoint(output_dir: Path) -> bool:
-    return get_last_checkpoint(str(output_dir)) is not None
-
-
 def _splits(
     data_args: ModelDataArguments, seed: int
 ) -> tuple[datasets.Dataset, datasets.Dataset, str, datasets.Dataset | None]:
@@ -180,7 +178,7 @@ def _results(
         model=data_args.model,
         architecture=getattr(loaded.model, "default_cfg", {}).get("architecture", type(loaded.model).__name__),
         library=loaded.library,
-        base_model=_base_model(data_args),
+        base_model=parse_model_spec(data_args.model).base_model(data_args.pretrained),
         dataset=data_args.dataset,
         eval_split=eval_split,
         test_split=TEST_SPLIT if has_test else None,
@@ -206,20 +204,8 @@ def _results(
         final=trainer.last_eval_metrics,
         final_test=trainer.evaluation_metrics.get("test") if has_test else None,
         history=history,
-        pearson_r_kappa_consistency=pearson_r(
-            [h.get(kappa) for h in history], [h.get(consistency) for h in history]
-        ),
+        pearson_r_kappa_consistency=pearson_r([h.get(kappa) for h in history], [h.get(consistency) for h in history]),
     )
-
-
-def _base_model(data_args: ModelDataArguments) -> str | None:
-    """The Hub id training started from, if any (``timm/<name>`` for pretrained timm weights)."""
-    spec = data_args.model.removeprefix("hf-hub:")
-    if Path(spec).exists():
-        return None
-    if "/" in spec:
-        return spec.partition("@")[0]
-    return f"timm/{spec}" if data_args.pretrained else None
 
 
 def _write_outputs(run: TrainingRun, gaze_state: dict[str, torch.Tensor], loaded: LoadedModel) -> None:

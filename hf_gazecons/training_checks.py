@@ -20,11 +20,10 @@ import torch
 from safetensors import safe_open
 from torch import nn
 from transformers import TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from .checks import FINITE_FLOAT, NON_NEGATIVE_INT, POSITIVE_INT, SEED, UNIT_INTERVAL, require
 from .errors import UsageError
-from .output_dir import check_output_dir
+from .output_dir import check_output_dir, last_checkpoint
 
 __all__ = [
     "changed_default",
@@ -132,8 +131,8 @@ def prepare_run(args: Any) -> str | None:
     output_dir = check_output_dir(args.output_dir, "--output_dir", must_be_empty=False)
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
     if checkpoint is None and not args.overwrite_output_dir and output_dir.is_dir() and any(output_dir.iterdir()):
-        last = get_last_checkpoint(str(output_dir))
-        resume = f"--resume_from_checkpoint true to continue from {Path(last).name}, " if last else ""
+        last = last_checkpoint(output_dir)
+        resume = f"--resume_from_checkpoint true to continue from {last.name}, " if last else ""
         raise UsageError(
             f"output directory {str(output_dir)!r} is not empty; pass {resume}--overwrite_output_dir true to "
             "write over it, or choose another --output_dir"
@@ -148,17 +147,18 @@ def prepare_run(args: Any) -> str | None:
 
 
 def resolve_checkpoint(value: str | None, output_dir: Path) -> str | None:
-    """``--resume_from_checkpoint``: true (the last ``checkpoint-N`` of ``output_dir``, as
-    transformers finds it), false/None (start afresh) or a checkpoint folder, which must exist."""
+    """``--resume_from_checkpoint``: true (the last complete ``checkpoint-N`` of ``output_dir``, see
+    :func:`~hf_gazecons.output_dir.last_checkpoint`), false/None (start afresh) or a checkpoint
+    folder, which must exist."""
     if value is None or str(value).strip().lower() in _FALSE:
         return None
     if str(value).strip().lower() in _TRUE:
-        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        last = last_checkpoint(output_dir) if output_dir.is_dir() else None
         if last is None:
             raise UsageError(
-                f"--resume_from_checkpoint true: no checkpoint-N folder in {str(output_dir)!r} to resume from"
+                f"--resume_from_checkpoint true: no complete checkpoint-N folder in {str(output_dir)!r} to resume from"
             )
-        checkpoint = Path(last)
+        checkpoint = last
     else:
         checkpoint = Path(value).expanduser()
         if not checkpoint.is_dir():

@@ -10,7 +10,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
 from ..output_dir import check_output_dir
-from .common import add_model_options, add_output_dir, atomic_directory, target, warn
+from ..specs import parse_target
+from .common import add_model_options, add_output_dir, atomic_directory, warn
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(
         args.model, pretrained=args.pretrained, image_size=args.image_size, trust_remote_code=args.trust_remote_code
     )
-    explained = explain(loaded, images, target(args.target_layer))
+    explained = explain(loaded, images, parse_target(args.target_layer))
     titles = explained.titles()
     names = overlay_names(args.image)
     with atomic_directory(args.output_dir) as staging:

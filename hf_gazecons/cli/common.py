@@ -29,7 +29,6 @@ __all__ = [
     "add_output_dir",
     "add_variant_option",
     "atomic_directory",
-    "target",
     "warn",
 ]
 
@@ -161,13 +160,6 @@ def add_output_dir(parser: argparse.ArgumentParser, what: str, **kwargs: Any) ->
     """``--output-dir`` (also ``--output_dir``): a new or empty folder, checked before any work."""
     kwargs.setdefault("required", "default" not in kwargs)
     parser.add_argument("--output-dir", help=f"a new (or empty) folder for {what}", **kwargs)
-
-
-def target(value: str | None) -> str | int | None:
-    """A ``--target-layer`` value as GradCAM takes it: an integer string is a timm stage index."""
-    if value is None:
-        return None
-    return int(value) if value.lstrip("-").isdigit() else value
 
 
 def warn(message: str) -> None:

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 from ..checks import NON_NEGATIVE_INT, POSITIVE_INT
 from ..formatting import fmt_metric
 from ..output_dir import check_output_dir
+from ..specs import parse_target
 from .common import (
     add_data_options,
     add_model_options,
     add_output_dir,
     add_variant_option,
     atomic_directory,
-    target,
     warn,
 )
 
@@ -76,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
     from ..hub import push_results
     from ..jsonio import write_json
     from ..metric import gaze_consistency
-    from ..models import is_bare_architecture, load_model
+    from ..models import load_model
     from ..plots import plot_class_means, plot_overlays
+    from ..specs import parse_model_spec
 
     data = load_image_dataset(args.dataset, image_column=args.image_column, label_column=args.label_column)
     split = args.split or default_eval_split(list(data))
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     dataset_names = list(dataset.features["label"].names)
     # a bare timm architecture without --pretrained has no trained head to keep: one output per class
-    head = dataset_names if is_bare_architecture(args.model) and not args.pretrained else None
+    head = dataset_names if parse_model_spec(args.model).kind == "timm" and not args.pretrained else None
     loaded = load_model(
         args.model,
         label_names=head,
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
             aligned.dataset,
             variant=args.variant,
             grid=tuple(args.grid) if args.grid else None,
-            target=target(args.target_layer),
+            target=parse_target(args.target_layer),
             batch_size=args.batch_size,
             label_names=aligned.label_names,
             num_workers=args.num_workers,
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         plot_class_means({args.model: means}, scored, staging / "class_means.png")
         rows = aligned.dataset.select(examples_per_class(aligned.dataset, per_class=2))
         explained = explain(
-            loaded, list(rows["image"]), target(args.target_layer), [aligned.label_names[i] for i in rows["label"]]
+            loaded, list(rows["image"]), parse_target(args.target_layer), [aligned.label_names[i] for i in rows["label"]]
         )
         plot_overlays(explained.images, explained.maps, explained.titles(), staging / "overlays.png")
     print(summary_table(result))

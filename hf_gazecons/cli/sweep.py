@@ -8,6 +8,8 @@ the pictures are rewritten from all finished runs at the end. See :mod:`hf_gazec
     hf-gazecons sweep --preset smoke --output-dir /tmp/smoke
     hf-gazecons sweep --preset study --output-dir out-study          # the study's setting (GPUs)
     hf-gazecons sweep --preset cpu --seeds 0 1 2 --output-dir out-cpu --sanity
+    hf-gazecons sweep --preset study --shard 2/4 --output-dir shared/out   # one of 4 machines
+    hf-gazecons sweep --collect --output-dir shared/out                     # then the tables
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import shlex
 import sys
 
 from ..checks import FINITE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SEED, UNIT_INTERVAL, require
+from ..errors import UsageError
 from ..output_dir import check_output_dir
-from ..sweep import DEFAULTS, PRESETS, resolve_config, run_sweep
+from ..sweep import DEFAULTS, PRESETS, Shard, recorded_config, resolve_config, run_sweep, sanity_sweep, write_outputs
 from .common import add_variant_option
 
 
@@ -141,9 +144,26 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         "--sanity-samples", type=POSITIVE_INT, default=64, help="evaluation samples per run for --sanity"
     )
     parser.add_argument("--dry-run", action="store_true", help="print the training commands and stop")
+    parser.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="K/N",
+        help="train only shard K of N (every N-th run, from the K-th), e.g. one per machine or SLURM array task; "
+        "shards write disjoint run folders and no tables (default: the whole grid)",
+    )
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="train nothing: build the tables, pictures and summary.md (and, with --sanity, the sanity check) "
+        "from the finished runs in --output-dir, e.g. after all shards are done; the grid's options are the "
+        "recorded ones",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.collect:
+        return _collect(args)
     options = {
         key: getattr(args, key)
         for key in (
@@ -158,11 +178,28 @@ def run(args: argparse.Namespace) -> int:
     require(config.t1 > config.t0, f"--t1 ({config.t1}) must be greater than --t0 ({config.t0})")
     check_output_dir(config.output_dir, must_be_empty=False)
     invoked_as = sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "sweep" else None
-    report = run_sweep(config, invoked_as=invoked_as, dry_run=args.dry_run)
-    if args.sanity and not args.dry_run:
-        from ..sanity import sanity_sweep
-        from ..sweep import write_outputs
-
+    report = run_sweep(config, invoked_as=invoked_as, dry_run=args.dry_run, shard=args.shard)
+    if args.sanity and not args.dry_run and args.shard is None:
         sanity_sweep(config.output_dir, max_samples=args.sanity_samples)  # each run's own Grad-CAM layer
         write_outputs(config.output_dir, config, invoked_as)
     return report.exit_code
+
+
+def _collect(args: argparse.Namespace) -> int:
+    """``--collect``: the tables (and the sanity check) of the runs already in ``--output-dir``."""
+    if args.shard is not None or args.dry_run:
+        raise UsageError("--collect trains nothing: it takes no --shard or --dry-run")
+    check_output_dir(args.output_dir, must_be_empty=False)
+    config = recorded_config(args.output_dir)
+    if args.sanity:
+        sanity_sweep(args.output_dir, max_samples=args.sanity_samples)
+    outputs = write_outputs(args.output_dir, config)
+    print(f"collected the finished runs of {args.output_dir}: {outputs['summary']}")
+    return 0
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
