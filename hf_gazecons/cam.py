@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import TargetLayerError
+from .errors import ModelLoadError, TargetLayerError, UsageError
 from .targets import TargetLayer, resolve_target, to_spatial_map, unwrap_model
 
 __all__ = ["GradCAM", "CAMOutput", "model_logits", "normalize_maps", "resize_maps", "is_compiled"]
@@ -97,7 +97,7 @@ class GradCAM:
         second_order: bool = False,
     ) -> None:
         if second_order and not differentiable:
-            raise ValueError("second_order=True needs differentiable=True")
+            raise UsageError("second_order=True needs differentiable=True")
         if differentiable and is_compiled(model):
             raise TargetLayerError(
                 "differentiable Grad-CAM needs an eager model: torch.compile fuses the target layer's activation "
@@ -258,4 +258,7 @@ def model_logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
         return output.logits
     if isinstance(output, (tuple, list)) and isinstance(output[0], torch.Tensor):
         return output[0]
-    raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
+    raise ModelLoadError(
+        f"cannot find logits in a model output of type {type(output).__name__}: Grad-CAM needs a classifier whose "
+        "forward returns logits (a tensor, a tuple starting with them, or an output with .logits)"
+    )

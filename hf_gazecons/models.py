@@ -128,6 +128,7 @@ def load_model(
     except (OSError, HTTPError, ValueError, RuntimeError, KeyError) as error:
         raise ModelLoadError(f"cannot load model {spec!r}: {_first_line(error)}") from error
 
+
 @dataclass(frozen=True)
 class _Options:
     """What the caller asks of the head and input, whatever the source."""

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .deviation import per_sample_deviation, worst_robust_deviation
+from .errors import MetricError, UsageError
 from .variants import Variant, check_variant
 
 __all__ = ["GazeConsistencyLoss", "PenaltyOutput", "LambdaCurriculum"]
@@ -70,7 +71,7 @@ class GazeConsistencyLoss(nn.Module):
     def __init__(self, num_classes: int, ema_alpha: float = 0.9, variant: Variant = "paper") -> None:
         super().__init__()
         if not 0.0 <= ema_alpha < 1.0:
-            raise ValueError(f"ema_alpha must be in [0, 1), not {ema_alpha}")
+            raise UsageError(f"ema_alpha must be in [0, 1), not {ema_alpha}")
         self.num_classes = num_classes
         self.ema_alpha = ema_alpha
         self.variant = check_variant(variant)
@@ -119,7 +120,10 @@ class GazeConsistencyLoss(nn.Module):
         """Move the EMA of the ``updated`` classes towards ``sums / counts`` (set it on first sight)."""
         if self.ema.shape != sums.shape:
             if self.initialized.any():
-                raise ValueError(f"map size changed from {tuple(self.ema.shape[1:])} to {tuple(sums.shape[1:])}")
+                raise MetricError(
+                    f"the map size changed from {tuple(self.ema.shape[1:])} to {tuple(sums.shape[1:])}: one "
+                    "regulariser serves one target layer and input size"
+                )
             self.ema = torch.zeros_like(sums)
         batch_mean = sums / counts.clamp(min=1)[:, None, None]
         first = updated & ~self.initialized
@@ -163,7 +167,7 @@ class LambdaCurriculum:
 
     def __post_init__(self) -> None:
         if self.t1 <= self.t0:
-            raise ValueError(f"t1 ({self.t1}) must be greater than t0 ({self.t0})")
+            raise UsageError(f"t1 ({self.t1}) must be greater than t0 ({self.t0})")
 
     def __call__(self, epoch: float) -> float:
         """Lambda at the 1-based ``epoch`` ``e``."""

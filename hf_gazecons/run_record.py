@@ -27,7 +27,15 @@ __all__ = ["METRIC_NAMES", "RunConfig", "RunResults", "Split", "epoch_history", 
 
 Split = Literal["eval", "test"]
 
-METRIC_NAMES = ("loss", "accuracy", "kappa", "gaze_consistency", "zero_map_share", "energy_pointing_game", "pointing_game")
+METRIC_NAMES = (
+    "loss",
+    "accuracy",
+    "kappa",
+    "gaze_consistency",
+    "zero_map_share",
+    "energy_pointing_game",
+    "pointing_game",
+)
 """The metrics of an evaluation, besides ``<variant>_gaze_consistency`` (the other deviation
 variants) and ``gaze_consistency_<class>`` (per class, paper variant)."""
 

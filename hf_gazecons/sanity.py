@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .cam import GradCAM
+from .errors import DataError, UsageError
 from .metric import batch_source, eval_mode, unpack_batch
 from .models import LoadedModel
 from .preprocessing import Preprocessing
@@ -45,6 +46,7 @@ __all__ = [
     "randomization_steps",
     "randomize_modules",
 ]
+
 
 # ---------------------------------------------------------------------------------------------
 # cascading randomisation
@@ -162,7 +164,7 @@ def _collect(
         if have >= max_samples:
             break
     if not images:
-        raise ValueError("no samples in the data")
+        raise DataError("no samples in the data")
     return torch.cat(images)[:max_samples], torch.cat(labels)[:max_samples]
 
 
@@ -223,12 +225,12 @@ def cascading_randomization(
         preprocessing = preprocessing or model.preprocessing
         model = model.model
     if class_target not in ("prediction", "label"):
-        raise ValueError(f"class_target must be 'prediction' or 'label', got {class_target!r}")
+        raise UsageError(f"class_target must be 'prediction' or 'label', got {class_target!r}")
     model = unwrap_model(model)
     pixel_values, labels = _collect(data, preprocessing, max_samples, batch_size)
     if class_target == "label":
         if labels is None:
-            raise ValueError("class_target='label' needs labelled data")
+            raise DataError("class_target='label' needs labelled data")
         classes = labels.long()
     else:
         classes = _predictions(model, target, pixel_values, batch_size)

@@ -1,9 +1,9 @@
 """User-supplied specifications, each parsed in one place: Grad-CAM target layers and model specs.
 
-    >>> parse_target("-2"), parse_target("layer3"), parse_target(None)
-    (-2, 'layer3', None)
-    >>> parse_model_spec("hf-hub:my-org/resnet18-gazecons@dev")
-    ModelSpec(kind='hf-hub', name='my-org/resnet18-gazecons', revision='dev')
+>>> parse_target("-2"), parse_target("layer3"), parse_target(None)
+(-2, 'layer3', None)
+>>> parse_model_spec("hf-hub:my-org/resnet18-gazecons@dev")
+ModelSpec(kind='hf-hub', name='my-org/resnet18-gazecons', revision='dev')
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
 from .cam import GradCAM, model_logits
-from .errors import ModelLoadError, TrainingError
+from .errors import ModelLoadError, TrainingError, UsageError
 from .filenames import GAZE_STATE_FILE
 from .metric import ConsistencyResult, gaze_consistency
 from .output_dir import match_umask
@@ -118,7 +118,7 @@ class GazeConsistencyTrainer(Trainer):
     def __init__(self, *args: Any, label_names: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, GazeConsistencyTrainingArguments):
-            raise TypeError("GazeConsistencyTrainer needs GazeConsistencyTrainingArguments")
+            raise UsageError("GazeConsistencyTrainer needs GazeConsistencyTrainingArguments (args=...)")
         self.model_accepts_loss_kwargs = False  # compute_loss returns a batch mean
         model = unwrap_model(self.model)
         num_classes = len(label_names) if label_names else _num_classes(model)

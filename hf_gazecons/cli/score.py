@@ -116,7 +116,10 @@ def run(args: argparse.Namespace) -> int:
         plot_class_means({args.model: means}, scored, staging / "class_means.png")
         rows = aligned.dataset.select(examples_per_class(aligned.dataset, per_class=2))
         explained = explain(
-            loaded, list(rows["image"]), parse_target(args.target_layer), [aligned.label_names[i] for i in rows["label"]]
+            loaded,
+            list(rows["image"]),
+            parse_target(args.target_layer),
+            [aligned.label_names[i] for i in rows["label"]],
         )
         plot_overlays(explained.images, explained.maps, explained.titles(), staging / "overlays.png")
     print(summary_table(result))

@@ -1,8 +1,8 @@
 """What a sweep is: :class:`SweepConfig`, its defaults and presets, and the command that reproduces it.
 
-    >>> config = resolve_config({"preset": "smoke", "output_dir": "/tmp/smoke", "seeds": [0, 1]})
-    >>> explicit_command(config)
-    'hf-gazecons sweep --backbones test_resnet test_efficientnet --lambdas 0 100 --seeds 0 1 ...'
+>>> config = resolve_config({"preset": "smoke", "output_dir": "/tmp/smoke", "seeds": [0, 1]})
+>>> explicit_command(config)
+'hf-gazecons sweep --backbones test_resnet test_efficientnet --lambdas 0 100 --seeds 0 1 ...'
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Which runs a sweep has, where each writes, which shard trains it, and its ``train`` command.
 
-    >>> runs = plan_runs(config)                      # backbone-major, then lambda, then seed
-    >>> Shard.parse("2/4").select(runs)               # every 4th run, starting with the second
-    >>> train_command(runs[0], config)[:4]
-    ['/usr/bin/python3', '-m', 'hf_gazecons.cli.main', 'train']
+>>> runs = plan_runs(config)                      # backbone-major, then lambda, then seed
+>>> Shard.parse("2/4").select(runs)               # every 4th run, starting with the second
+>>> train_command(runs[0], config)[:4]
+['/usr/bin/python3', '-m', 'hf_gazecons.cli.main', 'train']
 """
 
 from __future__ import annotations

@@ -69,7 +69,6 @@ _HISTORY_COLUMNS = {
 _TEST_METRICS = ("accuracy", "kappa", "gaze_consistency", "zero_map_share")
 
 
-
 def _read_results(out: Path) -> list[RunResults]:
     found = []
     for path in sorted((out / RUNS_DIR).glob(f"**/{RESULTS_FILE}")):
@@ -286,5 +285,3 @@ def _summary(
         lines += [f"![{p.stem}]({p.name})" for p in pictures]
     lines += ["", "Files: `runs.csv` (per run and epoch), `correlation.csv`, `sweep.json` (every invocation)."]
     return "\n".join(lines) + "\n"
-
-
