@@ -10,7 +10,7 @@ Everything goes through ``huggingface_hub``; the token comes from where it alway
 from __future__ import annotations
 
 import functools
-import sys
+import importlib.resources
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,13 +49,9 @@ PUSHED_PATTERNS = ("*.safetensors", "*.json", "*.png")
 """What ``push_output`` uploads from a training output (plus the card): never pickles, never checkpoints."""
 _REQUIRED = ("config.json", "model.safetensors", RESULTS_FILE)
 
-_TEMPLATE_NAME = "gazecons_model_card.md"
-_TEMPLATE_PLACES = (
-    Path(__file__).resolve().parents[1] / "model_cards",  # a checkout (editable install)
-    Path(sys.prefix) / "share" / "hf_gazecons" / "model_cards",  # a wheel install (data-files)
-)
-CARD_TEMPLATE = next((p / _TEMPLATE_NAME for p in _TEMPLATE_PLACES if (p / _TEMPLATE_NAME).is_file()), None)
-"""The Jinja template of the model card (``model_cards/gazecons_model_card.md``)."""
+CARD_TEMPLATE = importlib.resources.files("hf_gazecons.templates") / "gazecons_model_card.md"
+"""The Jinja template of the model card: ``model_cards/gazecons_model_card.md`` in a checkout, package
+data of ``hf_gazecons.templates`` once installed."""
 
 _METRICS = (
     ("accuracy", "Accuracy", "accuracy"),
@@ -87,8 +83,6 @@ def model_card(results: RunResults, repo_id: str | None = None) -> ModelCard:
 
     The model-index reports the test split where the run has one (``final_test``), else the
     evaluation split; the card's tables show both."""
-    if CARD_TEMPLATE is None:
-        raise HubError(f"the model card template {_TEMPLATE_NAME} is not installed; reinstall hf-gazecons")
     config = results.config
     name = repo_id.split("/")[-1] if repo_id else f"{config.architecture}-gazecons"
     evaluations = [(config.eval_split, "eval", results.final)]
@@ -107,7 +101,7 @@ def model_card(results: RunResults, repo_id: str | None = None) -> ModelCard:
     )
     return ModelCard.from_template(
         card_data,
-        template_path=str(CARD_TEMPLATE),
+        template_str=CARD_TEMPLATE.read_text(encoding="utf-8"),
         model_name=name,
         repo_id=repo_id or f"<your-org>/{name}",
         architecture=config.architecture,

@@ -40,11 +40,11 @@ from tiny import random_test_resnet
 
 from hf_gazecons.cli.main import main
 from hf_gazecons.data import ImageClassificationDataset, load_image_dataset
-from hf_gazecons.variants import VARIANTS
 from hf_gazecons.hub import model_card
 from hf_gazecons.jsonio import write_json
 from hf_gazecons.models import load_model, save_model
 from hf_gazecons.plots import class_means_figure, learning_curves_figure
+from hf_gazecons.variants import VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 48
