@@ -82,11 +82,29 @@ def class_activation(activations: torch.Tensor, gradients: torch.Tensor) -> torc
 
 
 class GradCAM:
-    """Grad-CAM of ``model`` at ``target`` (``None``: resolved automatically, see ``targets``).
+    """Grad-CAM of ``model`` at ``target`` (SPEC eq. 1-2), from one forward pass.
 
-    ``cam(pixel_values, targets=None)`` runs ONE forward and returns :class:`CAMOutput`;
-    ``targets=None`` explains the predicted class. The model's train/eval mode and its hooks are
-    left as found. ``model`` may be wrapped (DDP, accelerate); the forward goes through the wrapper.
+    Args:
+        model: a classifier (timm, transformers or a plain module); wrapped models (DDP, accelerate,
+            torch.compile in scoring mode) work, the forward goes through the wrapper.
+        target: ``None`` (resolved automatically, see :mod:`~hf_gazecons.targets`), a module name
+            or a timm stage index.
+        differentiable: maps that carry gradients to the parameters (training).
+        second_order: differentiate through the channel weights too (needs ``differentiable``).
+
+    Calling ``cam(pixel_values, targets=None)`` returns :class:`CAMOutput`; ``targets=None``
+    explains the predicted class. The model's train/eval mode and its hooks are left as found.
+
+    Raises:
+        TargetLayerError: the target cannot be resolved, yields no spatial map, or (differentiable)
+            the model is compiled.
+        UsageError: ``second_order`` without ``differentiable``.
+
+    Example::
+
+        >>> out = GradCAM(timm.create_model("resnet18", num_classes=4))(torch.randn(2, 3, 224, 224))
+        >>> out.maps.shape, out.logits.shape
+        (torch.Size([2, 7, 7]), torch.Size([2, 4]))
     """
 
     def __init__(

@@ -145,6 +145,14 @@ def push_output(
     Sends the weights and configs (``*.safetensors``, ``*.json``), the pictures and the model card,
     re-rendered for ``repo_id`` so its loading snippets name the repo. Checkpoint folders and pickle
     files stay local. The local folder is not modified.
+
+    Raises:
+        HubError: the folder is not a complete training output, or the Hub refused or failed the push.
+
+    Example::
+
+        >>> push_output("out/resnet18-l100", "my-org/resnet18-gazecons", private=True)
+        'https://huggingface.co/my-org/resnet18-gazecons/commit/4f2c...'
     """
     output_dir = Path(output_dir)
     missing = [name for name in _REQUIRED if not (output_dir / name).is_file()]
@@ -181,7 +189,17 @@ def push_results(
 
     The accuracy, Cohen's kappa and gaze consistency become ``model-index`` eval results, merged
     into the card's metadata with ``huggingface_hub.metadata_update``; the rest of the card is kept.
-    Returns the commit URL, or the pull request's URL with ``create_pr=True``.
+
+    Returns:
+        The commit URL, or the pull request's URL with ``create_pr=True``.
+
+    Raises:
+        HubError: the Hub refused the token or the repo, or cannot be reached.
+
+    Example::
+
+        >>> push_results(result.to_dict(), "some-org/any-classifier", create_pr=True)
+        'https://huggingface.co/some-org/any-classifier/discussions/3'
     """
     metrics = {metric_key("score", name): scores[name] for _, _, name in _METRICS}
     split = scores.get("split") or "test"

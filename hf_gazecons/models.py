@@ -79,15 +79,30 @@ def load_model(
     revision: str | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load ``spec``: a timm architecture, ``hf-hub:org/name``, a Hub id ``org/name`` or a folder.
+    """Load an image classifier with its preprocessing, label names and (if saved) EMA state.
 
-    ``num_labels``/``label_names`` replace the classifier head when they differ from the
-    checkpoint's. ``pretrained`` applies to bare timm architecture names (weights must be at hand).
-    ``grayscale`` builds a 1-channel timm model normalised with mean/std 0.5 (the study's input).
-    Weights load from safetensors; remote code runs only with ``trust_remote_code=True``.
+    Args:
+        spec: a timm architecture (``resnet18``), ``hf-hub:org/name[@revision]``, a Hub id
+            ``org/name`` (timm or transformers) or a local folder (see :func:`~hf_gazecons.specs.parse_model_spec`).
+        num_labels, label_names: the classes; a head of another size is replaced.
+        pretrained: with a timm architecture, timm's pretrained weights (they must be reachable).
+        image_size: a square input size instead of the model's own.
+        grayscale: a 1-channel timm model normalised with mean/std 0.5 (the study's input).
+        revision: the Hub revision of a Hub id.
+        trust_remote_code: let a Hub model's own code run (off unless asked for).
 
-        >>> load_model("hf-hub:my-org/resnet18-gazecons").label_names
-        ['glioma', 'meningioma', 'no_tumor', 'pituitary']
+    Returns:
+        A :class:`LoadedModel`; its ``random_weights`` says whether the weights are untrained.
+
+    Raises:
+        ModelLoadError: the spec names nothing loadable, a file is missing, or the weights do not fit.
+        HubError: the Hub cannot be reached for a file that is not cached.
+
+    Example::
+
+        >>> loaded = load_model("hf-hub:my-org/resnet18-gazecons")
+        >>> loaded.label_names, loaded.preprocessing.image_size
+        (['glioma', 'meningioma', 'no_tumor', 'pituitary'], (224, 224))
     """
     if label_names is not None:
         if num_labels is not None and num_labels != len(label_names):
@@ -197,10 +212,16 @@ def _load_transformers(
 
 
 def save_model(loaded: LoadedModel, directory: str | Path, gaze_state: dict[str, torch.Tensor] | None = None) -> None:
-    """Write ``loaded`` to ``directory``: safetensors weights, config and preprocessing.
+    """Write ``loaded`` to ``directory``: safetensors weights, config, preprocessing and, if given,
+    the regulariser's EMA state (``gazecons_state.safetensors``).
 
     timm models are written with ``timm.models.save_for_hf`` (minus the ``model_args.num_classes``
     key that TimmWrapper would receive twice), so both timm and transformers load them.
+
+    Example::
+
+        >>> save_model(load_model("resnet18", num_labels=4), "out/resnet18")
+        >>> timm.create_model("local-dir:out/resnet18", pretrained=True)
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

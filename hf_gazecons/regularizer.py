@@ -63,6 +63,20 @@ class GazeConsistencyLoss(nn.Module):
     leaves its EMA as it is), and, given the maps' pre-ReLU ``raw`` values, a participating sample
     whose map is zero everywhere adds ``w_c * relu(-max raw) / mean|raw|`` to its (worst-case)
     deviation, so that the penalty has a gradient that brings a collapsed map back.
+
+    Args:
+        num_classes: the classifier's number of classes.
+        ema_alpha: the EMA factor of the class maps, in [0, 1).
+        variant: the deviation (:data:`~hf_gazecons.variants.VARIANTS`).
+
+    Raises:
+        UsageError: ``ema_alpha`` outside [0, 1) or an unknown variant.
+
+    Example::
+
+        >>> out = GradCAM(model, differentiable=True)(pixel_values, targets=labels)
+        >>> penalty = GazeConsistencyLoss(num_classes=4, variant="robust")(out.maps, out.logits, labels, out.raw)
+        >>> (F.cross_entropy(out.logits, labels) + 50.0 * penalty.loss).backward()
     """
 
     ema: torch.Tensor

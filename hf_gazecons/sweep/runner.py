@@ -104,7 +104,24 @@ def run_sweep(
     shard: Shard | None = None,
 ) -> SweepReport:
     """Run (or resume) every run of the grid (or of ``shard``), then rewrite the tables and pictures
-    (not for a shard: its siblings may still be running; ``--collect`` writes them)."""
+    (not for a shard: its siblings may still be running; ``--collect`` writes them).
+
+    Args:
+        config: the grid and its training options (:func:`~hf_gazecons.sweep.config.resolve_config`).
+        invoked_as: the command line as typed, recorded beside the explicit one.
+        dry_run: print the ``train`` commands and stop.
+        echo: where progress lines go (default: stdout).
+        shard: train only this shard's runs.
+
+    Returns:
+        A :class:`SweepReport`; its ``exit_code`` is 1 if any run failed.
+
+    Example::
+
+        >>> report = run_sweep(resolve_config({"preset": "smoke", "output_dir": "/tmp/smoke"}))
+        >>> report.exit_code, report.outputs["summary"]
+        (0, PosixPath('/tmp/smoke/summary.md'))
+    """
     echo = echo or (lambda line: print(line, flush=True))
     start = time.monotonic()
     out = Path(config.output_dir)
