@@ -42,15 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..demo import comparison_table, run_demo
 
-    chosen = dict(
-        model=args.model,
-        epochs=args.epochs,
-        lambda_max=args.lambda_max,
-        t0=args.t0,
-        t1=args.t1,
-        dataset=args.dataset,
-        image_size=args.image_size,
-    )
+    chosen = {f.name: getattr(args, f.name, None) for f in fields(DemoSettings)}  # the options given
     settings = replace(DemoSettings(), **{k: v for k, v in chosen.items() if v is not None})
     with atomic_directory(args.output_dir) as staging:
         runs = run_demo(staging, settings)
