@@ -238,7 +238,7 @@ def _summary(
     has_test = any(f.get("test_accuracy_mean") is not None for f in finals)
     lines += ["## Final evaluation", ""]
     lines += [
-        "Validation split. L_CAM is the paper variant's, robust L_CAM the cosine variant's; all-zero maps "
+        "Validation split. L_CAM is the paper variant's, robust L_CAM the robust variant's (docs/OBJECTIVES.md); all-zero maps "
         "are the share of correct validation samples whose Grad-CAM map is zero everywhere.",
         "",
     ]
