@@ -238,8 +238,8 @@ def _summary(
     has_test = any(f.get("test_accuracy_mean") is not None for f in finals)
     lines += ["## Final evaluation", ""]
     lines += [
-        "Validation split. L_CAM is the paper variant's, robust L_CAM the robust variant's (docs/OBJECTIVES.md); all-zero maps "
-        "are the share of correct validation samples whose Grad-CAM map is zero everywhere.",
+        "Validation split. L_CAM is the paper variant's, robust L_CAM the robust variant's (docs/OBJECTIVES.md); "
+        "all-zero maps are the share of correct validation samples whose Grad-CAM map is zero everywhere.",
         "",
     ]
     head = ["backbone", "lambda", "seeds", "accuracy", "kappa", "L_CAM", "robust L_CAM", "all-zero maps"]
