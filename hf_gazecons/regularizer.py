@@ -7,7 +7,8 @@ Example::
     >>> cam = GradCAM(model, differentiable=True)
     >>> reg = GazeConsistencyLoss(num_classes=4)
     >>> out = cam(pixel_values, targets=labels)
-    >>> loss = F.cross_entropy(out.logits, labels) + LambdaCurriculum(100.0)(epoch) * reg(out.maps, out.logits, labels).loss
+    >>> penalty = reg(out.maps, out.logits, labels, out.raw).loss
+    >>> loss = F.cross_entropy(out.logits, labels) + LambdaCurriculum(100.0)(epoch) * penalty
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """``hf-gazecons COMMAND --help`` from a cache: building some helps imports torch and transformers.
 
 ``train``'s options come from ``HfArgumentParser`` over ``TrainingArguments`` (about 10 s to build
-on 2 CPU cores: transformers and torch are imported). The help text is kept in ``$XDG_CACHE_HOME/hf_gazecons`` (default ``~/.cache/hf_gazecons``), one file
+on 2 CPU cores: transformers and torch are imported). The help text is kept in
+``$XDG_CACHE_HOME/hf_gazecons`` (default ``~/.cache/hf_gazecons``), one file
 per command for this package's source, the transformers and Python versions and the terminal
 width, so a stale help is never shown; any run that builds a parser anyway may store its help.
 """

@@ -28,10 +28,11 @@ from .plan import RUNS_DIR
 __all__ = ["SANITY_COLUMNS", "SUMMARY_COLUMNS", "sanity_section", "sanity_sweep"]
 
 SANITY_FILE, SANITY_SUMMARY_FILE = "sanity.csv", "sanity_summary.csv"
+_RUN_METRICS = ("accuracy", "gaze_consistency", "energy_pointing_game", "pointing_game")  # each run's, beside its steps
 
 SANITY_COLUMNS = (
     "backbone", "lambda", "seed", "step", "randomized_up_to", "spearman_mean", "spearman_std", "n_samples",
-    "n_undefined", "n_constant_original", "n_constant_randomized", "accuracy", "gaze_consistency", "energy_pointing_game", "pointing_game",
+    "n_undefined", "n_constant_original", "n_constant_randomized", *_RUN_METRICS,
 )  # fmt: skip
 
 SUMMARY_COLUMNS = (
@@ -79,7 +80,7 @@ def sanity_sweep(
         )
         base = {
             "backbone": config.model, "lambda": float(config.lambda_max), "seed": int(config.seed),
-            **{name: results.metric(name) for name in ("accuracy", "gaze_consistency", "energy_pointing_game", "pointing_game")},
+            **{name: results.metric(name) for name in _RUN_METRICS},
         }  # fmt: skip
         rows += [{**base, **{k: v for k, v in step.items() if k != "modules"}} for step in steps]
         echo(
