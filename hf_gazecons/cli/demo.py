@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from ..checks import FINITE_FLOAT, NON_NEGATIVE_INT, POSITIVE_INT
+from ..checks import FINITE_FLOAT, NON_NEGATIVE_INT, POSITIVE_INT, SEED
 from ..demo import DemoSettings
 from ..output_dir import check_output_dir
 from .common import add_output_dir, atomic_directory
@@ -31,6 +31,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         ("--t1", POSITIVE_INT, "lambda reaches lambda_max at this epoch"),
         ("--dataset", str, "data set"),
         ("--image-size", POSITIVE_INT, "square input size"),
+        ("--seed", SEED, "seed of the three runs (data order and initialisation)"),
     ):
         default = defaults[option[2:].replace("-", "_")]
         parser.add_argument(option, type=kind, default=None, help=f"{what} (default: {default})")
