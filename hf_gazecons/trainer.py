@@ -111,7 +111,24 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
 
 
 class GazeConsistencyTrainer(Trainer):
-    """``Trainer`` whose loss is ``CE + lambda_t * L_CAM^train``; see the module docstring."""
+    """A ``transformers.Trainer`` whose loss is ``CE + lambda_t * L_CAM^train`` (SPEC section 3).
+
+    Args:
+        *args, **kwargs: those of ``Trainer``; ``args`` must be :class:`GazeConsistencyTrainingArguments`
+            and the data sets yield ``{"pixel_values", "labels"}`` (``ImageClassificationDataset``).
+        label_names: the class names (default: read from the model's config or head size).
+
+    Raises:
+        UsageError: ``args`` is a plain ``TrainingArguments``.
+        TrainingError: the loss stops being finite (at that step, before the optimizer step).
+
+    Example::
+
+        >>> args = GazeConsistencyTrainingArguments("out", lambda_max=50.0, variant="robust")
+        >>> trainer = GazeConsistencyTrainer(model=model, args=args, train_dataset=train, eval_dataset=val)
+        >>> trainer.train()
+        >>> trainer.evaluate()["eval_gaze_consistency"]
+    """
 
     args: GazeConsistencyTrainingArguments
 

@@ -82,6 +82,22 @@ def train(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments)
     processes and, with ``push_to_hub``, the token and the repo. A run that fails (a non-finite
     loss, bad data, Ctrl-C) writes no model, results or card, publishes nothing, and removes the
     output folder again if it created it and no checkpoint was written into it.
+
+    Returns:
+        A :class:`TrainingRun`: the run record (:class:`~hf_gazecons.run_record.RunResults`), the
+        final evaluation with its class-mean maps, and the output folder.
+
+    Raises:
+        UsageError: an option, the output folder or the checkpoint cannot be used.
+        DataError, ModelLoadError: the data or the model cannot be loaded.
+        TrainingError: the loss stopped being finite.
+        HubError: ``push_to_hub`` cannot push.
+
+    Example::
+
+        >>> run = train(ModelDataArguments(model="resnet18", dataset="builtin:shapes"),
+        ...             GazeConsistencyTrainingArguments("out", lambda_max=50.0, num_train_epochs=10))
+        >>> run.results.metric("gaze_consistency"), run.results.metric("accuracy", "test")
     """
     checkpoint = prepare_run(args)
     push_to, hub_token = (args.hub_model_id if args.push_to_hub else None), args.hub_token
