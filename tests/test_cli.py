@@ -556,7 +556,7 @@ def test_train_tiny_run(tmp_path, capsys):
     )
     assert rc == 0, err
     final = out.strip().splitlines()[-1]
-    pattern = rf"accuracy [\d.]+  kappa [-\d.na/]+  L_CAM [\d.na/]+  -> {re.escape(str(out_dir))}"
+    pattern = rf"accuracy [\d.]+  kappa [-\d.na/]+  L_CAM [\d.na/]+  all-zero maps [\d.]+  -> {re.escape(str(out_dir))}"
     assert re.fullmatch(pattern, final), final
     for name in ("config.json", "model.safetensors", "results.json", "README.md"):
         assert (out_dir / name).is_file(), name

@@ -10,6 +10,7 @@ import platform
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import TextIO
 
 from .. import __version__
 from ..errors import GazeConsError
@@ -70,12 +71,32 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def _show_each_warning_once() -> None:
+    """``warning: <message>``, each message once per command: a training run evaluates every
+    epoch, and a warning about the maps would otherwise repeat with each evaluation."""
+    shown: set[str] = set()
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if str(message) not in shown:
+            shown.add(str(message))
+            print(f"warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     # huggingface_hub prints through a handler of its own: passed on to the root one, each line came twice
     logging.getLogger("huggingface_hub").propagate = False
-    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+    _show_each_warning_once()
     if not sys.stderr.isatty():
         _no_progress_bars()
     try:
