@@ -16,6 +16,7 @@ __all__ = [
     "HubError",
     "UsageError",
     "TrainingError",
+    "first_line",
 ]
 
 
@@ -78,3 +79,9 @@ class TrainingError(GazeConsError, RuntimeError):
     """
 
     exit_code = 1
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its class name when the message is empty): how a
+    foreign error (a library's, an OS one) is quoted inside one ``error:`` line."""
+    return (str(error).strip() or type(error).__name__).splitlines()[0]

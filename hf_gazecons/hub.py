@@ -29,7 +29,7 @@ from huggingface_hub import (
 from huggingface_hub.errors import HfHubHTTPError, HTTPError
 from huggingface_hub.utils import get_session
 
-from .errors import HubError
+from .errors import HubError, first_line
 from .filenames import RESULTS_FILE
 from .formatting import fmt_metric
 from .run_record import RunResults, metric_key
@@ -241,7 +241,7 @@ def _unreachable(endpoint: str) -> str | None:
     try:
         get_session().head(endpoint, timeout=_PROBE_TIMEOUT_S, follow_redirects=False)
     except Exception as error:  # the HTTP client raises its own transport errors (refused, timeout, DNS, TLS)
-        return f"{type(error).__name__}: {_first_line(error)}"
+        return f"{type(error).__name__}: {first_line(error)}"
     return None
 
 
@@ -276,13 +276,7 @@ def _hub_errors(action: str) -> Iterator[None]:
     except HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else "?"
         hint = {401: "check your token (HF_TOKEN or `hf auth login`)", 403: "the token may not write to this repo"}
-        detail = hint.get(status, _first_line(error))
+        detail = hint.get(status, first_line(error))
         raise HubError(f"{action} failed: HTTP {status}: {detail}") from None
     except (HTTPError, OSError) as error:
-        raise HubError(
-            f"{action} failed: cannot reach the Hub ({type(error).__name__}: {_first_line(error)})"
-        ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip() or type(error).__name__).splitlines()[0]
+        raise HubError(f"{action} failed: cannot reach the Hub ({type(error).__name__}: {first_line(error)})") from None

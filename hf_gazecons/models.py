@@ -32,7 +32,7 @@ from huggingface_hub.errors import (
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import GazeConsError, ModelLoadError
+from .errors import GazeConsError, ModelLoadError, first_line
 from .filenames import GAZE_STATE_FILE
 from .hub import check_hub_reachable
 from .preprocessing import (
@@ -141,7 +141,7 @@ def load_model(
     except GazeConsError:
         raise
     except (OSError, HTTPError, ValueError, RuntimeError, KeyError) as error:
-        raise ModelLoadError(f"cannot load model {spec!r}: {_first_line(error)}") from error
+        raise ModelLoadError(f"cannot load model {spec!r}: {first_line(error)}") from error
 
 
 @dataclass(frozen=True)
@@ -306,8 +306,3 @@ def _check_pretrained_reachable(name: str) -> str | None:
 def _hub_state(repo_id: str, revision: str | None) -> dict[str, torch.Tensor] | None:
     path = _hub_file(repo_id, GAZE_STATE_FILE, revision, required=False)
     return load_file(str(path)) if path else None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]

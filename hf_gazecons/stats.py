@@ -20,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["average_ranks", "mean_std", "pearson_r", "spearman"]
+__all__ = ["average_ranks", "correlation_interval", "mean_std", "pearson_r", "spearman"]
 
 
 def pearson_r(x: Sequence[float | None], y: Sequence[float | None]) -> float | None:
@@ -39,6 +39,19 @@ def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None
         return None, None, 0
     std = float(np.std(kept, ddof=1)) if len(kept) > 1 else None
     return float(np.mean(kept)), std, len(kept)
+
+
+def correlation_interval(values: Iterable[float | None], level: float = 0.95) -> tuple[float, float] | None:
+    """Confidence interval of the mean of correlations measured once per seed: Student's t on
+    Fisher's z = atanh(r), mapped back with tanh, so that it stays inside (-1, 1) however few the
+    seeds or however close to ±1 the values. None for fewer than 2 values."""
+    from scipy import stats
+
+    z = np.arctanh(np.clip([float(v) for v in values if v is not None], -1 + 1e-9, 1 - 1e-9))
+    if len(z) < 2:
+        return None
+    half = stats.t.ppf(0.5 + level / 2, len(z) - 1) * np.std(z, ddof=1) / math.sqrt(len(z))
+    return float(np.tanh(z.mean() - half)), float(np.tanh(z.mean() + half))
 
 
 def average_ranks(x: torch.Tensor) -> torch.Tensor:

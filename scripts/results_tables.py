@@ -6,25 +6,22 @@
 For each sweep folder: one row per backbone and lambda, mean ± sample std over seeds of the last
 epoch (validation split) and of the test split, the L_CAM ratio to lambda 0 of the ``--baseline``
 sweep (training at lambda 0 does not depend on the variant), and r(kappa, L_CAM) over epochs with
-its 95 % confidence interval over seeds (Student's t); a correlation is called negative or positive
-only where that interval excludes 0.
+its 95 % confidence interval over seeds (Student's t on Fisher's z, ``stats.correlation_interval``);
+a correlation is called negative or positive only where that interval excludes 0.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
-
-from scipy import stats
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from hf_gazecons.formatting import fmt_mean_std  # noqa: E402
-from hf_gazecons.stats import mean_std  # noqa: E402
+from hf_gazecons.stats import correlation_interval, mean_std  # noqa: E402
 from hf_gazecons.sweep.files import read_csv  # noqa: E402
 
 COLUMNS = (
@@ -57,15 +54,14 @@ def correlation(folder: Path) -> dict[tuple[str, float], str]:
     cells = {}
     for row in read_csv(folder / "correlation.csv"):
         values = [v for k, v in row.items() if k.startswith("r_seed_") and v is not None]
-        mean, std, n = mean_std(values)
-        if mean is None or std is None:
+        mean, std, _ = mean_std(values)
+        interval = correlation_interval(values)
+        if interval is None:
             cells[(row["backbone"], row["lambda"])] = fmt_mean_std(mean, std, 2)
             continue
-        half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
-        sign = "negative" if mean + half < 0 else "positive" if mean - half > 0 else "not signed"
-        cells[(row["backbone"], row["lambda"])] = (
-            f"{fmt_mean_std(mean, std, 2)} [{mean - half:.2f}, {mean + half:.2f}] {sign}"
-        )
+        low, high = interval
+        sign = "negative" if high < 0 else "positive" if low > 0 else "not signed"
+        cells[(row["backbone"], row["lambda"])] = f"{fmt_mean_std(mean, std, 2)} [{low:.2f}, {high:.2f}] {sign}"
     return cells
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from hf_gazecons.stats import average_ranks, mean_std, pearson_r, spearman
+from hf_gazecons.stats import average_ranks, correlation_interval, mean_std, pearson_r, spearman
 
 
 def test_ranks_and_spearman_match_scipy_with_ties():
@@ -46,3 +46,16 @@ def test_mean_std_is_the_sample_statistic_of_what_exists():
     assert mean_std([1.0, None, 3.0, math.nan, 5.0]) == (3.0, pytest.approx(2.0), 3)
     assert mean_std([2.0]) == (2.0, None, 1)
     assert mean_std([None]) == (None, None, 0)
+
+
+def test_correlation_interval_is_a_t_interval_on_fishers_z():
+    r = [-0.9, -0.7, -0.95, -0.2, -0.8]
+    z = np.arctanh(r)
+    half = stats.t.ppf(0.975, 4) * z.std(ddof=1) / math.sqrt(5)
+    low, high = correlation_interval(r)
+    assert (low, high) == pytest.approx((math.tanh(z.mean() - half), math.tanh(z.mean() + half)))
+    assert -1 < low < high < 0  # the raw-r t interval of these values reaches below -1
+    low, high = correlation_interval([0.5, -0.5, 0.4, -0.4, None])
+    assert low < 0 < high and low == pytest.approx(-high)
+    assert correlation_interval([0.3]) is None
+    assert all(-1 <= v <= 1 for v in correlation_interval([-1.0, -0.99]))  # r = -1 has an infinite z

@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import GazeConsError, UsageError
+from ..errors import GazeConsError, UsageError, first_line
 from .help_cache import asks_for_help, cached_help, store_help
 
 
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GazeConsError:
         raise
     except ValueError as error:  # TrainingArguments' own checks of option combinations
-        raise UsageError(_first_line(error)) from error
+        raise UsageError(first_line(error)) from error
     run = train(data_args, training_args)
     if training_args.process_index == 0:
         results = run.results
@@ -72,7 +72,3 @@ def build_parser() -> Any:
         "Options are transformers' TrainingArguments (their defaults, where this project changes them, say so) "
         "plus the model, data and regulariser options; --option_name and --option-name are both accepted.",
     )
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip() or type(error).__name__).splitlines()[0]

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Image, Value
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 from ..hub import check_hub_reachable
 from .builtin import make_digits, make_shapes
 
@@ -191,8 +191,7 @@ def _guarded(spec: str, loader: Callable, *args, **kwargs):
     try:
         return loader(*args, **kwargs)
     except Exception as exc:  # the loaders raise many unrelated types
-        lines = str(exc).strip().splitlines()
-        reason = lines[0] if lines else type(exc).__name__
+        reason = first_line(exc)
         if len(reason) > 300:
             reason = reason[:297] + "..."
         raise DataError(f"data set '{spec}' could not be loaded: {reason}") from exc
@@ -368,7 +367,7 @@ def _cast(dataset: Dataset, column: str, target, source: str) -> Dataset:
     try:
         return dataset.cast_column(column, target)
     except Exception as exc:  # arrow raises several types
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = first_line(exc)
         raise DataError(
             f"{column} column '{source}' ({_feature_type(current)}) cannot be used as {type(target).__name__}: {reason}"
         ) from exc

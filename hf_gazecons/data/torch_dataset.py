@@ -9,7 +9,7 @@ import torch
 from datasets import Image
 from PIL import Image as PILImage
 
-from ..errors import DataError
+from ..errors import DataError, first_line
 
 __all__ = ["ImageClassificationDataset"]
 
@@ -70,7 +70,7 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
             mask = row["mask"] if self.has_masks else None
             mask = mask.convert("L") if mask is not None else None
         except (OSError, PILImage.DecompressionBombError) as exc:  # UnidentifiedImageError too
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            reason = first_line(exc)
             raise DataError(f"image {i} of {self._where(i, reason)} cannot be read: {reason}") from exc
         if self.has_masks and mask is None:
             raise DataError(f"image {i} of the data set has no mask (the mask column is empty there)")
