@@ -49,6 +49,12 @@ class ModelSpec:
             return self.name
         return f"timm/{self.name}" if self.kind == "timm" and pretrained else None
 
+    def has_head(self, pretrained: bool) -> bool:
+        """Whether the model comes with a trained classifier head whose classes a data set is
+        matched to; a bare timm architecture without pretrained weights has none, so it takes
+        the data set's classes (one output per class)."""
+        return not (self.kind == "timm" and not pretrained)
+
 
 def parse_model_spec(spec: str, revision: str | None = None) -> ModelSpec:
     """Parse ``spec`` as :func:`~hf_gazecons.models.load_model` takes it (like timm's

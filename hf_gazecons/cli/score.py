@@ -86,11 +86,9 @@ def run(args: argparse.Namespace) -> int:
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     dataset_names = list(dataset.features["label"].names)
-    # a bare timm architecture without --pretrained has no trained head to keep: one output per class
-    head = dataset_names if parse_model_spec(args.model).kind == "timm" and not args.pretrained else None
     loaded = load_model(
         args.model,
-        label_names=head,
+        label_names=None if parse_model_spec(args.model).has_head(args.pretrained) else dataset_names,
         pretrained=args.pretrained,
         image_size=args.image_size,
         trust_remote_code=args.trust_remote_code,
