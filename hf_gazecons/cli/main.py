@@ -10,7 +10,6 @@ import platform
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import TextIO
 
 from .. import __version__
 from ..errors import GazeConsError
@@ -74,21 +73,15 @@ class _Version(argparse.Action):
 def _show_each_warning_once() -> None:
     """``warning: <message>``, each message once per command: a training run evaluates every
     epoch, and a warning about the maps would otherwise repeat with each evaluation."""
-    shown: set[str] = set()
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+    show, shown = warnings.showwarning, set()
 
-    def show(
-        message: Warning | str,
-        category: type[Warning],
-        filename: str,
-        lineno: int,
-        file: TextIO | None = None,
-        line: str | None = None,
-    ) -> None:
+    def show_once(message: Warning | str, *args: object, **kwargs: object) -> None:
         if str(message) not in shown:
             shown.add(str(message))
-            print(f"warning: {message}", file=file or sys.stderr)
+            show(message, *args, **kwargs)
 
-    warnings.showwarning = show
+    warnings.showwarning = show_once
 
 
 def main(argv: Sequence[str] | None = None) -> int:
