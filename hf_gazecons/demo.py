@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from .formatting import fmt_metric
 
 if TYPE_CHECKING:  # imported in run_demo: the command line reads DemoSettings without loading torch
-    from .training import TrainingRun
+    from .finetune import TrainingRun
 
 __all__ = ["DemoSettings", "RUNS", "run_demo", "comparison_table"]
 
@@ -47,7 +47,7 @@ def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) ->
     from .jsonio import write_json
     from .plots import plot_class_means
     from .trainer import GazeConsistencyTrainingArguments
-    from .training import ModelDataArguments, train
+    from .finetune import ModelDataArguments, train
 
     output_dir = Path(output_dir)
     data_args = ModelDataArguments(model=settings.model, dataset=settings.dataset, image_size=settings.image_size)

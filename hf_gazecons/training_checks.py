@@ -3,7 +3,7 @@
 Everything here looks at option values only, so a bad value fails before any data or model is
 loaded, with one line naming the option (:class:`~hf_gazecons.errors.UsageError`, exit 2). What
 needs the file system or the Hub (the output folder, the checkpoint, the token) is checked at the
-start of :func:`hf_gazecons.training.train`.
+start of :func:`hf_gazecons.finetune.train`.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def metric(job: dict, out: Path, rank: int) -> None:
 def training(job: dict, out: Path, rank: int, info: dict) -> None:
     from safetensors.torch import save_file
 
-    import hf_gazecons.training as training_module
+    import hf_gazecons.finetune as training_module
 
     captured = {}
 

@@ -4,7 +4,7 @@
 * with lambda_max > 0 the penalty is logged and follows the per-epoch curriculum, evaluation logs
   the metrics and never touches the EMA maps;
 * the EMA maps are checkpointed and a resumed run ends exactly where the straight run ends;
-* ``hf_gazecons.training.train`` writes a complete output folder that timm, transformers and
+* ``hf_gazecons.finetune.train`` writes a complete output folder that timm, transformers and
   ``load_model`` read back (RGB timm, grayscale timm, a transformers classifier);
 * the second-order option trains.
 """
@@ -32,7 +32,7 @@ from hf_gazecons.errors import GazeConsError
 from hf_gazecons.metric import gaze_consistency
 from hf_gazecons.models import GAZE_STATE_FILE, load_model, save_model
 from hf_gazecons.trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
-from hf_gazecons.training import ModelDataArguments, epoch_history, train
+from hf_gazecons.finetune import ModelDataArguments, epoch_history, train
 
 # 2 classes x 8 training images (2 steps of 8 per epoch), 2 x 4 validation images, 48 px
 SHAPES = "builtin:shapes?num_classes=2&size=48&n_train=8&n_val=4&n_test=2"

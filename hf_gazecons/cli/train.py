@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(cached_help("train", lambda: build_parser().format_help()), end="")
         raise SystemExit(0)  # as argparse's --help does
     from ..formatting import fmt_metric
-    from ..training import train
+    from ..finetune import train
 
     parser = build_parser()
     store_help("train", parser.format_help())
@@ -58,7 +58,7 @@ def build_parser() -> Any:
     from transformers import HfArgumentParser
 
     from ..trainer import GazeConsistencyTrainingArguments
-    from ..training import ModelDataArguments
+    from ..finetune import ModelDataArguments
     from .common import OneLineErrors
 
     class TrainParser(OneLineErrors, HfArgumentParser):
