@@ -44,10 +44,10 @@ RUNS = {"baseline": (False, "paper"), "paper": (True, "paper"), "robust": (True,
 def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) -> dict[str, TrainingRun]:
     """Train ``baseline`` (lambda_max = 0), ``paper`` and ``robust`` (``settings.lambda_max`` with
     that variant) into ``output_dir``, with the same seed and data."""
+    from .finetune import ModelDataArguments, train
     from .jsonio import write_json
     from .plots import plot_class_means
     from .trainer import GazeConsistencyTrainingArguments
-    from .finetune import ModelDataArguments, train
 
     output_dir = Path(output_dir)
     data_args = ModelDataArguments(model=settings.model, dataset=settings.dataset, image_size=settings.image_size)

@@ -3,6 +3,9 @@
     python scripts/results_tables.py out-sweeps/paper-jitter0.05 out-sweeps/robust-jitter0.05 \
         --baseline out-sweeps/paper-jitter0.05 > tables.md
 
+With ``--class-means PNG RUN ...`` it draws instead the validation class-mean Grad-CAM of the given
+run folders (one row each, at the runs' target layer) into one picture.
+
 For each sweep folder: one row per backbone and lambda, mean ± sample std over seeds of the last
 epoch (validation split) and of the test split, the L_CAM ratio to lambda 0 of the ``--baseline``
 sweep (training at lambda 0 does not depend on the variant), and r(kappa, L_CAM) over epochs with
@@ -82,11 +85,39 @@ def table(folder: Path, baseline: Path) -> str:
     return "\n".join(lines)
 
 
+def class_means(path: Path, runs: list[Path]) -> None:
+    """The validation class means of each run (``RUN: lambda, variant, L_CAM, all-zero share``)."""
+    from hf_gazecons import gaze_consistency, load_image_dataset, load_model
+    from hf_gazecons.plots import plot_class_means
+    from hf_gazecons.run_record import RunResults
+    from hf_gazecons.specs import parse_target
+
+    rows, names = {}, None
+    for run in runs:
+        config = RunResults.load(run).config
+        result = gaze_consistency(
+            load_model(str(run)),
+            load_image_dataset(config.dataset, split=config.eval_split),
+            target=parse_target(config.target_layer),
+            progress=False,
+        )
+        names = config.label_names
+        label = f"λ {config.lambda_max:g} {config.variant}: L_CAM {result.value:.4f}, zero {result.zero_map_share:.0%}"
+        rows[label] = result.class_means
+    plot_class_means(rows, names, path, title="Class-mean Grad-CAM, validation split")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", nargs="+", type=Path, help="sweep output folders")
-    parser.add_argument("--baseline", type=Path, required=True, help="the sweep whose lambda 0 runs are the baseline")
+    parser.add_argument("folders", nargs="*", type=Path, help="sweep output folders")
+    parser.add_argument("--baseline", type=Path, help="the sweep whose lambda 0 runs are the baseline")
+    parser.add_argument("--class-means", nargs="+", type=Path, metavar=("PNG", "RUN"), help="picture, run folders")
     args = parser.parse_args()
+    if args.class_means:
+        class_means(args.class_means[0], args.class_means[1:])
+        return 0
+    if not args.folders or args.baseline is None:
+        parser.error("sweep folders and --baseline are needed for the tables")
     for folder in args.folders:
         print(f"### {folder.name}\n\n{table(folder, args.baseline)}\n")
     return 0

@@ -638,7 +638,8 @@ def test_out_of_memory_is_one_line(console, root):
 
 
 def test_ctrl_c_during_training_leaves_no_folder(root):
-    """Ctrl-C of a run without a checkpoint (--save_strategy no): exit 130, one line, and the folder the run made is gone."""
+    """Ctrl-C of a run without a checkpoint (--save_strategy no): exit 130, one line, and the
+    folder the run made is gone."""
     out = root / "ctrl-c" / "new" / "out"
     command = [console_script(), *fill(TRAIN, {"out": str(out)}), "--num_train_epochs", "100", "--save_strategy", "no"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)

@@ -24,9 +24,9 @@ from safetensors.torch import load_file
 
 from hf_gazecons.cli.main import main
 from hf_gazecons.errors import HubError, ModelLoadError
+from hf_gazecons.finetune import ModelDataArguments, train
 from hf_gazecons.models import load_model
 from hf_gazecons.trainer import GazeConsistencyTrainingArguments
-from hf_gazecons.finetune import ModelDataArguments, train
 
 DATASET = "builtin:shapes?size=48&n_train=8&n_val=4&n_test=2"
 SHAPES = ["circle", "square", "triangle", "cross"]

@@ -29,10 +29,10 @@ from transformers import AutoModelForImageClassification, Trainer, TrainerCallba
 
 from hf_gazecons.data import ImageClassificationDataset, load_image_dataset
 from hf_gazecons.errors import GazeConsError
+from hf_gazecons.finetune import ModelDataArguments, epoch_history, train
 from hf_gazecons.metric import gaze_consistency
 from hf_gazecons.models import GAZE_STATE_FILE, load_model, save_model
 from hf_gazecons.trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
-from hf_gazecons.finetune import ModelDataArguments, epoch_history, train
 
 # 2 classes x 8 training images (2 steps of 8 per epoch), 2 x 4 validation images, 48 px
 SHAPES = "builtin:shapes?num_classes=2&size=48&n_train=8&n_val=4&n_test=2"

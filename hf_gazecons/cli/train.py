@@ -26,8 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if asks_for_help(argv):
         print(cached_help("train", lambda: build_parser().format_help()), end="")
         raise SystemExit(0)  # as argparse's --help does
-    from ..formatting import fmt_metric
     from ..finetune import train
+    from ..formatting import fmt_metric
 
     parser = build_parser()
     store_help("train", parser.format_help())
@@ -57,8 +57,8 @@ def build_parser() -> Any:
     """``HfArgumentParser`` over the data/model and training options, with one-line errors."""
     from transformers import HfArgumentParser
 
-    from ..trainer import GazeConsistencyTrainingArguments
     from ..finetune import ModelDataArguments
+    from ..trainer import GazeConsistencyTrainingArguments
     from .common import OneLineErrors
 
     class TrainParser(OneLineErrors, HfArgumentParser):
