@@ -234,7 +234,8 @@ class ConsistencyStatistics:
         raise MetricError(
             f"the reference variant keeps the {size[0]}x{size[1]} map of every correctly classified sample "
             f"({per_map} bytes each): {need}, more than the {_megabytes(self.max_kept_bytes)} it may use; "
-            "use --variant paper (constant memory), a coarser --grid, or fewer samples (--max-samples)"
+            "use the paper variant (--variant paper: constant memory), a coarser --grid, or fewer samples "
+            "(--max-samples, --max_eval_samples)"
         )
 
     def all_reduce(self) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +37,15 @@ JPEG_QUALITY = 90
 
 
 def chest_like_folder(
-    root: Path | str = DEFAULT_ROOT, n_images: int = 2048, size: int = 512, val_fraction: float = 0.125, seed: int = 0
+    root: Path | str = DEFAULT_ROOT,
+    n_images: int = 2048,
+    size: int = 512,
+    val_fraction: float = 0.125,
+    seed: int = 0,
+    processes: int | None = None,
 ) -> Path:
-    """The folder of ``n_images`` chest-X-ray-like JPEGs under ``root`` (written on the first call).
+    """The folder of ``n_images`` chest-X-ray-like JPEGs under ``root`` (written on the first call,
+    by ``processes`` processes, default one per CPU; the files do not depend on how many).
 
     Labels alternate (balanced classes); the last ``val_fraction`` of the images form ``validation/``.
     """
@@ -51,20 +58,35 @@ def chest_like_folder(
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".{folder.name}-{uuid.uuid4().hex[:8]}"
     n_val = max(2, round(n_images * val_fraction))
+    jobs = []
+    for index in range(n_images):
+        split = "validation" if index >= n_images - n_val else "train"
+        label = index % len(CLASS_NAMES)
+        jobs.append((staging / split / CLASS_NAMES[label] / f"{index:05d}.jpg", label, size, seed, index))
     try:
-        for index in range(n_images):
-            split = "validation" if index >= n_images - n_val else "train"
-            label = index % len(CLASS_NAMES)
-            path = staging / split / CLASS_NAMES[label] / f"{index:05d}.jpg"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            chest_like_image(label, size, np.random.default_rng([seed, index])).save(path, quality=JPEG_QUALITY)
+        for path in {job[0].parent for job in jobs}:
+            path.mkdir(parents=True, exist_ok=True)
+        processes = processes or os.cpu_count() or 1
+        if processes > 1:
+            with ProcessPoolExecutor(processes) as pool:
+                list(pool.map(_write_image, jobs, chunksize=32))
+        else:
+            for job in jobs:
+                _write_image(job)
         (staging / "COMPLETE").write_text(f"{n_images} images, {size} px, seed {seed}\n")
-        if folder.exists():  # an incomplete folder of an older interrupted writer
+        if (folder / "COMPLETE").is_file():  # another process wrote it meanwhile
+            return folder
+        if folder.exists():  # not complete: not written by this module
             shutil.rmtree(folder)
         os.replace(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def _write_image(job: tuple[Path, int, int, int, int]) -> None:
+    path, label, size, seed, index = job
+    chest_like_image(label, size, np.random.default_rng([seed, index])).save(path, quality=JPEG_QUALITY)
 
 
 def chest_like_image(label: int, size: int, rng: np.random.Generator) -> Image.Image:

@@ -27,7 +27,7 @@ from torch import nn
 
 import hf_gazecons.plots as plots
 from hf_gazecons.cli.main import main
-from hf_gazecons.data import load_image_dataset
+from hf_gazecons.data import load_image_dataset, select_subset
 from hf_gazecons.data.builtin import SHAPE_NAMES
 from hf_gazecons.metric import gaze_consistency
 from hf_gazecons.models import load_model, save_model
@@ -280,11 +280,34 @@ def test_score_json_equals_the_library(model_dir, tmp_path, capsys, options, lib
 
     kwargs = dict(library_kwargs)
     data = load_image_dataset(SHAPES, "validation")
-    if "max_samples" in kwargs:
-        data = data.select(range(kwargs.pop("max_samples")))
+    if "max_samples" in kwargs:  # the seeded subset train's --max_eval_samples takes (default seed 42)
+        data = select_subset(data, kwargs.pop("max_samples"), seed=42)
     library = gaze_consistency(load_model(str(model_dir)), data, progress=False, **kwargs).to_dict()
     library.update(model=str(model_dir), dataset=SHAPES, split="validation")
     approx_equal(result, library)
+
+
+def test_score_streaming_equals_loading_whole(model_dir, image_folder, tmp_path, capsys):
+    for dataset in (SHAPES, image_folder):
+        whole, streamed = tmp_path / "whole", tmp_path / "streamed"
+        common = ["score", "--model", model_dir, "--dataset", dataset, "--batch-size", "4"]
+        assert cli(capsys, *common, "--output-dir", whole)[0] == 0
+        rc, out, err = cli(capsys, *common, "--streaming", "--output-dir", streamed)
+        assert rc == 0, err
+        approx_equal(read_json(streamed), read_json(whole))
+        assert_png(streamed / "overlays.png")
+        shutil.rmtree(whole)
+        shutil.rmtree(streamed)
+
+
+def test_score_streaming_max_samples_takes_the_first_rows_and_says_so(model_dir, tmp_path, capsys):
+    with pytest.warns(UserWarning, match="first 5 rows"):
+        rc, _, err = cli(
+            capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--streaming", "--max-samples", "5",
+            "--output-dir", tmp_path / "out",
+        )  # fmt: skip
+    assert rc == 0, err
+    assert read_json(tmp_path / "out")["n_samples"] == 5
 
 
 def test_score_split_option(model_dir, tmp_path, capsys):

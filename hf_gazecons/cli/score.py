@@ -17,6 +17,10 @@ if TYPE_CHECKING:
 
     from ..metric import ConsistencyResult
 
+DEFAULT_SUBSET_SEED = 42
+"""The default ``--seed``: transformers' default training seed, so that ``score --max-samples N`` and
+``train --max_eval_samples N`` pick the same images unless told otherwise."""
+
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser = commands.add_parser(
@@ -35,7 +39,20 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     )
     parser.add_argument("--grid", nargs=2, type=int, metavar=("H", "W"), help="resample maps to a common grid first")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-samples", type=int, default=None, help="score at most this many samples")
+    parser.add_argument(
+        "--max-samples",
+        type=int,
+        default=None,
+        help="score at most this many samples: a random subset drawn with --seed, the one train's "
+        "--max_eval_samples takes with the same seed (of a --streaming data set: its first N rows)",
+    )
+    parser.add_argument("--seed", type=int, default=DEFAULT_SUBSET_SEED, help="seed of the --max-samples subset")
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="read the data set as a stream (datasets.load_dataset(..., streaming=True)): memory independent of "
+        "its size; the labels must be a ClassLabel",
+    )
     parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
     parser.add_argument("--output-dir", required=True, help="a new (or empty) folder for the outputs")
     parser.add_argument("--push-results", metavar="ORG/NAME", help="add the scores to this Hub repo's model card")
@@ -43,20 +60,21 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import default_eval_split, load_image_dataset, select_split
-    from ..explain import examples_per_class, explain
+    from ..data import default_eval_split, load_image_dataset, load_streaming_dataset, select_split, select_subset
+    from ..explain import example_images, explain
     from ..hub import push_results
     from ..metric import gaze_consistency
     from ..models import is_bare_architecture, load_model
     from ..plots import plot_class_means, plot_overlays
 
-    data = load_image_dataset(args.dataset, image_column=args.image_column, label_column=args.label_column)
+    load = load_streaming_dataset if args.streaming else load_image_dataset
+    data = load(args.dataset, image_column=args.image_column, label_column=args.label_column)
     split = args.split or default_eval_split(list(data))
     dataset = select_split(data, split, args.dataset)
     if args.max_samples is not None:
         if args.max_samples < 1:
             raise DataError(f"--max-samples must be at least 1, got {args.max_samples}")
-        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+        dataset = select_subset(dataset, args.max_samples, args.seed)
     dataset_names = list(dataset.features["label"].names)
     # a bare timm architecture has no trained head to keep: one output per class of the data set
     head = dataset_names if is_bare_architecture(args.model) else None
@@ -78,11 +96,9 @@ def run(args: argparse.Namespace) -> int:
         result = replace(result, model=args.model, dataset=args.dataset, split=split)
         (staging / "consistency.json").write_text(json.dumps(result.to_dict(), indent=2))
         plot_class_means({args.model: result.class_means}, label_names, staging / "class_means.png")
-        shown = examples_per_class(dataset, per_class=2)
-        rows = dataset.select(shown)
-        explained = explain(
-            loaded, list(rows["image"]), target(args.target_layer), [label_names[i] for i in rows["label"]]
-        )
+        seen = [c for c, per_class in enumerate(result.per_class.values()) if per_class.n_samples]
+        images, labels = example_images(dataset, per_class=2, classes=seen)
+        explained = explain(loaded, images, target(args.target_layer), [label_names[i] for i in labels])
         plot_overlays(explained.images, explained.maps, explained.titles(), staging / "overlays.png")
     print(summary_table(result))
     print(f"wrote {args.output_dir}/consistency.json, class_means.png, overlays.png")
@@ -93,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _align_labels(
-    dataset: datasets.Dataset, dataset_names: list[str], model_names: list[str]
-) -> tuple[datasets.Dataset, list[str]]:
+    dataset: datasets.Dataset | datasets.IterableDataset, dataset_names: list[str], model_names: list[str]
+) -> tuple[datasets.Dataset | datasets.IterableDataset, list[str]]:
     """Map the data set's labels onto the model's classes: by name when the model knows the names."""
     if len(dataset_names) > len(model_names):
         raise DataError(
@@ -107,7 +123,11 @@ def _align_labels(
         and dataset_names != model_names[: len(dataset_names)]
     ):
         mapping = {name: model_index[name.lower()] for name in dataset_names}
-        return dataset.align_labels_with_mapping(mapping, "label"), model_names
+        if hasattr(dataset, "align_labels_with_mapping"):
+            return dataset.align_labels_with_mapping(mapping, "label"), model_names
+        from ..data import align_stream_labels
+
+        return align_stream_labels(dataset, mapping, model_names), model_names
     default_names = model_names == [str(i) for i in range(len(model_names))]
     if default_names and len(dataset_names) == len(model_names):
         return dataset, dataset_names
