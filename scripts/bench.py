@@ -1,11 +1,13 @@
-"""Benchmark hf_gazecons against the usual ways of computing Grad-CAM and the study's metric.
+"""Benchmark hf_gazecons against the usual ways of computing Grad-CAM, the study's metric and training.
 
-    python scripts/bench.py --quick --output bench.json          # ~2-3 min on 2 CPU cores
-    python scripts/bench.py --output bench.json                  # full settings, ~10 min on 2 cores
-    python scripts/bench.py --device cuda --output bench.json
+    python scripts/bench.py --quick --output bench.json          # smaller data sets, fewer repetitions
+    python scripts/bench.py --output bench.json                  # full settings
+    python scripts/bench.py --quick --sections train_epoch scoring_scale --output bench.json
+    python scripts/bench.py --device cuda --output bench.json    # (scripts/gpu_check.py: the GPU check)
 
-Four sections, each timed IN ONE RUN with interleaved repetitions (every repetition times every
-contender once, in rotating order, after a warm-up; medians are reported):
+``--sections NAME ...`` runs only the named sections. Six sections, each timed IN ONE RUN with
+interleaved repetitions (every repetition times every contender once, in rotating order, after a
+warm-up; medians are reported):
 
 * ``gradcam``         — one Grad-CAM batch: ours vs a no-grad forward, pytorch-grad-cam, captum and
                         torchcam, with a check that all of them compute the same maps;
@@ -13,9 +15,17 @@ contender once, in rotating order, after a warm-up; medians are reported):
                         fresh subprocess;
 * ``dataset_scoring`` — ``gaze_consistency`` (one pass) vs the study's way (prediction pass, then a
                         full-backward Grad-CAM pass per class over its correct samples), same L_CAM;
-* ``train_step``      — a plain cross-entropy optimizer step vs the consistency-regularised step.
+* ``train_step``      — a plain cross-entropy optimizer step vs the consistency-regularised step;
+* ``train_epoch``     — images/s of training epochs on an image folder shaped like the study's chest
+                        X-rays: GazeConsistencyTrainer (lambda > 0) vs the plain transformers Trainer vs
+                        a hand-written timm loop, same images, same loader workers;
+* ``scoring_scale``   — ``gaze_consistency`` images/s (with and without ``--grid``) vs no-grad
+                        inference over the same DataLoader, and the peak resident memory of scoring a
+                        small and a 10x larger stream, each in a fresh subprocess.
 
-Peers that are not installed are reported as ``null``. Random-init models only (no downloads).
+The last two generate their image folder once (scripts/bench_data.py: 2048 grayscale JPEGs of 512
+px) under ``--data-dir`` (default ~/.cache/hf_gazecons/bench). Peers that are not installed are
+reported as ``null``. Random-init models only (no downloads).
 """
 
 from __future__ import annotations
@@ -486,7 +496,7 @@ def bench_memory(model: str, size: int, batch: int, device: torch.device) -> dic
         "ratio_vs_captum": ratio(ours["mb"], None if captum is None else captum["mb"]),
     }
     result["met"] = goals_met("memory", result)
-    result["_method"] = ours["method"]  # moved into settings by main()
+    result["_extra"] = {"method": ours["method"]}  # moved into the settings by run_benchmark()
     return result
 
 
@@ -649,7 +659,7 @@ def bench_train_step(
         "overhead_stage": ratio(medians["regularised_stage"], medians["plain"]),
     }
     result["met"] = goals_met("train_step", result)
-    result["_penalty"] = {"default target": last[None], "stage -2": last[-2]}
+    result["_extra"] = {"penalty": {"default target": last[None], "stage -2": last[-2]}}
     return result
 
 
@@ -1098,6 +1108,13 @@ def _print_train_step(t: dict[str, Any], s: dict[str, Any]) -> None:
     print(_goal_line("train_step", t))
 
 
+def _print_rates(rows: tuple[tuple[str, str], ...], values: dict[str, Any]) -> None:
+    """One line per (label, key of ``values``): the images/s."""
+    width = max(len(name) for name, _ in rows) + 2
+    for name, key in rows:
+        print(f"  {name:<{width}}{_fmt(values[key], '.1f'):>9} images/s")
+
+
 def _print_train_epoch(t: dict[str, Any], s: dict[str, Any]) -> None:
     print(
         f"\n[train_epoch] {s['model']}, {s['size']} px from {s['image_px']} px grayscale JPEGs, batch {s['batch']}, "
@@ -1108,8 +1125,7 @@ def _print_train_epoch(t: dict[str, Any], s: dict[str, Any]) -> None:
         ("plain transformers Trainer", "trainer_images_per_s"),
         ("hand-written timm loop", "timm_loop_images_per_s"),
     )
-    for name, key in rows:
-        print(f"  {name:<38}{_fmt(t[key], '.1f'):>9} images/s")
+    _print_rates(rows, t)
     print(f"  regularised / plain Trainer: {_fmt(t['ratio_vs_trainer'], '.3f')}")
     print(
         f"  data alone, main process: ours {_fmt(t['loader_images_per_s'], '.0f')} images/s, "
@@ -1128,13 +1144,48 @@ def _print_scoring_scale(c: dict[str, Any], s: dict[str, Any]) -> None:
         (f"  ... with --grid {s['grid'][0]} {s['grid'][1]}", "paper_grid_images_per_s"),
         ("no-grad inference", "inference_images_per_s"),
     )
-    for name, key in rows:
-        print(f"  {name:<30}{_fmt(c[key], '.1f'):>9} images/s")
+    _print_rates(rows, c)
     print(
         f"  peak RSS of the scoring process: {_fmt(c['rss_small_mb'], '.1f')} MiB for {s['rss_small']} images, "
         f"{_fmt(c['rss_large_mb'], '.1f')} MiB for {s['rss_large']}"
     )
     print(_goal_line("scoring_scale", c))
+
+
+NOTES: dict[str, str] = {
+    "gradcam": (
+        "random-init timm model in eval mode; every contender explains the predicted class (peers get it from an "
+        "untimed forward); pytorch-grad-cam target model.layer4[-1], captum/torchcam model.layer4, ours "
+        "forward_features (the same tensor); pytorch-grad-cam and torchcam are built per call in a with-block; "
+        f"maps compared at the target resolution after min-max with eps {EPS}"
+    ),
+    "memory": "each probe: fresh process, model and batch built, warm-up on one image, then one batch",
+    "dataset_scoring": (
+        "random images; labels = the model's prediction except every 4th sample (a wrong class); paper variant; "
+        "study way = prediction pass + per-class pass over correct samples with forward hooks and .backward()"
+    ),
+    "train_step": (
+        "labels = train-mode argmax of the initial model's logits on the batch (all correct at the start); "
+        "3 untimed warm-up steps; Adam lr 1e-4; each contender trains its own copy of the same initial model; "
+        "'penalty' = samples/classes that took part in the last regularised step; 'regularised_stage' "
+        "penalises the maps of timm stage -2, after which train-mode BatchNorm layers couple the samples, so "
+        "their exact per-sample Grad-CAM needs batched vector-Jacobian products"
+    ),
+    "train_epoch": (
+        "random-init timm model, 1 channel; the Trainers read the folder through load_image_dataset and "
+        "ImageClassificationDataset (JPEGs decoded near the input size), the timm loop through "
+        "timm.data.ImageDataset with the same transform; lambda from the first step (t0=0, t1=1); "
+        "'penalty' = lambda and mean samples/classes per step in the penalty (GazeConsistencyTrainer's log); "
+        "loader rates: reading + transforming only, in the main process"
+    ),
+    "scoring_scale": (
+        "random-init 1-channel model; the folder's images in a seeded random order, repeated; throughput: "
+        "gaze_consistency and a no-grad forward over the same batch_source DataLoader of a datasets.Dataset; "
+        "memory: peak resident set (VmHWM) of a fresh process that loads the model and scores a "
+        "datasets.IterableDataset stream (paper variant, no loader workers); rss_growth = large / small"
+    ),
+}
+"""How each section measures, for the JSON report's settings."""
 
 
 SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -1163,49 +1214,8 @@ def run_benchmark(
         result = SECTIONS[section](**settings[section], **options, device=device)
         settings[section]["seconds_taken"] = round(time.perf_counter() - started, 1)
         report[section] = result
-    if "gradcam" in sections:
-        settings["gradcam"]["notes"] = (
-            "random-init timm model in eval mode; every contender explains the predicted class (peers get it from an "
-            "untimed forward); pytorch-grad-cam target model.layer4[-1], captum/torchcam model.layer4, ours "
-            "forward_features (the same tensor); pytorch-grad-cam and torchcam are built per call in a with-block; "
-            f"maps compared at the target resolution after min-max with eps {EPS}"
-        )
-    if "memory" in sections:
-        settings["memory"]["method"] = report["memory"].pop("_method")
-        settings["memory"]["notes"] = (
-            "each probe: fresh process, model and batch built, warm-up on one image, then one batch"
-        )
-    if "dataset_scoring" in sections:
-        settings["dataset_scoring"]["notes"] = (
-            "random images; labels = the model's prediction except every 4th sample (a wrong class); paper variant; "
-            "study way = prediction pass + per-class pass over correct samples with forward hooks and .backward()"
-        )
-    if "train_step" in sections:
-        settings["train_step"]["penalty"] = report["train_step"].pop("_penalty")
-        settings["train_step"]["notes"] = (
-            "labels = train-mode argmax of the initial model's logits on the batch (all correct at the start); "
-            "3 untimed warm-up steps; Adam lr 1e-4; each contender trains its own copy of the same initial model; "
-            "'penalty' = samples/classes that took part in the last regularised step; 'regularised_stage' "
-            "penalises the maps of timm stage -2, after which train-mode BatchNorm layers couple the samples, so "
-            "their exact per-sample Grad-CAM needs batched vector-Jacobian products"
-        )
-    if "train_epoch" in sections:
-        settings["train_epoch"].update(report["train_epoch"].pop("_extra"))
-        settings["train_epoch"]["notes"] = (
-            "random-init timm model, 1 channel; the Trainers read the folder through load_image_dataset and "
-            "ImageClassificationDataset (JPEGs decoded near the input size), the timm loop through "
-            "timm.data.ImageDataset with the same transform; lambda from the first step (t0=0, t1=1); "
-            "'penalty' = lambda and mean samples/classes per step in the penalty (GazeConsistencyTrainer's log); "
-            "loader rates: reading + transforming only, in the main process"
-        )
-    if "scoring_scale" in sections:
-        settings["scoring_scale"].update(report["scoring_scale"].pop("_extra"))
-        settings["scoring_scale"]["notes"] = (
-            "random-init 1-channel model; the folder's images in a seeded random order, repeated; throughput: "
-            "gaze_consistency and a no-grad forward over the same batch_source DataLoader of a datasets.Dataset; "
-            "memory: peak resident set (VmHWM) of a fresh process that loads the model and scores a "
-            "datasets.IterableDataset stream (paper variant, no loader workers); rss_growth = large / small"
-        )
+        settings[section].update(result.pop("_extra", {}))  # what the section reports about how it ran
+        settings[section]["notes"] = NOTES[section]
     report["settings"] = {"profile": profile, **{k: v for k, v in settings.items() if k in sections}}
     report["met"] = {section: report[section]["met"] for section in sections}
     return report
