@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import TargetLayerError
+from .errors import ModelLoadError, TargetLayerError, UsageError
 from .targets import TargetLayer, resolve_target, to_spatial_map, unwrap_model
 
-__all__ = ["GradCAM", "CAMOutput", "model_logits", "normalize_maps", "resize_maps"]
+__all__ = ["GradCAM", "CAMOutput", "model_logits", "normalize_maps", "resize_maps", "is_compiled"]
 
 EPS = 1e-8
 
@@ -82,11 +82,29 @@ def class_activation(activations: torch.Tensor, gradients: torch.Tensor) -> torc
 
 
 class GradCAM:
-    """Grad-CAM of ``model`` at ``target`` (``None``: resolved automatically, see ``targets``).
+    """Grad-CAM of ``model`` at ``target`` (SPEC eq. 1-2), from one forward pass.
 
-    ``cam(pixel_values, targets=None)`` runs ONE forward and returns :class:`CAMOutput`;
-    ``targets=None`` explains the predicted class. The model's train/eval mode and its hooks are
-    left as found. ``model`` may be wrapped (DDP, accelerate); the forward goes through the wrapper.
+    Args:
+        model: a classifier (timm, transformers or a plain module); wrapped models (DDP, accelerate,
+            torch.compile in scoring mode) work, the forward goes through the wrapper.
+        target: ``None`` (resolved automatically, see :mod:`~hf_gazecons.targets`), a module name
+            or a timm stage index.
+        differentiable: maps that carry gradients to the parameters (training).
+        second_order: differentiate through the channel weights too (needs ``differentiable``).
+
+    Calling ``cam(pixel_values, targets=None)`` returns :class:`CAMOutput`; ``targets=None``
+    explains the predicted class. The model's train/eval mode and its hooks are left as found.
+
+    Raises:
+        TargetLayerError: the target cannot be resolved, yields no spatial map, or (differentiable)
+            the model is compiled.
+        UsageError: ``second_order`` without ``differentiable``.
+
+    Example::
+
+        >>> out = GradCAM(timm.create_model("resnet18", num_classes=4))(torch.randn(2, 3, 224, 224))
+        >>> out.maps.shape, out.logits.shape
+        (torch.Size([2, 7, 7]), torch.Size([2, 4]))
     """
 
     def __init__(
@@ -97,7 +115,13 @@ class GradCAM:
         second_order: bool = False,
     ) -> None:
         if second_order and not differentiable:
-            raise ValueError("second_order=True needs differentiable=True")
+            raise UsageError("second_order=True needs differentiable=True")
+        if differentiable and is_compiled(model):
+            raise TargetLayerError(
+                "differentiable Grad-CAM needs an eager model: torch.compile fuses the target layer's activation "
+                "into a compiled graph, so no gradient can reach the parameters through it; pass the module "
+                "before torch.compile (scoring a compiled model works)"
+            )
         self.model = model
         self.target: TargetLayer = resolve_target(model, target)
         self.differentiable = differentiable
@@ -210,6 +234,17 @@ class GradCAM:
                     setattr(owner, method, patched_before)
 
 
+def is_compiled(model: nn.Module) -> bool:
+    """Whether ``model`` (or a wrapper around it) is a ``torch.compile`` module."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            return True
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return False
+        model = inner
+
+
 def batch_coupled_modules(model: nn.Module) -> list[nn.Module]:
     """The batch-norm layers of ``model`` that normalise with the statistics of the batch: in train
     mode, or without running statistics. Through them a sample's score depends on the other samples."""
@@ -241,4 +276,7 @@ def model_logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
         return output.logits
     if isinstance(output, (tuple, list)) and isinstance(output[0], torch.Tensor):
         return output[0]
-    raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
+    raise ModelLoadError(
+        f"cannot find logits in a model output of type {type(output).__name__}: Grad-CAM needs a classifier whose "
+        "forward returns logits (a tensor, a tuple starting with them, or an output with .logits)"
+    )

@@ -7,14 +7,14 @@ with the study's (``paper``) objective and with this project's collapse-safe ``r
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .formatting import fmt_metric
-from .plots import plot_class_means
-from .trainer import GazeConsistencyTrainingArguments
-from .training import ModelDataArguments, TrainingRun, train
+
+if TYPE_CHECKING:  # imported in run_demo: the command line reads DemoSettings without loading torch
+    from .training import TrainingRun
 
 __all__ = ["DemoSettings", "RUNS", "run_demo", "comparison_table"]
 
@@ -44,6 +44,11 @@ RUNS = {"baseline": (False, "paper"), "paper": (True, "paper"), "robust": (True,
 def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) -> dict[str, TrainingRun]:
     """Train ``baseline`` (lambda_max = 0), ``paper`` and ``robust`` (``settings.lambda_max`` with
     that variant) into ``output_dir``, with the same seed and data."""
+    from .jsonio import write_json
+    from .plots import plot_class_means
+    from .trainer import GazeConsistencyTrainingArguments
+    from .training import ModelDataArguments, train
+
     output_dir = Path(output_dir)
     data_args = ModelDataArguments(model=settings.model, dataset=settings.dataset, image_size=settings.image_size)
     runs = {}
@@ -65,7 +70,7 @@ def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) ->
             disable_tqdm=True,
         )
         runs[name] = train(data_args, args)
-    label_names = runs["baseline"].results["config"]["label_names"]
+    label_names = runs["baseline"].results.config.label_names
     plot_class_means(
         {
             f"{name} (L_CAM {fmt_metric(run.evaluation.values['paper'])})": run.evaluation.class_means
@@ -75,9 +80,7 @@ def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) ->
         output_dir / "class_means_comparison.png",
         title="Class-mean Grad-CAM on the validation split",
     )
-    (output_dir / "comparison.json").write_text(
-        json.dumps({name: run.results["final"] for name, run in runs.items()}, indent=2)
-    )
+    write_json(output_dir / "comparison.json", {name: run.results.final for name, run in runs.items()})
     return runs
 
 
@@ -85,17 +88,17 @@ def comparison_table(runs: dict[str, TrainingRun]) -> str:
     """Side by side: accuracy, kappa, both L_CAMs, all-zero maps and localisation of each run's final
     evaluation (the validation split)."""
     rows = [
-        ("accuracy", "eval_accuracy"),
-        ("Cohen's kappa", "eval_kappa"),
-        ("L_CAM, paper (lower = more consistent)", "eval_gaze_consistency"),
-        ("L_CAM, robust (1 - cosine)", "eval_robust_gaze_consistency"),
-        ("all-zero maps (share of correct)", "eval_zero_map_share"),
-        ("energy pointing game", "eval_energy_pointing_game"),
-        ("pointing game", "eval_pointing_game"),
+        ("accuracy", "accuracy"),
+        ("Cohen's kappa", "kappa"),
+        ("L_CAM, paper (lower = more consistent)", "gaze_consistency"),
+        ("L_CAM, robust (1 - cosine)", "robust_gaze_consistency"),
+        ("all-zero maps (share of correct)", "zero_map_share"),
+        ("energy pointing game", "energy_pointing_game"),
+        ("pointing game", "pointing_game"),
     ]
     width = max(len(label) for label, _ in rows)
     lines = [f"{'':<{width}}  " + "  ".join(f"{name:>10}" for name in runs)]
-    for label, key in rows:
-        values = "  ".join(f"{fmt_metric(run.results['final'].get(key)):>10}" for run in runs.values())
+    for label, name in rows:
+        values = "  ".join(f"{fmt_metric(run.results.metric(name)):>10}" for run in runs.values())
         lines.append(f"{label:<{width}}  {values}")
     return "\n".join(lines)

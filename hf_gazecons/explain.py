@@ -64,10 +64,11 @@ def example_images(
 ) -> tuple[list[Image.Image], list[int]]:
     """The first ``per_class`` images of each class (of ``classes``, default all), in class order,
     with their labels. A stream is read only until they are found (at most once through)."""
+    wanted = set(range(dataset.features["label"].num_classes) if classes is None else classes)
     if isinstance(dataset, datasets.Dataset):
         rows = dataset.select(examples_per_class(dataset, per_class))
-        return list(rows["image"]), list(rows["label"])
-    wanted = set(range(dataset.features["label"].num_classes) if classes is None else classes)
+        kept = [i for i, label in enumerate(rows["label"]) if label in wanted]
+        return [rows[i]["image"] for i in kept], [rows[i]["label"] for i in kept]
     chosen: dict[int, list[Image.Image]] = {}
     for row in dataset.cast_column("image", datasets.Image(decode=False)):
         if wanted and row["label"] in wanted and len(chosen.setdefault(row["label"], [])) < per_class:

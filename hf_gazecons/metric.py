@@ -29,11 +29,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .cam import GradCAM
-from .deviation import class_deviation_sum, robust_deviation_sum, on_grid, per_sample_deviation, unit_maps
+from .deviation import class_deviation_sum, on_grid, per_sample_deviation, robust_deviation_sum, unit_maps
 from .errors import DataError, MetricError
 from .localization import energy_pointing_game, pointing_game
 from .models import LoadedModel
 from .preprocessing import Preprocessing
+from .run_record import metric_key
 from .variants import VARIANTS, Variant, check_variant
 
 __all__ = [
@@ -102,6 +103,27 @@ class ConsistencyResult:
     def zero_map_share(self) -> float | None:
         """All-zero maps among the correct samples (None without correct samples)."""
         return self.n_zero_maps / self.n_correct if self.n_correct else None
+
+    def to_metrics(self, prefix: str = "eval") -> dict[str, float | None]:
+        """Flat ``{prefix}_<name>`` metrics (:data:`~hf_gazecons.run_record.METRIC_NAMES`), as the Trainer logs them:
+        ``gaze_consistency`` is the paper variant (per class too, as ``gaze_consistency_<class>``),
+        the other variants computed beside it come as ``<variant>_gaze_consistency``; localisation
+        only where the data has masks."""
+        values: dict[str, float | None] = {
+            "loss": self.loss,
+            "accuracy": self.accuracy,
+            "kappa": self.kappa,
+            "gaze_consistency": self.values["paper"],
+            "zero_map_share": self.zero_map_share,
+        }
+        values.update({f"{v}_gaze_consistency": value for v, value in self.values.items() if v != "paper"})
+        values.update({f"gaze_consistency_{name}": c.values["paper"] for name, c in self.per_class.items()})
+        if self.localization is not None:
+            values.update(
+                energy_pointing_game=self.localization.energy_pointing_game,
+                pointing_game=self.localization.pointing_game,
+            )
+        return {metric_key(prefix, name): value for name, value in values.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON of ``hf-gazecons score`` (``consistency.json``)."""
@@ -347,6 +369,7 @@ def gaze_consistency(
     num_workers: int = 0,
     progress: bool = True,
     max_kept_bytes: int | None = None,
+    dtype: torch.dtype | None = None,
 ) -> ConsistencyResult:
     """Score ``model``'s gaze consistency, accuracy and kappa on ``data`` in one pass.
 
@@ -356,6 +379,8 @@ def gaze_consistency(
     ``preprocessing`` (implied by a :class:`LoadedModel`). Under several processes (``accelerate
     launch``, ``torchrun``) a ``datasets`` data set is split by rank, any other iterable must
     already be the process's own shard; the result is merged and the same on every rank.
+    ``dtype`` (``torch.bfloat16`` or ``torch.float16``) runs the forward under autocast; the maps
+    and statistics stay float32/64.
 
     Memory does not depend on the data set's length, except for ``variant="reference"``, which
     keeps every correct sample's map and refuses beyond ``max_kept_bytes`` (see
@@ -377,7 +402,8 @@ def gaze_consistency(
         bar = None if progress and rank0 else True  # None: a bar on terminals, none in logs and pipes
         for batch in tqdm(batches, desc="gaze consistency", unit="batch", disable=bar):
             pixel_values, labels, masks = unpack_batch(batch)
-            out = cam(pixel_values.to(device, non_blocking=True))
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype not in (None, torch.float32)):
+                out = cam(pixel_values.to(device, non_blocking=True))
             num_classes = out.logits.shape[1]
             _check_labels(labels, num_classes)
             if statistics is None:

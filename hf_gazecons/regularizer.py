@@ -7,7 +7,8 @@ Example::
     >>> cam = GradCAM(model, differentiable=True)
     >>> reg = GazeConsistencyLoss(num_classes=4)
     >>> out = cam(pixel_values, targets=labels)
-    >>> loss = F.cross_entropy(out.logits, labels) + LambdaCurriculum(100.0)(epoch) * reg(out.maps, out.logits, labels).loss
+    >>> penalty = reg(out.maps, out.logits, labels, out.raw).loss
+    >>> loss = F.cross_entropy(out.logits, labels) + LambdaCurriculum(100.0)(epoch) * penalty
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .deviation import per_sample_deviation, worst_robust_deviation
+from .errors import MetricError, UsageError
 from .variants import Variant, check_variant
 
 __all__ = ["GazeConsistencyLoss", "PenaltyOutput", "LambdaCurriculum"]
@@ -62,6 +64,20 @@ class GazeConsistencyLoss(nn.Module):
     leaves its EMA as it is), and, given the maps' pre-ReLU ``raw`` values, a participating sample
     whose map is zero everywhere adds ``w_c * relu(-max raw) / mean|raw|`` to its (worst-case)
     deviation, so that the penalty has a gradient that brings a collapsed map back.
+
+    Args:
+        num_classes: the classifier's number of classes.
+        ema_alpha: the EMA factor of the class maps, in [0, 1).
+        variant: the deviation (:data:`~hf_gazecons.variants.VARIANTS`).
+
+    Raises:
+        UsageError: ``ema_alpha`` outside [0, 1) or an unknown variant.
+
+    Example::
+
+        >>> out = GradCAM(model, differentiable=True)(pixel_values, targets=labels)
+        >>> penalty = GazeConsistencyLoss(num_classes=4, variant="robust")(out.maps, out.logits, labels, out.raw)
+        >>> (F.cross_entropy(out.logits, labels) + 50.0 * penalty.loss).backward()
     """
 
     ema: torch.Tensor
@@ -70,7 +86,7 @@ class GazeConsistencyLoss(nn.Module):
     def __init__(self, num_classes: int, ema_alpha: float = 0.9, variant: Variant = "paper") -> None:
         super().__init__()
         if not 0.0 <= ema_alpha < 1.0:
-            raise ValueError(f"ema_alpha must be in [0, 1), not {ema_alpha}")
+            raise UsageError(f"ema_alpha must be in [0, 1), not {ema_alpha}")
         self.num_classes = num_classes
         self.ema_alpha = ema_alpha
         self.variant = check_variant(variant)
@@ -109,7 +125,9 @@ class GazeConsistencyLoss(nn.Module):
         class_maps = self.ema[labels[selected]]
         deviations = per_sample_deviation(maps[selected], class_maps, self.variant)
         if self.variant == "robust" and raw is not None:
-            deviations = deviations + worst_robust_deviation(class_maps) * _collapse_depth(maps[selected], raw[selected])
+            deviations = deviations + worst_robust_deviation(class_maps) * _collapse_depth(
+                maps[selected], raw[selected]
+            )
         return PenaltyOutput(deviations.sum() * (world / n_samples), n_samples, n_classes, n_zero_maps)
 
     @torch.no_grad()
@@ -117,7 +135,10 @@ class GazeConsistencyLoss(nn.Module):
         """Move the EMA of the ``updated`` classes towards ``sums / counts`` (set it on first sight)."""
         if self.ema.shape != sums.shape:
             if self.initialized.any():
-                raise ValueError(f"map size changed from {tuple(self.ema.shape[1:])} to {tuple(sums.shape[1:])}")
+                raise MetricError(
+                    f"the map size changed from {tuple(self.ema.shape[1:])} to {tuple(sums.shape[1:])}: one "
+                    "regulariser serves one target layer and input size"
+                )
             self.ema = torch.zeros_like(sums)
         batch_mean = sums / counts.clamp(min=1)[:, None, None]
         first = updated & ~self.initialized
@@ -161,7 +182,7 @@ class LambdaCurriculum:
 
     def __post_init__(self) -> None:
         if self.t1 <= self.t0:
-            raise ValueError(f"t1 ({self.t1}) must be greater than t0 ({self.t0})")
+            raise UsageError(f"t1 ({self.t1}) must be greater than t0 ({self.t0})")
 
     def __call__(self, epoch: float) -> float:
         """Lambda at the 1-based ``epoch`` ``e``."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from .errors import UsageError
+
 __all__ = ["Variant", "VARIANTS", "VARIANT_HELP", "check_variant"]
 
 Variant = Literal["paper", "reference", "robust"]
@@ -20,7 +22,7 @@ VARIANT_HELP = (
 
 
 def check_variant(variant: str) -> Variant:
-    """``variant`` if it names a variant, else a ``ValueError`` that lists them."""
+    """``variant`` if it names a variant, else a :class:`~hf_gazecons.errors.UsageError` that lists them."""
     if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, not {variant!r}")
+        raise UsageError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
     return variant  # type: ignore[return-value]

@@ -5,7 +5,7 @@
     python scripts/bench.py --quick --sections train_epoch scoring_scale --output bench.json
     python scripts/bench.py --device cuda --output bench.json    # (scripts/gpu_check.py: the GPU check)
 
-``--sections NAME ...`` runs only the named sections. Six sections, each timed IN ONE RUN with
+``--sections NAME ...`` runs only the named sections. Seven sections, each timed IN ONE RUN with
 interleaved repetitions (every repetition times every contender once, in rotating order, after a
 warm-up; medians are reported):
 
@@ -21,9 +21,11 @@ warm-up; medians are reported):
                         a hand-written timm loop, same images, same loader workers;
 * ``scoring_scale``   — ``gaze_consistency`` images/s (with and without ``--grid``) vs no-grad
                         inference over the same DataLoader, and the peak resident memory of scoring a
-                        small and a 10x larger stream, each in a fresh subprocess.
+                        small and a 10x larger stream, each in a fresh subprocess;
+* ``cli_help``        — ``hf-gazecons train --help`` (first call, which builds and caches it, then
+                        from the cache) and ``hf-gazecons --help``, each a fresh process.
 
-The last two generate their image folder once (scripts/bench_data.py: 2048 grayscale JPEGs of 512
+``train_epoch`` and ``scoring_scale`` generate their image folder once (scripts/bench_data.py: 2048 grayscale JPEGs of 512
 px) under ``--data-dir`` (default ~/.cache/hf_gazecons/bench). Peers that are not installed are
 reported as ``null``. Random-init models only (no downloads).
 """
@@ -80,6 +82,7 @@ GOALS: dict[str, dict[str, dict[str, Any]]] = {
         "throughput_ratio": {"op": ">=", "value": 0.90},
         "throughput_ratio_grid": {"op": ">=", "value": 0.90},
     },
+    "cli_help": {"train_help_cached_s": {"op": "<=", "value": 2.0}},
 }
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
@@ -121,6 +124,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "rss_small": 2000,
             "rss_large": 20000,
         },
+        "cli_help": {"reps": 5},
     },
     "quick": {
         "gradcam": {"model": "resnet18", "size": 224, "batch": 32, "reps": 5},
@@ -160,6 +164,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "rss_small": 500,
             "rss_large": 5000,
         },
+        "cli_help": {"reps": 3},
     },
     "tiny": {  # for tests/test_bench.py: the code paths and the schema, not the numbers
         "gradcam": {"model": "test_resnet", "size": 96, "batch": 4, "reps": 2},
@@ -199,6 +204,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "rss_small": 16,
             "rss_large": 64,
         },
+        "cli_help": {"reps": 1},
     },
 }
 
@@ -1004,6 +1010,31 @@ def bench_scoring_scale(
 
 
 # --------------------------------------------------------------------------------------------
+# section 7: how fast the command line answers --help
+
+
+def bench_cli_help(reps: int, device: torch.device) -> dict[str, Any]:
+    """Wall time of fresh ``python -m hf_gazecons.cli.main`` processes (what the console script runs):
+    ``train --help`` with an empty help cache (it imports torch and transformers to build the help,
+    then caches it), ``train --help`` again (from the cache), and the top-level ``--help``."""
+    import tempfile
+
+    def seconds(argv: list[str], env: dict[str, str]) -> float:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "hf_gazecons.cli.main", *argv], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        return time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "XDG_CACHE_HOME": cache, "PYTHONPATH": str(REPO_ROOT)}
+        cold = seconds(["train", "--help"], env)
+        cached = statistics.median(seconds(["train", "--help"], env) for _ in range(reps))
+        top = statistics.median(seconds(["--help"], env) for _ in range(reps))
+    values = {"train_help_cold_s": cold, "train_help_cached_s": cached, "help_s": top}
+    return {**values, "met": goals_met("cli_help", values)}
+
+
+# --------------------------------------------------------------------------------------------
 # report
 
 
@@ -1056,6 +1087,7 @@ def print_report(report: dict[str, Any]) -> None:
         ("train_step", _print_train_step),
         ("train_epoch", _print_train_epoch),
         ("scoring_scale", _print_scoring_scale),
+        ("cli_help", _print_cli_help),
     ):
         if section in report:
             printer(report[section], settings[section])
@@ -1152,6 +1184,14 @@ def _print_scoring_scale(c: dict[str, Any], s: dict[str, Any]) -> None:
     print(_goal_line("scoring_scale", c))
 
 
+def _print_cli_help(c: dict[str, Any], s: dict[str, Any]) -> None:
+    print(f"\n[cli_help] fresh processes, median of {s['reps']}")
+    print(f"  {'train --help, first':<22}{_fmt(c['train_help_cold_s'], '.2f'):>10} s  (builds the help cache)")
+    print(f"  {'train --help, cached':<22}{_fmt(c['train_help_cached_s'], '.2f'):>10} s")
+    print(f"  {'--help':<22}{_fmt(c['help_s'], '.2f'):>10} s")
+    print(_goal_line("cli_help", c))
+
+
 NOTES: dict[str, str] = {
     "gradcam": (
         "random-init timm model in eval mode; every contender explains the predicted class (peers get it from an "
@@ -1184,6 +1224,7 @@ NOTES: dict[str, str] = {
         "memory: peak resident set (VmHWM) of a fresh process that loads the model and scores a "
         "datasets.IterableDataset stream (paper variant, no loader workers); rss_growth = large / small"
     ),
+    "cli_help": "fresh python -m hf_gazecons.cli.main processes with an empty XDG_CACHE_HOME; medians of reps",
 }
 """How each section measures, for the JSON report's settings."""
 
@@ -1195,6 +1236,7 @@ SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "train_step": bench_train_step,
     "train_epoch": bench_train_epoch,
     "scoring_scale": bench_scoring_scale,
+    "cli_help": bench_cli_help,
 }
 DATA_SECTIONS = ("train_epoch", "scoring_scale")  # read the generated image folder
 

@@ -457,7 +457,7 @@ def test_train_pushes_once_at_the_end(trained_and_pushed, local_hub):
     meta, body = _front_matter(files["README.md"].decode())
     assert (
         _metrics(meta["model-index"][0]["results"][0])["accuracy"]
-        == trained_and_pushed["results"]["final"]["eval_accuracy"]
+        == trained_and_pushed["results"].final["eval_accuracy"]
     )
     assert f'load_model("{repo_id}")' in body
 

@@ -35,7 +35,10 @@ def brute_force(maps, labels, predictions, num_classes, variant, grid=None):
             live = [m for m in members if m.norm() > 0]
             ref = sum(live) / len(live) if live else torch.zeros_like(mean)
             worst = float(2 * (ref**2).sum() / pixels) if live else 2.0  # a map with no overlap
-            values = [float(((m * ref.norm() / m.norm() - ref) ** 2).sum() / pixels) if m.norm() > 0 else worst for m in members]
+            values = [
+                float(((m * ref.norm() / m.norm() - ref) ** 2).sum() / pixels) if m.norm() > 0 else worst
+                for m in members
+            ]
         else:
             values = [float(torch.sqrt(((m - mean) ** 2).sum()) / pixels) for m in members]
         per_class[c] = sum(values) / len(values)

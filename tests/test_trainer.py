@@ -31,7 +31,7 @@ from hf_gazecons.data import ImageClassificationDataset, load_image_dataset
 from hf_gazecons.errors import GazeConsError
 from hf_gazecons.metric import gaze_consistency
 from hf_gazecons.models import GAZE_STATE_FILE, load_model, save_model
-from hf_gazecons.trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments, result_metrics
+from hf_gazecons.trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
 from hf_gazecons.training import ModelDataArguments, epoch_history, train
 
 # 2 classes x 8 training images (2 steps of 8 per epoch), 2 x 4 validation images, 48 px
@@ -194,9 +194,9 @@ def test_penalty_logs_curriculum_and_evaluation(base, shapes, names, tmp_path):
     metrics = trainer.evaluate()
     assert_same_tensors(trainer.gaze_state(), before, atol=0)
     assert model.training  # the evaluation restores the mode it found
-    expected = result_metrics(
-        gaze_consistency(model, DataLoader(trainer.eval_dataset, batch_size=BATCH), label_names=names, progress=False)
-    )
+    expected = gaze_consistency(
+        model, DataLoader(trainer.eval_dataset, batch_size=BATCH), label_names=names, progress=False
+    ).to_metrics()
     for key, value in expected.items():
         if value is None:
             assert metrics[key] is None, key
@@ -399,7 +399,7 @@ def test_train_writes_a_complete_output(trained, names):
 
     results = json.loads((out / "results.json").read_text())
     assert {"config", "final", "history"} <= results.keys()
-    assert results == json.loads(json.dumps(run.results))
+    assert results == json.loads(json.dumps(run.results.to_dict()))
     config = results["config"]
     assert config["label_names"] == names and config["lambda_max"] == 5.0 and config["channels"] == 3
     history = results["history"]
@@ -459,7 +459,7 @@ def test_train_output_loads_in_timm_transformers_and_hf_gazecons(trained, names)
 
     # the saved final metrics are the saved model's metrics on the evaluation split
     result = gaze_consistency(loaded, load_image_dataset(SHAPES, "validation"), progress=False)
-    final = run.results["final"]
+    final = run.results.final
     assert final["eval_accuracy"] == pytest.approx(result.accuracy, abs=1e-6)
     assert final["eval_gaze_consistency"] == pytest.approx(result.value, abs=1e-6)
     assert final["eval_loss"] == pytest.approx(result.loss, abs=1e-5)
@@ -467,7 +467,7 @@ def test_train_output_loads_in_timm_transformers_and_hf_gazecons(trained, names)
 
 def test_train_grayscale_gives_a_one_channel_model(tmp_path, names):
     run = run_train(tmp_path, epochs=1, grayscale=True)
-    assert run.results["config"]["channels"] == 1
+    assert run.results.config.channels == 1
     timm_model = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
     assert first_conv(timm_model).in_channels == 1
     loaded = load_model(str(tmp_path))
@@ -489,8 +489,8 @@ def test_train_a_transformers_classifier(tmp_path, names):
     ResNetForImageClassification(config).save_pretrained(tmp_path / "hf-resnet")
     out = tmp_path / "out"
     run = run_train(out, model=str(tmp_path / "hf-resnet"))
-    assert run.results["config"]["library"] == "transformers"
-    assert len(run.results["history"]) == 2
+    assert run.results.config.library == "transformers"
+    assert len(run.results.history) == 2
     for name in ("config.json", "model.safetensors", GAZE_STATE_FILE, "results.json", "README.md"):
         assert (out / name).is_file(), name
     hf_model = AutoModelForImageClassification.from_pretrained(out).eval()
@@ -501,7 +501,7 @@ def test_train_a_transformers_classifier(tmp_path, names):
     with torch.no_grad():
         torch.testing.assert_close(hf_model(pixel_values=x).logits, loaded.model.eval()(pixel_values=x).logits)
     card = front_matter(out / "README.md")
-    assert model_index_metrics(card)["accuracy"] == pytest.approx(run.results["final"]["eval_accuracy"])
+    assert model_index_metrics(card)["accuracy"] == pytest.approx(run.results.final["eval_accuracy"])
 
 
 # ------------------------------------------------------------------------------------------------

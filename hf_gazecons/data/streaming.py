@@ -27,7 +27,7 @@ from .loading import (
     looks_like_path,
 )
 
-__all__ = ["align_stream_labels", "load_streaming_dataset"]
+__all__ = ["load_streaming_dataset"]
 
 
 def load_streaming_dataset(
@@ -63,15 +63,6 @@ def load_streaming_dataset(
     chosen = [split] if split is not None else list(raw)
     result = IterableDatasetDict({name: _standardise(raw[name], columns, list(feature.names)) for name in chosen})
     return result[split] if split is not None else result
-
-
-def align_stream_labels(stream: IterableDataset, mapping: dict[str, int], names: list[str]) -> IterableDataset:
-    """``stream`` with each label moved to ``mapping[its class name]``, a ClassLabel of ``names``
-    (``Dataset.align_labels_with_mapping`` for a stream, which lacks it)."""
-    old_names = stream.features["label"].names
-    features = stream.features.copy()
-    features["label"] = ClassLabel(names=names)
-    return stream.map(lambda row: {"label": mapping[old_names[row["label"]]]}, features=features)
 
 
 def _load_streams(spec: str) -> IterableDatasetDict:

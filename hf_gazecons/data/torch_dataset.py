@@ -96,6 +96,8 @@ class _Rows:
             mask = decode_image(mask).convert("L") if mask is not None else None
         except (OSError, PILImage.DecompressionBombError) as exc:  # UnidentifiedImageError too
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            path = row["image"].get("path") if isinstance(row["image"], dict) else None
+            where += f" ({path})" if path and path not in reason else ""  # the file, unless reason names it
             raise DataError(f"{where} cannot be read: {reason}") from exc
         if self.has_masks and mask is None:
             raise DataError(f"{where} has no mask (the mask column is empty there)")
@@ -123,7 +125,8 @@ class ImageClassificationDataset(_Rows, torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         i = int(i)
-        return self._item(self._rows[i], f"image {i} of the data set")
+        split = getattr(self.dataset, "split", None)
+        return self._item(self._rows[i], f"image {i} of {f'the {split} split' if split else 'the data set'}")
 
 
 class IterableImageClassificationDataset(_Rows, torch.utils.data.IterableDataset):
