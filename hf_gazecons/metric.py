@@ -248,14 +248,14 @@ class ConsistencyStatistics:
         per_map = REFERENCE_BYTES_PER_PIXEL * size[0] * size[1]
         first, self.kept_samples = self.kept_samples == 0, self.kept_samples + adding
         if first and self.expected_samples and self.expected_samples * per_map > self.max_kept_bytes:
-            need = f"{self.expected_samples} samples may need {_megabytes(self.expected_samples * per_map)}"
+            need = f"{self.expected_samples} samples may need {_bytes_text(self.expected_samples * per_map)}"
         elif self.kept_samples * per_map > self.max_kept_bytes:
-            need = f"stopped at {self.kept_samples} kept maps ({_megabytes(self.kept_samples * per_map)})"
+            need = f"stopped at {self.kept_samples} kept maps ({_bytes_text(self.kept_samples * per_map)})"
         else:
             return
         raise MetricError(
             f"the reference variant keeps the {size[0]}x{size[1]} map of every correctly classified sample "
-            f"({per_map} bytes each): {need}, more than the {_megabytes(self.max_kept_bytes)} it may use; "
+            f"({per_map} bytes each): {need}, more than the {_bytes_text(self.max_kept_bytes)} it may use; "
             "use the paper variant (--variant paper: constant memory), a coarser --grid, or fewer samples "
             "(--max-samples, --max_eval_samples)"
         )
@@ -514,8 +514,11 @@ def _length(data: Any) -> int | None:
         return None
 
 
-def _megabytes(n_bytes: int) -> str:
-    return f"{n_bytes / 2**20:,.1f} MiB"
+def _bytes_text(n_bytes: int) -> str:
+    """``288 B``, ``12.5 KiB``, ``1,192.1 MiB``."""
+    if n_bytes < 2**10:
+        return f"{n_bytes} B"
+    return f"{n_bytes / 2**10:,.1f} KiB" if n_bytes < 2**20 else f"{n_bytes / 2**20:,.1f} MiB"
 
 
 def _collective_device() -> torch.device:

@@ -298,6 +298,32 @@ def test_score_streaming_max_samples_takes_the_first_rows_and_says_so(model_dir,
     assert read_json(tmp_path / "out")["n_samples"] == 5
 
 
+def test_score_reference_variant_refuses_in_one_line_when_its_maps_would_not_fit(
+    model_dir, tmp_path, capsys, monkeypatch
+):
+    """The reference variant keeps every correct map; past its limit (half the available memory,
+    here made 100 bytes) score stops with one error line naming the way out, and writes nothing."""
+    import hf_gazecons.metric
+
+    monkeypatch.setattr(hf_gazecons.metric, "reference_memory_limit", lambda: 100)
+    out_dir = tmp_path / "out"
+    rc, out, err = cli(
+        capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--variant", "reference", "--output-dir", out_dir
+    )
+    assert rc != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert re.fullmatch(
+        r"error: the reference variant keeps the 2x2 map of every correctly classified sample \(16 bytes each\): "
+        r"18 samples may need 288 B, more than the 100 B it may use; use the paper variant .*--max-samples.*",
+        lines[0],
+    ), lines[0]
+    assert not out_dir.exists()
+    with pytest.raises(SystemExit):
+        cli(capsys, "score", "--help")
+    assert "'reference' keeps the map of every correctly classified sample" in " ".join(capsys.readouterr().out.split())
+
+
 def test_score_split_option(model_dir, tmp_path, capsys):
     rc, _, err = cli(
         capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--split", "test", "--output-dir", tmp_path / "out"

@@ -4,12 +4,17 @@ The real check needs a GPU (``python scripts/gpu_check.py``); here only its code
 JSON on stdout are checked, with tiny models and data, never a timing goal.
 """
 
+import importlib.util
+import inspect
 import json
 import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 GPU_CHECK = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
 
@@ -41,3 +46,28 @@ def test_gpu_check_cpu_quick_prints_one_json(tmp_path):
     for name in report["met"]:
         assert report[name]["met"] in (True, False, None)
         assert set(report["goals"][name]) <= set(report[name])  # every goal has its measurement
+
+
+def test_gpu_check_help_and_a_missing_gpu(capsys, monkeypatch):
+    """``--help`` works without a GPU; ``--device cuda`` without one is a one-line usage error, not a crash."""
+    spec = importlib.util.spec_from_file_location("hf_gazecons_gpu_check", GPU_CHECK)
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    with pytest.raises(SystemExit) as done:
+        gpu_check.main(["--help"])
+    assert done.value.code == 0 and "--quick" in capsys.readouterr().out
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as done:
+        gpu_check.main([])  # the default device is cuda
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "no CUDA device is available (use --device cpu --quick" in err
+    full = gpu_check.settings(quick=False)  # the GPU run's settings fit the bench functions it calls
+    assert set(full) == set(gpu_check.GOALS) == {"gradcam", "train_epoch", "scoring"}
+    functions = {
+        "gradcam": gpu_check.bench.bench_gradcam,
+        "train_epoch": gpu_check.bench.bench_train_epoch,
+        "scoring": gpu_check.bench.bench_scoring_scale,
+    }
+    for name, function in functions.items():
+        inspect.signature(function).bind(**full[name], device=torch.device("cuda"))
+    assert full["train_epoch"]["precision"] == "bf16" and full["gradcam"]["batch"] == 64

@@ -44,7 +44,13 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         help="the model class of each data set class whose name differs, e.g. cat=Cat,dog=Dog "
         "(default: classes are matched by name)",
     )
-    add_variant_option(parser, "paper", "paper")
+    add_variant_option(
+        parser,
+        "paper",
+        "paper",
+        note="; 'reference' keeps the map of every correctly classified sample (4*H'*W' bytes each: 196 B at 7x7) "
+        "and refuses when they would pass half the available memory",
+    )
     parser.add_argument(
         "--grid",
         nargs=2,
