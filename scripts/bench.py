@@ -85,6 +85,10 @@ GOALS: dict[str, dict[str, dict[str, Any]]] = {
     "cli_help": {"train_help_cached_s": {"op": "<=", "value": 2.0}},
 }
 
+_CHEST_XRAYS = {"model": "resnet18", "size": 224, "batch": 32, "n_images": 2048, "image_px": 512, "workers": 2}
+"""What train_epoch and scoring_scale share: the model and the generated image folder they read."""
+_TINY_FOLDER = {"model": "test_resnet", "size": 64, "batch": 8, "n_images": 48, "image_px": 96, "workers": 1}
+
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
         "gradcam": {"model": "resnet18", "size": 224, "batch": 32, "reps": 10},
@@ -99,28 +103,18 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         },  # fmt: skip
         "train_step": {"model": "resnet18", "size": 112, "batch": 32, "num_classes": 4, "reps": 10, "lam": 100.0},
         "train_epoch": {
-            "model": "resnet18",
-            "size": 224,
-            "batch": 32,
-            "n_images": 2048,
-            "image_px": 512,
-            "n_train": 1792,
-            "workers": 2,
+            **_CHEST_XRAYS,
             "lam": 100.0,
+            "n_train": 1792,
             "warmup_steps": 2,
             "reps": 2,
             "loader_images": 256,
         },
         "scoring_scale": {
-            "model": "resnet18",
-            "size": 224,
-            "batch": 32,
-            "n_images": 2048,
-            "image_px": 512,
+            **_CHEST_XRAYS,
+            "grid": [14, 14],
             "per_rep": 2048,
             "reps": 3,
-            "workers": 2,
-            "grid": [14, 14],
             "rss_small": 2000,
             "rss_large": 20000,
         },
@@ -139,28 +133,18 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         },  # fmt: skip
         "train_step": {"model": "resnet18", "size": 112, "batch": 32, "num_classes": 4, "reps": 8, "lam": 100.0},
         "train_epoch": {
-            "model": "resnet18",
-            "size": 224,
-            "batch": 32,
-            "n_images": 2048,
-            "image_px": 512,
-            "n_train": 320,
-            "workers": 2,
+            **_CHEST_XRAYS,
             "lam": 100.0,
+            "n_train": 320,
             "warmup_steps": 1,
             "reps": 3,
             "loader_images": 128,
         },
         "scoring_scale": {
-            "model": "resnet18",
-            "size": 224,
-            "batch": 32,
-            "n_images": 2048,
-            "image_px": 512,
+            **_CHEST_XRAYS,
+            "grid": [14, 14],
             "per_rep": 512,
             "reps": 3,
-            "workers": 2,
-            "grid": [14, 14],
             "rss_small": 500,
             "rss_large": 5000,
         },
@@ -178,32 +162,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "reps": 2,
         },  # fmt: skip
         "train_step": {"model": "test_resnet", "size": 96, "batch": 8, "num_classes": 4, "reps": 2, "lam": 100.0},
-        "train_epoch": {
-            "model": "test_resnet",
-            "size": 64,
-            "batch": 8,
-            "n_images": 48,
-            "image_px": 96,
-            "n_train": 24,
-            "workers": 1,
-            "lam": 100.0,
-            "warmup_steps": 1,
-            "reps": 1,
-            "loader_images": 8,
-        },
-        "scoring_scale": {
-            "model": "test_resnet",
-            "size": 64,
-            "batch": 8,
-            "n_images": 48,
-            "image_px": 96,
-            "per_rep": 32,
-            "reps": 2,
-            "workers": 1,
-            "grid": [3, 3],
-            "rss_small": 16,
-            "rss_large": 64,
-        },
+        "train_epoch": {**_TINY_FOLDER, "lam": 100.0, "n_train": 24, "warmup_steps": 1, "reps": 1, "loader_images": 8},
+        "scoring_scale": {**_TINY_FOLDER, "grid": [3, 3], "per_rep": 32, "reps": 2, "rss_small": 16, "rss_large": 64},
         "cli_help": {"reps": 1},
     },
 }
