@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import datasets
@@ -14,10 +14,11 @@ import torch
 from PIL import Image
 
 from .cam import GradCAM
+from .data.torch_dataset import decode_image
 from .metric import eval_mode
 from .models import LoadedModel
 
-__all__ = ["Explanation", "explain", "examples_per_class"]
+__all__ = ["Explanation", "explain", "example_images", "examples_per_class"]
 
 
 @dataclass
@@ -56,6 +57,28 @@ def explain(
         probabilities=probabilities.tolist(),
         true_labels=true_labels,
     )
+
+
+def example_images(
+    dataset: datasets.Dataset | datasets.IterableDataset, per_class: int = 2, classes: Iterable[int] | None = None
+) -> tuple[list[Image.Image], list[int]]:
+    """The first ``per_class`` images of each class (of ``classes``, default all), in class order,
+    with their labels. A stream is read only until they are found (at most once through)."""
+    wanted = set(range(dataset.features["label"].num_classes) if classes is None else classes)
+    if isinstance(dataset, datasets.Dataset):
+        rows = dataset.select(examples_per_class(dataset, per_class))
+        kept = [i for i, label in enumerate(rows["label"]) if label in wanted]
+        return [rows[i]["image"] for i in kept], [rows[i]["label"] for i in kept]
+    chosen: dict[int, list[Image.Image]] = {}
+    for row in dataset.cast_column("image", datasets.Image(decode=False)):
+        if wanted and row["label"] in wanted and len(chosen.setdefault(row["label"], [])) < per_class:
+            chosen[row["label"]].append(decode_image(row["image"]))
+            if len(chosen[row["label"]]) == per_class:
+                wanted.discard(row["label"])
+        if not wanted:
+            break
+    order = sorted(chosen)
+    return [image for c in order for image in chosen[c]], [c for c in order for _ in chosen[c]]
 
 
 def examples_per_class(dataset: datasets.Dataset, per_class: int = 2) -> list[int]:

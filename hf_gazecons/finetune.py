@@ -13,7 +13,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import Path
 
 import datasets
@@ -21,7 +20,7 @@ import torch
 from transformers import set_seed
 
 from .checks import POSITIVE_INT
-from .data import ImageClassificationDataset, default_eval_split, load_image_dataset, select_split
+from .data import ImageClassificationDataset, default_eval_split, load_image_dataset, select_split, select_subset
 from .errors import DataError, HubError
 from .filenames import RESULTS_FILE
 from .hub import check_push_access, model_card, push_output
@@ -138,15 +137,15 @@ def _fit(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments, 
     trainer = GazeConsistencyTrainer(
         model=loaded.model,
         args=args,
-        train_dataset=ImageClassificationDataset(train_data, partial(prep, train=True), mode=prep.mode),
-        eval_dataset=ImageClassificationDataset(eval_data, prep, mode=prep.mode),
+        train_dataset=ImageClassificationDataset.with_preprocessing(train_data, prep, train=True),
+        eval_dataset=ImageClassificationDataset.with_preprocessing(eval_data, prep),
         label_names=label_names,
     )
     trainer.train(resume_from_checkpoint=checkpoint)
     if trainer.last_eval_step != trainer.state.global_step:
         trainer.evaluate()
     if test_data is not None:
-        trainer.evaluate(ImageClassificationDataset(test_data, prep, mode=prep.mode), metric_key_prefix="test")
+        trainer.evaluate(ImageClassificationDataset.with_preprocessing(test_data, prep), metric_key_prefix="test")
     results = _results(trainer, loaded, data_args, eval_split, test_data is not None)
     run = TrainingRun(results, trainer.last_eval_result, Path(args.output_dir))
     if trainer.is_world_process_zero():
@@ -166,19 +165,13 @@ def _splits(
     eval_data = select_split(data, eval_split, data_args.dataset)
     test_data = None
     if TEST_SPLIT in data and TEST_SPLIT not in (data_args.train_split, eval_split):
-        test_data = _at_most(select_split(data, TEST_SPLIT, data_args.dataset), data_args.max_eval_samples, seed)
+        test_data = select_subset(select_split(data, TEST_SPLIT, data_args.dataset), data_args.max_eval_samples, seed)
     return (
-        _at_most(train_data, data_args.max_train_samples, seed),
-        _at_most(eval_data, data_args.max_eval_samples, seed),
+        select_subset(train_data, data_args.max_train_samples, seed),
+        select_subset(eval_data, data_args.max_eval_samples, seed),
         eval_split,
         test_data,
     )
-
-
-def _at_most(split: datasets.Dataset, n: int | None, seed: int) -> datasets.Dataset:
-    if n is None or n >= len(split):
-        return split
-    return split.shuffle(seed=seed).select(range(n))
 
 
 def _results(

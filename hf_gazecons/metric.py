@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -41,6 +42,7 @@ __all__ = [
     "Localization",
     "ConsistencyResult",
     "ConsistencyStatistics",
+    "REFERENCE_BYTES_PER_PIXEL",
     "gaze_consistency",
     "cohen_kappa",
 ]
@@ -176,12 +178,18 @@ class ConsistencyStatistics:
 
     The paper and robust variants need only sums (both are always computed). The reference
     variant's unsquared norm needs the final class mean before any distance, so it also keeps every
-    correct sample's map (N x H' x W' floats on the CPU: 10 000 maps of 7x7 are 2 MB).
+    correct sample's map on the CPU: ``REFERENCE_BYTES_PER_PIXEL * H' * W'`` bytes a map (196 B at
+    7x7: 10 000 maps are 2 MB; 12.5 kB at 56x56: 100 000 maps are 1.25 GB). It refuses with a
+    :class:`MetricError` when they would pass ``max_kept_bytes`` (None: half the memory available
+    when the statistics are made): at the first batch when ``expected_samples`` (the data set's
+    length) is known, else as soon as the kept maps pass it.
     """
 
     num_classes: int
     variant: Variant = "paper"
     grid: tuple[int, int] | None = None
+    max_kept_bytes: int | None = None
+    expected_samples: int | None = None
     confusion: torch.Tensor = field(init=False)
     map_sum: torch.Tensor | None = field(init=False, default=None)
     unit_sum: torch.Tensor | None = field(init=False, default=None)
@@ -190,9 +198,12 @@ class ConsistencyStatistics:
     loss_sum: torch.Tensor = field(init=False)
     zero_maps: torch.Tensor = field(init=False)
     kept_maps: list[list[torch.Tensor]] = field(init=False)
+    kept_samples: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         check_variant(self.variant)
+        if self.variant == "reference" and self.max_kept_bytes is None:
+            self.max_kept_bytes = reference_memory_limit()
         k = self.num_classes
         self.confusion = torch.zeros(k, k, dtype=torch.float64)
         self.square_sum = torch.zeros(k, dtype=torch.float64)
@@ -226,8 +237,28 @@ class ConsistencyStatistics:
         self.square_sum.index_add_(0, classes, grid_maps.flatten(1).pow(2).sum(dim=1))
         self.zero_maps.index_add_(0, classes, (maps[correct].flatten(1).amax(dim=1) == 0).double())
         if self.variant == "reference":
+            self._check_kept_memory(tuple(grid_maps.shape[1:]), len(classes))
             for c in classes.unique().tolist():
                 self.kept_maps[c].append(grid_maps[classes == c].float())
+
+    def _check_kept_memory(self, size: tuple[int, int], adding: int) -> None:
+        """Refuse the reference variant before its kept maps pass ``max_kept_bytes`` (see the class)."""
+        if self.max_kept_bytes is None:
+            return
+        per_map = REFERENCE_BYTES_PER_PIXEL * size[0] * size[1]
+        first, self.kept_samples = self.kept_samples == 0, self.kept_samples + adding
+        if first and self.expected_samples and self.expected_samples * per_map > self.max_kept_bytes:
+            need = f"{self.expected_samples} samples may need {_bytes_text(self.expected_samples * per_map)}"
+        elif self.kept_samples * per_map > self.max_kept_bytes:
+            need = f"stopped at {self.kept_samples} kept maps ({_bytes_text(self.kept_samples * per_map)})"
+        else:
+            return
+        raise MetricError(
+            f"the reference variant keeps the {size[0]}x{size[1]} map of every correctly classified sample "
+            f"({per_map} bytes each): {need}, more than the {_bytes_text(self.max_kept_bytes)} it may use; "
+            "use the paper variant (--variant paper: constant memory), a coarser --grid, or fewer samples "
+            "(--max-samples, --max_eval_samples)"
+        )
 
     def all_reduce(self) -> None:
         """Sum the statistics of every process (``torch.distributed``); a no-op in one process."""
@@ -320,8 +351,8 @@ class ConsistencyStatistics:
             return robust_deviation_sum(counts, counts - self.zero_maps, self.map_sum, self.unit_sum)
         sums = torch.zeros(self.num_classes, dtype=torch.float64)
         for c, maps in enumerate(self.kept_maps):
-            if maps:
-                sums[c] = per_sample_deviation(torch.cat(maps).double(), class_means[c], "reference").sum()
+            for part in maps:  # batch by batch: no second copy of the kept maps
+                sums[c] += per_sample_deviation(part.double(), class_means[c], "reference").sum()
         return sums
 
 
@@ -337,17 +368,23 @@ def gaze_consistency(
     label_names: list[str] | None = None,
     num_workers: int = 0,
     progress: bool = True,
+    max_kept_bytes: int | None = None,
     dtype: torch.dtype | None = None,
 ) -> ConsistencyResult:
     """Score ``model``'s gaze consistency, accuracy and kappa on ``data`` in one pass.
 
     ``data`` is an iterable of ``(pixel_values, labels)`` pairs or of dicts with ``pixel_values``,
     ``labels`` (and optionally ``masks``) — a torch DataLoader works — or a ``datasets.Dataset``
-    with ``image``/``label`` columns together with ``preprocessing`` (implied by a
-    :class:`LoadedModel`). Under several processes (``accelerate launch``, ``torchrun``) a
-    ``datasets.Dataset`` is sharded by rank, any other iterable must already be the process's own
-    shard; the result is merged and the same on every rank. ``dtype`` (``torch.bfloat16`` or
-    ``torch.float16``) runs the forward under autocast; the maps and statistics stay float32/64.
+    or a streamed ``datasets.IterableDataset`` with ``image``/``label`` columns together with
+    ``preprocessing`` (implied by a :class:`LoadedModel`). Under several processes (``accelerate
+    launch``, ``torchrun``) a ``datasets`` data set is split by rank, any other iterable must
+    already be the process's own shard; the result is merged and the same on every rank.
+    ``dtype`` (``torch.bfloat16`` or ``torch.float16``) runs the forward under autocast; the maps
+    and statistics stay float32/64.
+
+    Memory does not depend on the data set's length, except for ``variant="reference"``, which
+    keeps every correct sample's map and refuses beyond ``max_kept_bytes`` (see
+    :class:`ConsistencyStatistics`).
 
         >>> gaze_consistency(loaded, dataset, variant="reference", grid=(7, 7)).to_dict()
     """
@@ -356,20 +393,21 @@ def gaze_consistency(
         label_names = label_names or model.label_names
         model = model.model
     cam = GradCAM(model, target=target)
-    batches = batch_source(data, preprocessing, batch_size, num_workers)
-    statistics: ConsistencyStatistics | None = None
     device = next(model.parameters()).device
+    expected = _length(data)
+    batches = batch_source(data, preprocessing, batch_size, num_workers, pin_memory=device.type == "cuda")
+    statistics: ConsistencyStatistics | None = None
     rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     with eval_mode(model):
         bar = None if progress and rank0 else True  # None: a bar on terminals, none in logs and pipes
         for batch in tqdm(batches, desc="gaze consistency", unit="batch", disable=bar):
             pixel_values, labels, masks = unpack_batch(batch)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype not in (None, torch.float32)):
-                out = cam(pixel_values.to(device))
+                out = cam(pixel_values.to(device, non_blocking=True))
             num_classes = out.logits.shape[1]
             _check_labels(labels, num_classes)
             if statistics is None:
-                statistics = ConsistencyStatistics(num_classes, variant, grid)
+                statistics = ConsistencyStatistics(num_classes, variant, grid, max_kept_bytes, expected)
             statistics.update(out.maps, out.logits, labels, masks)
     if statistics is None:
         statistics = ConsistencyStatistics(len(label_names or []) or 1, variant, grid)
@@ -393,28 +431,38 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def batch_source(
-    data: Iterable[Any], preprocessing: Preprocessing | None, batch_size: int, num_workers: int
+    data: Iterable[Any],
+    preprocessing: Preprocessing | None,
+    batch_size: int,
+    num_workers: int,
+    pin_memory: bool = False,
 ) -> Iterable[Any]:
-    """``data`` itself, or a DataLoader over a ``datasets.Dataset`` (this process's shard)."""
+    """``data`` itself, or a DataLoader over a ``datasets.Dataset`` or streamed
+    ``datasets.IterableDataset`` (this process's part of it)."""
     import datasets
 
-    if isinstance(data, datasets.Dataset):
-        if preprocessing is None:
-            raise MetricError("a datasets.Dataset needs preprocessing=... (or pass a LoadedModel)")
-        from torch.utils.data import DataLoader
+    if not isinstance(data, (datasets.Dataset, datasets.IterableDataset)):
+        return data
+    if preprocessing is None:
+        raise MetricError(f"a datasets.{type(data).__name__} needs preprocessing=... (or pass a LoadedModel)")
+    from torch.utils.data import DataLoader
 
-        from .data import ImageClassificationDataset
+    from .data import ImageClassificationDataset, IterableImageClassificationDataset
 
+    distributed = dist.is_available() and dist.is_initialized()
+    if isinstance(data, datasets.IterableDataset):
+        if distributed:
+            from datasets.distributed import split_dataset_by_node
+
+            data = split_dataset_by_node(data, rank=dist.get_rank(), world_size=dist.get_world_size())
+        items = IterableImageClassificationDataset.with_preprocessing(data, preprocessing)
+    else:
         if len(data) == 0:
             raise DataError("the data set is empty")
-        if dist.is_available() and dist.is_initialized():
+        if distributed:
             data = data.shard(num_shards=dist.get_world_size(), index=dist.get_rank(), contiguous=True)
-        data = DataLoader(
-            ImageClassificationDataset(data, preprocessing, mode=preprocessing.mode),
-            batch_size=batch_size,
-            num_workers=num_workers,
-        )
-    return data
+        items = ImageClassificationDataset.with_preprocessing(data, preprocessing)
+    return DataLoader(items, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
 
 
 def unpack_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -428,6 +476,49 @@ def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
     bad = labels[(labels < 0) | (labels >= num_classes)]
     if len(bad):
         raise DataError(f"label {int(bad[0])} is outside the model's {num_classes} classes (0..{num_classes - 1})")
+
+
+REFERENCE_BYTES_PER_PIXEL = 4
+"""Bytes the reference variant keeps per pixel of each correct sample's map (float32)."""
+
+
+def reference_memory_limit() -> int | None:
+    """Half the memory available now (``MemAvailable`` of /proc/meminfo, else the free physical
+    pages), the default limit of the reference variant's kept maps; None where neither is known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _length(data: Any) -> int | None:
+    """The number of samples in ``data`` when it is known before reading it (a ``datasets.Dataset``
+    or a DataLoader over a sized map-style dataset), else None."""
+    import datasets
+    from torch.utils.data import DataLoader, IterableDataset
+
+    if isinstance(data, DataLoader) and not isinstance(data.dataset, IterableDataset):
+        data = data.dataset
+    elif not isinstance(data, datasets.Dataset):
+        return None
+    try:
+        return len(data)
+    except TypeError:
+        return None
+
+
+def _bytes_text(n_bytes: int) -> str:
+    """``288 B``, ``12.5 KiB``, ``1,192.1 MiB``."""
+    if n_bytes < 2**10:
+        return f"{n_bytes} B"
+    return f"{n_bytes / 2**10:,.1f} KiB" if n_bytes < 2**20 else f"{n_bytes / 2**20:,.1f} MiB"
 
 
 def _collective_device() -> torch.device:

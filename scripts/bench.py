@@ -1,11 +1,13 @@
-"""Benchmark hf_gazecons against the usual ways of computing Grad-CAM and the study's metric.
+"""Benchmark hf_gazecons against the usual ways of computing Grad-CAM, the study's metric and training.
 
-    python scripts/bench.py --quick --output bench.json          # ~2-3 min on 2 CPU cores
-    python scripts/bench.py --output bench.json                  # full settings, ~10 min on 2 cores
-    python scripts/bench.py --device cuda --output bench.json
+    python scripts/bench.py --quick --output bench.json          # smaller data sets, fewer repetitions
+    python scripts/bench.py --output bench.json                  # full settings
+    python scripts/bench.py --quick --sections train_epoch scoring_scale --output bench.json
+    python scripts/bench.py --device cuda --output bench.json    # (scripts/gpu_check.py: the GPU check)
 
-Five sections, each timed IN ONE RUN with interleaved repetitions (every repetition times every
-contender once, in rotating order, after a warm-up; medians are reported):
+``--sections NAME ...`` runs only the named sections. Seven sections, each timed IN ONE RUN with
+interleaved repetitions (every repetition times every contender once, in rotating order, after a
+warm-up; medians are reported):
 
 * ``gradcam``         — one Grad-CAM batch: ours vs a no-grad forward, pytorch-grad-cam, captum and
                         torchcam, with a check that all of them compute the same maps;
@@ -14,10 +16,18 @@ contender once, in rotating order, after a warm-up; medians are reported):
 * ``dataset_scoring`` — ``gaze_consistency`` (one pass) vs the study's way (prediction pass, then a
                         full-backward Grad-CAM pass per class over its correct samples), same L_CAM;
 * ``train_step``      — a plain cross-entropy optimizer step vs the consistency-regularised step;
+* ``train_epoch``     — images/s of training epochs on an image folder shaped like the study's chest
+                        X-rays: GazeConsistencyTrainer (lambda > 0) vs the plain transformers Trainer vs
+                        a hand-written timm loop, same images, same loader workers;
+* ``scoring_scale``   — ``gaze_consistency`` images/s (with and without ``--grid``) vs no-grad
+                        inference over the same DataLoader, and the peak resident memory of scoring a
+                        small and a 10x larger stream, each in a fresh subprocess;
 * ``cli_help``        — ``hf-gazecons train --help`` (first call, which builds and caches it, then
                         from the cache) and ``hf-gazecons --help``, each a fresh process.
 
-Peers that are not installed are reported as ``null``. Random-init models only (no downloads).
+``train_epoch`` and ``scoring_scale`` generate their image folder once (scripts/bench_data.py: 2048
+grayscale JPEGs of 512 px) under ``--data-dir`` (default ~/.cache/hf_gazecons/bench). Peers that are not installed are
+reported as ``null``. Random-init models only (no downloads).
 """
 
 from __future__ import annotations
@@ -27,11 +37,13 @@ import copy
 import gc
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,8 +53,9 @@ import torch
 import torch.nn.functional as F
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing
-    sys.path.insert(0, str(REPO_ROOT))
+for _path in (REPO_ROOT, REPO_ROOT / "scripts"):  # run from a checkout without installing; bench_data beside
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 import timm  # noqa: E402
 
@@ -63,8 +76,18 @@ GOALS: dict[str, dict[str, dict[str, Any]]] = {
     "memory": {"ratio_vs_inference": {"op": "<=", "value": 1.15}, "ratio_vs_captum": {"op": "<=", "value": 0.5}},
     "dataset_scoring": {"speedup": {"op": ">=", "value": 2.0}},
     "train_step": {"overhead": {"op": "<=", "value": 1.10}},
+    "train_epoch": {"ratio_vs_timm_loop": {"op": ">=", "value": 0.90}},
+    "scoring_scale": {
+        "rss_growth": {"op": "<=", "value": 1.10},
+        "throughput_ratio": {"op": ">=", "value": 0.90},
+        "throughput_ratio_grid": {"op": ">=", "value": 0.90},
+    },
     "cli_help": {"train_help_cached_s": {"op": "<=", "value": 2.0}},
 }
+
+_CHEST_XRAYS = {"model": "resnet18", "size": 224, "batch": 32, "n_images": 2048, "image_px": 512, "workers": 2}
+"""What train_epoch and scoring_scale share: the model and the generated image folder they read."""
+_TINY_FOLDER = {"model": "test_resnet", "size": 64, "batch": 8, "n_images": 48, "image_px": 96, "workers": 1}
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
@@ -79,6 +102,22 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "reps": 5,
         },  # fmt: skip
         "train_step": {"model": "resnet18", "size": 112, "batch": 32, "num_classes": 4, "reps": 10, "lam": 100.0},
+        "train_epoch": {
+            **_CHEST_XRAYS,
+            "lam": 100.0,
+            "n_train": 1792,
+            "warmup_steps": 2,
+            "reps": 2,
+            "loader_images": 256,
+        },
+        "scoring_scale": {
+            **_CHEST_XRAYS,
+            "grid": [14, 14],
+            "per_rep": 2048,
+            "reps": 3,
+            "rss_small": 2000,
+            "rss_large": 20000,
+        },
         "cli_help": {"reps": 5},
     },
     "quick": {
@@ -93,6 +132,22 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "reps": 3,
         },  # fmt: skip
         "train_step": {"model": "resnet18", "size": 112, "batch": 32, "num_classes": 4, "reps": 8, "lam": 100.0},
+        "train_epoch": {
+            **_CHEST_XRAYS,
+            "lam": 100.0,
+            "n_train": 320,
+            "warmup_steps": 1,
+            "reps": 3,
+            "loader_images": 128,
+        },
+        "scoring_scale": {
+            **_CHEST_XRAYS,
+            "grid": [14, 14],
+            "per_rep": 512,
+            "reps": 3,
+            "rss_small": 500,
+            "rss_large": 5000,
+        },
         "cli_help": {"reps": 3},
     },
     "tiny": {  # for tests/test_bench.py: the code paths and the schema, not the numbers
@@ -107,6 +162,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "reps": 2,
         },  # fmt: skip
         "train_step": {"model": "test_resnet", "size": 96, "batch": 8, "num_classes": 4, "reps": 2, "lam": 100.0},
+        "train_epoch": {**_TINY_FOLDER, "lam": 100.0, "n_train": 24, "warmup_steps": 1, "reps": 1, "loader_images": 8},
+        "scoring_scale": {**_TINY_FOLDER, "grid": [3, 3], "per_rep": 32, "reps": 2, "rss_small": 16, "rss_large": 64},
         "cli_help": {"reps": 1},
     },
 }
@@ -126,21 +183,28 @@ def timeit_interleaved(
     reps: int,
     warmup: int = 1,
     sync: Callable[[], None] = lambda: None,
+    prepare: bool = False,
 ) -> dict[str, float]:
     """Median wall time (s) of each contender; repetition ``r`` runs them all once, the order
-    rotated by ``r`` so no contender always follows the same one. ``warmup`` untimed rounds first."""
+    rotated by ``r`` so no contender always follows the same one. ``warmup`` untimed rounds first.
+    ``prepare=True``: a contender is a set-up, called untimed, that returns the function to time."""
     names = list(contenders)
+
+    def timed(name: str) -> Callable[[], Any]:
+        return contenders[name]() if prepare else contenders[name]
+
     for _ in range(warmup):
         for name in names:
-            contenders[name]()
+            timed(name)()
     gc.collect()
     times: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(reps):
         shift = rep % len(names)
         for name in names[shift:] + names[:shift]:
+            run = timed(name)
             sync()
             start = time.perf_counter()
-            contenders[name]()
+            run()
             sync()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
@@ -168,10 +232,10 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def goals_met(section: str, values: dict[str, Any]) -> bool | None:
-    """True/False when every goal of ``section`` has a value; None when one is missing."""
+def goals_met(section: str, values: dict[str, Any], goals: dict[str, dict[str, Any]] | None = None) -> bool | None:
+    """True/False when every goal of ``section`` (in ``goals``, default GOALS) has a value; None when one is missing."""
     results = []
-    for key, goal in GOALS[section].items():
+    for key, goal in (goals or GOALS)[section].items():
         value = values.get(key)
         if value is None:
             return None
@@ -328,41 +392,61 @@ def memory_probe(kind: str, model: str, size: int, batch: int, device: torch.dev
         raise ValueError(f"unknown memory probe {kind!r}")
 
     run(x[:1])
+    growth, method = peak_growth(lambda: run(x), device)
+    return {"kind": kind, "mb": growth / 2**20, "method": method}
+
+
+def peak_growth(run: Callable[[], Any], device: torch.device) -> tuple[int, str]:
+    """Peak memory growth (bytes) while ``run()`` runs, and how it was measured: the CUDA
+    allocator's peak on a GPU, else the process's resident-set high-water mark."""
     gc.collect()
     if device.type == "cuda":
         synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         baseline = torch.cuda.memory_allocated(device)
-        out = run(x)
+        out = run()
         synchronize(device)
         growth = torch.cuda.max_memory_allocated(device) - baseline
         method = "torch.cuda.max_memory_allocated"
     elif _reset_peak_rss():
         baseline = _proc_status_kb("VmRSS") * 1024
-        out = run(x)
+        out = run()
         growth = _proc_status_kb("VmHWM") * 1024 - baseline
         method = "VmHWM after clear_refs=5, minus VmRSS before"
     else:  # no resettable high-water mark: ru_maxrss (includes everything before; approximate)
         import resource
 
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        out = run(x)
+        out = run()
         growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
         method = "ru_maxrss delta (approximate)"
     del out
-    return {"kind": kind, "mb": max(growth, 0) / 2**20, "method": method}
+    return max(growth, 0), method
 
 
 def _run_probe(kind: str, model: str, size: int, batch: int, device: torch.device) -> dict[str, Any]:
-    command = [
-        sys.executable, str(Path(__file__).resolve()), "--_memory-probe", kind, "--device", device.type,
-        "--_probe-model", model, "--_probe-size", str(size), "--_probe-batch", str(batch),
-        "--threads", str(torch.get_num_threads()),
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"memory probe {kind!r} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    options = ["--_probe-model", model, "--_probe-size", str(size), "--_probe-batch", str(batch)]
+    (result,) = run_in_fresh_processes([["--_memory-probe", kind, *options]], device)
+    return result
+
+
+def run_in_fresh_processes(argument_lists: list[list[str]], device: torch.device) -> list[dict[str, Any]]:
+    """Run this script once per argument list (a probe), each in a new process, all at once (they
+    measure memory, not time); the JSON of each one's last line."""
+    running = []
+    for arguments in argument_lists:
+        command = [
+            sys.executable, str(Path(__file__).resolve()), *arguments, "--device", device.type,
+            "--threads", str(torch.get_num_threads()),
+        ]  # fmt: skip
+        running.append(subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = []
+    for arguments, process in zip(argument_lists, running):
+        stdout, stderr = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"probe {arguments[:2]} failed:\n{stderr[-3000:]}")
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    return results
 
 
 def bench_memory(model: str, size: int, batch: int, device: torch.device) -> dict[str, Any]:
@@ -378,7 +462,7 @@ def bench_memory(model: str, size: int, batch: int, device: torch.device) -> dic
         "ratio_vs_captum": ratio(ours["mb"], None if captum is None else captum["mb"]),
     }
     result["met"] = goals_met("memory", result)
-    result["_method"] = ours["method"]  # moved into settings by main()
+    result["_extra"] = {"method": ours["method"]}  # moved into the settings by run_benchmark()
     return result
 
 
@@ -541,12 +625,352 @@ def bench_train_step(
         "overhead_stage": ratio(medians["regularised_stage"], medians["plain"]),
     }
     result["met"] = goals_met("train_step", result)
-    result["_penalty"] = {"default target": last[None], "stage -2": last[-2]}
+    result["_extra"] = {"penalty": {"default target": last[None], "stage -2": last[-2]}}
     return result
 
 
 # --------------------------------------------------------------------------------------------
-# section 5: how fast the command line answers --help
+# section 5: one training epoch on an image folder shaped like the study's chest X-rays
+
+
+class WithLoss(torch.nn.Module):
+    """A timm classifier as the plain transformers ``Trainer`` wants it: the loss when given labels."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.net(pixel_values)
+        return {"loss": F.cross_entropy(logits, labels), "logits": logits}
+
+
+def bench_folder(data_dir: str | None, n_images: int, image_px: int) -> Path:
+    """The benchmark's chest-X-ray-like image folder (generated on the first use, then cached)."""
+    from bench_data import DEFAULT_ROOT, chest_like_folder
+
+    return chest_like_folder(Path(data_dir) if data_dir else DEFAULT_ROOT, n_images=n_images, size=image_px)
+
+
+def trainer_arguments(cls: type, output_dir: str, device: torch.device, precision: str, **options: Any) -> Any:
+    """The ``TrainingArguments`` (or subclass) every timed Trainer gets: no evaluation, no
+    checkpoints, constant lr 1e-4, AdamW without decay, one log per epoch, bf16 when asked."""
+    return cls(
+        output_dir,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="epoch",
+        lr_scheduler_type="constant",
+        learning_rate=1e-4,
+        weight_decay=0.0,
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+        use_cpu=device.type == "cpu",
+        bf16=precision == "bf16",
+        dataloader_pin_memory=device.type == "cuda",
+        **options,
+    )
+
+
+def quiet(trainer: Any) -> Any:
+    """``trainer`` without the callback that prints every log (``disable_tqdm`` turns it on)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def timm_training_loop(
+    net: torch.nn.Module,
+    dataset: torch.utils.data.Dataset,
+    batch: int,
+    workers: int,
+    device: torch.device,
+    precision: str,
+    epochs: int = 1,
+    max_steps: int | None = None,
+) -> Callable[[], int]:
+    """A minimal hand-written loop (what a timm user writes): shuffled DataLoader, AdamW lr 1e-4,
+    cross-entropy, bf16 autocast when asked. Returns the function that trains (and counts steps)."""
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(0),
+    )
+
+    def run() -> int:
+        steps = 0
+        net.train()
+        for _ in range(epochs):
+            for images, labels in loader:
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    loss = F.cross_entropy(net(images), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                steps += 1
+                if max_steps is not None and steps >= max_steps:
+                    return steps
+        return steps
+
+    return run
+
+
+def loader_rate(dataset: torch.utils.data.Dataset, n_images: int, batch: int) -> float:
+    """Images/s of reading and transforming ``n_images`` items in the main process (no workers)."""
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n_images)), batch_size=batch)
+    start = time.perf_counter()
+    for _ in loader:
+        pass
+    return n_images / (time.perf_counter() - start)
+
+
+def bench_train_epoch(
+    model: str,
+    size: int,
+    batch: int,
+    n_images: int,
+    image_px: int,
+    n_train: int,
+    workers: int,
+    lam: float,
+    warmup_steps: int,
+    reps: int,
+    loader_images: int,
+    device: torch.device,
+    data_dir: str | None = None,
+    precision: str = "fp32",
+    epochs: int = 1,
+) -> dict[str, Any]:
+    """Images/s of training epochs: ``GazeConsistencyTrainer`` (lambda ``lam`` from the first step),
+    the plain transformers ``Trainer`` and a hand-written timm loop, on the same images.
+
+    Data: ``n_train`` training images of the chest-X-ray-like folder (``select_subset``, as
+    ``--max_train_samples`` picks them), 1 channel, ``size`` px, the study's augmentation. The two
+    Trainers read them as ``hf_gazecons.finetune.train`` does (``load_image_dataset`` and
+    ``ImageClassificationDataset``); the timm loop reads the same files with ``timm.data.ImageDataset``
+    and the same timm transform. All use ``workers`` loader processes, batch ``batch``, AdamW lr
+    1e-4 without decay, the same initial weights. Each contender first takes ``warmup_steps``
+    untimed steps (its own copy), then a fresh copy trains ``epochs`` timed epochs; ``reps``
+    repetitions in rotating order, medians.
+    """
+    import datasets as hf_datasets
+    from transformers import Trainer, TrainingArguments
+
+    from hf_gazecons.data import ImageClassificationDataset, load_image_dataset, select_subset
+    from hf_gazecons.models import load_model
+    from hf_gazecons.trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
+
+    folder = bench_folder(data_dir, n_images, image_px)
+    rows = select_subset(load_image_dataset(str(folder), "train"), n_train, seed=0)
+    names = list(rows.features["label"].names)
+    torch.manual_seed(0)
+    loaded = load_model(model, label_names=names, image_size=size, grayscale=True)
+    base, prep = loaded.model.to(device), loaded.preprocessing
+    train_items = ImageClassificationDataset.with_preprocessing(rows, prep, train=True)
+    chosen = {value["path"] for value in rows.cast_column("image", hf_datasets.Image(decode=False))["image"]}
+    timm_all = timm.data.ImageDataset(str(folder / "train"), input_img_mode=prep.mode, transform=prep.train_transform)
+    timm_items = torch.utils.data.Subset(
+        timm_all, [i for i, (path, _) in enumerate(timm_all.reader.samples) if path in chosen]
+    )
+    if len(timm_items) != len(rows):
+        raise RuntimeError(f"the timm loop would read {len(timm_items)} images, the Trainers {len(rows)}")
+    scratch = tempfile.TemporaryDirectory(prefix="hf_gazecons_bench_")
+    penalty: dict[str, Any] = {}
+
+    def gazecons(max_steps: int = -1) -> Callable[[], Any]:
+        args = trainer_arguments(
+            GazeConsistencyTrainingArguments, scratch.name, device, precision, lambda_max=lam, t0=0, t1=1,
+            num_train_epochs=epochs, max_steps=max_steps, per_device_train_batch_size=batch,
+            dataloader_num_workers=workers,
+        )  # fmt: skip
+        trainer = quiet(
+            GazeConsistencyTrainer(model=copy.deepcopy(base), args=args, train_dataset=train_items, label_names=names)
+        )
+
+        def run() -> None:
+            trainer.train()
+            for entry in trainer.state.log_history:  # the epoch's log: did the penalty take part?
+                penalty.update({k: entry[k] for k in ("lambda", "penalty_samples", "penalty_classes") if k in entry})
+
+        return run
+
+    def plain_trainer(max_steps: int = -1) -> Callable[[], Any]:
+        args = trainer_arguments(
+            TrainingArguments, scratch.name, device, precision, num_train_epochs=epochs, max_steps=max_steps,
+            per_device_train_batch_size=batch, dataloader_num_workers=workers,
+        )  # fmt: skip
+        return quiet(Trainer(model=WithLoss(copy.deepcopy(base)), args=args, train_dataset=train_items)).train
+
+    def timm_loop(max_steps: int | None = None) -> Callable[[], Any]:
+        return timm_training_loop(
+            copy.deepcopy(base), timm_items, batch, workers, device, precision, epochs=epochs, max_steps=max_steps
+        )
+
+    builders = {"gazecons": gazecons, "trainer": plain_trainer, "timm_loop": timm_loop}
+    with scratch:
+        if warmup_steps:
+            for build in builders.values():
+                build(max_steps=warmup_steps)()
+        medians = timeit_interleaved(builders, reps, warmup=0, sync=lambda: synchronize(device), prepare=True)
+    rate = {name: epochs * len(rows) / seconds for name, seconds in medians.items()}
+    n_loader = min(loader_images, len(rows))
+    result: dict[str, Any] = {
+        "gazecons_images_per_s": rate["gazecons"],
+        "trainer_images_per_s": rate["trainer"],
+        "timm_loop_images_per_s": rate["timm_loop"],
+        "ratio_vs_timm_loop": ratio(rate["gazecons"], rate["timm_loop"]),
+        "ratio_vs_trainer": ratio(rate["gazecons"], rate["trainer"]),
+        "loader_images_per_s": loader_rate(train_items, n_loader, batch),
+        "timm_loader_images_per_s": loader_rate(timm_items, n_loader, batch),
+    }
+    result["met"] = goals_met("train_epoch", result)
+    result["_extra"] = {"data": str(folder), "n_train": len(rows), "penalty": penalty}
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# section 6: scoring many images
+
+
+def scoring_data(folder: Path, n: int, streaming: bool = False) -> Any:
+    """``n`` images for scoring: every image of ``folder`` in a seeded random order (the classes
+    mixed, as the folder's sorted order would not), repeated as often as needed; a
+    ``datasets.Dataset``, or (``streaming``) a ``datasets.IterableDataset`` over it."""
+    import datasets as hf_datasets
+
+    from hf_gazecons.data import load_image_dataset
+
+    splits = load_image_dataset(str(folder))
+    every = hf_datasets.concatenate_datasets([splits["train"], splits["validation"]]).shuffle(seed=0)
+    if streaming:
+        return every.to_iterable_dataset().repeat(None).take(n)
+    return hf_datasets.concatenate_datasets([every] * math.ceil(n / len(every))).select(range(n))
+
+
+def scoring_model(model: str, size: int, folder: Path, device: torch.device) -> Any:
+    """A random-init 1-channel ``model`` at ``size`` px for the folder's classes (a LoadedModel)."""
+    from hf_gazecons.models import load_model
+
+    torch.manual_seed(0)
+    loaded = load_model(model, label_names=["NORMAL", "PNEUMONIA"], image_size=size, grayscale=True)
+    loaded.model.to(device).eval()
+    return loaded
+
+
+def scoring_memory_probe(
+    model: str, size: int, batch: int, n_images: int, image_px: int, data_dir: str | None, n: int, device: torch.device
+) -> dict[str, Any]:
+    """The peak resident memory of a process that loads the model and scores ``n`` streamed images
+    (paper variant, no loader workers, so that every byte is in this process), and how far it rose
+    above the resident memory just before the scoring. Meant for a fresh process."""
+    import resource
+
+    from hf_gazecons.metric import gaze_consistency
+
+    folder = bench_folder(data_dir, n_images, image_px)
+    loaded = scoring_model(model, size, folder, device)
+    stream = scoring_data(folder, n, streaming=True)
+    try:
+        before = _proc_status_kb("VmRSS") * 1024
+    except (OSError, KeyError):
+        before = None
+    result = gaze_consistency(loaded, stream, batch_size=batch, progress=False)
+    try:
+        peak, method = _proc_status_kb("VmHWM") * 1024, "VmHWM (peak resident set of the process)"
+    except (OSError, KeyError):
+        peak, method = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "ru_maxrss"
+    return {
+        "n": n,
+        "n_samples": result.n_samples,
+        "n_correct": result.n_correct,
+        "mb": peak / 2**20,
+        "above_start_mb": None if before is None else (peak - before) / 2**20,
+        "method": method,
+    }
+
+
+def bench_scoring_scale(
+    model: str,
+    size: int,
+    batch: int,
+    n_images: int,
+    image_px: int,
+    per_rep: int,
+    reps: int,
+    workers: int,
+    grid: list[int],
+    rss_small: int,
+    rss_large: int,
+    device: torch.device,
+    data_dir: str | None = None,
+    probes: bool = True,
+) -> dict[str, Any]:
+    """Scoring many images: throughput against plain inference, and memory against the data's size.
+
+    Throughput: ``gaze_consistency`` (paper variant, without and with ``--grid``) and a no-grad
+    forward over the same loader (``batch_source``: the same DataLoader over the same
+    ``datasets.Dataset`` of ``per_rep`` images, ``workers`` processes), after a warm-up on two
+    batches; ``reps`` interleaved repetitions, medians. Memory (``probes``): the peak resident
+    memory of a fresh process that scores ``rss_small``, and of one that scores ``rss_large``
+    streamed images; ``rss_growth`` is their ratio.
+    """
+    from hf_gazecons.metric import batch_source, gaze_consistency
+
+    folder = bench_folder(data_dir, n_images, image_px)
+    loaded = scoring_model(model, size, folder, device)
+    pin = device.type == "cuda"
+
+    def contenders(dataset: Any) -> dict[str, Callable[[], Any]]:
+        def ours(grid_size: tuple[int, int] | None) -> Callable[[], Any]:
+            return lambda: gaze_consistency(
+                loaded, dataset, grid=grid_size, batch_size=batch, num_workers=workers, progress=False
+            )
+
+        def inference() -> None:
+            with torch.no_grad():
+                for item in batch_source(dataset, loaded.preprocessing, batch, workers, pin_memory=pin):
+                    loaded.model(item["pixel_values"].to(device, non_blocking=True))
+
+        return {"paper": ours(None), "paper_grid": ours(tuple(grid)), "inference": inference}
+
+    for run in contenders(scoring_data(folder, 2 * batch)).values():  # warm-up (first device calls)
+        run()
+    medians = timeit_interleaved(
+        contenders(scoring_data(folder, per_rep)), reps, warmup=0, sync=lambda: synchronize(device)
+    )
+    rate = {name: per_rep / seconds for name, seconds in medians.items()}
+    small = large = None
+    if probes:
+        options = {"model": model, "size": size, "batch": batch, "n_images": n_images, "image_px": image_px}
+        options["data_dir"] = data_dir
+        small, large = run_in_fresh_processes(
+            [["--_scoring-probe", json.dumps({**options, "n": n})] for n in (rss_small, rss_large)], device
+        )
+    result: dict[str, Any] = {
+        "paper_images_per_s": rate["paper"],
+        "paper_grid_images_per_s": rate["paper_grid"],
+        "inference_images_per_s": rate["inference"],
+        "throughput_ratio": ratio(rate["paper"], rate["inference"]),
+        "throughput_ratio_grid": ratio(rate["paper_grid"], rate["inference"]),
+        "rss_small_mb": None if small is None else small["mb"],
+        "rss_large_mb": None if large is None else large["mb"],
+        "rss_growth": None if small is None else ratio(large["mb"], small["mb"]),
+    }
+    result["met"] = goals_met("scoring_scale", result)
+    result["_extra"] = {"data": str(folder), "probes": [small, large]}
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# section 7: how fast the command line answers --help
 
 
 def bench_cli_help(reps: int, device: torch.device) -> dict[str, Any]:
@@ -621,6 +1045,8 @@ def print_report(report: dict[str, Any]) -> None:
         ("memory", _print_memory),
         ("dataset_scoring", _print_dataset_scoring),
         ("train_step", _print_train_step),
+        ("train_epoch", _print_train_epoch),
+        ("scoring_scale", _print_scoring_scale),
         ("cli_help", _print_cli_help),
     ):
         if section in report:
@@ -674,6 +1100,50 @@ def _print_train_step(t: dict[str, Any], s: dict[str, Any]) -> None:
     print(_goal_line("train_step", t))
 
 
+def _print_rates(rows: tuple[tuple[str, str], ...], values: dict[str, Any]) -> None:
+    """One line per (label, key of ``values``): the images/s."""
+    width = max(len(name) for name, _ in rows) + 2
+    for name, key in rows:
+        print(f"  {name:<{width}}{_fmt(values[key], '.1f'):>9} images/s")
+
+
+def _print_train_epoch(t: dict[str, Any], s: dict[str, Any]) -> None:
+    print(
+        f"\n[train_epoch] {s['model']}, {s['size']} px from {s['image_px']} px grayscale JPEGs, batch {s['batch']}, "
+        f"{s['n_train']} images, {s['workers']} loader workers, {s['reps']} rep(s)"
+    )
+    rows = (
+        (f"GazeConsistencyTrainer (lambda {s['lam']:g})", "gazecons_images_per_s"),
+        ("plain transformers Trainer", "trainer_images_per_s"),
+        ("hand-written timm loop", "timm_loop_images_per_s"),
+    )
+    _print_rates(rows, t)
+    print(f"  regularised / plain Trainer: {_fmt(t['ratio_vs_trainer'], '.3f')}")
+    print(
+        f"  data alone, main process: ours {_fmt(t['loader_images_per_s'], '.0f')} images/s, "
+        f"timm's {_fmt(t['timm_loader_images_per_s'], '.0f')} images/s"
+    )
+    print(_goal_line("train_epoch", t))
+
+
+def _print_scoring_scale(c: dict[str, Any], s: dict[str, Any]) -> None:
+    print(
+        f"\n[scoring_scale] {s['model']}, {s['size']} px, batch {s['batch']}, {s['per_rep']} images x {s['reps']} "
+        f"reps, {s['workers']} loader workers; memory: {s['rss_small']} vs {s['rss_large']} streamed images"
+    )
+    rows = (
+        ("gaze_consistency (paper)", "paper_images_per_s"),
+        (f"  ... with --grid {s['grid'][0]} {s['grid'][1]}", "paper_grid_images_per_s"),
+        ("no-grad inference", "inference_images_per_s"),
+    )
+    _print_rates(rows, c)
+    print(
+        f"  peak RSS of the scoring process: {_fmt(c['rss_small_mb'], '.1f')} MiB for {s['rss_small']} images, "
+        f"{_fmt(c['rss_large_mb'], '.1f')} MiB for {s['rss_large']}"
+    )
+    print(_goal_line("scoring_scale", c))
+
+
 def _print_cli_help(c: dict[str, Any], s: dict[str, Any]) -> None:
     print(f"\n[cli_help] fresh processes, median of {s['reps']}")
     print(f"  {'train --help, first':<22}{_fmt(c['train_help_cold_s'], '.2f'):>10} s  (builds the help cache)")
@@ -682,50 +1152,72 @@ def _print_cli_help(c: dict[str, Any], s: dict[str, Any]) -> None:
     print(_goal_line("cli_help", c))
 
 
-def run_benchmark(profile: str, device: torch.device, sections: list[str] | None = None) -> dict[str, Any]:
-    """All (or the named) sections with the settings of ``profile``; the JSON report as a dict."""
+NOTES: dict[str, str] = {
+    "gradcam": (
+        "random-init timm model in eval mode; every contender explains the predicted class (peers get it from an "
+        "untimed forward); pytorch-grad-cam target model.layer4[-1], captum/torchcam model.layer4, ours "
+        "forward_features (the same tensor); pytorch-grad-cam and torchcam are built per call in a with-block; "
+        f"maps compared at the target resolution after min-max with eps {EPS}"
+    ),
+    "memory": "each probe: fresh process, model and batch built, warm-up on one image, then one batch",
+    "dataset_scoring": (
+        "random images; labels = the model's prediction except every 4th sample (a wrong class); paper variant; "
+        "study way = prediction pass + per-class pass over correct samples with forward hooks and .backward()"
+    ),
+    "train_step": (
+        "labels = train-mode argmax of the initial model's logits on the batch (all correct at the start); "
+        "3 untimed warm-up steps; Adam lr 1e-4; each contender trains its own copy of the same initial model; "
+        "'penalty' = samples/classes that took part in the last regularised step; 'regularised_stage' "
+        "penalises the maps of timm stage -2, after which train-mode BatchNorm layers couple the samples, so "
+        "their exact per-sample Grad-CAM needs batched vector-Jacobian products"
+    ),
+    "train_epoch": (
+        "random-init timm model, 1 channel; the Trainers read the folder through load_image_dataset and "
+        "ImageClassificationDataset (JPEGs decoded near the input size), the timm loop through "
+        "timm.data.ImageDataset with the same transform; lambda from the first step (t0=0, t1=1); "
+        "'penalty' = lambda and mean samples/classes per step in the penalty (GazeConsistencyTrainer's log); "
+        "loader rates: reading + transforming only, in the main process"
+    ),
+    "scoring_scale": (
+        "random-init 1-channel model; the folder's images in a seeded random order, repeated; throughput: "
+        "gaze_consistency and a no-grad forward over the same batch_source DataLoader of a datasets.Dataset; "
+        "memory: peak resident set (VmHWM) of a fresh process that loads the model and scores a "
+        "datasets.IterableDataset stream (paper variant, no loader workers); rss_growth = large / small"
+    ),
+    "cli_help": "fresh python -m hf_gazecons.cli.main processes with an empty XDG_CACHE_HOME; medians of reps",
+}
+"""How each section measures, for the JSON report's settings."""
+
+
+SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
+    "gradcam": bench_gradcam,
+    "memory": bench_memory,
+    "dataset_scoring": bench_dataset_scoring,
+    "train_step": bench_train_step,
+    "train_epoch": bench_train_epoch,
+    "scoring_scale": bench_scoring_scale,
+    "cli_help": bench_cli_help,
+}
+DATA_SECTIONS = ("train_epoch", "scoring_scale")  # read the generated image folder
+
+
+def run_benchmark(
+    profile: str, device: torch.device, sections: list[str] | None = None, data_dir: str | None = None
+) -> dict[str, Any]:
+    """All (or the named) sections with the settings of ``profile``; the JSON report as a dict.
+    ``data_dir``: where the data sections generate and cache their image folder."""
     settings = copy.deepcopy(PROFILES[profile])
     sections = sections or list(GOALS)
-    functions = {
-        "gradcam": bench_gradcam,
-        "memory": bench_memory,
-        "dataset_scoring": bench_dataset_scoring,
-        "train_step": bench_train_step,
-        "cli_help": bench_cli_help,
-    }
     report: dict[str, Any] = {"device": device_info(device), "settings": {"profile": profile}, "goals": GOALS}
     for section in sections:
         started = time.perf_counter()
         print(f"... {section}", file=sys.stderr, flush=True)
-        result = functions[section](**settings[section], device=device)
+        options = {"data_dir": data_dir} if section in DATA_SECTIONS else {}
+        result = SECTIONS[section](**settings[section], **options, device=device)
         settings[section]["seconds_taken"] = round(time.perf_counter() - started, 1)
         report[section] = result
-    if "gradcam" in sections:
-        settings["gradcam"]["notes"] = (
-            "random-init timm model in eval mode; every contender explains the predicted class (peers get it from an "
-            "untimed forward); pytorch-grad-cam target model.layer4[-1], captum/torchcam model.layer4, ours "
-            "forward_features (the same tensor); pytorch-grad-cam and torchcam are built per call in a with-block; "
-            f"maps compared at the target resolution after min-max with eps {EPS}"
-        )
-    if "memory" in sections:
-        settings["memory"]["method"] = report["memory"].pop("_method")
-        settings["memory"]["notes"] = (
-            "each probe: fresh process, model and batch built, warm-up on one image, then one batch"
-        )
-    if "dataset_scoring" in sections:
-        settings["dataset_scoring"]["notes"] = (
-            "random images; labels = the model's prediction except every 4th sample (a wrong class); paper variant; "
-            "study way = prediction pass + per-class pass over correct samples with forward hooks and .backward()"
-        )
-    if "train_step" in sections:
-        settings["train_step"]["penalty"] = report["train_step"].pop("_penalty")
-        settings["train_step"]["notes"] = (
-            "labels = train-mode argmax of the initial model's logits on the batch (all correct at the start); "
-            "3 untimed warm-up steps; Adam lr 1e-4; each contender trains its own copy of the same initial model; "
-            "'penalty' = samples/classes that took part in the last regularised step; 'regularised_stage' "
-            "penalises the maps of timm stage -2, after which train-mode BatchNorm layers couple the samples, so "
-            "their exact per-sample Grad-CAM needs batched vector-Jacobian products"
-        )
+        settings[section].update(result.pop("_extra", {}))  # what the section reports about how it ran
+        settings[section]["notes"] = NOTES[section]
     report["settings"] = {"profile": profile, **{k: v for k, v in settings.items() if k in sections}}
     report["met"] = {section: report[section]["met"] for section in sections}
     return report
@@ -733,12 +1225,20 @@ def run_benchmark(profile: str, device: torch.device, sections: list[str] | None
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions and a smaller data set (~2-3 min)")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, fewer images (see the docstring)")
     parser.add_argument("--output", type=Path, help="write the JSON report here")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: tiny models and data
-    parser.add_argument("--sections", nargs="+", choices=list(GOALS), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--sections", nargs="+", choices=list(GOALS), metavar="NAME", help=f"run only these: {', '.join(GOALS)}"
+    )
+    parser.add_argument(
+        "--data-dir",
+        help="where train_epoch and scoring_scale generate (once) and cache their image folder "
+        "(default: ~/.cache/hf_gazecons/bench)",
+    )
+    parser.add_argument("--_scoring-probe", dest="scoring_probe", help=argparse.SUPPRESS)  # JSON options
     parser.add_argument(
         "--_memory-probe", dest="memory_probe", choices=("ours", "inference", "captum"), help=argparse.SUPPRESS
     )
@@ -756,9 +1256,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_probe:
         print(json.dumps(memory_probe(args.memory_probe, args.probe_model, args.probe_size, args.probe_batch, device)))
         return 0
+    if args.scoring_probe:
+        print(json.dumps(scoring_memory_probe(**json.loads(args.scoring_probe), device=device)))
+        return 0
 
     profile = "tiny" if args.tiny else "quick" if args.quick else "full"
-    report = run_benchmark(profile, device, args.sections)
+    report = run_benchmark(profile, device, args.sections, args.data_dir)
     print_report(report)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 BENCH_PATH = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
 
@@ -23,6 +24,14 @@ SECTION_KEYS = {
     "memory": ["ours_mb", "inference_mb", "captum_mb", "ratio_vs_inference", "ratio_vs_captum", "met"],
     "dataset_scoring": ["ours_s", "study_way_s", "speedup", "values_agree", "ours_value", "study_way_value", "met"],
     "train_step": ["plain_s", "regularised_s", "overhead", "regularised_stage_s", "overhead_stage", "met"],
+    "train_epoch": [
+        "gazecons_images_per_s", "trainer_images_per_s", "timm_loop_images_per_s", "ratio_vs_timm_loop",
+        "ratio_vs_trainer", "loader_images_per_s", "timm_loader_images_per_s", "met",
+    ],
+    "scoring_scale": [
+        "paper_images_per_s", "paper_grid_images_per_s", "inference_images_per_s", "throughput_ratio",
+        "throughput_ratio_grid", "rss_small_mb", "rss_large_mb", "rss_growth", "met",
+    ],
     "cli_help": ["train_help_cold_s", "train_help_cached_s", "help_s", "met"],
 }  # fmt: skip
 PEERS = ("pytorch_grad_cam", "captum", "torchcam")
@@ -42,14 +51,23 @@ def bench():
 
 
 @pytest.fixture(scope="module")
-def report(bench, tmp_path_factory):
-    """One tiny run through main(): argparse, all four sections (memory in subprocesses), JSON."""
-    output = tmp_path_factory.mktemp("bench") / "bench.json"
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench-data")
+
+
+def run_main(bench, *argv):
     threads = torch.get_num_threads()
     try:  # one thread: tiny models on a busy 2-core machine are far faster without thread contention
-        assert bench.main(["--tiny", "--threads", "1", "--output", str(output)]) == 0
+        assert bench.main(["--tiny", "--threads", "1", *map(str, argv)]) == 0
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def report(bench, tmp_path_factory, data_dir):
+    """One tiny run through main(): argparse, every section (memory probes in subprocesses), JSON."""
+    output = tmp_path_factory.mktemp("bench") / "bench.json"
+    run_main(bench, "--data-dir", data_dir, "--output", output)
     return json.loads(output.read_text())
 
 
@@ -120,3 +138,45 @@ def test_goals_met(bench):
     assert bench.goals_met("train_step", {"overhead": 1.05}) is True
     assert bench.goals_met("train_step", {"overhead": 1.2}) is False
     assert bench.goals_met("gradcam", {"ratio_vs_forward": 1.0, "speedup_vs_pytorch_grad_cam": None}) is None
+
+
+def test_train_epoch_numbers_and_penalty(report, data_dir):
+    t, settings = report["train_epoch"], report["settings"]["train_epoch"]
+    for key in SECTION_KEYS["train_epoch"][:-1]:
+        assert _positive(t[key]), key
+    assert t["ratio_vs_timm_loop"] == pytest.approx(t["gazecons_images_per_s"] / t["timm_loop_images_per_s"])
+    assert settings["n_train"] == 24 and Path(settings["data"]).parent == data_dir
+    assert settings["penalty"]["lambda"] == 100.0 and settings["penalty"]["penalty_samples"] >= 2  # it took part
+
+
+def test_scoring_scale_numbers_and_probes(report):
+    c, settings = report["scoring_scale"], report["settings"]["scoring_scale"]
+    for key in ("paper_images_per_s", "paper_grid_images_per_s", "inference_images_per_s", "throughput_ratio"):
+        assert _positive(c[key]), key
+    assert c["rss_small_mb"] >= 0 and c["rss_large_mb"] >= 0
+    small, large = settings["probes"]
+    assert (small["n"], small["n_samples"], large["n"], large["n_samples"]) == (16, 16, 64, 64)  # every image scored
+
+
+def test_sections_option_runs_only_the_named_sections(bench, tmp_path):
+    run_main(bench, "--sections", "train_step", "--output", tmp_path / "one.json")
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert set(one) == {"device", "settings", "goals", "met", "train_step"}
+    assert set(one["settings"]) == {"profile", "train_step"} and set(one["met"]) == {"train_step"}
+
+
+def test_chest_like_folder_is_deterministic_complete_and_reused(bench, tmp_path):  # bench: scripts/ on the path
+    from bench_data import CLASS_NAMES, chest_like_folder
+
+    one = chest_like_folder(tmp_path / "a", n_images=8, size=32, processes=1)
+    two = chest_like_folder(tmp_path / "b", n_images=8, size=32, processes=2)
+    files = sorted(p.relative_to(one) for p in one.rglob("*.jpg"))
+    assert len(files) == 8 and files == sorted(p.relative_to(two) for p in two.rglob("*.jpg"))
+    assert {p.parts[0] for p in files} == {"train", "validation"} and {p.parts[1] for p in files} == set(CLASS_NAMES)
+    assert all((one / p).read_bytes() == (two / p).read_bytes() for p in files)
+    with Image.open(one / files[0]) as image:
+        assert image.mode == "L" and image.size == (32, 32) and image.format == "JPEG"
+    stamp = (one / files[0]).stat().st_mtime_ns
+    assert chest_like_folder(tmp_path / "a", n_images=8, size=32) == one  # cached: not written again
+    assert (one / files[0]).stat().st_mtime_ns == stamp
+    assert [p.name for p in (tmp_path / "a").iterdir()] == [one.name]  # no staging folder left behind

@@ -24,7 +24,7 @@ from tiny import CONSISTENCY_JSON_KEYS, random_test_resnet
 
 import hf_gazecons.plots as plots
 from hf_gazecons.cli.main import main
-from hf_gazecons.data import load_image_dataset
+from hf_gazecons.data import load_image_dataset, select_subset
 from hf_gazecons.data.builtin import SHAPE_NAMES
 from hf_gazecons.metric import gaze_consistency
 from hf_gazecons.models import load_model, save_model
@@ -267,11 +267,61 @@ def test_score_json_equals_the_library(model_dir, tmp_path, capsys, options, lib
 
     kwargs = dict(library_kwargs)
     data = load_image_dataset(SHAPES, "validation")
-    if "max_samples" in kwargs:
-        data = data.select(range(kwargs.pop("max_samples")))
+    if "max_samples" in kwargs:  # the seeded subset train's --max_eval_samples takes (default seed 42)
+        data = select_subset(data, kwargs.pop("max_samples"), seed=42)
     library = gaze_consistency(load_model(str(model_dir)), data, progress=False, **kwargs).to_dict()
     library.update(model=str(model_dir), dataset=SHAPES, split="validation", random_weights=False)
     approx_equal(result, library)
+
+
+def test_score_streaming_equals_loading_whole(model_dir, image_folder, tmp_path, capsys):
+    """--streaming reads the same images (a built-in set, and an image folder whose classes are
+    relabelled onto the model's in another order) and so gives the same consistency.json."""
+    relabel = ["--label-map", "bird=triangle,cat=circle,dog=square"]
+    for i, (dataset, extra) in enumerate(((SHAPES, []), (image_folder, relabel))):
+        whole, streamed = tmp_path / f"whole{i}", tmp_path / f"streamed{i}"
+        common = ["score", "--model", model_dir, "--dataset", dataset, "--batch-size", "4", *extra]
+        assert cli(capsys, *common, "--output-dir", whole)[0] == 0
+        rc, _, err = cli(capsys, *common, "--streaming", "--output-dir", streamed)
+        assert rc == 0, err
+        approx_equal(read_json(streamed), read_json(whole))
+        assert_png(streamed / "overlays.png")
+
+
+def test_score_streaming_max_samples_takes_the_first_rows_and_says_so(model_dir, tmp_path, capsys):
+    rc, _, err = cli(
+        capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--streaming", "--max-samples", "5",
+        "--output-dir", tmp_path / "out",
+    )  # fmt: skip
+    assert rc == 0, err
+    assert "warning: a streamed data set gives its first 5 rows" in err
+    assert read_json(tmp_path / "out")["n_samples"] == 5
+
+
+def test_score_reference_variant_refuses_in_one_line_when_its_maps_would_not_fit(
+    model_dir, tmp_path, capsys, monkeypatch
+):
+    """The reference variant keeps every correct map; past its limit (half the available memory,
+    here made 100 bytes) score stops with one error line naming the way out, and writes nothing."""
+    import hf_gazecons.metric
+
+    monkeypatch.setattr(hf_gazecons.metric, "reference_memory_limit", lambda: 100)
+    out_dir = tmp_path / "out"
+    rc, out, err = cli(
+        capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--variant", "reference", "--output-dir", out_dir
+    )
+    assert rc != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert re.fullmatch(
+        r"error: the reference variant keeps the 2x2 map of every correctly classified sample \(16 bytes each\): "
+        r"18 samples may need 288 B, more than the 100 B it may use; use the paper variant .*--max-samples.*",
+        lines[0],
+    ), lines[0]
+    assert not out_dir.exists()
+    with pytest.raises(SystemExit):
+        cli(capsys, "score", "--help")
+    assert "'reference' keeps the map of every correctly classified sample" in " ".join(capsys.readouterr().out.split())
 
 
 def test_score_split_option(model_dir, tmp_path, capsys):

@@ -5,18 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, IterableDataset, IterableDatasetDict, Value
 from PIL import Image as PILImage
 from torchvision import transforms
 
+from hf_gazecons.cam import GradCAM
 from hf_gazecons.data import (
     ImageClassificationDataset,
+    IterableImageClassificationDataset,
     default_eval_split,
     load_image_dataset,
+    load_streaming_dataset,
     make_digits,
     make_shapes,
+    select_subset,
 )
 from hf_gazecons.data.builtin import SHAPE_NAMES
+from hf_gazecons.data.torch_dataset import decode_image
 from hf_gazecons.errors import DataError
 
 SMALL = {"num_classes": 3, "size": 48, "n_train": 4, "n_val": 2, "n_test": 2}
@@ -440,3 +445,173 @@ def test_corrupt_image_names_its_index(tmp_path):
     assert tds[0]["pixel_values"].shape == (3, 16, 20)
     with pytest.raises(DataError, match=rf"^image {bad[0]} of the train split cannot be read: .*9\.png"):
         tds[bad[0]]
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding near the input size, the main-process thread count, subsets, streams
+# ---------------------------------------------------------------------------------------------
+def _jpeg_folder(root, per_class: int = 3, size: int = 200) -> None:
+    """train/ and validation/ with classes a and b of smooth grayscale JPEGs (``size`` px)."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    for split in ("train", "validation"):
+        for c, name in enumerate("ab"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = 127 + 100 * np.sin(2 * np.pi * (x * (i + 1) + y * (c + 1)))
+                PILImage.fromarray(pixels.astype(np.uint8), "L").save(root / split / name / f"{i}.jpg", quality=90)
+
+
+def test_decode_image_drafts_jpegs_near_the_requested_size(tmp_path):
+    _jpeg_folder(tmp_path, per_class=1, size=200)
+    value = {"bytes": None, "path": str(tmp_path / "train" / "a" / "0.jpg")}
+    assert decode_image(value).size == (200, 200)
+    assert decode_image(value, (48, 48)).size == (50, 50)  # 1/4 scale: the smallest with sides >= 48
+    assert decode_image(value, (60, 40)).size == (100, 100)  # every side >= the largest requested side
+    assert decode_image({"bytes": (tmp_path / "train" / "a" / "0.jpg").read_bytes(), "path": None}, (48, 48)).size == (
+        50,
+        50,
+    )
+    png = tmp_path / "x.png"
+    PILImage.new("RGB", (200, 100)).save(png)
+    assert decode_image({"bytes": None, "path": str(png)}, (48, 48)).size == (200, 100)  # only JPEGs draft
+
+
+def test_drafted_items_are_close_to_full_decoding(tmp_path):
+    """The reduced-scale decode is a proper downsampling: the model's input barely changes."""
+    from hf_gazecons.preprocessing import plain_preprocessing
+
+    _jpeg_folder(tmp_path, per_class=2, size=200)
+    rows = load_image_dataset(str(tmp_path), "train")
+    prep = plain_preprocessing(48, channels=1)
+    drafted = ImageClassificationDataset.with_preprocessing(rows, prep)
+    full = ImageClassificationDataset(rows, prep, mode="L")
+    assert drafted.decode_size == (48, 48) and full.decode_size is None
+    for i in range(len(rows)):
+        a, b = drafted[i]["pixel_values"], full[i]["pixel_values"]
+        assert a.shape == b.shape == (1, 48, 48)
+        assert (a - b).abs().mean() < 0.02 and (a - b).abs().max() < 0.15  # on the [-1, 1] scale
+        assert drafted[i]["labels"] == full[i]["labels"]
+
+
+def test_drafted_jpegs_score_like_full_decoding(tmp_path):
+    """gaze_consistency on a JPEG folder (decoded at 1/4 scale, 384 -> 96 px) against the same images
+    decoded in full: the same labels and predictions, Grad-CAM maps within 0.05 (max abs, maps
+    min-max scaled to [0, 1]) and L_CAM within 2 % (relative). Measured: 0.024 and 0.1 %."""
+    from hf_gazecons.metric import gaze_consistency
+    from hf_gazecons.models import load_model
+
+    _jpeg_folder(tmp_path, per_class=6, size=384)
+    rows = load_image_dataset(str(tmp_path), "train")
+    torch.manual_seed(0)
+    loaded = load_model("test_resnet", label_names=["a", "b"], image_size=96, grayscale=True)
+    prep = loaded.preprocessing
+    path = rows.cast_column("image", Image(decode=False))[0]["image"]
+    assert decode_image(path, prep.image_size).size == (96, 96)  # the draft path is taken: 1/4 scale
+    full = ImageClassificationDataset(rows, prep, mode="L")  # no decode_size: decoded in full, then resized
+    drafted = gaze_consistency(loaded, rows, batch_size=4, progress=False)  # the library's own (drafted) path
+    whole = gaze_consistency(loaded, torch.utils.data.DataLoader(full, batch_size=4), progress=False)
+    assert drafted.n_samples == whole.n_samples == 12
+    assert drafted.per_class["a"].n_samples == whole.per_class["a"].n_samples == 6  # the same labels
+    assert drafted.n_correct == whole.n_correct >= 2 and drafted.accuracy == whole.accuracy
+    assert drafted.value is not None and drafted.value == pytest.approx(whole.value, rel=0.02)
+    cam = GradCAM(loaded.model.eval())
+    batch = [ImageClassificationDataset.with_preprocessing(rows, prep)[i] for i in range(len(rows))]
+    maps_drafted = cam(torch.stack([item["pixel_values"] for item in batch])).maps
+    maps_full = cam(torch.stack([full[i]["pixel_values"] for i in range(len(rows))])).maps
+    assert (maps_drafted - maps_full).abs().max() < 0.05
+    assert torch.equal(torch.tensor([item["labels"] for item in batch]), torch.tensor(rows["label"]))
+
+
+def test_main_process_transforms_run_on_one_thread_and_restore_it(small_shapes):
+    seen = []
+
+    def transform(image):
+        seen.append(torch.get_num_threads())
+        return transforms.ToTensor()(image)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ImageClassificationDataset(small_shapes["train"], transform)[0]
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_select_subset_is_train_s_rule_and_score_s_default_seed(small_shapes):
+    from transformers import TrainingArguments
+
+    from hf_gazecons.cli.score import DEFAULT_SUBSET_SEED
+    from hf_gazecons.finetune import ModelDataArguments, _splits
+
+    assert DEFAULT_SUBSET_SEED == TrainingArguments("unused").seed  # score's default picks train's default subset
+    spec = "builtin:shapes?num_classes=3&size=32&n_train=6&n_val=5&n_test=2"
+    validation = load_image_dataset(spec, "validation")
+    picked = select_subset(validation, 7, seed=3)
+    expected = validation.shuffle(seed=3).select(range(7))  # seeded random rows, not the first ones
+    assert _image_bytes(picked) == _image_bytes(expected) and picked["label"] == expected["label"]
+    assert _image_bytes(picked) != _image_bytes(validation.select(range(7)))
+    _, eval_rows, _, test_rows = _splits(ModelDataArguments(dataset=spec, max_eval_samples=7), seed=3)
+    assert _image_bytes(eval_rows) == _image_bytes(picked)  # train --max_eval_samples 7 --seed 3: the same rows
+    assert len(test_rows) == 6  # fewer rows than asked for: all of them
+    assert select_subset(validation, None, seed=0) is validation and select_subset(validation, 99, 0) is validation
+    with pytest.raises(DataError, match="at least 1"):
+        select_subset(validation, 0, seed=0)
+
+
+def test_select_subset_of_a_stream_takes_its_first_rows_with_a_warning(small_shapes):
+    stream = small_shapes["train"].to_iterable_dataset()
+    with pytest.warns(UserWarning, match="first 3 rows"):
+        first = list(select_subset(stream, 3, seed=0))
+    assert [row["label"] for row in first] == small_shapes["train"]["label"][:3]
+
+
+def test_streamed_image_folder_and_builtin_have_the_standard_columns(tmp_path, small_shapes):
+    _jpeg_folder(tmp_path / "folder")
+    streams = load_streaming_dataset(str(tmp_path / "folder"))
+    assert isinstance(streams, IterableDatasetDict) and set(streams) == {"train", "validation"}
+    whole = load_image_dataset(str(tmp_path / "folder"), "train")
+    stream = load_streaming_dataset(str(tmp_path / "folder"), "train")
+    assert isinstance(stream, IterableDataset) and stream.features == whole.features
+    assert sorted(row["label"] for row in stream) == sorted(whole["label"])
+    builtin = load_streaming_dataset("builtin:shapes?num_classes=3&size=48&n_train=4&n_val=2&n_test=2", "test")
+    assert builtin.features == small_shapes["test"].features and len(list(builtin)) == 6
+    small_shapes.save_to_disk(str(tmp_path / "saved"))
+    assert len(list(load_streaming_dataset(str(tmp_path / "saved"), "validation"))) == 6
+
+
+def test_streaming_errors(tmp_path):
+    with pytest.raises(DataError, match=r"split 'test' not found .*\['train', 'validation'\]"):
+        _jpeg_folder(tmp_path / "folder")
+        load_streaming_dataset(str(tmp_path / "folder"), "test")
+    Dataset.from_dict({"image": _images(2), "label": [0, 1]}).save_to_disk(str(tmp_path / "ints"))
+    with pytest.raises(DataError, match=r"holds Value\(int64\): a streamed data set needs ClassLabel labels"):
+        load_streaming_dataset(str(tmp_path / "ints"), "train")
+    with pytest.raises(DataError, match="is not a directory"):
+        load_streaming_dataset(str(tmp_path / "missing"))
+
+
+def test_iterable_torch_dataset_gives_the_map_style_items(small_shapes):
+    prep = transforms.Compose([transforms.Resize((32, 32)), transforms.ToTensor()])
+    stream = IterableImageClassificationDataset(small_shapes["train"].to_iterable_dataset(), prep)
+    map_style = ImageClassificationDataset(small_shapes["train"], prep)
+    items = list(stream)
+    assert len(items) == len(map_style)
+    for i, item in enumerate(items):
+        assert torch.equal(item["pixel_values"], map_style[i]["pixel_values"])
+        assert torch.equal(item["masks"], map_style[i]["masks"]) and item["labels"] == map_style[i]["labels"]
+    two_workers = torch.utils.data.DataLoader(
+        IterableImageClassificationDataset(small_shapes["train"].to_iterable_dataset(num_shards=2), prep),
+        batch_size=4,
+        num_workers=2,
+    )
+    labels = torch.cat([batch["labels"] for batch in two_workers])
+    assert sorted(labels.tolist()) == sorted(small_shapes["train"]["label"])  # each row once, none twice
+
+
+def test_corrupt_image_in_a_stream_names_where(tmp_path):
+    _png_folder(tmp_path, {"train": {"a": 2, "b": 1}})
+    (tmp_path / "train" / "b" / "0.png").write_bytes(b"not a png")
+    stream = load_streaming_dataset(str(tmp_path), "train")
+    with pytest.raises(DataError, match=r"^image \d of the stream cannot be read: "):
+        list(IterableImageClassificationDataset(stream, transforms.ToTensor()))

@@ -12,7 +12,7 @@ from tiny import CONSISTENCY_JSON_KEYS
 
 from hf_gazecons.cam import GradCAM
 from hf_gazecons.errors import DataError, MetricError
-from hf_gazecons.metric import ConsistencyStatistics, cohen_kappa, gaze_consistency
+from hf_gazecons.metric import REFERENCE_BYTES_PER_PIXEL, ConsistencyStatistics, cohen_kappa, gaze_consistency
 
 
 def brute_force(maps, labels, predictions, num_classes, variant, grid=None):
@@ -231,3 +231,54 @@ def test_robust_variant_scores_collapsed_maps_as_the_worst_and_the_paper_variant
     stats = ConsistencyStatistics(2, "robust")
     stats.update(torch.zeros(3, 4, 4), F.one_hot(torch.zeros(3, dtype=torch.long), 2).float(), torch.zeros(3).long())
     assert stats.result(["a", "b"], "t").value == 2.0  # every map collapsed: the variant's bound
+
+
+# ------------------------------------------------------------------------------------------------
+# streamed data sets, and the reference variant's memory limit
+# ------------------------------------------------------------------------------------------------
+STREAM_SPEC = "builtin:shapes?num_classes=3&size=64&n_train=2&n_val=8&n_test=2"
+
+
+@pytest.fixture(scope="module")
+def shapes_model():
+    from hf_gazecons.data import load_image_dataset
+    from hf_gazecons.models import load_model
+
+    torch.manual_seed(0)
+    loaded = load_model("test_resnet", label_names=["circle", "square", "triangle"], image_size=64)
+    return loaded, load_image_dataset(STREAM_SPEC, "validation")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_stream_scores_like_the_same_data_loaded_whole(shapes_model, workers):
+    loaded, validation = shapes_model
+    whole = gaze_consistency(loaded, validation, batch_size=5, progress=False)
+    stream = validation.to_iterable_dataset(num_shards=2)  # two shards: one per loader worker
+    streamed = gaze_consistency(loaded, stream, batch_size=5, num_workers=workers, progress=False)
+    assert streamed.n_samples == whole.n_samples == 24 and streamed.n_correct == whole.n_correct > 2
+    assert streamed.value == pytest.approx(whole.value, rel=1e-9)
+    assert streamed.kappa == pytest.approx(whole.kappa)
+    assert streamed.localization.energy_pointing_game == pytest.approx(whole.localization.energy_pointing_game)
+    torch.testing.assert_close(streamed.class_means, whole.class_means, rtol=1e-6, atol=1e-7, equal_nan=True)
+
+
+def test_reference_variant_refuses_before_it_would_pass_its_memory_limit(shapes_model):
+    loaded, validation = shapes_model
+    per_map = REFERENCE_BYTES_PER_PIXEL * 2 * 2  # test_resnet at 64 px: 2x2 maps
+    with pytest.raises(MetricError, match=r"24 samples may need .*--variant paper"):  # known length: at once
+        gaze_consistency(loaded, validation, variant="reference", max_kept_bytes=23 * per_map, progress=False)
+    stream = validation.to_iterable_dataset()  # unknown length: stops when the kept maps pass the limit
+    with pytest.raises(MetricError, match=r"stopped at \d+ kept maps"):
+        gaze_consistency(loaded, stream, variant="reference", batch_size=4, max_kept_bytes=per_map, progress=False)
+    fits = gaze_consistency(loaded, validation, variant="reference", max_kept_bytes=24 * per_map, progress=False)
+    assert fits.values["reference"] is not None
+    paper = gaze_consistency(loaded, validation, max_kept_bytes=1, progress=False)  # keeps no maps: no limit
+    assert paper.value is not None
+
+
+def test_reference_limit_defaults_to_half_the_available_memory():
+    from hf_gazecons.metric import reference_memory_limit
+
+    assert ConsistencyStatistics(2, "reference").max_kept_bytes == pytest.approx(reference_memory_limit(), rel=0.2)
+    assert 0 < reference_memory_limit() < 2**50
+    assert ConsistencyStatistics(2, "paper").max_kept_bytes is None

@@ -519,3 +519,29 @@ def test_second_order_trains_and_differs_from_first_order(base, shapes, names, t
     # the channel weights depend on the classifier: double backprop changes its update
     a, b = state(second.model), state(first.model)
     assert not torch.allclose(a["fc.weight"], b["fc.weight"], rtol=0, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------------------------
+# 8. loader workers keep training deterministic
+# ------------------------------------------------------------------------------------------------
+def test_training_with_two_loader_workers_is_bit_identical_across_runs(shapes, tmp_path):
+    """Two ``train`` runs with ``--dataloader_num_workers 2`` on a JPEG folder (decoded near the input
+    size, augmented in the workers) end with the same weights, bit for bit."""
+    folder = tmp_path / "jpegs"
+    for split in ("train", "validation"):
+        for i, row in enumerate(shapes[split]):
+            path = folder / split / shapes[split].features["label"].names[row["label"]] / f"{i}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            row["image"].resize((96, 96)).save(path, quality=90)  # twice the input size: drafted to 1/2
+
+    def run(out: Path) -> dict[str, torch.Tensor]:
+        data_args = ModelDataArguments(model="test_resnet", dataset=str(folder), image_size=SIZE)
+        options = dict(COMMON, lambda_max=5.0, t0=0, t1=1, num_train_epochs=1, dataloader_num_workers=2)
+        train(data_args, GazeConsistencyTrainingArguments(str(out), **options, save_strategy="no"))
+        history = json.loads((out / "results.json").read_text())["history"]
+        assert history[-1]["lambda"] == 5.0 and history[-1]["train_penalty"] > 0  # the penalty took part
+        return load_file(out / "model.safetensors")
+
+    first, second = run(tmp_path / "a"), run(tmp_path / "b")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[key], second[key]) for key in first)

@@ -121,10 +121,10 @@ def _suggestion(options: list[str], unknown: list[str]) -> str:
     return ""
 
 
-def add_variant_option(parser: argparse.ArgumentParser, default: str | None, default_text: str) -> None:
-    """``--variant``, one of :data:`hf_gazecons.variants.VARIANTS`."""
+def add_variant_option(parser: argparse.ArgumentParser, default: str | None, default_text: str, note: str = "") -> None:
+    """``--variant``, one of :data:`hf_gazecons.variants.VARIANTS` (``note``: what else the command says of them)."""
     parser.add_argument(
-        "--variant", choices=VARIANTS, default=default, help=f"{VARIANT_HELP} (default: {default_text})"
+        "--variant", choices=VARIANTS, default=default, help=f"{VARIANT_HELP}{note} (default: {default_text})"
     )
 
 

@@ -22,6 +22,10 @@ from .common import (
 if TYPE_CHECKING:
     from ..metric import ConsistencyResult
 
+DEFAULT_SUBSET_SEED = 42
+"""The default ``--seed``: transformers' default training seed, so that ``score --max-samples N`` and
+``train --max_eval_samples N`` pick the same images unless told otherwise."""
+
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser = commands.add_parser(
@@ -40,7 +44,13 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         help="the model class of each data set class whose name differs, e.g. cat=Cat,dog=Dog "
         "(default: classes are matched by name)",
     )
-    add_variant_option(parser, "paper", "paper")
+    add_variant_option(
+        parser,
+        "paper",
+        "paper",
+        note="; 'reference' keeps the map of every correctly classified sample (4*H'*W' bytes each: 196 B at 7x7) "
+        "and refuses when they would pass half the available memory",
+    )
     parser.add_argument(
         "--grid",
         nargs=2,
@@ -50,7 +60,23 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     )
     parser.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="images per Grad-CAM forward")
     parser.add_argument(
-        "--max-samples", type=POSITIVE_INT, default=None, help="score at most this many samples (default: all)"
+        "--max-samples",
+        type=POSITIVE_INT,
+        default=None,
+        help="score at most this many samples: a random subset drawn with --seed, the one train's "
+        "--max_eval_samples takes with the same seed (of a --streaming data set: its first N rows) (default: all)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=NON_NEGATIVE_INT,
+        default=DEFAULT_SUBSET_SEED,
+        help=f"seed of the --max-samples subset (default: {DEFAULT_SUBSET_SEED}, train's default seed)",
+    )
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="read the data set as a stream (datasets.load_dataset(..., streaming=True)): memory independent of "
+        "its size; the labels must be a ClassLabel",
     )
     parser.add_argument("--num-workers", type=NON_NEGATIVE_INT, default=0, help="data loader worker processes")
     parser.add_argument(
@@ -71,8 +97,15 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.output_dir)  # before anything is loaded
     import torch
 
-    from ..data import align_labels, default_eval_split, load_image_dataset, select_split
-    from ..explain import examples_per_class, explain
+    from ..data import (
+        align_labels,
+        default_eval_split,
+        load_image_dataset,
+        load_streaming_dataset,
+        select_split,
+        select_subset,
+    )
+    from ..explain import example_images, explain
     from ..hub import push_results
     from ..jsonio import write_json
     from ..metric import gaze_consistency
@@ -80,11 +113,12 @@ def run(args: argparse.Namespace) -> int:
     from ..plots import plot_class_means, plot_overlays
     from ..specs import parse_model_spec
 
-    data = load_image_dataset(args.dataset, image_column=args.image_column, label_column=args.label_column)
+    load = load_streaming_dataset if args.streaming else load_image_dataset
+    data = load(args.dataset, image_column=args.image_column, label_column=args.label_column)
     split = args.split or default_eval_split(list(data))
     dataset = select_split(data, split, args.dataset)
     if args.max_samples is not None:
-        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+        dataset = select_subset(dataset, args.max_samples, args.seed)
     dataset_names = list(dataset.features["label"].names)
     loaded = load_model(
         args.model,
@@ -112,13 +146,9 @@ def run(args: argparse.Namespace) -> int:
         write_json(staging / "consistency.json", {**result.to_dict(), "random_weights": loaded.random_weights})
         means = result.class_means[[aligned.label_names.index(name) for name in scored]]
         plot_class_means({args.model: means}, scored, staging / "class_means.png")
-        rows = aligned.dataset.select(examples_per_class(aligned.dataset, per_class=2))
-        explained = explain(
-            loaded,
-            list(rows["image"]),
-            parse_target(args.target_layer),
-            [aligned.label_names[i] for i in rows["label"]],
-        )
+        seen = [aligned.label_names.index(name) for name in scored if per_class[name].n_samples]
+        images, labels = example_images(aligned.dataset, per_class=2, classes=seen)
+        explained = explain(loaded, images, parse_target(args.target_layer), [aligned.label_names[i] for i in labels])
         plot_overlays(explained.images, explained.maps, explained.titles(), staging / "overlays.png")
     print(summary_table(result))
     print(f"wrote {args.output_dir}/consistency.json, class_means.png, overlays.png")

@@ -7,15 +7,20 @@ where the source has ground-truth masks, ``mask`` (Image, mode "L", nonzero = ob
 from .builtin import make_digits, make_shapes
 from .labels import LabelAlignment, align_labels
 from .loading import default_eval_split, load_image_dataset, select_split
-from .torch_dataset import ImageClassificationDataset
+from .streaming import load_streaming_dataset
+from .subset import select_subset
+from .torch_dataset import ImageClassificationDataset, IterableImageClassificationDataset
 
 __all__ = [
     "ImageClassificationDataset",
+    "IterableImageClassificationDataset",
     "LabelAlignment",
     "align_labels",
     "default_eval_split",
     "load_image_dataset",
+    "load_streaming_dataset",
     "make_digits",
     "make_shapes",
     "select_split",
+    "select_subset",
 ]

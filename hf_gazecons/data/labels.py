@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from datasets import ClassLabel, Dataset
+from datasets import ClassLabel, Dataset, IterableDataset
 
 from ..errors import DataError
 
@@ -30,7 +30,7 @@ _SHOWN = 12  # class names quoted in a message before "..."
 class LabelAlignment:
     """``dataset`` with its labels re-indexed into the model's outputs (``label_names``)."""
 
-    dataset: Dataset
+    dataset: Dataset | IterableDataset
     label_names: list[str]
     mapping: dict[str, str]
     """Data set class -> model class, in the data set's class order."""
@@ -42,15 +42,16 @@ class LabelAlignment:
 
 
 def align_labels(
-    dataset: Dataset, model_names: Sequence[str], label_map: Mapping[str, str] | None = None
+    dataset: Dataset | IterableDataset, model_names: Sequence[str], label_map: Mapping[str, str] | None = None
 ) -> LabelAlignment:
-    """Map ``dataset``'s ``label`` column (a ClassLabel) onto ``model_names`` by class name.
+    """Map ``dataset``'s ``label`` column (a ClassLabel) onto ``model_names`` by class name; a
+    stream (:class:`datasets.IterableDataset`) is relabelled lazily, as its rows are read.
 
     ``label_map`` names the model class of data set classes whose names differ; every other class
     must match a model class by name (exact, else case-insensitive and unique). Raises
     :class:`~hf_gazecons.errors.DataError` naming the classes that match nothing.
     """
-    feature = dataset.features.get("label")
+    feature = (dataset.features or {}).get("label")
     if not isinstance(feature, ClassLabel):
         raise DataError("the data set has no ClassLabel 'label' column (load it with load_image_dataset)")
     dataset_names, model_names = list(feature.names), [str(name) for name in model_names]
@@ -75,6 +76,11 @@ def align_labels(
         return LabelAlignment(dataset, model_names, mapping)
     index = {name: i for i, name in enumerate(model_names)}
     new_label = [index[mapping[name]] for name in dataset_names]
+    if isinstance(dataset, IterableDataset):  # a stream: relabelled as its rows are read
+        features = dataset.features.copy()
+        features["label"] = ClassLabel(names=model_names)
+        relabelled = dataset.map(lambda row: {"label": new_label[row["label"]]}, features=features)
+        return LabelAlignment(relabelled, model_names, mapping)
     labels = [new_label[label] for label in dataset["label"]]
     relabelled = dataset.remove_columns("label").add_column("label", labels, feature=ClassLabel(names=model_names))
     return LabelAlignment(relabelled, model_names, mapping)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl
 
 import datasets
-from datasets import ClassLabel, Dataset, DatasetDict, Image, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Image, IterableDataset, IterableDatasetDict, Value
 
 from ..errors import DataError, first_line
 from ..hub import check_hub_reachable
@@ -94,7 +94,7 @@ def _load_raw(spec: str) -> DatasetDict:
         if _is_saved_dataset(path):
             return _as_dict(spec, _guarded(spec, _load_from_disk, path))
         return _as_dict(spec, _guarded(spec, datasets.load_dataset, "imagefolder", data_dir=path))
-    if os.path.exists(path) or spec.startswith(("/", "./", "../", "~", ".\\")):
+    if looks_like_path(spec):
         raise DataError(
             f"data set path '{spec}' is not a directory; pass an image folder (one sub-folder per "
             "class), a directory written by save_to_disk, builtin:<name> or a Hub data set id"
@@ -102,6 +102,11 @@ def _load_raw(spec: str) -> DatasetDict:
     if not datasets.config.HF_HUB_OFFLINE:
         check_hub_reachable(f"load data set {spec!r}")
     return _as_dict(spec, _guarded(spec, datasets.load_dataset, spec))
+
+
+def looks_like_path(spec: str) -> bool:
+    """Whether ``spec`` names a local path (existing or not) rather than a Hub id."""
+    return os.path.exists(os.path.expanduser(spec)) or spec.startswith(("/", "./", "../", "~", ".\\"))
 
 
 def _check_folder_classes(spec: str, raw: DatasetDict) -> None:
@@ -210,12 +215,12 @@ def _as_dict(spec: str, loaded) -> DatasetDict:
     )
 
 
-def select_split(data: DatasetDict, split: str, spec: str) -> Dataset:
+def select_split(data: DatasetDict | IterableDatasetDict, split: str, spec: str) -> Dataset | IterableDataset:
     """``data[split]``, or a DataError naming the splits there are, or saying that it is empty."""
     if split not in data:
         raise DataError(f"split '{split}' not found in '{spec}'; splits: {list(data)}")
     dataset = data[split]
-    if len(dataset) == 0:
+    if isinstance(dataset, Dataset) and len(dataset) == 0:  # a stream's length is unknown
         raise DataError(f"split '{split}' of '{spec}' is empty")
     return dataset
 
