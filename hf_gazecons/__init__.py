@@ -19,7 +19,7 @@ _EXPORTS = {
     "GradCAM": "cam",
     "CAMOutput": "cam",
     "gaze_consistency": "metric",
-    "ConsistencyResult": "metric",
+    "ConsistencyResult": "consistency_result",
     "load_model": "models",
     "save_model": "models",
     "LoadedModel": "models",
@@ -56,6 +56,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from .cam import CAMOutput, GradCAM  # noqa: F401
+    from .consistency_result import ConsistencyResult  # noqa: F401
     from .data import ImageClassificationDataset, load_image_dataset  # noqa: F401
     from .errors import (  # noqa: F401
         DataError,
@@ -67,7 +68,7 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
         TrainingError,
         UsageError,
     )
-    from .metric import ConsistencyResult, gaze_consistency  # noqa: F401
+    from .metric import gaze_consistency  # noqa: F401
     from .models import LoadedModel, load_model, save_model  # noqa: F401
     from .regularizer import GazeConsistencyLoss, LambdaCurriculum  # noqa: F401
     from .trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments  # noqa: F401

@@ -13,9 +13,9 @@ import datasets
 import torch
 from PIL import Image
 
+from .batching import eval_mode
 from .cam import GradCAM
 from .data.torch_dataset import decode_image
-from .metric import eval_mode
 from .models import LoadedModel
 
 __all__ = ["Explanation", "explain", "example_images", "examples_per_class"]

@@ -20,11 +20,11 @@ import torch
 from transformers import set_seed
 
 from .checks import POSITIVE_INT
+from .consistency_result import ConsistencyResult
 from .data import ImageClassificationDataset, default_eval_split, load_image_dataset, select_split, select_subset
 from .errors import DataError, HubError
 from .filenames import RESULTS_FILE
 from .hub import check_push_access, model_card, push_output
-from .metric import ConsistencyResult
 from .models import LoadedModel, load_model, save_model
 from .output_dir import last_checkpoint, publish_files, removed_on_failure
 from .plots import plot_class_means, plot_kappa_vs_consistency, plot_learning_curves

@@ -17,8 +17,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,137 +27,22 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .batching import batch_source, check_labels, data_length, eval_mode, unpack_batch
 from .cam import GradCAM
+from .consistency_result import ClassConsistency, ConsistencyResult, Localization
 from .deviation import class_deviation_sum, on_grid, per_sample_deviation, robust_deviation_sum, unit_maps
-from .errors import DataError, MetricError
+from .errors import MetricError
 from .localization import energy_pointing_game, pointing_game
 from .models import LoadedModel
 from .preprocessing import Preprocessing
-from .run_record import metric_key
 from .variants import VARIANTS, Variant, check_variant
 
 __all__ = [
-    "ClassConsistency",
-    "Localization",
-    "ConsistencyResult",
     "ConsistencyStatistics",
     "REFERENCE_BYTES_PER_PIXEL",
     "gaze_consistency",
     "cohen_kappa",
 ]
-
-
-@dataclass
-class ClassConsistency:
-    """One class: its mean deviation (None below 2 correct samples) and its counts.
-
-    ``n_zero_maps`` counts correct samples whose map is zero everywhere: such a collapsed gaze
-    scores as perfectly consistent under the paper and reference variants (SPEC section 6), so a
-    large count makes ``value`` suspect. ``values`` holds the class's value under every variant
-    that was computed (``value`` is the one asked for).
-    """
-
-    value: float | None
-    n_correct: int
-    n_samples: int
-    n_zero_maps: int = 0
-    values: dict[str, float | None] = field(default_factory=dict)
-
-
-@dataclass
-class Localization:
-    """Mean energy pointing game and pointing game over correct samples with masks."""
-
-    energy_pointing_game: float
-    pointing_game: float
-    n: int
-
-
-@dataclass
-class ConsistencyResult:
-    """L_CAM (``value``; lower = more consistent) beside accuracy, kappa and the mean cross-entropy
-    ``loss``, per class and overall. ``values`` holds L_CAM under every variant that one pass could
-    compute: always ``paper`` and ``robust`` (they need only sums), ``reference`` when asked for."""
-
-    value: float | None
-    per_class: dict[str, ClassConsistency]
-    accuracy: float
-    kappa: float
-    loss: float
-    n_samples: int
-    n_correct: int
-    n_zero_maps: int
-    cam_size: tuple[int, int]
-    class_means: torch.Tensor
-    target_name: str
-    variant: Variant
-    grid: tuple[int, int] | None = None
-    localization: Localization | None = None
-    model: str | None = None
-    dataset: str | None = None
-    split: str | None = None
-    values: dict[str, float | None] = field(default_factory=dict)
-
-    @property
-    def zero_map_share(self) -> float | None:
-        """All-zero maps among the correct samples (None without correct samples)."""
-        return self.n_zero_maps / self.n_correct if self.n_correct else None
-
-    def to_metrics(self, prefix: str = "eval") -> dict[str, float | None]:
-        """Flat ``{prefix}_<name>`` metrics (:data:`~hf_gazecons.run_record.METRIC_NAMES`), as the Trainer logs them:
-        ``gaze_consistency`` is the paper variant (per class too, as ``gaze_consistency_<class>``),
-        the other variants computed beside it come as ``<variant>_gaze_consistency``; localisation
-        only where the data has masks."""
-        values: dict[str, float | None] = {
-            "loss": self.loss,
-            "accuracy": self.accuracy,
-            "kappa": self.kappa,
-            "gaze_consistency": self.values["paper"],
-            "zero_map_share": self.zero_map_share,
-        }
-        values.update({f"{v}_gaze_consistency": value for v, value in self.values.items() if v != "paper"})
-        values.update({f"gaze_consistency_{name}": c.values["paper"] for name, c in self.per_class.items()})
-        if self.localization is not None:
-            values.update(
-                energy_pointing_game=self.localization.energy_pointing_game,
-                pointing_game=self.localization.pointing_game,
-            )
-        return {metric_key(prefix, name): value for name, value in values.items()}
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON of ``hf-gazecons score`` (``consistency.json``)."""
-        return {
-            "model": self.model,
-            "dataset": self.dataset,
-            "split": self.split,
-            "variant": self.variant,
-            "grid": list(self.grid) if self.grid else None,
-            "target_layer": self.target_name,
-            "cam_size": list(self.cam_size),
-            "n_samples": self.n_samples,
-            "n_correct": self.n_correct,
-            "accuracy": self.accuracy,
-            "kappa": _finite_or_none(self.kappa),
-            "gaze_consistency": self.value,
-            "gaze_consistency_by_variant": dict(self.values),
-            "n_zero_maps": self.n_zero_maps,
-            "zero_map_share": self.zero_map_share,
-            "per_class": {
-                name: {
-                    "gaze_consistency": c.value,
-                    "n_correct": c.n_correct,
-                    "n_samples": c.n_samples,
-                    "n_zero_maps": c.n_zero_maps,
-                }
-                for name, c in self.per_class.items()
-            },
-            "localization": None
-            if self.localization is None
-            else {
-                "energy_pointing_game": self.localization.energy_pointing_game,
-                "pointing_game": self.localization.pointing_game,
-            },
-        }
 
 
 def cohen_kappa(confusion: torch.Tensor) -> float:
@@ -394,7 +278,7 @@ def gaze_consistency(
         model = model.model
     cam = GradCAM(model, target=target)
     device = next(model.parameters()).device
-    expected = _length(data)
+    expected = data_length(data)
     batches = batch_source(data, preprocessing, batch_size, num_workers, pin_memory=device.type == "cuda")
     statistics: ConsistencyStatistics | None = None
     rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
@@ -405,7 +289,7 @@ def gaze_consistency(
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype not in (None, torch.float32)):
                 out = cam(pixel_values.to(device, non_blocking=True))
             num_classes = out.logits.shape[1]
-            _check_labels(labels, num_classes)
+            check_labels(labels, num_classes)
             if statistics is None:
                 statistics = ConsistencyStatistics(num_classes, variant, grid, max_kept_bytes, expected)
             statistics.update(out.maps, out.logits, labels, masks)
@@ -416,66 +300,6 @@ def gaze_consistency(
     if len(names) != statistics.num_classes:
         raise MetricError(f"{len(names)} label names for a model with {statistics.num_classes} outputs")
     return statistics.result(names, cam.target_name)
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put every submodule in eval mode and restore each one's own mode afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
-def batch_source(
-    data: Iterable[Any],
-    preprocessing: Preprocessing | None,
-    batch_size: int,
-    num_workers: int,
-    pin_memory: bool = False,
-) -> Iterable[Any]:
-    """``data`` itself, or a DataLoader over a ``datasets.Dataset`` or streamed
-    ``datasets.IterableDataset`` (this process's part of it)."""
-    import datasets
-
-    if not isinstance(data, (datasets.Dataset, datasets.IterableDataset)):
-        return data
-    if preprocessing is None:
-        raise MetricError(f"a datasets.{type(data).__name__} needs preprocessing=... (or pass a LoadedModel)")
-    from torch.utils.data import DataLoader
-
-    from .data import ImageClassificationDataset, IterableImageClassificationDataset
-
-    distributed = dist.is_available() and dist.is_initialized()
-    if isinstance(data, datasets.IterableDataset):
-        if distributed:
-            from datasets.distributed import split_dataset_by_node
-
-            data = split_dataset_by_node(data, rank=dist.get_rank(), world_size=dist.get_world_size())
-        items = IterableImageClassificationDataset.with_preprocessing(data, preprocessing)
-    else:
-        if len(data) == 0:
-            raise DataError("the data set is empty")
-        if distributed:
-            data = data.shard(num_shards=dist.get_world_size(), index=dist.get_rank(), contiguous=True)
-        items = ImageClassificationDataset.with_preprocessing(data, preprocessing)
-    return DataLoader(items, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-
-
-def unpack_batch(batch: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    if isinstance(batch, Mapping):
-        return batch["pixel_values"], torch.as_tensor(batch["labels"]), batch.get("masks")
-    pixel_values, labels = batch[0], batch[1]
-    return pixel_values, torch.as_tensor(labels), None
-
-
-def _check_labels(labels: torch.Tensor, num_classes: int) -> None:
-    bad = labels[(labels < 0) | (labels >= num_classes)]
-    if len(bad):
-        raise DataError(f"label {int(bad[0])} is outside the model's {num_classes} classes (0..{num_classes - 1})")
 
 
 REFERENCE_BYTES_PER_PIXEL = 4
@@ -498,22 +322,6 @@ def reference_memory_limit() -> int | None:
         return None
 
 
-def _length(data: Any) -> int | None:
-    """The number of samples in ``data`` when it is known before reading it (a ``datasets.Dataset``
-    or a DataLoader over a sized map-style dataset), else None."""
-    import datasets
-    from torch.utils.data import DataLoader, IterableDataset
-
-    if isinstance(data, DataLoader) and not isinstance(data.dataset, IterableDataset):
-        data = data.dataset
-    elif not isinstance(data, datasets.Dataset):
-        return None
-    try:
-        return len(data)
-    except TypeError:
-        return None
-
-
 def _bytes_text(n_bytes: int) -> str:
     """``288 B``, ``12.5 KiB``, ``1,192.1 MiB``."""
     if n_bytes < 2**10:
@@ -525,7 +333,3 @@ def _collective_device() -> torch.device:
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None

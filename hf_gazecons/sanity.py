@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .batching import batch_source, eval_mode, unpack_batch
 from .cam import GradCAM
 from .errors import DataError, UsageError
-from .metric import batch_source, eval_mode, unpack_batch
 from .models import LoadedModel
 from .preprocessing import Preprocessing
 from .stats import spearman

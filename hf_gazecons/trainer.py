@@ -32,9 +32,10 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
 from .cam import GradCAM, model_logits
+from .consistency_result import ConsistencyResult
 from .errors import ModelLoadError, TrainingError, UsageError
 from .filenames import GAZE_STATE_FILE
-from .metric import ConsistencyResult, gaze_consistency
+from .metric import gaze_consistency
 from .output_dir import match_umask
 from .regularizer import GazeConsistencyLoss, LambdaCurriculum
 from .specs import parse_target

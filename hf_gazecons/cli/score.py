@@ -20,7 +20,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
-    from ..metric import ConsistencyResult
+    from ..consistency_result import ConsistencyResult
 
 DEFAULT_SUBSET_SEED = 42
 """The default ``--seed``: transformers' default training seed, so that ``score --max-samples N`` and

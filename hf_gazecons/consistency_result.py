@@ -1,0 +1,134 @@
+"""What a gaze-consistency evaluation found (:func:`~hf_gazecons.metric.gaze_consistency`):
+L_CAM overall and per class, under each variant computed, beside accuracy, kappa, the all-zero
+map count and localisation; ``consistency.json`` (``to_dict``) and the Trainer's flat metrics
+(``to_metrics``) are its two spellings."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .run_record import metric_key
+from .variants import Variant
+
+__all__ = ["ClassConsistency", "ConsistencyResult", "Localization"]
+
+
+@dataclass
+class ClassConsistency:
+    """One class: its mean deviation (None below 2 correct samples) and its counts.
+
+    ``n_zero_maps`` counts correct samples whose map is zero everywhere: such a collapsed gaze
+    scores as perfectly consistent under the paper and reference variants (SPEC section 6), so a
+    large count makes ``value`` suspect. ``values`` holds the class's value under every variant
+    that was computed (``value`` is the one asked for).
+    """
+
+    value: float | None
+    n_correct: int
+    n_samples: int
+    n_zero_maps: int = 0
+    values: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass
+class Localization:
+    """Mean energy pointing game and pointing game over correct samples with masks."""
+
+    energy_pointing_game: float
+    pointing_game: float
+    n: int
+
+
+@dataclass
+class ConsistencyResult:
+    """L_CAM (``value``; lower = more consistent) beside accuracy, kappa and the mean cross-entropy
+    ``loss``, per class and overall. ``values`` holds L_CAM under every variant that one pass could
+    compute: always ``paper`` and ``robust`` (they need only sums), ``reference`` when asked for."""
+
+    value: float | None
+    per_class: dict[str, ClassConsistency]
+    accuracy: float
+    kappa: float
+    loss: float
+    n_samples: int
+    n_correct: int
+    n_zero_maps: int
+    cam_size: tuple[int, int]
+    class_means: torch.Tensor
+    target_name: str
+    variant: Variant
+    grid: tuple[int, int] | None = None
+    localization: Localization | None = None
+    model: str | None = None
+    dataset: str | None = None
+    split: str | None = None
+    values: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def zero_map_share(self) -> float | None:
+        """All-zero maps among the correct samples (None without correct samples)."""
+        return self.n_zero_maps / self.n_correct if self.n_correct else None
+
+    def to_metrics(self, prefix: str = "eval") -> dict[str, float | None]:
+        """Flat ``{prefix}_<name>`` metrics (:data:`~hf_gazecons.run_record.METRIC_NAMES`), as the Trainer logs them:
+        ``gaze_consistency`` is the paper variant (per class too, as ``gaze_consistency_<class>``),
+        the other variants computed beside it come as ``<variant>_gaze_consistency``; localisation
+        only where the data has masks."""
+        values: dict[str, float | None] = {
+            "loss": self.loss,
+            "accuracy": self.accuracy,
+            "kappa": self.kappa,
+            "gaze_consistency": self.values["paper"],
+            "zero_map_share": self.zero_map_share,
+        }
+        values.update({f"{v}_gaze_consistency": value for v, value in self.values.items() if v != "paper"})
+        values.update({f"gaze_consistency_{name}": c.values["paper"] for name, c in self.per_class.items()})
+        if self.localization is not None:
+            values.update(
+                energy_pointing_game=self.localization.energy_pointing_game,
+                pointing_game=self.localization.pointing_game,
+            )
+        return {metric_key(prefix, name): value for name, value in values.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON of ``hf-gazecons score`` (``consistency.json``)."""
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "split": self.split,
+            "variant": self.variant,
+            "grid": list(self.grid) if self.grid else None,
+            "target_layer": self.target_name,
+            "cam_size": list(self.cam_size),
+            "n_samples": self.n_samples,
+            "n_correct": self.n_correct,
+            "accuracy": self.accuracy,
+            "kappa": _finite_or_none(self.kappa),
+            "gaze_consistency": self.value,
+            "gaze_consistency_by_variant": dict(self.values),
+            "n_zero_maps": self.n_zero_maps,
+            "zero_map_share": self.zero_map_share,
+            "per_class": {
+                name: {
+                    "gaze_consistency": c.value,
+                    "n_correct": c.n_correct,
+                    "n_samples": c.n_samples,
+                    "n_zero_maps": c.n_zero_maps,
+                }
+                for name, c in self.per_class.items()
+            },
+            "localization": None
+            if self.localization is None
+            else {
+                "energy_pointing_game": self.localization.energy_pointing_game,
+                "pointing_game": self.localization.pointing_game,
+            },
+        }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
