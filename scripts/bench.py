@@ -922,7 +922,8 @@ def bench_scoring_scale(
     memory of a fresh process that scores ``rss_small``, and of one that scores ``rss_large``
     streamed images; ``rss_growth`` is their ratio.
     """
-    from hf_gazecons.metric import batch_source, gaze_consistency
+    from hf_gazecons.batching import batch_source
+    from hf_gazecons.metric import gaze_consistency
 
     folder = bench_folder(data_dir, n_images, image_px)
     loaded = scoring_model(model, size, folder, device)
