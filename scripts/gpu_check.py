@@ -3,7 +3,7 @@
     python scripts/gpu_check.py --output gpu.json         # CUDA; ~3-5 min on one H100/H200 (limit: 8)
     python scripts/gpu_check.py --device cpu --quick      # tiny models and data: what the test suite runs
 
-Three measurements, each side by side in one run with the functions of ``scripts/bench.py``:
+Three measurements, each side by side in one run with the benchmark's functions (``scripts/bench_*.py``):
 
 * ``gradcam``     — one Grad-CAM batch (resnet18, 224 px, batch 64) against a no-grad forward, and
                     the peer libraries that are installed (``pip install -e ".[bench]"``);
@@ -32,11 +32,14 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench  # noqa: E402  (scripts/bench.py: the measurements themselves)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the measurements: scripts/bench_*.py
+import bench_common  # noqa: E402  (first: it also puts the repo root on the path)
+from bench_gradcam import bench_gradcam  # noqa: E402
+from bench_scoring import bench_scoring_scale  # noqa: E402
+from bench_training import bench_train_epoch  # noqa: E402
 
 GOALS: dict[str, dict[str, dict[str, Any]]] = {
-    "gradcam": bench.GOALS["gradcam"],
+    "gradcam": bench_common.GOALS["gradcam"],
     "train_epoch": {"ratio_vs_trainer": {"op": ">=", "value": 0.95}},
     "scoring": {"throughput_ratio": {"op": ">=", "value": 0.90}, "throughput_ratio_grid": {"op": ">=", "value": 0.90}},
 }
@@ -75,19 +78,19 @@ def settings(quick: bool) -> dict[str, dict[str, Any]]:
 def run_check(device: torch.device, quick: bool, data_dir: str | None) -> dict[str, Any]:
     """The three measurements; the JSON report as a dict."""
     chosen = settings(quick)
-    report: dict[str, Any] = {"device": bench.device_info(device), "settings": chosen, "goals": GOALS}
+    report: dict[str, Any] = {"device": bench_common.device_info(device), "settings": chosen, "goals": GOALS}
     started = time.perf_counter()
     functions = {
-        "gradcam": lambda s: bench.bench_gradcam(**s, device=device),
-        "train_epoch": lambda s: bench.bench_train_epoch(**s, device=device, data_dir=data_dir),
-        "scoring": lambda s: bench.bench_scoring_scale(**s, device=device, data_dir=data_dir),
+        "gradcam": lambda s: bench_gradcam(**s, device=device),
+        "train_epoch": lambda s: bench_train_epoch(**s, device=device, data_dir=data_dir),
+        "scoring": lambda s: bench_scoring_scale(**s, device=device, data_dir=data_dir),
     }
     for name, measure in functions.items():
         print(f"... {name}", file=sys.stderr, flush=True)
         section_started = time.perf_counter()
         result = measure(chosen[name])
         result["details"] = result.pop("_extra", None)  # data folder, penalty participation, ...
-        result["met"] = bench.goals_met(name, result, GOALS)
+        result["met"] = bench_common.goals_met(name, result, GOALS)
         result["seconds_taken"] = round(time.perf_counter() - section_started, 1)
         report[name] = result
     report["met"] = {name: report[name]["met"] for name in functions}

@@ -51,6 +51,14 @@ def bench():
 
 
 @pytest.fixture(scope="module")
+def common(bench):
+    """scripts/bench_common.py (importable once bench.py has put scripts/ on the path)."""
+    import bench_common
+
+    return bench_common
+
+
+@pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("bench-data")
 
@@ -94,21 +102,21 @@ def test_section_keys(report, section):
     assert report[section]["met"] in (True, False, None)
 
 
-def test_gradcam_numbers_and_agreement(report, bench):
+def test_gradcam_numbers_and_agreement(report, common):
     g = report["gradcam"]
     assert _positive(g["forward_s"]) and _positive(g["ours_s"]) and _positive(g["ratio_vs_forward"])
     for peer in PEERS:
-        if bench.peer_available(peer):
+        if common.peer_available(peer):
             assert _positive(g[f"{peer}_s"]) and _positive(g[f"speedup_vs_{peer}"])
             assert 0 <= g[f"max_abs_diff_vs_{peer}"] <= 1e-4, peer  # the same maps are being timed
         else:
             assert g[f"{peer}_s"] is None and g[f"speedup_vs_{peer}"] is None
 
 
-def test_memory_numbers(report, bench):
+def test_memory_numbers(report, common):
     m = report["memory"]
     assert m["ours_mb"] >= 0 and m["inference_mb"] >= 0
-    if bench.peer_available("captum"):
+    if common.peer_available("captum"):
         assert m["captum_mb"] >= 0
     assert report["settings"]["memory"]["method"]
 
@@ -127,17 +135,17 @@ def test_train_step_numbers(report):
     assert _positive(t["regularised_stage_s"]) and _positive(t["overhead_stage"])
 
 
-def test_timeit_interleaved_rotates_and_takes_medians(bench):
+def test_timeit_interleaved_rotates_and_takes_medians(common):
     calls = []
-    medians = bench.timeit_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, reps=3)
+    medians = common.timeit_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, reps=3)
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then rotating order
     assert set(medians) == {"a", "b"} and all(v >= 0 for v in medians.values())
 
 
-def test_goals_met(bench):
-    assert bench.goals_met("train_step", {"overhead": 1.05}) is True
-    assert bench.goals_met("train_step", {"overhead": 1.2}) is False
-    assert bench.goals_met("gradcam", {"ratio_vs_forward": 1.0, "speedup_vs_pytorch_grad_cam": None}) is None
+def test_goals_met(common):
+    assert common.goals_met("train_step", {"overhead": 1.05}) is True
+    assert common.goals_met("train_step", {"overhead": 1.2}) is False
+    assert common.goals_met("gradcam", {"ratio_vs_forward": 1.0, "speedup_vs_pytorch_grad_cam": None}) is None
 
 
 def test_train_epoch_numbers_and_penalty(report, data_dir):

@@ -64,9 +64,9 @@ def test_gpu_check_help_and_a_missing_gpu(capsys, monkeypatch):
     full = gpu_check.settings(quick=False)  # the GPU run's settings fit the bench functions it calls
     assert set(full) == set(gpu_check.GOALS) == {"gradcam", "train_epoch", "scoring"}
     functions = {
-        "gradcam": gpu_check.bench.bench_gradcam,
-        "train_epoch": gpu_check.bench.bench_train_epoch,
-        "scoring": gpu_check.bench.bench_scoring_scale,
+        "gradcam": gpu_check.bench_gradcam,
+        "train_epoch": gpu_check.bench_train_epoch,
+        "scoring": gpu_check.bench_scoring_scale,
     }
     for name, function in functions.items():
         inspect.signature(function).bind(**full[name], device=torch.device("cuda"))

@@ -1,0 +1,175 @@
+"""The printed report of scripts/bench.py (one block per section, with its goals) and the notes on how
+each section measures, which go into the JSON report's settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench_common import EPS, GOALS, MAP_TOLERANCE, PEERS, VALUE_TOLERANCE, ratio
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _goal_line(section: str, values: dict[str, Any]) -> str:
+    parts = []
+    for key, goal in GOALS[section].items():
+        parts.append(f"{key} {_fmt(values.get(key), '.3f')} (goal {goal['op']} {goal['value']})")
+    met = values.get("met")
+    return "  goals: " + "; ".join(parts) + f"  -> {'met' if met else 'NOT met' if met is False else 'n/a'}"
+
+
+def print_report(report: dict[str, Any]) -> None:
+    settings, device = report["settings"], report["device"]
+    print(
+        f"\nhf_gazecons benchmark on {device['name']} ({device['type']}, {device['cpu_count']} CPUs, "
+        f"{device['torch_threads']} torch threads, torch {device['torch']}); medians of interleaved repetitions"
+    )
+    for section, printer in (
+        ("gradcam", _print_gradcam),
+        ("memory", _print_memory),
+        ("dataset_scoring", _print_dataset_scoring),
+        ("train_step", _print_train_step),
+        ("train_epoch", _print_train_epoch),
+        ("scoring_scale", _print_scoring_scale),
+        ("cli_help", _print_cli_help),
+    ):
+        if section in report:
+            printer(report[section], settings[section])
+
+
+def _print_gradcam(g: dict[str, Any], s: dict[str, Any]) -> None:
+    print(f"\n[gradcam] {s['model']}, {s['size']} px, batch {s['batch']}, {s['reps']} reps")
+    print(f"  {'contender':<22}{'time (s)':>10}{'vs ours':>10}{'max|diff| vs ours':>20}")
+    rows = [("no-grad forward", g["forward_s"], None), ("hf_gazecons GradCAM", g["ours_s"], None)]
+    rows += [(peer, g[f"{peer}_s"], g[f"max_abs_diff_vs_{peer}"]) for peer in PEERS]
+    for name, seconds, diff in rows:
+        print(
+            f"  {name:<22}{_fmt(seconds, '.4f'):>10}{_fmt(ratio(seconds, g['ours_s']), '.2f') + 'x':>10}"
+            f"{_fmt(diff, '.1e') if name in PEERS else '-':>20}"
+        )
+    for peer in PEERS:
+        diff = g[f"max_abs_diff_vs_{peer}"]
+        if diff is not None and diff > MAP_TOLERANCE:
+            print(f"  WARNING: maps differ from {peer}'s by {diff:.1e} > {MAP_TOLERANCE}: different computations?")
+    print(_goal_line("gradcam", g))
+
+
+def _print_memory(m: dict[str, Any], s: dict[str, Any]) -> None:
+    print(f"\n[memory] peak growth of one batch, fresh process each ({s['model']}, {s['size']} px, batch {s['batch']})")
+    rows = (("hf_gazecons GradCAM", "ours_mb"), ("no-grad inference", "inference_mb"), ("captum", "captum_mb"))
+    for name, key in rows:
+        print(f"  {name:<22}{_fmt(m[key], '.1f'):>10} MiB")
+    print(_goal_line("memory", m))
+
+
+def _print_dataset_scoring(d: dict[str, Any], s: dict[str, Any]) -> None:
+    print(
+        f"\n[dataset_scoring] {s['model']}, {s['size']} px, {s['n_images']} images, batch {s['batch']}, "
+        f"{s['reps']} reps"
+    )
+    print(f"  {'gaze_consistency':<22}{_fmt(d['ours_s'], '.3f'):>10} s   L_CAM {_fmt(d['ours_value'], '.8f')}")
+    print(f"  {'study way':<22}{_fmt(d['study_way_s'], '.3f'):>10} s   L_CAM {_fmt(d['study_way_value'], '.8f')}")
+    print(f"  values agree (<= {VALUE_TOLERANCE}): {d['values_agree']}")
+    print(_goal_line("dataset_scoring", d))
+
+
+def _print_train_step(t: dict[str, Any], s: dict[str, Any]) -> None:
+    print(f"\n[train_step] {s['model']}, {s['size']} px, batch {s['batch']}, lambda {s['lam']}, {s['reps']} reps")
+    print(f"  {'plain CE step':<22}{_fmt(t['plain_s'], '.4f'):>10} s")
+    print(f"  {'regularised step':<22}{_fmt(t['regularised_s'], '.4f'):>10} s   (default target, the head's map)")
+    print(
+        f"  {'regularised, stage -2':<22}{_fmt(t['regularised_stage_s'], '.4f'):>10} s   "
+        f"({_fmt(t['overhead_stage'], '.2f')}x: per-sample maps through train-mode BatchNorm; no goal)"
+    )
+    print(_goal_line("train_step", t))
+
+
+def _print_rates(rows: tuple[tuple[str, str], ...], values: dict[str, Any]) -> None:
+    """One line per (label, key of ``values``): the images/s."""
+    width = max(len(name) for name, _ in rows) + 2
+    for name, key in rows:
+        print(f"  {name:<{width}}{_fmt(values[key], '.1f'):>9} images/s")
+
+
+def _print_train_epoch(t: dict[str, Any], s: dict[str, Any]) -> None:
+    print(
+        f"\n[train_epoch] {s['model']}, {s['size']} px from {s['image_px']} px grayscale JPEGs, batch {s['batch']}, "
+        f"{s['n_train']} images, {s['workers']} loader workers, {s['reps']} rep(s)"
+    )
+    rows = (
+        (f"GazeConsistencyTrainer (lambda {s['lam']:g})", "gazecons_images_per_s"),
+        ("plain transformers Trainer", "trainer_images_per_s"),
+        ("hand-written timm loop", "timm_loop_images_per_s"),
+    )
+    _print_rates(rows, t)
+    print(f"  regularised / plain Trainer: {_fmt(t['ratio_vs_trainer'], '.3f')}")
+    print(
+        f"  data alone, main process: ours {_fmt(t['loader_images_per_s'], '.0f')} images/s, "
+        f"timm's {_fmt(t['timm_loader_images_per_s'], '.0f')} images/s"
+    )
+    print(_goal_line("train_epoch", t))
+
+
+def _print_scoring_scale(c: dict[str, Any], s: dict[str, Any]) -> None:
+    print(
+        f"\n[scoring_scale] {s['model']}, {s['size']} px, batch {s['batch']}, {s['per_rep']} images x {s['reps']} "
+        f"reps, {s['workers']} loader workers; memory: {s['rss_small']} vs {s['rss_large']} streamed images"
+    )
+    rows = (
+        ("gaze_consistency (paper)", "paper_images_per_s"),
+        (f"  ... with --grid {s['grid'][0]} {s['grid'][1]}", "paper_grid_images_per_s"),
+        ("no-grad inference", "inference_images_per_s"),
+    )
+    _print_rates(rows, c)
+    print(
+        f"  peak RSS of the scoring process: {_fmt(c['rss_small_mb'], '.1f')} MiB for {s['rss_small']} images, "
+        f"{_fmt(c['rss_large_mb'], '.1f')} MiB for {s['rss_large']}"
+    )
+    print(_goal_line("scoring_scale", c))
+
+
+def _print_cli_help(c: dict[str, Any], s: dict[str, Any]) -> None:
+    print(f"\n[cli_help] fresh processes, median of {s['reps']}")
+    print(f"  {'train --help, first':<22}{_fmt(c['train_help_cold_s'], '.2f'):>10} s  (builds the help cache)")
+    print(f"  {'train --help, cached':<22}{_fmt(c['train_help_cached_s'], '.2f'):>10} s")
+    print(f"  {'--help':<22}{_fmt(c['help_s'], '.2f'):>10} s")
+    print(_goal_line("cli_help", c))
+
+
+NOTES: dict[str, str] = {
+    "gradcam": (
+        "random-init timm model in eval mode; every contender explains the predicted class (peers get it from an "
+        "untimed forward); pytorch-grad-cam target model.layer4[-1], captum/torchcam model.layer4, ours "
+        "forward_features (the same tensor); pytorch-grad-cam and torchcam are built per call in a with-block; "
+        f"maps compared at the target resolution after min-max with eps {EPS}"
+    ),
+    "memory": "each probe: fresh process, model and batch built, warm-up on one image, then one batch",
+    "dataset_scoring": (
+        "random images; labels = the model's prediction except every 4th sample (a wrong class); paper variant; "
+        "study way = prediction pass + per-class pass over correct samples with forward hooks and .backward()"
+    ),
+    "train_step": (
+        "labels = train-mode argmax of the initial model's logits on the batch (all correct at the start); "
+        "3 untimed warm-up steps; Adam lr 1e-4; each contender trains its own copy of the same initial model; "
+        "'penalty' = samples/classes that took part in the last regularised step; 'regularised_stage' "
+        "penalises the maps of timm stage -2, after which train-mode BatchNorm layers couple the samples, so "
+        "their exact per-sample Grad-CAM needs batched vector-Jacobian products"
+    ),
+    "train_epoch": (
+        "random-init timm model, 1 channel; the Trainers read the folder through load_image_dataset and "
+        "ImageClassificationDataset (JPEGs decoded near the input size), the timm loop through "
+        "timm.data.ImageDataset with the same transform; lambda from the first step (t0=0, t1=1); "
+        "'penalty' = lambda and mean samples/classes per step in the penalty (GazeConsistencyTrainer's log); "
+        "loader rates: reading + transforming only, in the main process"
+    ),
+    "scoring_scale": (
+        "random-init 1-channel model; the folder's images in a seeded random order, repeated; throughput: "
+        "gaze_consistency and a no-grad forward over the same batch_source DataLoader of a datasets.Dataset; "
+        "memory: peak resident set (VmHWM) of a fresh process that loads the model and scores a "
+        "datasets.IterableDataset stream (paper variant, no loader workers); rss_growth = large / small"
+    ),
+    "cli_help": "fresh python -m hf_gazecons.cli.main processes with an empty XDG_CACHE_HOME; medians of reps",
+}
+"""How each section measures, for the JSON report's settings."""

@@ -1,0 +1,277 @@
+"""The training sections of scripts/bench.py: one optimizer step, plain against consistency-regularised
+(``train_step``), and training epochs on the chest-X-ray-like image folder: GazeConsistencyTrainer
+against the plain transformers Trainer and a hand-written timm loop (``train_epoch``)."""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from bench_common import bench_folder, create_model, goals_met, ratio, synchronize, timeit_interleaved
+
+from hf_gazecons.cam import GradCAM
+from hf_gazecons.regularizer import GazeConsistencyLoss
+
+
+def bench_train_step(
+    model: str, size: int, batch: int, num_classes: int, reps: int, lam: float, device: torch.device, warmup: int = 3
+) -> dict[str, Any]:
+    """A plain cross-entropy Adam step vs the regularised step (CE + lam * L_CAM^train).
+
+    Labels are the train-mode predictions of the initial model on the batch, so at the start every
+    sample is correctly classified and the penalty is active; both contenders then take ``warmup``
+    untimed steps on the same batch (most samples stay correct: the count that took part in the
+    last step is reported). Each contender trains its own copy of the same initial model with its
+    own Adam optimiser.
+    """
+    torch.manual_seed(0)
+    base = create_model(model, device, num_classes).train()
+    x = torch.randn(batch, 3, size, size, device=device)
+    with torch.no_grad():
+        labels = base(x).argmax(dim=1)
+
+    plain_net = copy.deepcopy(base)
+    plain_opt = torch.optim.Adam(plain_net.parameters(), lr=1e-4)
+    last: dict[str, Any] = {}
+
+    def plain() -> None:
+        loss = F.cross_entropy(plain_net(x), labels)
+        plain_opt.zero_grad()
+        loss.backward()
+        plain_opt.step()
+
+    def regularised_step(target: int | None) -> Callable[[], None]:
+        net = copy.deepcopy(base)
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+        cam = GradCAM(net, target, differentiable=True)
+        penalty = GazeConsistencyLoss(num_classes).to(device)
+
+        def step() -> None:
+            out = cam(x, targets=labels)
+            term = penalty(out.maps, out.logits, labels)
+            loss = F.cross_entropy(out.logits, labels) + lam * term.loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            last[target] = {"samples": term.n_samples, "classes": term.n_classes, "batch": batch}
+
+        return step
+
+    medians = timeit_interleaved(
+        {"plain": plain, "regularised": regularised_step(None), "regularised_stage": regularised_step(-2)},
+        reps,
+        warmup=warmup,
+        sync=lambda: synchronize(device),
+    )
+    result: dict[str, Any] = {
+        "plain_s": medians["plain"],
+        "regularised_s": medians["regularised"],
+        "overhead": ratio(medians["regularised"], medians["plain"]),
+        "regularised_stage_s": medians["regularised_stage"],
+        "overhead_stage": ratio(medians["regularised_stage"], medians["plain"]),
+    }
+    result["met"] = goals_met("train_step", result)
+    result["_extra"] = {"penalty": {"default target": last[None], "stage -2": last[-2]}}
+    return result
+
+
+class WithLoss(torch.nn.Module):
+    """A timm classifier as the plain transformers ``Trainer`` wants it: the loss when given labels."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.net(pixel_values)
+        return {"loss": F.cross_entropy(logits, labels), "logits": logits}
+
+
+def trainer_arguments(cls: type, output_dir: str, device: torch.device, precision: str, **options: Any) -> Any:
+    """The ``TrainingArguments`` (or subclass) every timed Trainer gets: no evaluation, no
+    checkpoints, constant lr 1e-4, AdamW without decay, one log per epoch, bf16 when asked."""
+    return cls(
+        output_dir,
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="epoch",
+        lr_scheduler_type="constant",
+        learning_rate=1e-4,
+        weight_decay=0.0,
+        remove_unused_columns=False,
+        report_to="none",
+        disable_tqdm=True,
+        seed=0,
+        use_cpu=device.type == "cpu",
+        bf16=precision == "bf16",
+        dataloader_pin_memory=device.type == "cuda",
+        **options,
+    )
+
+
+def quiet(trainer: Any) -> Any:
+    """``trainer`` without the callback that prints every log (``disable_tqdm`` turns it on)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def timm_training_loop(
+    net: torch.nn.Module,
+    dataset: torch.utils.data.Dataset,
+    batch: int,
+    workers: int,
+    device: torch.device,
+    precision: str,
+    epochs: int = 1,
+    max_steps: int | None = None,
+) -> Callable[[], int]:
+    """A minimal hand-written loop (what a timm user writes): shuffled DataLoader, AdamW lr 1e-4,
+    cross-entropy, bf16 autocast when asked. Returns the function that trains (and counts steps)."""
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(0),
+    )
+
+    def run() -> int:
+        steps = 0
+        net.train()
+        for _ in range(epochs):
+            for images, labels in loader:
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    loss = F.cross_entropy(net(images), labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                steps += 1
+                if max_steps is not None and steps >= max_steps:
+                    return steps
+        return steps
+
+    return run
+
+
+def loader_rate(dataset: torch.utils.data.Dataset, n_images: int, batch: int) -> float:
+    """Images/s of reading and transforming ``n_images`` items in the main process (no workers)."""
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(n_images)), batch_size=batch)
+    start = time.perf_counter()
+    for _ in loader:
+        pass
+    return n_images / (time.perf_counter() - start)
+
+
+def bench_train_epoch(
+    model: str,
+    size: int,
+    batch: int,
+    n_images: int,
+    image_px: int,
+    n_train: int,
+    workers: int,
+    lam: float,
+    warmup_steps: int,
+    reps: int,
+    loader_images: int,
+    device: torch.device,
+    data_dir: str | None = None,
+    precision: str = "fp32",
+    epochs: int = 1,
+) -> dict[str, Any]:
+    """Images/s of training epochs: ``GazeConsistencyTrainer`` (lambda ``lam`` from the first step),
+    the plain transformers ``Trainer`` and a hand-written timm loop, on the same images.
+
+    Data: ``n_train`` training images of the chest-X-ray-like folder (``select_subset``, as
+    ``--max_train_samples`` picks them), 1 channel, ``size`` px, the study's augmentation. The two
+    Trainers read them as ``hf_gazecons.finetune.train`` does (``load_image_dataset`` and
+    ``ImageClassificationDataset``); the timm loop reads the same files with ``timm.data.ImageDataset``
+    and the same timm transform. All use ``workers`` loader processes, batch ``batch``, AdamW lr
+    1e-4 without decay, the same initial weights. Each contender first takes ``warmup_steps``
+    untimed steps (its own copy), then a fresh copy trains ``epochs`` timed epochs; ``reps``
+    repetitions in rotating order, medians.
+    """
+    import datasets as hf_datasets
+    from transformers import Trainer, TrainingArguments
+
+    from hf_gazecons.data import ImageClassificationDataset, load_image_dataset, select_subset
+    from hf_gazecons.models import load_model
+    from hf_gazecons.trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
+
+    folder = bench_folder(data_dir, n_images, image_px)
+    rows = select_subset(load_image_dataset(str(folder), "train"), n_train, seed=0)
+    names = list(rows.features["label"].names)
+    torch.manual_seed(0)
+    loaded = load_model(model, label_names=names, image_size=size, grayscale=True)
+    base, prep = loaded.model.to(device), loaded.preprocessing
+    train_items = ImageClassificationDataset.with_preprocessing(rows, prep, train=True)
+    chosen = {value["path"] for value in rows.cast_column("image", hf_datasets.Image(decode=False))["image"]}
+    timm_all = timm.data.ImageDataset(str(folder / "train"), input_img_mode=prep.mode, transform=prep.train_transform)
+    timm_items = torch.utils.data.Subset(
+        timm_all, [i for i, (path, _) in enumerate(timm_all.reader.samples) if path in chosen]
+    )
+    if len(timm_items) != len(rows):
+        raise RuntimeError(f"the timm loop would read {len(timm_items)} images, the Trainers {len(rows)}")
+    scratch = tempfile.TemporaryDirectory(prefix="hf_gazecons_bench_")
+    penalty: dict[str, Any] = {}
+
+    def gazecons(max_steps: int = -1) -> Callable[[], Any]:
+        args = trainer_arguments(
+            GazeConsistencyTrainingArguments, scratch.name, device, precision, lambda_max=lam, t0=0, t1=1,
+            num_train_epochs=epochs, max_steps=max_steps, per_device_train_batch_size=batch,
+            dataloader_num_workers=workers,
+        )  # fmt: skip
+        trainer = quiet(
+            GazeConsistencyTrainer(model=copy.deepcopy(base), args=args, train_dataset=train_items, label_names=names)
+        )
+
+        def run() -> None:
+            trainer.train()
+            for entry in trainer.state.log_history:  # the epoch's log: did the penalty take part?
+                penalty.update({k: entry[k] for k in ("lambda", "penalty_samples", "penalty_classes") if k in entry})
+
+        return run
+
+    def plain_trainer(max_steps: int = -1) -> Callable[[], Any]:
+        args = trainer_arguments(
+            TrainingArguments, scratch.name, device, precision, num_train_epochs=epochs, max_steps=max_steps,
+            per_device_train_batch_size=batch, dataloader_num_workers=workers,
+        )  # fmt: skip
+        return quiet(Trainer(model=WithLoss(copy.deepcopy(base)), args=args, train_dataset=train_items)).train
+
+    def timm_loop(max_steps: int | None = None) -> Callable[[], Any]:
+        return timm_training_loop(
+            copy.deepcopy(base), timm_items, batch, workers, device, precision, epochs=epochs, max_steps=max_steps
+        )
+
+    builders = {"gazecons": gazecons, "trainer": plain_trainer, "timm_loop": timm_loop}
+    with scratch:
+        if warmup_steps:
+            for build in builders.values():
+                build(max_steps=warmup_steps)()
+        medians = timeit_interleaved(builders, reps, warmup=0, sync=lambda: synchronize(device), prepare=True)
+    rate = {name: epochs * len(rows) / seconds for name, seconds in medians.items()}
+    n_loader = min(loader_images, len(rows))
+    result: dict[str, Any] = {
+        "gazecons_images_per_s": rate["gazecons"],
+        "trainer_images_per_s": rate["trainer"],
+        "timm_loop_images_per_s": rate["timm_loop"],
+        "ratio_vs_timm_loop": ratio(rate["gazecons"], rate["timm_loop"]),
+        "ratio_vs_trainer": ratio(rate["gazecons"], rate["trainer"]),
+        "loader_images_per_s": loader_rate(train_items, n_loader, batch),
+        "timm_loader_images_per_s": loader_rate(timm_items, n_loader, batch),
+    }
+    result["met"] = goals_met("train_epoch", result)
+    result["_extra"] = {"data": str(folder), "n_train": len(rows), "penalty": penalty}
+    return result
