@@ -4,6 +4,7 @@ Every loaded data set has the columns ``image`` (datasets.Image), ``label`` (Cla
 where the source has ground-truth masks, ``mask`` (Image, mode "L", nonzero = object).
 """
 
+from .brain import make_brain
 from .builtin import make_digits, make_shapes
 from .loading import default_eval_split, load_image_dataset, select_split
 from .torch_dataset import ImageClassificationDataset
@@ -12,6 +13,7 @@ __all__ = [
     "ImageClassificationDataset",
     "default_eval_split",
     "load_image_dataset",
+    "make_brain",
     "make_digits",
     "make_shapes",
     "select_split",
