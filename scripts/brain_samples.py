@@ -1,6 +1,6 @@
 """Draw docs/brain_samples.png: builtin:brain samples, one row per class, tumour masks outlined.
 
-    python scripts/brain_samples.py --output docs/brain_samples.png
+python scripts/brain_samples.py --output docs/brain_samples.png
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ from datasets import ClassLabel, Image
 from scipy import ndimage
 from scipy.spatial import Delaunay
 
-from hf_gazecons.data import load_image_dataset, make_brain
 from hf_gazecons.data import brain as brain_module
+from hf_gazecons.data import load_image_dataset, make_brain
 from hf_gazecons.data.brain import BRAIN_CLASSES, GLIOMA, MENINGIOMA, NO_TUMOUR, PITUITARY, load_template, render_brain
 from hf_gazecons.errors import DataError
 
@@ -219,6 +219,6 @@ def test_the_template_is_nilearns_own_mni152():
     plane = load_template().slices[0]
     t1_image = datasets.load_mni152_template(resolution=1)
     t1, wm = get_data(t1_image), get_data(datasets.load_mni152_wm_template(resolution=1))
-    k = int(round(plane.z_mm - t1_image.affine[2, 3]))  # the slice's voxel index
+    k = round(plane.z_mm - t1_image.affine[2, 3])  # the slice's voxel index
     np.testing.assert_allclose(plane.maps[0, 1:-1, 1:-1], t1[:, :, k], atol=1e-6)
     np.testing.assert_allclose(plane.maps[1, 1:-1, 1:-1], wm[:, :, k], atol=1e-6)

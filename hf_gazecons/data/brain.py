@@ -44,8 +44,9 @@ GLIOMA, MENINGIOMA, NO_TUMOUR, PITUITARY = range(4)
 
 INSTALL_HINT = 'builtin:brain needs nibabel and nilearn (the MNI152 template): pip install "hf-gazecons[mri]"'
 
-# The files behind nilearn.datasets.MNI152_FILE_PATH / GM_MNI152_FILE_PATH / WM_MNI152_FILE_PATH,
-# read straight from the installed package (importing nilearn.datasets takes ~3 s and nothing else).
+# The files behind nilearn.datasets.MNI152_FILE_PATH / GM_MNI152_FILE_PATH / WM_MNI152_FILE_PATH.
+# nilearn's loaders (load_mni152_template, ...) read these package files and never download, but
+# importing nilearn.datasets takes ~3 s (pandas, ...): they are read from the package directly.
 TEMPLATE_FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
     "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
@@ -154,13 +155,15 @@ def _read_volumes() -> tuple[dict[str, np.ndarray], np.ndarray]:
         if not path.is_file():
             raise DataError(f"the installed nilearn lacks its template file datasets/data/{name}; {INSTALL_HINT}")
         image = nibabel.load(str(path))
-        volumes[key] = np.asarray(image.dataobj, dtype=np.float32) / 255.0
-        affine = image.affine if affine is None else affine
+        if affine is not None and not np.allclose(image.affine, affine):
+            raise DataError(f"the MNI152 template files in nilearn are not on one grid ({name})")
+        volumes[key] = np.asarray(image.dataobj, dtype=np.float32) / 255.0  # stored as uint8
+        affine = image.affine
     return volumes, affine
 
 
 def _prepare_slice(volumes: dict[str, np.ndarray], origin, z_mm: int) -> TemplateSlice:
-    k = int(round(origin[2] + z_mm))
+    k = round(origin[2] + z_mm)
     t1, gm, wm = (volumes[key][:, :, k] for key in ("t1", "gm", "wm"))
     brain = ndimage.binary_fill_holes(t1 > 0.15)
     depth = ndimage.distance_transform_edt(brain)  # mm to the outside
@@ -214,7 +217,7 @@ class _Lesion:
     radius: float  # mm
     aspect: float  # >= 1, long axis along ``angle``
     angle: float  # radians
-    push: float  # mass effect: fraction of the radius (intra-axial, < 1) or mm (meningioma)
+    push: float  # mass effect: intra-axial, a fraction < 1 (see _mass_effect); meningioma, mm
     normal: np.ndarray | None  # meningioma: outward surface normal (tissue is pushed against it)
 
 
@@ -392,36 +395,51 @@ def _paint_lesion(rng, label, lesion: _Lesion, tissue, q, wm, inside, bed, size)
     brain at ``q``, unmoved by the push: a glioma stays in the brain, a meningioma stops at the
     dura (the blurred brain's 0.3 level). Neither depends on ``contrast``, so neither does the mask."""
     rho, turn = _lesion_frame(q, lesion)
-    px = _FOV_MM / size
+    pixel = _FOV_MM / size / lesion.radius  # one pixel in units of the lesion's radius
     if label == GLIOMA:
-        texture = _smooth_field(rng, size, max(4, round(_FOV_MM / 7.0)), 1.0)
-        edge = _outline(rng, turn, 0.4) + 0.12 * texture
-        soft = max(0.12, 1.0 * px / lesion.radius)
-        core = _sigmoid((edge - rho) / soft) * bed[0]
-        oedema_reach = rng.uniform(1.7, 2.5)
-        oedema = _sigmoid((oedema_reach * edge - rho) / (3 * soft)) * np.clip(wm * 1.3, 0, 1)
-        out = tissue * (1.0 - rng.uniform(0.4, 0.55) * oedema)
-        if rng.random() < 0.75:  # high grade: thick, irregular enhancing rim around a necrotic core
-            wall = rng.uniform(0.25, 0.4) * _outline(rng, turn, 0.8).clip(0.5, 1.6)
-            rim = _sigmoid((rho / edge - (1.0 - wall)) / 0.06)
-            value = rng.uniform(0.22, 0.32) + rng.uniform(0.6, 0.75) * rim + 0.04 * texture
-        else:  # low grade: hypointense, no enhancement
-            value = rng.uniform(0.25, 0.35) + 0.03 * texture
-        out = out * (1 - core) + value * core
-        return out, core >= 0.5
+        return _glioma(rng, rho, turn, pixel, tissue, wm, bed[0], size)
     if label == MENINGIOMA:
-        edge = _outline(rng, turn, 0.06)
-        soft = max(0.04, 0.5 * px / lesion.radius)
-        body = _sigmoid((edge - rho) / soft) * _sigmoid((bed[1] - 0.3) / 0.04)
-        cleft = np.exp(-(((rho - edge) - 1.5 * px / lesion.radius) / (1.2 * px / lesion.radius)) ** 2)
-        out = tissue * (1.0 - 0.5 * cleft * inside)
-        value = rng.uniform(0.9, 1.0) + 0.03 * _smooth_field(rng, size, 24, 1.0)
-        out = out * (1 - body) + value * body
-        return out, body >= 0.5
-    # pituitary
+        return _meningioma(rng, rho, turn, pixel, tissue, inside, bed[1], size)
+    return _pituitary(rng, rho, turn, pixel, tissue, size)
+
+
+def _glioma(rng, rho, turn, pixel, tissue, wm, brain, size):
+    """Irregular, soft-edged, inside the brain; T1-dark oedema along the white matter around it;
+    high grade (3 in 4): a thick irregular enhancing rim around a dark necrotic core; low grade:
+    uniformly hypointense."""
+    texture = _smooth_field(rng, size, round(_FOV_MM / 7.0), 1.0)  # ~7 mm grain
+    edge = _outline(rng, turn, 0.4) + 0.12 * texture
+    soft = max(0.12, pixel)
+    core = _sigmoid((edge - rho) / soft) * brain
+    oedema_reach = rng.uniform(1.7, 2.5)
+    oedema = _sigmoid((oedema_reach * edge - rho) / (3 * soft)) * np.clip(wm * 1.3, 0, 1)
+    out = tissue * (1.0 - rng.uniform(0.4, 0.55) * oedema)
+    if rng.random() < 0.75:
+        wall = rng.uniform(0.25, 0.4) * _outline(rng, turn, 0.8).clip(0.5, 1.6)
+        rim = _sigmoid((rho / edge - (1.0 - wall)) / 0.06)
+        value = rng.uniform(0.22, 0.32) + rng.uniform(0.6, 0.75) * rim + 0.04 * texture
+    else:
+        value = rng.uniform(0.25, 0.35) + 0.03 * texture
+    out = out * (1 - core) + value * core
+    return out, core >= 0.5
+
+
+def _meningioma(rng, rho, turn, pixel, tissue, inside, dura, size):
+    """Smooth-edged and homogeneously bright, cut flat by the dura, with a thin dark CSF cleft
+    where it meets the brain."""
+    edge = _outline(rng, turn, 0.06)
+    body = _sigmoid((edge - rho) / max(0.04, 0.5 * pixel)) * _sigmoid((dura - 0.3) / 0.04)
+    cleft = np.exp(-((((rho - edge) - 1.5 * pixel) / (1.2 * pixel)) ** 2))
+    out = tissue * (1.0 - 0.5 * cleft * inside)
+    value = rng.uniform(0.9, 1.0) + 0.03 * _smooth_field(rng, size, 24, 1.0)
+    out = out * (1 - body) + value * body
+    return out, body >= 0.5
+
+
+def _pituitary(rng, rho, turn, pixel, tissue, size):
+    """Round, bright, fairly sharp-edged."""
     edge = _outline(rng, turn, 0.08)
-    soft = max(0.06, 0.6 * px / lesion.radius)
-    body = _sigmoid((edge - rho) / soft)
+    body = _sigmoid((edge - rho) / max(0.06, 0.6 * pixel))
     value = rng.uniform(0.9, 1.0) + 0.03 * _smooth_field(rng, size, 30, 1.0)
     out = tissue * (1 - body) + value * body
     return out, body >= 0.5
