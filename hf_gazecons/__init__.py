@@ -35,6 +35,8 @@ _EXPORTS = {
     "ModelLoadError": "errors",
     "MetricError": "errors",
     "HubError": "errors",
+    "UsageError": "errors",
+    "TrainingError": "errors",
 }
 
 __all__ = list(_EXPORTS)
@@ -55,7 +57,16 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from .cam import CAMOutput, GradCAM  # noqa: F401
     from .data import ImageClassificationDataset, load_image_dataset  # noqa: F401
-    from .errors import DataError, GazeConsError, HubError, MetricError, ModelLoadError, TargetLayerError  # noqa: F401
+    from .errors import (  # noqa: F401
+        DataError,
+        GazeConsError,
+        HubError,
+        MetricError,
+        ModelLoadError,
+        TargetLayerError,
+        TrainingError,
+        UsageError,
+    )
     from .metric import ConsistencyResult, gaze_consistency  # noqa: F401
     from .models import LoadedModel, load_model, save_model  # noqa: F401
     from .regularizer import GazeConsistencyLoss, LambdaCurriculum  # noqa: F401

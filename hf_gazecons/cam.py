@@ -10,6 +10,13 @@ Two modes share one code path:
   ``A``; the channel weights ``alpha`` are constants (as the study's code) unless
   ``second_order=True``.
 
+Both modes give every sample the channel weights of its *own* score, ``dy_i/dA_i``. One backward
+of the summed scores gives exactly that when the samples are independent after the target. A
+batch-norm layer that normalises with batch statistics (train mode) after the target couples them
+(sample ``i`` would receive ``sum_j dy_j/dA_i``); it is detected during the forward, and then the
+per-sample gradients come from batched vector-Jacobian products (``is_grads_batched``), of which
+the diagonal is kept.
+
 Example::
 
     >>> cam = GradCAM(timm.create_model("resnet18", num_classes=4))
@@ -29,20 +36,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import TargetLayerError
+from .errors import ModelLoadError, TargetLayerError, UsageError
 from .targets import TargetLayer, resolve_target, to_spatial_map, unwrap_model
 
-__all__ = ["GradCAM", "CAMOutput", "model_logits", "normalize_maps", "resize_maps"]
+__all__ = ["GradCAM", "CAMOutput", "model_logits", "normalize_maps", "resize_maps", "is_compiled"]
 
 EPS = 1e-8
 
 
 @dataclass
 class CAMOutput:
-    """``maps``: (B, H', W') in [0, 1] at the target's resolution; ``logits``: (B, K)."""
+    """``maps``: (B, H', W') in [0, 1] at the target's resolution; ``logits``: (B, K); ``raw``: the
+    weighted channel sum ``sum_k alpha_k A^k`` before the ReLU and the normalisation (B, H', W')."""
 
     maps: torch.Tensor
     logits: torch.Tensor
+    raw: torch.Tensor
 
 
 def normalize_maps(cam: torch.Tensor, eps: float = EPS) -> torch.Tensor:
@@ -54,25 +63,48 @@ def normalize_maps(cam: torch.Tensor, eps: float = EPS) -> torch.Tensor:
 
 
 def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinearly resample (B, H', W') maps to ``size`` (align_corners=False, no renormalisation)."""
+    """Resample (B, H', W') maps to ``size`` without renormalising: a side that shrinks is averaged
+    over areas (each grid cell the mean of the pixels it covers), a side that grows is interpolated
+    bilinearly (align_corners=False)."""
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
-    return F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    height, width = size
+    pooled = F.adaptive_avg_pool2d(maps[:, None], (min(height, maps.shape[-2]), min(width, maps.shape[-1])))
+    if tuple(pooled.shape[-2:]) != (height, width):
+        pooled = F.interpolate(pooled, size=(height, width), mode="bilinear", align_corners=False)
+    return pooled[:, 0]
 
 
-def grad_cam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
-    """SPEC eq. (1)-(2) on (B, C, H', W') tensors: normalised ReLU(sum_k alpha_k A^k)."""
+def class_activation(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """SPEC eq. (1)-(2) before the ReLU, on (B, C, H', W') tensors: ``sum_k alpha_k A^k``."""
     alpha = gradients.mean(dim=(2, 3), keepdim=True)  # eq. (1): (1/Z) sum_ij dy^c/dA^k_ij
-    cam = F.relu((alpha * activations).sum(dim=1))  # eq. (2)
-    return normalize_maps(cam)
+    return (alpha * activations).sum(dim=1)
 
 
 class GradCAM:
-    """Grad-CAM of ``model`` at ``target`` (``None``: resolved automatically, see ``targets``).
+    """Grad-CAM of ``model`` at ``target`` (SPEC eq. 1-2), from one forward pass.
 
-    ``cam(pixel_values, targets=None)`` runs ONE forward and returns :class:`CAMOutput`;
-    ``targets=None`` explains the predicted class. The model's train/eval mode and its hooks are
-    left as found. ``model`` may be wrapped (DDP, accelerate); the forward goes through the wrapper.
+    Args:
+        model: a classifier (timm, transformers or a plain module); wrapped models (DDP, accelerate,
+            torch.compile in scoring mode) work, the forward goes through the wrapper.
+        target: ``None`` (resolved automatically, see :mod:`~hf_gazecons.targets`), a module name
+            or a timm stage index.
+        differentiable: maps that carry gradients to the parameters (training).
+        second_order: differentiate through the channel weights too (needs ``differentiable``).
+
+    Calling ``cam(pixel_values, targets=None)`` returns :class:`CAMOutput`; ``targets=None``
+    explains the predicted class. The model's train/eval mode and its hooks are left as found.
+
+    Raises:
+        TargetLayerError: the target cannot be resolved, yields no spatial map, or (differentiable)
+            the model is compiled.
+        UsageError: ``second_order`` without ``differentiable``.
+
+    Example::
+
+        >>> out = GradCAM(timm.create_model("resnet18", num_classes=4))(torch.randn(2, 3, 224, 224))
+        >>> out.maps.shape, out.logits.shape
+        (torch.Size([2, 7, 7]), torch.Size([2, 4]))
     """
 
     def __init__(
@@ -83,7 +115,13 @@ class GradCAM:
         second_order: bool = False,
     ) -> None:
         if second_order and not differentiable:
-            raise ValueError("second_order=True needs differentiable=True")
+            raise UsageError("second_order=True needs differentiable=True")
+        if differentiable and is_compiled(model):
+            raise TargetLayerError(
+                "differentiable Grad-CAM needs an eager model: torch.compile fuses the target layer's activation "
+                "into a compiled graph, so no gradient can reach the parameters through it; pass the module "
+                "before torch.compile (scoring a compiled model works)"
+            )
         self.model = model
         self.target: TargetLayer = resolve_target(model, target)
         self.differentiable = differentiable
@@ -103,10 +141,7 @@ class GradCAM:
         if targets is None:
             targets = logits.detach().argmax(dim=1)
         with torch.enable_grad():  # also inside a caller's no_grad (evaluation loops)
-            score = logits.gather(1, targets.to(logits.device).view(-1, 1)).sum()
-            (gradients,) = torch.autograd.grad(
-                score, activations, retain_graph=self.differentiable, create_graph=self.second_order, allow_unused=True
-            )
+            gradients = self._score_gradients(logits, activations, targets.to(logits.device), captured["coupled"])
         gradients = None if gradients is None else to_spatial_map(gradients, self.target, input_size)
         if gradients is None or not gradients.any():
             raise TargetLayerError(
@@ -114,19 +149,54 @@ class GradCAM:
                 "(e.g. a ViT block output whose head reads only the class token); choose another layer"
             )
         with torch.set_grad_enabled(self.differentiable):
-            maps = grad_cam(to_spatial_map(activations, self.target, input_size).float(), gradients.float())
+            raw = class_activation(to_spatial_map(activations, self.target, input_size).float(), gradients.float())
+            maps = normalize_maps(F.relu(raw))  # eq. (2) and the min-max of SPEC section 1
         if not self.differentiable:
-            logits = logits.detach()
-        return CAMOutput(maps=maps, logits=logits)
+            logits, raw = logits.detach(), raw.detach()
+        return CAMOutput(maps=maps, logits=logits, raw=raw)
+
+    def _score_gradients(
+        self, logits: torch.Tensor, activations: torch.Tensor, targets: torch.Tensor, coupled: bool
+    ) -> torch.Tensor | None:
+        """``dy_i^{c_i} / dA_i`` for every sample ``i`` (eq. 1 before the spatial mean)."""
+        retain, create = self.differentiable, self.second_order
+        if not coupled:  # samples independent after the target: one backward of the summed scores
+            score = logits.gather(1, targets.view(-1, 1)).sum()
+            (gradients,) = torch.autograd.grad(
+                score, activations, retain_graph=retain, create_graph=create, allow_unused=True
+            )
+            return gradients
+        batch = logits.shape[0]
+        rows = _chunk_size(activations)
+        parts = []
+        for start in range(0, batch, rows):
+            index = torch.arange(start, min(start + rows, batch), device=logits.device)
+            one_hot = torch.zeros(len(index), *logits.shape, dtype=logits.dtype, device=logits.device)
+            one_hot[torch.arange(len(index)), index, targets[index]] = 1.0  # row k selects y_i, i = index[k]
+            last = start + rows >= batch
+            (batched,) = torch.autograd.grad(
+                logits,
+                activations,
+                grad_outputs=one_hot,
+                is_grads_batched=True,
+                retain_graph=retain or not last,
+                create_graph=create,
+                allow_unused=True,
+            )
+            if batched is None:
+                return None
+            parts.append(batched[torch.arange(len(index)), index])  # the diagonal: dy_i / dA_i
+        return torch.cat(parts)
 
     @contextmanager
-    def _tap(self) -> Iterator[dict[str, torch.Tensor]]:
+    def _tap(self) -> Iterator[dict[str, Any]]:
         """Capture the target activation ``A``; downstream layers get a copy (in-place safe).
 
         In scoring mode the forward runs under ``no_grad`` and grad is switched on at the target,
         so only the target->logits part of the network builds a graph, with ``A`` as its leaf.
+        ``captured["coupled"]`` tells whether a batch-statistics normalisation ran after ``A``.
         """
-        captured: dict[str, torch.Tensor] = {}
+        captured: dict[str, Any] = {"coupled": False}
         differentiable = self.differentiable
 
         def capture(output: Any) -> Any:
@@ -140,24 +210,58 @@ class GradCAM:
                 return type(output)([copy, *output[1:]])
             return copy
 
+        def after_target(module: nn.Module, args: Any) -> None:
+            if "A" in captured:
+                captured["coupled"] = True
+
+        handles = [m.register_forward_pre_hook(after_target) for m in batch_coupled_modules(self.model)]
         owner, method = self.target.owner, self.target.method
+        patched_before = vars(owner).get(method) if method else None
         if method is None:
-            handle = owner.register_forward_hook(lambda module, args, output: capture(output))
-            try:
-                yield captured
-            finally:
-                handle.remove()
-            return
-        patched_before = vars(owner).get(method)
-        original = getattr(owner, method)
-        setattr(owner, method, lambda *args, **kwargs: capture(original(*args, **kwargs)))
+            handles.append(owner.register_forward_hook(lambda module, args, output: capture(output)))
+        else:
+            original = getattr(owner, method)
+            setattr(owner, method, lambda *args, **kwargs: capture(original(*args, **kwargs)))
         try:
             yield captured
         finally:
-            if patched_before is None:
-                delattr(owner, method)
-            else:
-                setattr(owner, method, patched_before)
+            for handle in handles:
+                handle.remove()
+            if method is not None:
+                if patched_before is None:
+                    delattr(owner, method)
+                else:
+                    setattr(owner, method, patched_before)
+
+
+def is_compiled(model: nn.Module) -> bool:
+    """Whether ``model`` (or a wrapper around it) is a ``torch.compile`` module."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            return True
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            return False
+        model = inner
+
+
+def batch_coupled_modules(model: nn.Module) -> list[nn.Module]:
+    """The batch-norm layers of ``model`` that normalise with the statistics of the batch: in train
+    mode, or without running statistics. Through them a sample's score depends on the other samples."""
+    return [
+        module
+        for module in model.modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        and (module.training or module.running_mean is None or module.running_var is None)
+    ]
+
+
+_BATCHED_GRADIENT_ELEMENTS = 2**26  # 256 MiB of float32 per chunk of per-sample gradients
+
+
+def _chunk_size(activations: torch.Tensor) -> int:
+    """How many samples' batched gradients (each the size of the whole ``A``) to take at once."""
+    return max(1, min(activations.shape[0], _BATCHED_GRADIENT_ELEMENTS // max(1, activations.numel())))
 
 
 def model_logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -172,4 +276,7 @@ def model_logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
         return output.logits
     if isinstance(output, (tuple, list)) and isinstance(output[0], torch.Tensor):
         return output[0]
-    raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
+    raise ModelLoadError(
+        f"cannot find logits in a model output of type {type(output).__name__}: Grad-CAM needs a classifier whose "
+        "forward returns logits (a tensor, a tuple starting with them, or an output with .logits)"
+    )

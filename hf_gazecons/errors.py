@@ -1,6 +1,8 @@
 """Errors of hf_gazecons: each says what went wrong and what to do next.
 
-The command line turns any :class:`GazeConsError` into one line on stderr and a non-zero exit.
+The command line turns any :class:`GazeConsError` into one line on stderr, ``error: <message>``,
+and the error's ``exit_code``: 2 for bad input (the usage-error status of argparse), 1 for a run
+that failed. Every class below shows one message a user sees.
 """
 
 from __future__ import annotations
@@ -12,28 +14,67 @@ __all__ = [
     "ModelLoadError",
     "MetricError",
     "HubError",
+    "UsageError",
+    "TrainingError",
 ]
 
 
 class GazeConsError(Exception):
-    """Base class of the errors this package raises on bad input."""
+    """Base class of the errors this package raises on bad input or a failed run."""
+
+    exit_code = 2
 
 
 class TargetLayerError(GazeConsError, ValueError):
-    """The target layer cannot be resolved or yields no spatial map."""
+    """The target layer cannot be resolved or yields no spatial map.
+
+    ``error: layer 'head.fc' yields no spatial map (output shape (8, 4)); Grad-CAM needs a (B, C, H, W),
+    (B, H, W, C) or token (B, N, C) activation with more than one position: choose an earlier layer ...``
+    """
 
 
 class DataError(GazeConsError, ValueError):
-    """A data set, split, column, label or image is missing or unusable."""
+    """A data set, split, column, label, image or run record is missing or unusable.
+
+    ``error: the data set has no split 'valid'; it has train, validation, test (--split)``
+    """
 
 
 class ModelLoadError(GazeConsError, ValueError):
-    """A model specification cannot be resolved or loaded."""
+    """A model specification cannot be resolved or loaded.
+
+    ``error: unknown model 'resnet181': expected a timm architecture (see timm.list_models()),
+    'hf-hub:org/name', a Hub id 'org/name', or a local folder with config.json``
+    """
 
 
 class MetricError(GazeConsError, ValueError):
-    """The metric cannot be computed on what was given."""
+    """The metric cannot be computed on what was given.
+
+    ``error: the reference variant keeps every correct sample's map: ... would need 12.0 GB; ...``
+    """
 
 
 class HubError(GazeConsError, RuntimeError):
-    """A request to the Hugging Face Hub failed."""
+    """A request to the Hugging Face Hub failed.
+
+    ``error: push to my-org/resnet18-gazecons: the Hub refused the token (401 Unauthorized); log in
+    with `hf auth login` or set HF_TOKEN``
+    """
+
+
+class UsageError(GazeConsError, ValueError):
+    """An option's value is out of range, or options contradict each other (checked before any work).
+
+    ``error: --t1 (2) must be greater than --t0 (5)``
+    """
+
+
+class TrainingError(GazeConsError, RuntimeError):
+    """A training run went wrong (e.g. its loss stopped being finite): nothing is saved or published.
+
+    ``error: the training loss is nan at step 2 (epoch 0.33): the run stopped; no model, results or
+    card were written and nothing was published; lower --learning_rate or --lambda_max``
+    """
+
+    exit_code = 1

@@ -10,3 +10,10 @@ def fmt_metric(value: float | None, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "n/a"
     return f"{value:.{digits}f}"
+
+
+def fmt_mean_std(mean: float | None, std: float | None, digits: int = 3) -> str:
+    """``mean ± std`` (``mean`` alone without a std; ``n/a`` without a mean)."""
+    if mean is None:
+        return "n/a"
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"

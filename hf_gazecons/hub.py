@@ -9,42 +9,60 @@ Everything goes through ``huggingface_hub``; the token comes from where it alway
 
 from __future__ import annotations
 
-import json
-import sys
+import functools
+import importlib.resources
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData, metadata_update
+from huggingface_hub import (
+    CommitOperationAdd,
+    EvalResult,
+    HfApi,
+    ModelCard,
+    ModelCardData,
+    constants,
+    get_token,
+    metadata_update,
+)
 from huggingface_hub.errors import HfHubHTTPError, HTTPError
+from huggingface_hub.utils import get_session
 
 from .errors import HubError
+from .filenames import RESULTS_FILE
 from .formatting import fmt_metric
+from .run_record import RunResults, metric_key
 
-__all__ = ["model_card", "eval_results", "push_output", "push_results", "CARD_TEMPLATE", "PUSHED_PATTERNS"]
+__all__ = [
+    "model_card",
+    "eval_results",
+    "push_output",
+    "push_results",
+    "check_hub_reachable",
+    "check_push_access",
+    "CARD_TEMPLATE",
+    "PUSHED_PATTERNS",
+]
 
 PUSHED_PATTERNS = ("*.safetensors", "*.json", "*.png")
 """What ``push_output`` uploads from a training output (plus the card): never pickles, never checkpoints."""
-_REQUIRED = ("config.json", "model.safetensors", "results.json")
+_REQUIRED = ("config.json", "model.safetensors", RESULTS_FILE)
 
-_TEMPLATE_NAME = "gazecons_model_card.md"
-_TEMPLATE_PLACES = (
-    Path(__file__).resolve().parents[1] / "model_cards",  # a checkout (editable install)
-    Path(sys.prefix) / "share" / "hf_gazecons" / "model_cards",  # a wheel install (data-files)
-)
-CARD_TEMPLATE = next((p / _TEMPLATE_NAME for p in _TEMPLATE_PLACES if (p / _TEMPLATE_NAME).is_file()), None)
-"""The Jinja template of the model card (``model_cards/gazecons_model_card.md``)."""
+CARD_TEMPLATE = importlib.resources.files("hf_gazecons.templates") / "gazecons_model_card.md"
+"""The Jinja template of the model card: ``model_cards/gazecons_model_card.md`` in a checkout, package
+data of ``hf_gazecons.templates`` once installed."""
 
 _METRICS = (
-    ("accuracy", "Accuracy", "eval_accuracy"),
-    ("cohen_kappa", "Cohen's kappa", "eval_kappa"),
-    ("gaze_consistency", "Gaze consistency (L_CAM, lower is more consistent)", "eval_gaze_consistency"),
+    ("accuracy", "Accuracy", "accuracy"),
+    ("cohen_kappa", "Cohen's kappa", "kappa"),
+    ("gaze_consistency", "Gaze consistency (L_CAM, lower is more consistent)", "gaze_consistency"),
 )
 
 
-def eval_results(metrics: dict[str, Any], dataset: str, split: str) -> list[EvalResult]:
-    """model-index entries for accuracy, Cohen's kappa and gaze consistency (those that exist)."""
+def eval_results(metrics: dict[str, Any], dataset: str, split: str, prefix: str = "eval") -> list[EvalResult]:
+    """model-index entries for accuracy, Cohen's kappa and gaze consistency (those that exist)
+    from flat ``{prefix}_*`` metrics."""
     return [
         EvalResult(
             task_type="image-classification",
@@ -53,45 +71,53 @@ def eval_results(metrics: dict[str, Any], dataset: str, split: str) -> list[Eval
             dataset_split=split,
             metric_type=metric_type,
             metric_name=name,
-            metric_value=metrics[key],
+            metric_value=metrics[metric_key(prefix, key)],
         )
         for metric_type, name, key in _METRICS
-        if metrics.get(key) is not None
+        if metrics.get(metric_key(prefix, key)) is not None
     ]
 
 
-def model_card(results: dict[str, Any], repo_id: str | None = None) -> ModelCard:
-    """Render the card of a training output from its ``results.json`` content."""
-    if CARD_TEMPLATE is None:
-        raise HubError(f"the model card template {_TEMPLATE_NAME} is not installed; reinstall hf-gazecons")
-    config, final = results["config"], results["final"]
-    name = repo_id.split("/")[-1] if repo_id else f"{config['architecture']}-gazecons"
-    dataset, split = config["dataset"], config["eval_split"]
+def model_card(results: RunResults, repo_id: str | None = None) -> ModelCard:
+    """Render the card of a training output from its run record.
+
+    The model-index reports the test split where the run has one (``final_test``), else the
+    evaluation split; the card's tables show both."""
+    config = results.config
+    name = repo_id.split("/")[-1] if repo_id else f"{config.architecture}-gazecons"
+    evaluations = [(config.eval_split, "eval", results.final)]
+    if results.final_test:
+        evaluations.insert(0, (config.test_split, "test", results.final_test))
+    reported_split, reported_prefix, reported = evaluations[0]
     card_data = ModelCardData(
         model_name=name,
-        library_name=config["library"],
+        library_name=config.library,
         pipeline_tag="image-classification",
-        tags=["image-classification", config["library"], "gaze-consistency"],
-        base_model=config.get("base_model"),
-        datasets=[dataset] if _is_hub_id(dataset) else None,
+        tags=["image-classification", config.library, "gaze-consistency"],
+        base_model=config.base_model,
+        datasets=[config.dataset] if _is_hub_id(config.dataset) else None,
         license="apache-2.0",
-        eval_results=eval_results(final, dataset, split),
+        eval_results=eval_results(reported, config.dataset, reported_split, reported_prefix),
     )
     return ModelCard.from_template(
         card_data,
-        template_path=str(CARD_TEMPLATE),
+        template_str=CARD_TEMPLATE.read_text(encoding="utf-8"),
         model_name=name,
         repo_id=repo_id or f"<your-org>/{name}",
-        architecture=config["architecture"],
-        dataset=dataset,
-        split=split,
-        variant=config["variant"],
-        final=_Attrs(final),
-        per_class=[(label, final.get(f"eval_gaze_consistency_{label}")) for label in config["label_names"]],
-        pearson_r=results.get("pearson_r_kappa_consistency"),
-        config=_Attrs(config),
+        architecture=config.architecture,
+        dataset=config.dataset,
+        split=config.eval_split,
+        variant=config.variant,
+        evaluations=[(s, _Attrs(_unprefixed(m, p))) for s, p, m in evaluations],
+        per_class=[(label, results.metric(f"gaze_consistency_{label}")) for label in config.label_names],
+        pearson_r=results.pearson_r_kappa_consistency,
+        config=config,
         fmt=fmt_metric,
     )
+
+
+def _unprefixed(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {key.removeprefix(metric_key(prefix, "")): value for key, value in metrics.items()}
 
 
 class _Attrs(dict):
@@ -119,12 +145,20 @@ def push_output(
     Sends the weights and configs (``*.safetensors``, ``*.json``), the pictures and the model card,
     re-rendered for ``repo_id`` so its loading snippets name the repo. Checkpoint folders and pickle
     files stay local. The local folder is not modified.
+
+    Raises:
+        HubError: the folder is not a complete training output, or the Hub refused or failed the push.
+
+    Example::
+
+        >>> push_output("out/resnet18-l100", "my-org/resnet18-gazecons", private=True)
+        'https://huggingface.co/my-org/resnet18-gazecons/commit/4f2c...'
     """
     output_dir = Path(output_dir)
     missing = [name for name in _REQUIRED if not (output_dir / name).is_file()]
     if missing:
         raise HubError(f"{str(output_dir)!r} is not a complete training output (missing {', '.join(missing)})")
-    results = json.loads((output_dir / "results.json").read_text())
+    results = RunResults.load(output_dir)
     files = sorted({p for pattern in PUSHED_PATTERNS for p in output_dir.glob(pattern) if p.is_file()})
     operations = [CommitOperationAdd(path.name, str(path)) for path in files]
     card = str(model_card(results, repo_id=repo_id)).encode()
@@ -137,7 +171,7 @@ def push_output(
         info = api.create_commit(
             repo_id,
             operations=operations,
-            commit_message=commit_message or f"Upload {results['config']['architecture']} trained with hf_gazecons",
+            commit_message=commit_message or f"Upload {results.config.architecture} trained with hf_gazecons",
             revision=revision,
         )
     return info.commit_url
@@ -155,15 +189,21 @@ def push_results(
 
     The accuracy, Cohen's kappa and gaze consistency become ``model-index`` eval results, merged
     into the card's metadata with ``huggingface_hub.metadata_update``; the rest of the card is kept.
-    Returns the commit URL, or the pull request's URL with ``create_pr=True``.
+
+    Returns:
+        The commit URL, or the pull request's URL with ``create_pr=True``.
+
+    Raises:
+        HubError: the Hub refused the token or the repo, or cannot be reached.
+
+    Example::
+
+        >>> push_results(result.to_dict(), "some-org/any-classifier", create_pr=True)
+        'https://huggingface.co/some-org/any-classifier/discussions/3'
     """
-    metrics = {
-        "eval_accuracy": scores["accuracy"],
-        "eval_kappa": scores["kappa"],
-        "eval_gaze_consistency": scores["gaze_consistency"],
-    }
+    metrics = {metric_key("score", name): scores[name] for _, _, name in _METRICS}
     split = scores.get("split") or "test"
-    results = eval_results(metrics, scores["dataset"], split)
+    results = eval_results(metrics, scores["dataset"], split, prefix="score")
     if not results:
         raise HubError("the scores hold no metric to push")
     metadata = ModelCardData(model_name=repo_id.split("/")[-1], eval_results=results).to_dict()
@@ -178,6 +218,54 @@ def push_results(
             commit_message=f"Add gaze-consistency results on {scores['dataset']} ({split})",
         )
     return info.pr_url if create_pr and getattr(info, "pr_url", None) else str(info)
+
+
+_PROBE_TIMEOUT_S = 5.0
+
+
+def check_hub_reachable(action: str, download: bool = True) -> None:
+    """Fail at once, with one line, when the Hub cannot be reached: one request without retries,
+    instead of huggingface_hub's retries with backoff (about 35 s) for a file that is not cached.
+    Nothing is checked offline (``HF_HUB_OFFLINE=1``, which the message of a ``download`` suggests)."""
+    if constants.HF_HUB_OFFLINE:
+        return
+    reason = _unreachable(constants.ENDPOINT)
+    if reason is not None:
+        hint = "set HF_HUB_OFFLINE=1 to use what is in the local cache" if download else "check the network"
+        raise HubError(f"cannot {action}: the Hub ({constants.ENDPOINT}) cannot be reached ({reason}); {hint}")
+
+
+@functools.cache
+def _unreachable(endpoint: str) -> str | None:
+    """Why one HEAD request to ``endpoint`` got no answer (None: it got one, whatever its status)."""
+    try:
+        get_session().head(endpoint, timeout=_PROBE_TIMEOUT_S, follow_redirects=False)
+    except Exception as error:  # the HTTP client raises its own transport errors (refused, timeout, DNS, TLS)
+        return f"{type(error).__name__}: {_first_line(error)}"
+    return None
+
+
+def check_push_access(repo_id: str, token: str | None = None) -> None:
+    """Before hours of training: a token exists, the Hub accepts it, it may write, and ``repo_id``'s
+    namespace is its user's or one of its organisations'. Changes nothing on the Hub."""
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise HubError(f"--hub_model_id must be ORG/NAME, got {repo_id!r}")
+    check_hub_reachable(f"push to {repo_id}", download=False)
+    token = token or get_token()
+    if token is None:
+        raise HubError(f"cannot push to {repo_id}: no Hub token; set HF_TOKEN or run `hf auth login`")
+    with _hub_errors(f"check the token for {repo_id}"):
+        who = HfApi(token=token).whoami(token=token)
+    role = ((who.get("auth") or {}).get("accessToken") or {}).get("role")
+    if role == "read":
+        raise HubError(f"cannot push to {repo_id}: the token is read-only; use a token with write access")
+    namespace = repo_id.split("/")[0]
+    names = [who.get("name"), *(org.get("name") for org in who.get("orgs") or [])]
+    if namespace not in names:
+        raise HubError(
+            f"cannot push to {repo_id}: the token belongs to {who.get('name')!r}, who may write to "
+            f"{[n for n in names if n]}, not to {namespace!r}"
+        )
 
 
 @contextmanager

@@ -28,11 +28,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .cam import GradCAM
-from .deviation import Variant, check_variant, class_deviation_sum, on_grid, per_sample_deviation
+from .deviation import class_deviation_sum, on_grid, per_sample_deviation, robust_deviation_sum, unit_maps
 from .errors import DataError, MetricError
 from .localization import energy_pointing_game, pointing_game
 from .models import LoadedModel
 from .preprocessing import Preprocessing
+from .run_record import metric_key
+from .variants import VARIANTS, Variant, check_variant
 
 __all__ = [
     "ClassConsistency",
@@ -49,13 +51,16 @@ class ClassConsistency:
     """One class: its mean deviation (None below 2 correct samples) and its counts.
 
     ``n_zero_maps`` counts correct samples whose map is zero everywhere: such a collapsed gaze
-    scores as perfectly consistent (SPEC section 6), so a large count makes ``value`` suspect.
+    scores as perfectly consistent under the paper and reference variants (SPEC section 6), so a
+    large count makes ``value`` suspect. ``values`` holds the class's value under every variant
+    that was computed (``value`` is the one asked for).
     """
 
     value: float | None
     n_correct: int
     n_samples: int
     n_zero_maps: int = 0
+    values: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -70,7 +75,8 @@ class Localization:
 @dataclass
 class ConsistencyResult:
     """L_CAM (``value``; lower = more consistent) beside accuracy, kappa and the mean cross-entropy
-    ``loss``, per class and overall."""
+    ``loss``, per class and overall. ``values`` holds L_CAM under every variant that one pass could
+    compute: always ``paper`` and ``robust`` (they need only sums), ``reference`` when asked for."""
 
     value: float | None
     per_class: dict[str, ClassConsistency]
@@ -89,6 +95,33 @@ class ConsistencyResult:
     model: str | None = None
     dataset: str | None = None
     split: str | None = None
+    values: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def zero_map_share(self) -> float | None:
+        """All-zero maps among the correct samples (None without correct samples)."""
+        return self.n_zero_maps / self.n_correct if self.n_correct else None
+
+    def to_metrics(self, prefix: str = "eval") -> dict[str, float | None]:
+        """Flat ``{prefix}_<name>`` metrics (:data:`~hf_gazecons.run_record.METRIC_NAMES`), as the Trainer logs them:
+        ``gaze_consistency`` is the paper variant (per class too, as ``gaze_consistency_<class>``),
+        the other variants computed beside it come as ``<variant>_gaze_consistency``; localisation
+        only where the data has masks."""
+        values: dict[str, float | None] = {
+            "loss": self.loss,
+            "accuracy": self.accuracy,
+            "kappa": self.kappa,
+            "gaze_consistency": self.values["paper"],
+            "zero_map_share": self.zero_map_share,
+        }
+        values.update({f"{v}_gaze_consistency": value for v, value in self.values.items() if v != "paper"})
+        values.update({f"gaze_consistency_{name}": c.values["paper"] for name, c in self.per_class.items()})
+        if self.localization is not None:
+            values.update(
+                energy_pointing_game=self.localization.energy_pointing_game,
+                pointing_game=self.localization.pointing_game,
+            )
+        return {metric_key(prefix, name): value for name, value in values.items()}
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON of ``hf-gazecons score`` (``consistency.json``)."""
@@ -105,8 +138,16 @@ class ConsistencyResult:
             "accuracy": self.accuracy,
             "kappa": _finite_or_none(self.kappa),
             "gaze_consistency": self.value,
+            "gaze_consistency_by_variant": dict(self.values),
+            "n_zero_maps": self.n_zero_maps,
+            "zero_map_share": self.zero_map_share,
             "per_class": {
-                name: {"gaze_consistency": c.value, "n_correct": c.n_correct, "n_samples": c.n_samples}
+                name: {
+                    "gaze_consistency": c.value,
+                    "n_correct": c.n_correct,
+                    "n_samples": c.n_samples,
+                    "n_zero_maps": c.n_zero_maps,
+                }
                 for name, c in self.per_class.items()
             },
             "localization": None
@@ -133,9 +174,9 @@ def cohen_kappa(confusion: torch.Tensor) -> float:
 class ConsistencyStatistics:
     """Running, mergeable statistics of the metric for ``num_classes`` classes.
 
-    The paper variant keeps only sums. The reference variant's unsquared norm needs the final class
-    mean before any distance, so it also keeps every correct sample's map (N x H' x W' floats on the
-    CPU: 10 000 maps of 7x7 are 2 MB).
+    The paper and robust variants need only sums (both are always computed). The reference
+    variant's unsquared norm needs the final class mean before any distance, so it also keeps every
+    correct sample's map (N x H' x W' floats on the CPU: 10 000 maps of 7x7 are 2 MB).
     """
 
     num_classes: int
@@ -143,6 +184,7 @@ class ConsistencyStatistics:
     grid: tuple[int, int] | None = None
     confusion: torch.Tensor = field(init=False)
     map_sum: torch.Tensor | None = field(init=False, default=None)
+    unit_sum: torch.Tensor | None = field(init=False, default=None)
     square_sum: torch.Tensor = field(init=False)
     localization_sums: torch.Tensor = field(init=False)
     loss_sum: torch.Tensor = field(init=False)
@@ -178,7 +220,9 @@ class ConsistencyStatistics:
         classes = labels[correct]
         if self.map_sum is None:
             self.map_sum = torch.zeros(self.num_classes, *grid_maps.shape[1:], dtype=torch.float64)
+            self.unit_sum = torch.zeros_like(self.map_sum)
         self.map_sum.index_add_(0, classes, grid_maps)
+        self.unit_sum.index_add_(0, classes, unit_maps(grid_maps))
         self.square_sum.index_add_(0, classes, grid_maps.flatten(1).pow(2).sum(dim=1))
         self.zero_maps.index_add_(0, classes, (maps[correct].flatten(1).amax(dim=1) == 0).double())
         if self.variant == "reference":
@@ -194,8 +238,9 @@ class ConsistencyStatistics:
         shape = next((s for s in sizes if s is not None), None)
         if shape is not None and self.map_sum is None:
             self.map_sum = torch.zeros(self.num_classes, *shape, dtype=torch.float64)
+            self.unit_sum = torch.zeros_like(self.map_sum)
         device = _collective_device()
-        for name in ("confusion", "map_sum", "square_sum", "localization_sums", "loss_sum", "zero_maps"):
+        for name in ("confusion", "map_sum", "unit_sum", "square_sum", "localization_sums", "loss_sum", "zero_maps"):
             tensor = getattr(self, name)
             if tensor is None:
                 continue
@@ -215,18 +260,27 @@ class ConsistencyStatistics:
             raise MetricError("no samples were scored: the data is empty")
         class_means = self.map_sum / counts.clamp(min=1)[:, None, None]
         class_means[counts == 0] = math.nan
-        deviation_sums = self._deviation_sums(class_means)
         valid = counts >= 2
+        variants = [v for v in VARIANTS if v != "reference" or self.variant == "reference"]
+        deviation_sums = {v: self._deviation_sums(v, class_means) for v in variants}
+
+        def class_value(variant: str, c: int) -> float | None:
+            return float(deviation_sums[variant][c] / counts[c]) if valid[c] else None
+
         per_class = {
             name: ClassConsistency(
-                float(deviation_sums[c] / counts[c]) if valid[c] else None,
+                class_value(self.variant, c),
                 int(counts[c]),
                 int(n_samples[c]),
                 int(self.zero_maps[c]),
+                {v: class_value(v, c) for v in variants},
             )
             for c, name in enumerate(label_names)
         }
-        value = float(deviation_sums[valid].sum() / counts[valid].sum()) if valid.any() else None
+        values = {
+            v: float(deviation_sums[v][valid].sum() / counts[valid].sum()) if valid.any() else None for v in variants
+        }
+        value = values[self.variant]
         if value is None:
             reason = "no sample was classified correctly" if counts.sum() == 0 else "no class has 2 correct samples"
             warnings.warn(f"gaze consistency is undefined: {reason}", stacklevel=2)
@@ -254,12 +308,16 @@ class ConsistencyStatistics:
             variant=self.variant,
             grid=self.grid,
             localization=localization,
+            values=values,
         )
 
-    def _deviation_sums(self, class_means: torch.Tensor) -> torch.Tensor:
-        """Per class: ``sum_{x in D_c+} l(x, c)``."""
-        if self.variant == "paper":
+    def _deviation_sums(self, variant: Variant, class_means: torch.Tensor) -> torch.Tensor:
+        """Per class: ``sum_{x in D_c+} l(x, c)`` under ``variant``."""
+        if variant == "paper":
             return class_deviation_sum(self.confusion.diag(), self.map_sum, self.square_sum)
+        if variant == "robust":
+            counts = self.confusion.diag()
+            return robust_deviation_sum(counts, counts - self.zero_maps, self.map_sum, self.unit_sum)
         sums = torch.zeros(self.num_classes, dtype=torch.float64)
         for c, maps in enumerate(self.kept_maps):
             if maps:
@@ -279,6 +337,7 @@ def gaze_consistency(
     label_names: list[str] | None = None,
     num_workers: int = 0,
     progress: bool = True,
+    dtype: torch.dtype | None = None,
 ) -> ConsistencyResult:
     """Score ``model``'s gaze consistency, accuracy and kappa on ``data`` in one pass.
 
@@ -287,7 +346,8 @@ def gaze_consistency(
     with ``image``/``label`` columns together with ``preprocessing`` (implied by a
     :class:`LoadedModel`). Under several processes (``accelerate launch``, ``torchrun``) a
     ``datasets.Dataset`` is sharded by rank, any other iterable must already be the process's own
-    shard; the result is merged and the same on every rank.
+    shard; the result is merged and the same on every rank. ``dtype`` (``torch.bfloat16`` or
+    ``torch.float16``) runs the forward under autocast; the maps and statistics stay float32/64.
 
         >>> gaze_consistency(loaded, dataset, variant="reference", grid=(7, 7)).to_dict()
     """
@@ -304,7 +364,8 @@ def gaze_consistency(
         bar = None if progress and rank0 else True  # None: a bar on terminals, none in logs and pipes
         for batch in tqdm(batches, desc="gaze consistency", unit="batch", disable=bar):
             pixel_values, labels, masks = unpack_batch(batch)
-            out = cam(pixel_values.to(device))
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype not in (None, torch.float32)):
+                out = cam(pixel_values.to(device))
             num_classes = out.logits.shape[1]
             _check_labels(labels, num_classes)
             if statistics is None:

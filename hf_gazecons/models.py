@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import timm
 import torch
-from huggingface_hub import hf_hub_download
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HTTPError,
@@ -32,8 +32,9 @@ from huggingface_hub.errors import (
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .errors import ModelLoadError
+from .errors import GazeConsError, ModelLoadError
 from .filenames import GAZE_STATE_FILE
+from .hub import check_hub_reachable
 from .preprocessing import (
     STUDY_MEAN_STD,
     Preprocessing,
@@ -41,6 +42,7 @@ from .preprocessing import (
     processor_preprocessing,
     timm_preprocessing,
 )
+from .specs import parse_model_spec
 
 __all__ = ["LoadedModel", "load_model", "save_model", "GAZE_STATE_FILE"]
 
@@ -58,6 +60,8 @@ class LoadedModel:
     library: Library
     spec: str
     gaze_state: dict[str, torch.Tensor] | None = None
+    random_weights: bool = False
+    """True for a bare timm architecture built without pretrained weights (nothing was loaded)."""
 
     @property
     def num_labels(self) -> int:
@@ -75,51 +79,69 @@ def load_model(
     revision: str | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    """Load ``spec``: a timm architecture, ``hf-hub:org/name``, a Hub id ``org/name`` or a folder.
+    """Load an image classifier with its preprocessing, label names and (if saved) EMA state.
 
-    ``num_labels``/``label_names`` replace the classifier head when they differ from the
-    checkpoint's. ``pretrained`` applies to bare timm architecture names (weights must be at hand).
-    ``grayscale`` builds a 1-channel timm model normalised with mean/std 0.5 (the study's input).
-    Weights load from safetensors; remote code runs only with ``trust_remote_code=True``.
+    Args:
+        spec: a timm architecture (``resnet18``), ``hf-hub:org/name[@revision]``, a Hub id
+            ``org/name`` (timm or transformers) or a local folder (see :func:`~hf_gazecons.specs.parse_model_spec`).
+        num_labels, label_names: the classes; a head of another size is replaced.
+        pretrained: with a timm architecture, timm's pretrained weights (they must be reachable).
+        image_size: a square input size instead of the model's own.
+        grayscale: a 1-channel timm model normalised with mean/std 0.5 (the study's input).
+        revision: the Hub revision of a Hub id.
+        trust_remote_code: let a Hub model's own code run (off unless asked for).
 
-        >>> load_model("hf-hub:my-org/resnet18-gazecons").label_names
-        ['glioma', 'meningioma', 'no_tumor', 'pituitary']
+    Returns:
+        A :class:`LoadedModel`; its ``random_weights`` says whether the weights are untrained.
+
+    Raises:
+        ModelLoadError: the spec names nothing loadable, a file is missing, or the weights do not fit.
+        HubError: the Hub cannot be reached for a file that is not cached.
+
+    Example::
+
+        >>> loaded = load_model("hf-hub:my-org/resnet18-gazecons")
+        >>> loaded.label_names, loaded.preprocessing.image_size
+        (['glioma', 'meningioma', 'no_tumor', 'pituitary'], (224, 224))
     """
     if label_names is not None:
         if num_labels is not None and num_labels != len(label_names):
             raise ModelLoadError(f"num_labels={num_labels} but {len(label_names)} label names were given")
         num_labels = len(label_names)
     options = _Options(num_labels, label_names, image_size, grayscale)
-    path = Path(spec).expanduser()
+    parsed = parse_model_spec(spec, revision)
     try:
-        if path.is_dir():
+        if parsed.kind == "folder":
+            path = Path(parsed.name)
             config = _read_config(path / "config.json", spec)
             state = _local_state(path)
             if _is_timm_config(config):
                 return _load_timm(spec, f"local-dir:{path}", True, config, state, options)
             return _load_transformers(spec, str(path), None, trust_remote_code, state, options)
-        if spec.startswith("hf-hub:"):
-            repo_id, _, rev = spec[len("hf-hub:") :].partition("@")
-            config = _read_config(_hub_file(repo_id, "config.json", rev or revision, required=True), spec)
-            state = _hub_state(repo_id, rev or revision)
+        if parsed.kind == "hf-hub":
+            config = _read_config(_hub_file(parsed.name, "config.json", parsed.revision, required=True), spec)
+            state = _hub_state(parsed.name, parsed.revision)
             return _load_timm(spec, spec, True, config, state, options)
-        if is_bare_architecture(spec):
-            return _load_timm(spec, spec, pretrained, None, None, options)
-        if spec.count("/") == 1:
-            config = _read_config(_hub_file(spec, "config.json", revision, required=True), spec)
-            state = _hub_state(spec, revision)
-            if _is_timm_config(config):
-                at = f"@{revision}" if revision else ""
-                return _load_timm(spec, f"hf-hub:{spec}{at}", True, config, state, options)
-            return _load_transformers(spec, spec, revision, trust_remote_code, state, options)
-    except ModelLoadError:
+        if parsed.kind == "timm":
+            if not pretrained:
+                return _load_timm(spec, spec, False, None, None, options)
+            repo_id = _check_pretrained_reachable(spec)
+            try:
+                return _load_timm(spec, spec, True, None, None, options)
+            except (RepositoryNotFoundError, EntryNotFoundError):
+                raise ModelLoadError(
+                    f"cannot load timm's pretrained weights of {spec!r}: the Hub has no {repo_id} (or no weights in it)"
+                ) from None
+        config = _read_config(_hub_file(parsed.name, "config.json", revision, required=True), spec)
+        state = _hub_state(parsed.name, revision)
+        if _is_timm_config(config):
+            at = f"@{revision}" if revision else ""
+            return _load_timm(spec, f"hf-hub:{parsed.name}{at}", True, config, state, options)
+        return _load_transformers(spec, parsed.name, revision, trust_remote_code, state, options)
+    except GazeConsError:
         raise
     except (OSError, HTTPError, ValueError, RuntimeError, KeyError) as error:
         raise ModelLoadError(f"cannot load model {spec!r}: {_first_line(error)}") from error
-    raise ModelLoadError(
-        f"unknown model {spec!r}: expected a timm architecture (see timm.list_models()), "
-        "'hf-hub:org/name', a Hub id 'org/name', or a local folder with config.json"
-    )
 
 
 @dataclass(frozen=True)
@@ -151,7 +173,7 @@ def _load_timm(
         saved = _names_list((config or {}).get("label_names"))
         label_names = saved if len(saved) == model.num_classes else [str(i) for i in range(model.num_classes)]
     preprocessing = timm_preprocessing(model, options.image_size, STUDY_MEAN_STD if options.grayscale else None)
-    return LoadedModel(model, preprocessing, list(label_names), "timm", spec, gaze_state)
+    return LoadedModel(model, preprocessing, list(label_names), "timm", spec, gaze_state, random_weights=not pretrained)
 
 
 def _load_transformers(
@@ -190,10 +212,16 @@ def _load_transformers(
 
 
 def save_model(loaded: LoadedModel, directory: str | Path, gaze_state: dict[str, torch.Tensor] | None = None) -> None:
-    """Write ``loaded`` to ``directory``: safetensors weights, config and preprocessing.
+    """Write ``loaded`` to ``directory``: safetensors weights, config, preprocessing and, if given,
+    the regulariser's EMA state (``gazecons_state.safetensors``).
 
     timm models are written with ``timm.models.save_for_hf`` (minus the ``model_args.num_classes``
     key that TimmWrapper would receive twice), so both timm and transformers load them.
+
+    Example::
+
+        >>> save_model(load_model("resnet18", num_labels=4), "out/resnet18")
+        >>> timm.create_model("local-dir:out/resnet18", pretrained=True)
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -220,13 +248,6 @@ def save_model(loaded: LoadedModel, directory: str | Path, gaze_state: dict[str,
         save_file({k: v.contiguous() for k, v in gaze_state.items()}, str(directory / GAZE_STATE_FILE))
 
 
-def is_bare_architecture(spec: str) -> bool:
-    """A timm architecture name (``resnet18``, ``resnet18.a1_in1k``), not a folder or Hub id."""
-    if "/" in spec or Path(spec).expanduser().is_dir():
-        return False
-    return timm.is_model(spec) or timm.is_model_pretrained(spec)
-
-
 def _is_timm_config(config: dict[str, Any]) -> bool:
     return "architecture" in config and "pretrained_cfg" in config
 
@@ -251,6 +272,8 @@ def _local_state(path: Path) -> dict[str, torch.Tensor] | None:
 
 
 def _hub_file(repo_id: str, filename: str, revision: str | None, required: bool) -> Path | None:
+    if not isinstance(try_to_load_from_cache(repo_id, filename, revision=revision), str):
+        check_hub_reachable(f"load model {repo_id!r}")
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision))
     except LocalEntryNotFoundError:
@@ -268,6 +291,16 @@ def _hub_file(repo_id: str, filename: str, revision: str | None, required: bool)
             f"cannot load model {repo_id!r}: no such repo on the Hub "
             "(or it is private or gated: set HF_TOKEN or run `hf auth login`)"
         ) from None
+
+
+def _check_pretrained_reachable(name: str) -> str | None:
+    """timm downloads pretrained weights from the Hub: fail fast if they are not cached and it is
+    unreachable. Returns the Hub repo of the weights (None: timm has them elsewhere)."""
+    config = timm.models.get_pretrained_cfg(name)
+    repo_id = getattr(config, "hf_hub_id", None)
+    if repo_id and not isinstance(try_to_load_from_cache(repo_id, "model.safetensors"), str):
+        check_hub_reachable(f"load timm's pretrained weights of {name!r}")
+    return repo_id
 
 
 def _hub_state(repo_id: str, revision: str | None) -> dict[str, torch.Tensor] | None:

@@ -5,6 +5,7 @@ Each function takes plain data (tensors, lists of dicts) and a path, writes one 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,17 +15,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .cam import resize_maps  # noqa: E402
+from .stats import pearson_r  # noqa: E402
 
 __all__ = [
+    "class_means_figure",
+    "learning_curves_figure",
     "plot_class_means",
     "plot_overlays",
     "plot_learning_curves",
     "plot_kappa_vs_consistency",
-    "pearson_r",
 ]
+
+
+MAX_COLUMNS = 8
+"""Class panels per line of ``class_means.png``; more classes wrap into further lines."""
+CLASS_MEANS_CMAP = "jet"
 
 
 def plot_class_means(
@@ -33,21 +44,50 @@ def plot_class_means(
     path: str | Path,
     title: str = "Class-mean Grad-CAM (representative gaze)",
 ) -> Path:
-    """One row per entry of ``rows`` (name -> (K, H', W') class means), one column per class."""
+    """Each entry of ``rows`` (name -> (K, H', W') class means) as panels of its classes; see
+    :func:`class_means_figure`."""
+    return _save(class_means_figure(rows, label_names, title), path)
+
+
+def class_means_figure(
+    rows: Mapping[str, torch.Tensor],
+    label_names: Sequence[str],
+    title: str = "Class-mean Grad-CAM (representative gaze)",
+) -> plt.Figure:
+    """One panel per class and entry, at most :data:`MAX_COLUMNS` to a line (more classes wrap into
+    further lines), one colour bar for all; a class without correct samples (an all-NaN mean) is
+    marked n/a instead of drawn."""
     k = len(label_names)
-    fig, axes = plt.subplots(len(rows), k, figsize=(2.2 * k, 2.3 * len(rows) + 0.4), squeeze=False)
+    columns = max(1, min(k, MAX_COLUMNS))
+    lines = math.ceil(k / columns)
+    fig, axes = plt.subplots(
+        len(rows) * lines,
+        columns,
+        figsize=(2.0 * columns + 1.0, 2.1 * len(rows) * lines + 0.5),
+        squeeze=False,
+        layout="constrained",
+    )
+    for ax in axes.flat:
+        ax.axis("off")
     for r, (row_name, means) in enumerate(rows.items()):
         for c, label in enumerate(label_names):
-            ax = axes[r][c]
-            ax.imshow(means[c].float().numpy(), cmap="jet", vmin=0, vmax=1, interpolation="bilinear")
+            ax = axes[r * lines + c // columns][c % columns]
+            ax.axis("on")
             ax.set_xticks([])
             ax.set_yticks([])
-            if r == 0:
-                ax.set_title(str(label), fontsize=10)
-            if c == 0 and len(rows) > 1:
-                ax.set_ylabel(row_name, fontsize=9)
+            ax.set_title(str(label), fontsize=9)
+            mean = means[c].float()
+            if torch.isnan(mean).all():
+                ax.set_facecolor("0.92")
+                ax.text(0.5, 0.5, "n/a\n(no correct\nsample)", ha="center", va="center", transform=ax.transAxes)
+            else:
+                ax.imshow(mean.numpy(), cmap=CLASS_MEANS_CMAP, vmin=0, vmax=1, interpolation="bilinear")
+            if c % columns == 0 and len(rows) > 1:
+                ax.set_ylabel(row_name, fontsize=8)
+    mappable = ScalarMappable(Normalize(0, 1), CLASS_MEANS_CMAP)
+    fig.colorbar(mappable, ax=axes, shrink=0.8, label="normalised Grad-CAM")
     fig.suptitle(title, fontsize=11)
-    return _save(fig, path)
+    return fig
 
 
 def plot_overlays(
@@ -75,32 +115,41 @@ def plot_overlays(
 
 
 def plot_learning_curves(history: Sequence[Mapping[str, float | None]], path: str | Path, title: str = "") -> Path:
-    """Per epoch: losses, accuracy and kappa, L_CAM and lambda (keys as in ``results.json``)."""
+    """Per epoch: losses, accuracy and kappa, L_CAM, lambda and the penalty; see :func:`learning_curves_figure`."""
+    return _save(learning_curves_figure(history, title), path)
+
+
+def learning_curves_figure(history: Sequence[Mapping[str, float | None]], title: str = "") -> plt.Figure:
+    """Per epoch (keys as in ``results.json``): the training loss (cross-entropy + lambda x penalty)
+    beside its cross-entropy and the validation cross-entropy; accuracy and kappa; L_CAM; lambda
+    with the penalty on an axis of its own (their scales differ by orders of magnitude)."""
     epochs = [h["epoch"] for h in history]
+
+    def values(key: str) -> list[float]:
+        return [np.nan if h.get(key) is None else h[key] for h in history]
+
     panels = [
-        ("loss", ["train_loss", "eval_loss"]),
+        ("loss", ["train_loss", "train_cross_entropy", "eval_loss"]),
         ("accuracy / kappa", ["eval_accuracy", "eval_kappa"]),
         ("gaze consistency L_CAM (lower = more consistent)", ["eval_gaze_consistency"]),
-        ("lambda and penalty", ["lambda", "train_penalty"]),
+        ("lambda (left) and penalty (right)", ["lambda"]),
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     for ax, (name, keys) in zip(axes, panels):
         for key in keys:
-            values = [np.nan if h.get(key) is None else h[key] for h in history]
-            ax.plot(epochs, values, marker="o", label=key)
+            ax.plot(epochs, values(key), marker="o", label=key)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    penalty_axis = axes[-1].twinx()
+    penalty_axis.plot(epochs, values("train_penalty"), marker="s", color="tab:red", label="train_penalty")
+    penalty_axis.set_ylabel("penalty", color="tab:red")
+    lines = axes[-1].get_lines() + penalty_axis.get_lines()
+    axes[-1].legend(lines, [line.get_label() for line in lines], fontsize=7)
+    for ax in axes[:-1]:
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=11)
-    return _save(fig, path)
-
-
-def pearson_r(x: Sequence[float | None], y: Sequence[float | None]) -> float | None:
-    """Pearson correlation over the pairs where both values exist; None if fewer than 3 or constant."""
-    pairs = np.array([(a, b) for a, b in zip(x, y) if a is not None and b is not None], dtype=np.float64)
-    if len(pairs) < 3 or pairs[:, 0].std() == 0 or pairs[:, 1].std() == 0:
-        return None
-    return float(np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1])
+    return fig
 
 
 def plot_kappa_vs_consistency(history: Sequence[Mapping[str, float | None]], path: str | Path, title: str = "") -> Path:
@@ -125,7 +174,8 @@ def plot_kappa_vs_consistency(history: Sequence[Mapping[str, float | None]], pat
 def _save(fig: plt.Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -160,12 +210,12 @@ def plot_sweep_curves(rows: Sequence[Mapping[str, float | str | None]], path: st
     fig, axes = plt.subplots(1, len(_SWEEP_PANELS), figsize=(4.3 * len(_SWEEP_PANELS), 3.5))
     for colour, lam in zip(colours, lambdas):
         mine = [r for r in rows if float(r["lambda"]) == lam]
-        epochs = sorted({int(r["epoch"]) for r in mine})
+        epochs = sorted({float(r["epoch"]) for r in mine})
         seeds = sorted({r["seed"] for r in mine})
         for ax, (key, name) in zip(axes, _SWEEP_PANELS):
             table = np.full((len(seeds), len(epochs)), np.nan)
             for r in mine:
-                table[seeds.index(r["seed"]), epochs.index(int(r["epoch"]))] = _sweep_value(r.get(key))
+                table[seeds.index(r["seed"]), epochs.index(float(r["epoch"]))] = _sweep_value(r.get(key))
             import warnings
 
             with warnings.catch_warnings():
@@ -189,7 +239,7 @@ def plot_sweep_finals(rows: Sequence[Mapping[str, float | str | None]], path: st
     last: dict[tuple[str, float, object], Mapping[str, float | str | None]] = {}
     for r in rows:
         key = (str(r["backbone"]), float(r["lambda"]), r["seed"])
-        if key not in last or int(r["epoch"]) > int(last[key]["epoch"]):
+        if key not in last or float(r["epoch"]) > float(last[key]["epoch"]):
             last[key] = r
     backbones = list(dict.fromkeys(k[0] for k in last))
     lambdas = sorted({k[1] for k in last})

@@ -7,7 +7,8 @@ Example::
     >>> cam = GradCAM(model, differentiable=True)
     >>> reg = GazeConsistencyLoss(num_classes=4)
     >>> out = cam(pixel_values, targets=labels)
-    >>> loss = F.cross_entropy(out.logits, labels) + LambdaCurriculum(100.0)(epoch) * reg(out.maps, out.logits, labels).loss
+    >>> penalty = reg(out.maps, out.logits, labels, out.raw).loss
+    >>> loss = F.cross_entropy(out.logits, labels) + LambdaCurriculum(100.0)(epoch) * penalty
 """
 
 from __future__ import annotations
@@ -18,20 +19,32 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
-from .deviation import Variant, check_variant, per_sample_deviation
+from .deviation import per_sample_deviation, worst_robust_deviation
+from .errors import MetricError, UsageError
+from .variants import Variant, check_variant
 
 __all__ = ["GazeConsistencyLoss", "PenaltyOutput", "LambdaCurriculum"]
 
 
 @dataclass
 class PenaltyOutput:
-    """``loss`` = L_CAM^train; how many samples and classes took part in this batch (all processes)."""
+    """One batch of the penalty.
+
+    ``loss`` is this process's share of L_CAM^train: the sum of its samples' deviations times the
+    number of processes over the participating samples of *all* processes. Averaged over processes
+    (as DDP averages gradients) it is the mean over every participating sample, so N processes give
+    the gradient of one process on the union batch, however unevenly the samples take part; in one
+    process it is the plain mean. ``n_samples``, ``n_classes`` and ``n_zero_maps`` (all-zero maps
+    among the participating samples) count all processes.
+    """
 
     loss: torch.Tensor
     n_samples: int
     n_classes: int
+    n_zero_maps: int = 0
 
 
 class GazeConsistencyLoss(nn.Module):
@@ -43,7 +56,28 @@ class GazeConsistencyLoss(nn.Module):
     this happens *before* the distances, which are taken to the updated ``ema_c``. The loss is the
     mean deviation over the participating samples; exactly 0 without gradient when none take part.
     Under several processes the class sums and counts are all-reduced first, so every process
-    holds the same EMA maps; each process then averages over its own participating samples.
+    holds the same EMA maps and the batch is the union of the processes' batches (see
+    :class:`PenaltyOutput`).
+
+    ``variant="robust"`` (docs/OBJECTIVES.md) differs in two places beside its distance: the EMA
+    follows the mean of the class's *non-zero* maps (a class whose maps are all zero in a batch
+    leaves its EMA as it is), and, given the maps' pre-ReLU ``raw`` values, a participating sample
+    whose map is zero everywhere adds ``w_c * relu(-max raw) / mean|raw|`` to its (worst-case)
+    deviation, so that the penalty has a gradient that brings a collapsed map back.
+
+    Args:
+        num_classes: the classifier's number of classes.
+        ema_alpha: the EMA factor of the class maps, in [0, 1).
+        variant: the deviation (:data:`~hf_gazecons.variants.VARIANTS`).
+
+    Raises:
+        UsageError: ``ema_alpha`` outside [0, 1) or an unknown variant.
+
+    Example::
+
+        >>> out = GradCAM(model, differentiable=True)(pixel_values, targets=labels)
+        >>> penalty = GazeConsistencyLoss(num_classes=4, variant="robust")(out.maps, out.logits, labels, out.raw)
+        >>> (F.cross_entropy(out.logits, labels) + 50.0 * penalty.loss).backward()
     """
 
     ema: torch.Tensor
@@ -52,45 +86,66 @@ class GazeConsistencyLoss(nn.Module):
     def __init__(self, num_classes: int, ema_alpha: float = 0.9, variant: Variant = "paper") -> None:
         super().__init__()
         if not 0.0 <= ema_alpha < 1.0:
-            raise ValueError(f"ema_alpha must be in [0, 1), not {ema_alpha}")
+            raise UsageError(f"ema_alpha must be in [0, 1), not {ema_alpha}")
         self.num_classes = num_classes
         self.ema_alpha = ema_alpha
         self.variant = check_variant(variant)
         self.register_buffer("ema", torch.zeros(0))  # (K, H', W') once the map size is known
         self.register_buffer("initialized", torch.zeros(num_classes, dtype=torch.bool))
 
-    def forward(self, maps: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> PenaltyOutput:
-        """``maps``: (B, H', W') differentiable Grad-CAM of the true class; ``logits``: (B, K)."""
+    def forward(
+        self, maps: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, raw: torch.Tensor | None = None
+    ) -> PenaltyOutput:
+        """``maps``: (B, H', W') differentiable Grad-CAM of the true class; ``logits``: (B, K);
+        ``raw``: the maps before ReLU and normalisation (``CAMOutput.raw``; used by ``robust``)."""
         correct = logits.detach().argmax(dim=1) == labels
         classes = labels[correct]
-        counts = torch.bincount(classes, minlength=self.num_classes).to(maps.dtype)
-        sums = torch.zeros(self.num_classes, *maps.shape[1:], dtype=maps.dtype, device=maps.device)
+        k = self.num_classes
+        counts = torch.bincount(classes, minlength=k).to(maps.dtype)
+        zero = (maps.detach()[correct].flatten(1).amax(dim=1) == 0).to(maps.dtype)
+        zeros = torch.zeros(k, dtype=maps.dtype, device=maps.device).index_add_(0, classes, zero)
+        sums = torch.zeros(k, *maps.shape[1:], dtype=maps.dtype, device=maps.device)
         sums.index_add_(0, classes, maps.detach()[correct])
+        world = 1
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(counts)
-            dist.all_reduce(sums)
+            world = dist.get_world_size()
+            packed = torch.cat([counts, zeros, sums.flatten()])
+            dist.all_reduce(packed)
+            counts, zeros, sums = packed[:k], packed[k : 2 * k], packed[2 * k :].view_as(sums)
         taking_part = counts >= 2
-        self._update_ema(sums, counts, taking_part)
+        averaged = counts - zeros if self.variant == "robust" else counts  # robust: the non-zero maps' mean
+        self._update_ema(sums, averaged, taking_part & (averaged > 0))
         selected = correct & taking_part[labels]
         n_classes = int(taking_part.sum())
         n_samples = int(counts[taking_part].sum())
+        n_zero_maps = int(zeros[taking_part].sum())
         if not selected.any():
-            return PenaltyOutput(torch.zeros((), device=maps.device, dtype=maps.dtype), n_samples, n_classes)
-        deviations = per_sample_deviation(maps[selected], self.ema[labels[selected]], self.variant)
-        return PenaltyOutput(deviations.mean(), n_samples, n_classes)
+            loss = torch.zeros((), device=maps.device, dtype=maps.dtype)
+            return PenaltyOutput(loss, n_samples, n_classes, n_zero_maps)
+        class_maps = self.ema[labels[selected]]
+        deviations = per_sample_deviation(maps[selected], class_maps, self.variant)
+        if self.variant == "robust" and raw is not None:
+            deviations = deviations + worst_robust_deviation(class_maps) * _collapse_depth(
+                maps[selected], raw[selected]
+            )
+        return PenaltyOutput(deviations.sum() * (world / n_samples), n_samples, n_classes, n_zero_maps)
 
     @torch.no_grad()
-    def _update_ema(self, sums: torch.Tensor, counts: torch.Tensor, taking_part: torch.Tensor) -> None:
+    def _update_ema(self, sums: torch.Tensor, counts: torch.Tensor, updated: torch.Tensor) -> None:
+        """Move the EMA of the ``updated`` classes towards ``sums / counts`` (set it on first sight)."""
         if self.ema.shape != sums.shape:
             if self.initialized.any():
-                raise ValueError(f"map size changed from {tuple(self.ema.shape[1:])} to {tuple(sums.shape[1:])}")
+                raise MetricError(
+                    f"the map size changed from {tuple(self.ema.shape[1:])} to {tuple(sums.shape[1:])}: one "
+                    "regulariser serves one target layer and input size"
+                )
             self.ema = torch.zeros_like(sums)
         batch_mean = sums / counts.clamp(min=1)[:, None, None]
-        first = taking_part & ~self.initialized
-        later = taking_part & self.initialized
+        first = updated & ~self.initialized
+        later = updated & self.initialized
         self.ema[first] = batch_mean[first]
         self.ema[later] = self.ema_alpha * self.ema[later] + (1 - self.ema_alpha) * batch_mean[later]
-        self.initialized |= taking_part
+        self.initialized |= updated
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         if prefix + "ema" in state_dict:  # the map size is only known once saved
@@ -98,12 +153,23 @@ class GazeConsistencyLoss(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+def _collapse_depth(maps: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+    """For maps that are zero everywhere: how far below zero the best position of ``raw`` lies, in
+    units of its mean magnitude (a constant); 0 for the others. Differentiable through ``raw``."""
+    raw = raw.flatten(1)
+    collapsed = maps.detach().flatten(1).amax(dim=1) == 0
+    scale = raw.detach().abs().mean(dim=1).clamp(min=torch.finfo(raw.dtype).tiny)
+    return torch.where(collapsed, F.relu(-raw.amax(dim=1)) / scale, torch.zeros_like(scale))
+
+
 @dataclass(frozen=True)
 class LambdaCurriculum:
     """SPEC eq. (18) over 1-based epochs ``e``: 0 for ``e <= t0``, linear for ``t0 < e < t1``,
     ``lambda_max`` for ``e >= t1``. A negative ``lambda_max`` asks for gaze *diversity*.
 
-    ``per_step=True`` ramps with the fractional epoch instead of once per epoch.
+    ``per_step=True`` ramps with the fractional progress instead of once per epoch: still 0 through
+    epoch ``t0`` and ``lambda_max`` from the start of epoch ``t1``, linear from the end of epoch
+    ``t0`` to the start of epoch ``t1`` in between.
 
         >>> LambdaCurriculum(100.0, t0=2, t1=10)(6)
         50.0
@@ -116,7 +182,7 @@ class LambdaCurriculum:
 
     def __post_init__(self) -> None:
         if self.t1 <= self.t0:
-            raise ValueError(f"t1 ({self.t1}) must be greater than t0 ({self.t0})")
+            raise UsageError(f"t1 ({self.t1}) must be greater than t0 ({self.t0})")
 
     def __call__(self, epoch: float) -> float:
         """Lambda at the 1-based ``epoch`` ``e``."""
@@ -128,5 +194,11 @@ class LambdaCurriculum:
 
     def at_progress(self, epochs_done: float) -> float:
         """Lambda from ``Trainer.state.epoch`` (0-based, fractional epochs completed so far)."""
-        epoch = epochs_done + 1 if self.per_step else math.floor(epochs_done + 1e-6) + 1
-        return self(epoch)
+        if not self.per_step:
+            return self(math.floor(epochs_done + 1e-6) + 1)
+        if epochs_done < self.t0:  # epochs 1..t0
+            return 0.0
+        ramp = self.t1 - 1 - self.t0  # from the end of epoch t0 to the start of epoch t1
+        if ramp <= 0 or epochs_done >= self.t1 - 1:
+            return float(self.lambda_max)
+        return float(self.lambda_max) * (epochs_done - self.t0) / ramp

@@ -20,22 +20,13 @@ For localisation (mass of the map inside a ground-truth mask, pointing game), th
 reports ``energy_pointing_game``/``pointing_game`` on data with masks (``builtin:shapes``); the
 sweep tables carry them per backbone and lambda.
 
-Run the check on every finished run of a sweep (writes ``sanity.csv`` and ``sanity_summary.csv``
-into the sweep folder and adds a table to its ``summary.md``)::
-
-    python -m hf_gazecons.sanity OUT [--max-samples 64]
-    hf-gazecons sweep ... --sanity          # the same, after the sweep
+On every finished run of a sweep: ``hf-gazecons sweep ... --sanity`` (:mod:`hf_gazecons.sweep.sanity`).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
-import math
-import sys
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -43,65 +34,18 @@ import torch
 from torch import nn
 
 from .cam import GradCAM
-from .formatting import fmt_metric
+from .errors import DataError, UsageError
 from .metric import batch_source, eval_mode, unpack_batch
 from .models import LoadedModel
 from .preprocessing import Preprocessing
+from .stats import spearman
 from .targets import is_timm_model, unwrap_model
 
 __all__ = [
-    "average_ranks",
     "cascading_randomization",
-    "main",
     "randomization_steps",
     "randomize_modules",
-    "sanity_sweep",
-    "spearman",
 ]
-
-SANITY_COLUMNS = (
-    "backbone", "lambda", "seed", "step", "randomized_up_to", "spearman_mean", "spearman_std", "n_samples",
-    "n_undefined", "n_constant_original", "n_constant_randomized", "accuracy", "gaze_consistency", "energy_pointing_game", "pointing_game",
-)  # fmt: skip
-
-SUMMARY_COLUMNS = (
-    "backbone", "lambda", "step", "randomized_up_to", "spearman_mean", "spearman_std", "n_runs",
-    "constant_original", "constant_randomized",
-)  # fmt: skip
-"""``sanity_summary.csv``: Spearman mean/std over runs; ``constant_*``: mean share of constant maps."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Spearman rank correlation
-# ---------------------------------------------------------------------------------------------
-def average_ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..P of each row of (N, P) ``x``, ties given their average rank (as scipy's rankdata)."""
-    x = x.detach().double()
-    n, p = x.shape
-    sorted_x, order = x.sort(dim=1, stable=True)
-    new_group = torch.ones_like(sorted_x, dtype=torch.bool)
-    new_group[:, 1:] = sorted_x[:, 1:] != sorted_x[:, :-1]
-    group = new_group.long().cumsum(dim=1) - 1  # tie-group id of each sorted position
-    position = torch.arange(p, dtype=torch.float64).expand(n, p)
-    sums = torch.zeros(n, p, dtype=torch.float64).scatter_add_(1, group, position)
-    counts = torch.zeros(n, p, dtype=torch.float64).scatter_add_(1, group, torch.ones(n, p, dtype=torch.float64))
-    mean_position = sums / counts.clamp(min=1)
-    return torch.empty_like(x).scatter_(1, order, mean_position.gather(1, group) + 1)
-
-
-def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(N,) Spearman rank correlation of each pair of maps (any shape after the first dim).
-
-    NaN where either map is constant (no ranking), as ``scipy.stats.spearmanr``.
-    """
-    a, b = a.detach().flatten(1).cpu(), b.detach().flatten(1).cpu()
-    if a.shape != b.shape:
-        raise ValueError(f"maps of different shapes: {tuple(a.shape)} and {tuple(b.shape)}")
-    ra, rb = average_ranks(a), average_ranks(b)
-    ra, rb = ra - ra.mean(dim=1, keepdim=True), rb - rb.mean(dim=1, keepdim=True)
-    denominator = ra.norm(dim=1) * rb.norm(dim=1)
-    r = (ra * rb).sum(dim=1) / denominator
-    return torch.where(denominator > 0, r.clamp(-1.0, 1.0), torch.full_like(r, math.nan))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,7 +164,7 @@ def _collect(
         if have >= max_samples:
             break
     if not images:
-        raise ValueError("no samples in the data")
+        raise DataError("no samples in the data")
     return torch.cat(images)[:max_samples], torch.cat(labels)[:max_samples]
 
 
@@ -276,17 +220,27 @@ def cascading_randomization(
     vary; a constant map (e.g. all zero after the ReLU) has no rank correlation and is counted in
     ``n_undefined``; ``n_constant_original``/``n_constant_randomized`` count the constant maps.
     The model itself is not modified (a deep copy is randomised).
+
+    Raises:
+        DataError: no samples, or ``class_target="label"`` without labels.
+        UsageError: an unknown ``class_target``.
+
+    Example::
+
+        >>> steps = cascading_randomization(load_model("out/resnet18-l100"), dataset, max_samples=64)
+        >>> [(s["randomized_up_to"], round(s["spearman_mean"], 2)) for s in steps[:3]]
+        [('none', 1.0), ('fc', 0.07), ('layer4', 0.05)]
     """
     if isinstance(model, LoadedModel):
         preprocessing = preprocessing or model.preprocessing
         model = model.model
     if class_target not in ("prediction", "label"):
-        raise ValueError(f"class_target must be 'prediction' or 'label', got {class_target!r}")
+        raise UsageError(f"class_target must be 'prediction' or 'label', got {class_target!r}")
     model = unwrap_model(model)
     pixel_values, labels = _collect(data, preprocessing, max_samples, batch_size)
     if class_target == "label":
         if labels is None:
-            raise ValueError("class_target='label' needs labelled data")
+            raise DataError("class_target='label' needs labelled data")
         classes = labels.long()
     else:
         classes = _predictions(model, target, pixel_values, batch_size)
@@ -323,104 +277,3 @@ def _constant(maps: torch.Tensor) -> int:
     """How many maps are constant (all zero after ReLU and min-max normalisation, typically)."""
     flat = maps.flatten(1)
     return int((flat.max(dim=1).values == flat.min(dim=1).values).sum().item())
-
-
-# ---------------------------------------------------------------------------------------------
-# on a finished sweep
-# ---------------------------------------------------------------------------------------------
-def sanity_sweep(
-    output_dir: str | Path,
-    max_samples: int = 64,
-    target: str | int | None = None,
-    seed: int = 0,
-    echo: Any = None,
-) -> Path:
-    """Run :func:`cascading_randomization` on every finished run under ``OUT/runs`` (its evaluation
-    split, first ``max_samples`` images; the Grad-CAM layer the run trained with unless ``target``
-    is given). Writes ``OUT/sanity.csv`` (per run and step) and ``OUT/sanity_summary.csv`` (per
-    backbone, lambda and step: mean and sample std over runs) and returns the first path."""
-    from .data import load_image_dataset
-    from .models import load_model
-    from .sweep import format_lambda, mean_std, write_csv
-
-    echo = echo or (lambda line: print(line, flush=True))
-    out = Path(output_dir)
-    paths = sorted((out / "runs").glob("**/results.json"))
-    if not paths:
-        raise FileNotFoundError(f"no finished runs (results.json) under {out / 'runs'}")
-    cache: dict[tuple[str, str], Any] = {}
-    rows: list[dict[str, Any]] = []
-    for path in paths:
-        results = json.loads(path.read_text())
-        config, final = results["config"], results.get("final", {})
-        key = (config["dataset"], config["eval_split"])
-        if key not in cache:
-            split = load_image_dataset(*key)
-            cache[key] = split.select(range(min(max_samples, len(split))))
-        loaded = load_model(str(path.parent))
-        layer = target if target is not None else config.get("target_layer")
-        if isinstance(layer, str) and layer.lstrip("-").isdigit():
-            layer = int(layer)
-        steps = cascading_randomization(loaded, cache[key], target=layer, max_samples=max_samples, seed=seed)
-        base = {
-            "backbone": config["model"], "lambda": float(config["lambda_max"]), "seed": int(config["seed"]),
-            "accuracy": final.get("eval_accuracy"), "gaze_consistency": final.get("eval_gaze_consistency"),
-            "energy_pointing_game": final.get("eval_energy_pointing_game"), "pointing_game": final.get("eval_pointing_game"),
-        }  # fmt: skip
-        for step in steps:
-            rows.append({**base, **{k: v for k, v in step.items() if k != "modules"}})
-        echo(
-            f"sanity {config['model']} lambda={format_lambda(config['lambda_max'])} seed={config['seed']}: "
-            + ", ".join(f"{s['randomized_up_to']} {fmt_metric(s['spearman_mean'], 3)}" for s in steps[1:])
-        )
-    rows.sort(key=lambda r: (r["backbone"], r["lambda"], r["seed"], r["step"]))
-    sanity_csv = out / "sanity.csv"
-    write_csv(sanity_csv, SANITY_COLUMNS, rows)
-    summary = []
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((row["backbone"], row["lambda"], row["step"], row["randomized_up_to"]), []).append(row)
-    for (backbone, lam, step, name), members in groups.items():
-        mean, std, _ = mean_std(m["spearman_mean"] for m in members)
-        summary.append({
-            "backbone": backbone, "lambda": lam, "step": step, "randomized_up_to": name,
-            "spearman_mean": mean, "spearman_std": std, "n_runs": len(members),
-            "constant_original": mean_std(m["n_constant_original"] / m["n_samples"] for m in members)[0],
-            "constant_randomized": mean_std(m["n_constant_randomized"] / m["n_samples"] for m in members)[0],
-        })  # fmt: skip
-    write_csv(out / "sanity_summary.csv", SUMMARY_COLUMNS, summary)
-    return sanity_csv
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m hf_gazecons.sanity",
-        description="Cascading-randomization sanity check (Adebayo et al. 2018) on every finished run of a sweep.",
-    )
-    parser.add_argument("output_dir", help="the sweep's --output-dir")
-    parser.add_argument("--max-samples", type=int, default=64, help="evaluation images per run")
-    parser.add_argument("--target-layer", default=None, help="Grad-CAM layer (default: the one each run trained with)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the re-initialisation")
-    args = parser.parse_args(argv)
-    from .sweep import write_outputs
-
-    path = sanity_sweep(args.output_dir, args.max_samples, args.target_layer, args.seed)
-    config = _last_config(Path(args.output_dir))
-    write_outputs(args.output_dir, config)
-    print(f"wrote {path} and {path.with_name('sanity_summary.csv')}; summary.md updated")
-    return 0
-
-
-def _last_config(out: Path):
-    """The sweep's last recorded configuration (``sweep.json``), to keep summary.md's command."""
-    from .sweep import SweepConfig
-
-    try:
-        history = json.loads((out / "sweep.json").read_text())
-        return SweepConfig(**history[-1]["config"])
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return None
-
-
-if __name__ == "__main__":
-    sys.exit(main())

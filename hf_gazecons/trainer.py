@@ -16,7 +16,9 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +32,20 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
 from .cam import GradCAM, model_logits
+from .errors import ModelLoadError, TrainingError, UsageError
 from .filenames import GAZE_STATE_FILE
 from .metric import ConsistencyResult, gaze_consistency
+from .output_dir import match_umask
 from .regularizer import GazeConsistencyLoss, LambdaCurriculum
+from .specs import parse_target
 from .targets import resolve_target, unwrap_model
+from .training_checks import changed_default, check_report_to, check_training_options, complete_defaults
+from .variants import VARIANT_HELP, VARIANTS
 
-__all__ = ["GazeConsistencyTrainingArguments", "GazeConsistencyTrainer", "result_metrics"]
+__all__ = ["GazeConsistencyTrainingArguments", "GazeConsistencyTrainer", "ZERO_MAP_ALARM"]
+
+ZERO_MAP_ALARM = 0.10
+"""Share of all-zero maps among the penalised samples above which training warns (once)."""
 
 
 @dataclass
@@ -51,48 +61,81 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
     t1: int = field(default=10, metadata={"help": "Lambda reaches lambda_max at this epoch."})
     lambda_per_step: bool = field(default=False, metadata={"help": "Ramp lambda with the fractional epoch."})
     ema_alpha: float = field(default=0.9, metadata={"help": "EMA factor of the class maps."})
-    variant: str = field(default="paper", metadata={"help": "Deviation: 'paper' (squared L2) or 'reference'."})
+    variant: str = field(
+        default="paper",
+        metadata={"help": f"The penalty's {VARIANT_HELP}.", "choices": list(VARIANTS)},
+    )
     second_order: bool = field(default=False, metadata={"help": "Differentiate through the channel weights too."})
     target_layer: str | None = field(
         default=None, metadata={"help": "Grad-CAM target: module name or timm stage index."}
     )
 
-    learning_rate: float = 1e-4
-    lr_scheduler_type: str = "reduce_lr_on_plateau"
-    lr_scheduler_kwargs: dict | str | None = field(default_factory=lambda: {"factor": 0.1, "patience": 5})
-    metric_for_best_model: str | None = "loss"
-    per_device_train_batch_size: int = 32
-    per_device_eval_batch_size: int = 32
-    num_train_epochs: float = 20.0
-    eval_strategy: str = "epoch"
-    save_strategy: str = "epoch"
-    logging_strategy: str = "epoch"
-    remove_unused_columns: bool = False
-    report_to: None | str | list[str] = "none"
-    ddp_find_unused_parameters: bool | None = False
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Write into a non-empty --output_dir (its other files stay); without it, train refuses to "
+                  "unless it resumes (--resume_from_checkpoint true resumes from the last checkpoint there)."},
+    )  # fmt: skip
+
+    learning_rate: float = changed_default("learning_rate", 1e-4, "the study's Adam learning rate")
+    lr_scheduler_type: str = changed_default(
+        "lr_scheduler_type", "reduce_lr_on_plateau", "the study's, on the validation loss"
+    )
+    lr_scheduler_kwargs: dict | str | None = changed_default(
+        "lr_scheduler_kwargs", None, "with reduce_lr_on_plateau, factor 0.1 and patience 5 (the study's)"
+    )
+    metric_for_best_model: str | None = changed_default("metric_for_best_model", "loss", "the validation loss")
+    per_device_train_batch_size: int = changed_default("per_device_train_batch_size", 32, "the study's batch")
+    per_device_eval_batch_size: int = changed_default("per_device_eval_batch_size", 32, "as for training")
+    num_train_epochs: float = changed_default("num_train_epochs", 20.0, "the study's analysis runs")
+    eval_strategy: str = changed_default("eval_strategy", "epoch", "the study scores every epoch")
+    save_strategy: str = changed_default("save_strategy", "epoch", "a checkpoint per evaluation")
+    logging_strategy: str = changed_default("logging_strategy", "epoch", "one history entry per epoch")
+    remove_unused_columns: bool = changed_default("remove_unused_columns", False, "the collator needs the image column")
+    report_to: None | str | list[str] = changed_default("report_to", "none", "no integration unless asked")
+    ddp_find_unused_parameters: bool | None = changed_default(
+        "ddp_find_unused_parameters", False, "the Grad-CAM of the penalty needs it under DDP"
+    )
 
     def __post_init__(self) -> None:
+        check_training_options(self)
+        complete_defaults(self)
         super().__post_init__()
+        check_report_to(self.report_to)
         if not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; torch warns every epoch
 
     @property
     def target(self) -> str | int | None:
         """``target_layer`` as GradCAM takes it (an integer string is a timm stage index)."""
-        if self.target_layer is None:
-            return None
-        return int(self.target_layer) if self.target_layer.lstrip("-").isdigit() else self.target_layer
+        return parse_target(self.target_layer)
 
 
 class GazeConsistencyTrainer(Trainer):
-    """``Trainer`` whose loss is ``CE + lambda_t * L_CAM^train``; see the module docstring."""
+    """A ``transformers.Trainer`` whose loss is ``CE + lambda_t * L_CAM^train`` (SPEC section 3).
+
+    Args:
+        *args, **kwargs: those of ``Trainer``; ``args`` must be :class:`GazeConsistencyTrainingArguments`
+            and the data sets yield ``{"pixel_values", "labels"}`` (``ImageClassificationDataset``).
+        label_names: the class names (default: read from the model's config or head size).
+
+    Raises:
+        UsageError: ``args`` is a plain ``TrainingArguments``.
+        TrainingError: the loss stops being finite (at that step, before the optimizer step).
+
+    Example::
+
+        >>> args = GazeConsistencyTrainingArguments("out", lambda_max=50.0, variant="robust")
+        >>> trainer = GazeConsistencyTrainer(model=model, args=args, train_dataset=train, eval_dataset=val)
+        >>> trainer.train()
+        >>> trainer.evaluate()["eval_gaze_consistency"]
+    """
 
     args: GazeConsistencyTrainingArguments
 
     def __init__(self, *args: Any, label_names: list[str] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not isinstance(self.args, GazeConsistencyTrainingArguments):
-            raise TypeError("GazeConsistencyTrainer needs GazeConsistencyTrainingArguments")
+            raise UsageError("GazeConsistencyTrainer needs GazeConsistencyTrainingArguments (args=...)")
         self.model_accepts_loss_kwargs = False  # compute_loss returns a batch mean
         model = unwrap_model(self.model)
         num_classes = len(label_names) if label_names else _num_classes(model)
@@ -101,10 +144,21 @@ class GazeConsistencyTrainer(Trainer):
         self.curriculum = LambdaCurriculum(self.args.lambda_max, self.args.t0, self.args.t1, self.args.lambda_per_step)
         self.target_name = resolve_target(model, self.args.target).name
         self._cam: GradCAM | None = None
-        self.last_eval_result: ConsistencyResult | None = None
-        self.last_eval_metrics: dict[str, float] = {}
+        self.evaluations: dict[str, ConsistencyResult] = {}  # the last result per metric prefix
+        self.evaluation_metrics: dict[str, dict[str, float]] = {}
         self.last_eval_step = -1
-        self._penalty_log = torch.zeros(5, dtype=torch.float64)  # penalty, lambda, samples, classes, steps
+        # summed over the steps since the last log: penalty, lambda, samples, classes, zero maps, cross-entropy, steps
+        self._step_log = torch.zeros(7, dtype=torch.float64)
+        self._zero_map_warned = False
+
+    @property
+    def last_eval_result(self) -> ConsistencyResult | None:
+        """The last evaluation on the evaluation split (``eval_*``)."""
+        return self.evaluations.get("eval")
+
+    @property
+    def last_eval_metrics(self) -> dict[str, float]:
+        return self.evaluation_metrics.get("eval", {})
 
     def compute_loss(
         self,
@@ -120,12 +174,14 @@ class GazeConsistencyTrainer(Trainer):
             return (loss, {"logits": logits}) if return_outputs else loss
         out = self._gradcam(model)(pixel_values, targets=labels)
         loss = F.cross_entropy(out.logits, labels, label_smoothing=self.args.label_smoothing_factor)
-        penalty = self.regularizer(out.maps, out.logits, labels)
+        cross_entropy = float(loss.detach())
+        penalty = self.regularizer(out.maps, out.logits, labels, out.raw)
         weight = self.curriculum.at_progress(self.state.epoch or 0.0)
         if weight != 0.0:
             loss = loss + weight * penalty.loss
-        self._penalty_log += torch.tensor(
-            [float(penalty.loss.detach()), weight, penalty.n_samples, penalty.n_classes, 1.0], dtype=torch.float64
+        counts = [penalty.n_samples, penalty.n_classes, penalty.n_zero_maps]
+        self._step_log += torch.tensor(
+            [float(penalty.loss.detach()), weight, *counts, cross_entropy, 1.0], dtype=torch.float64
         )
         return (loss, {"logits": out.logits}) if return_outputs else loss
 
@@ -134,12 +190,60 @@ class GazeConsistencyTrainer(Trainer):
             self._cam = GradCAM(model, self.args.target, differentiable=True, second_order=self.args.second_order)
         return self._cam
 
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor], num_items_in_batch: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The Trainer's step, stopped with a TrainingError (before the optimizer step, so no weight
+        turns NaN) when the loss is not finite on any process. The Trainer's own logging filters
+        such losses out (logged as 0): a diverged run would otherwise finish as a success."""
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        finite = torch.isfinite(loss.detach()).all()
+        if self.args.world_size > 1:  # every process stops at the same step, none waits in a collective
+            finite = self.accelerator.reduce(finite.float(), reduction="sum") == self.args.world_size
+        if not bool(finite):
+            value = float(loss.detach().float().mean())
+            where = f"{value:g}" if not math.isfinite(value) else "not finite on another process"
+            raise TrainingError(
+                f"the training loss is {where} at step {self.state.global_step + 1} "
+                f"(epoch {self.state.epoch or 0.0:.2f}): the run stopped; no model, results or card were written "
+                "and nothing was published; lower --learning_rate or --lambda_max"
+            )
+        return loss
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._penalty_log[4] > 0:
-            penalty, weight, samples, classes, steps = (self._penalty_log / self._penalty_log[4]).tolist()
-            logs.update(penalty=penalty, **{"lambda": weight}, penalty_samples=samples, penalty_classes=classes)
-            self._penalty_log.zero_()
+        """Training logs gain, averaged over the steps since the last log and over all processes, the
+        ``cross_entropy`` part of the loss, the ``penalty``, ``lambda``, the participating
+        ``penalty_samples`` and ``penalty_classes`` per step, and ``zero_map_share``: all-zero maps
+        among the participating samples (None if none took part)."""
+        if "loss" in logs and self._step_log[-1] > 0:
+            # every process logs together; the penalty is each process's share, the counts are global
+            totals = self.accelerator.reduce(self._step_log.to(self.args.device), reduction="mean").cpu()
+            penalty, weight, samples, classes, zeros, cross_entropy, steps = totals.tolist()
+            share = zeros / samples if samples else None
+            logs.update(
+                cross_entropy=cross_entropy / steps,
+                penalty=penalty / steps,
+                **{"lambda": weight / steps},
+                penalty_samples=samples / steps,
+                penalty_classes=classes / steps,
+                zero_map_share=share,
+            )
+            self._step_log.zero_()
+            self._warn_on_collapse(share, weight / steps)
         super().log(logs, start_time)
+
+    def _warn_on_collapse(self, share: float | None, weight: float) -> None:
+        if self._zero_map_warned or share is None or weight == 0 or share <= ZERO_MAP_ALARM:
+            return
+        self._zero_map_warned = True
+        if self.is_world_process_zero():
+            advice = "" if self.args.variant == "robust" else "; --variant robust makes an all-zero map the worst case"
+            warnings.warn(
+                f"{share:.0%} of the penalised Grad-CAM maps are all zero at epoch {self.state.epoch:.2f} "
+                f"(lambda {weight:g}, variant {self.args.variant}): the gaze is collapsing, and a collapsed map "
+                f"scores as perfectly consistent{advice}",
+                stacklevel=2,
+            )
 
     def evaluation_loop(
         self,
@@ -149,7 +253,10 @@ class GazeConsistencyTrainer(Trainer):
         ignore_keys: list[str] | None = None,
         metric_key_prefix: str = "eval",
     ) -> EvalLoopOutput:
-        """Accuracy, kappa, gaze consistency (paper variant) and loss in one pass over this rank's shard."""
+        """Accuracy, kappa, gaze consistency and loss in one pass over this rank's shard.
+
+        ``{prefix}_gaze_consistency`` is the paper variant (the study's metric); the robust one (and
+        the reference one, for a run trained with it) come as ``{prefix}_<variant>_gaze_consistency``."""
         dataset = dataloader.dataset
         if dist.is_available() and dist.is_initialized():
             rank, world = dist.get_rank(), dist.get_world_size()
@@ -167,12 +274,15 @@ class GazeConsistencyTrainer(Trainer):
         result = gaze_consistency(
             model,
             loader,
+            variant=self.args.variant,
             target=self.args.target,
             label_names=self.class_names,
             progress=False,
         )
-        metrics = result_metrics(result, metric_key_prefix)
-        self.last_eval_result, self.last_eval_metrics, self.last_eval_step = result, metrics, self.state.global_step
+        metrics = result.to_metrics(metric_key_prefix)
+        self.evaluations[metric_key_prefix], self.evaluation_metrics[metric_key_prefix] = result, metrics
+        if metric_key_prefix == "eval":
+            self.last_eval_step = self.state.global_step
         return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=result.n_samples)
 
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
@@ -182,6 +292,7 @@ class GazeConsistencyTrainer(Trainer):
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
             save_file(self.gaze_state(), os.path.join(folder, GAZE_STATE_FILE))
+            match_umask(folder)  # safetensors files come out 0600, the Trainer's others 0666 & ~umask
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -194,26 +305,9 @@ class GazeConsistencyTrainer(Trainer):
         return {k: v.detach().cpu().clone() for k, v in self.regularizer.state_dict().items()}
 
 
-def result_metrics(result: ConsistencyResult, prefix: str = "eval") -> dict[str, float]:
-    """Flat metrics of a result: loss, accuracy, kappa, gaze consistency, per class, localisation."""
-    metrics = {
-        f"{prefix}_loss": result.loss,
-        f"{prefix}_accuracy": result.accuracy,
-        f"{prefix}_kappa": result.kappa,
-        f"{prefix}_gaze_consistency": result.value,
-        f"{prefix}_zero_map_share": result.n_zero_maps / result.n_correct if result.n_correct else None,
-    }
-    for name, per_class in result.per_class.items():
-        metrics[f"{prefix}_gaze_consistency_{name}"] = per_class.value
-    if result.localization is not None:
-        metrics[f"{prefix}_energy_pointing_game"] = result.localization.energy_pointing_game
-        metrics[f"{prefix}_pointing_game"] = result.localization.pointing_game
-    return metrics
-
-
 def _num_classes(model: nn.Module) -> int:
     if hasattr(model, "config") and hasattr(model.config, "num_labels"):
         return int(model.config.num_labels)
     if hasattr(model, "num_classes"):
         return int(model.num_classes)
-    raise ValueError(f"cannot tell how many classes {type(model).__name__} has: pass label_names=")
+    raise ModelLoadError(f"cannot tell how many classes {type(model).__name__} has: pass label_names=")

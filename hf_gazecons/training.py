@@ -4,33 +4,40 @@
 :class:`ModelDataArguments` and :class:`~hf_gazecons.trainer.GazeConsistencyTrainingArguments`
 with ``HfArgumentParser`` and call :func:`train`. The output directory holds the model (loadable
 by timm and transformers), ``gazecons_state.safetensors``, ``results.json``, the pictures and the
-model card ``README.md``.
+model card ``README.md``. The evaluation split drives ReduceLROnPlateau and gives ``final``; where
+the data set has a separate ``test`` split, the final model is scored on it too (``final_test``).
 """
 
 from __future__ import annotations
 
-import json
+import shutil
+import tempfile
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import datasets
 import torch
 from transformers import set_seed
 
+from .checks import POSITIVE_INT
 from .data import ImageClassificationDataset, default_eval_split, load_image_dataset, select_split
-from .errors import HubError
+from .errors import DataError, HubError
 from .filenames import RESULTS_FILE
-from .hub import model_card, push_output
+from .hub import check_push_access, model_card, push_output
 from .metric import ConsistencyResult
 from .models import LoadedModel, load_model, save_model
-from .plots import pearson_r, plot_class_means, plot_kappa_vs_consistency, plot_learning_curves
+from .output_dir import last_checkpoint, publish_files, removed_on_failure
+from .plots import plot_class_means, plot_kappa_vs_consistency, plot_learning_curves
+from .run_record import RunConfig, RunResults, epoch_history, metric_key
+from .specs import parse_model_spec
+from .stats import pearson_r
 from .trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
+from .training_checks import check_checkpoint_fits, prepare_run
 
-__all__ = ["ModelDataArguments", "TrainingRun", "train", "epoch_history", "RESULTS_FILE"]
+__all__ = ["ModelDataArguments", "TrainingRun", "train"]
 
-_HISTORY_KEYS = ("loss", "penalty", "lambda", "learning_rate")
+TEST_SPLIT = "test"
 
 
 @dataclass
@@ -54,28 +61,69 @@ class ModelDataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many evaluation samples."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub model's own code to run."})
 
+    def __post_init__(self) -> None:
+        for option in ("image_size", "max_train_samples", "max_eval_samples"):
+            POSITIVE_INT.check(f"--{option}", getattr(self, option))
+
 
 @dataclass
 class TrainingRun:
     """What a run wrote to ``results.json``, and its final evaluation (with the class-mean maps)."""
 
-    results: dict[str, Any]
+    results: RunResults
     evaluation: ConsistencyResult
     output_dir: Path
 
 
 def train(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments) -> TrainingRun:
-    """Fine-tune with the regulariser and write the output directory (on the main process)."""
+    """Fine-tune with the regulariser and write the output directory (on the main process).
+
+    Checked before anything is loaded: the output folder, the checkpoint to resume from, the
+    processes and, with ``push_to_hub``, the token and the repo. A run that fails (a non-finite
+    loss, bad data, Ctrl-C) writes no model, results or card, publishes nothing, and removes the
+    output folder again if it created it and no checkpoint was written into it.
+
+    Returns:
+        A :class:`TrainingRun`: the run record (:class:`~hf_gazecons.run_record.RunResults`), the
+        final evaluation with its class-mean maps, and the output folder.
+
+    Raises:
+        UsageError: an option, the output folder or the checkpoint cannot be used.
+        DataError, ModelLoadError: the data or the model cannot be loaded.
+        TrainingError: the loss stopped being finite.
+        HubError: ``push_to_hub`` cannot push.
+
+    Example::
+
+        >>> run = train(ModelDataArguments(model="resnet18", dataset="builtin:shapes"),
+        ...             GazeConsistencyTrainingArguments("out", lambda_max=50.0, num_train_epochs=10))
+        >>> run.results.metric("gaze_consistency"), run.results.metric("accuracy", "test")
+    """
+    checkpoint = prepare_run(args)
     push_to, hub_token = (args.hub_model_id if args.push_to_hub else None), args.hub_token
     if args.push_to_hub and (not push_to or push_to.count("/") != 1):
         raise HubError("--push_to_hub needs --hub_model_id ORG/NAME")
+    if push_to:
+        check_push_access(push_to, hub_token)
     if args.push_to_hub or hub_token is not None:
         # The Trainer's own push would upload pickles and checkpoints, and the Trainer pickles its
         # arguments (hub_token included) into every checkpoint-N/training_args.bin: it gets neither.
         args = replace(args, push_to_hub=False, hub_token=None)
+    with removed_on_failure(
+        args.output_dir, keep=lambda folder: last_checkpoint(folder) is not None, enabled=args.should_save
+    ):
+        run = _fit(data_args, args, checkpoint)
+    if push_to and args.should_save:
+        push_output(run.output_dir, push_to, private=bool(args.hub_private_repo), token=hub_token)
+    return run
+
+
+def _fit(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments, checkpoint: str | None) -> TrainingRun:
     set_seed(args.seed)
-    train_data, eval_data, eval_split = _splits(data_args, args.seed)
+    train_data, eval_data, eval_split, test_data = _splits(data_args, args.seed)
     label_names = list(train_data.features["label"].names)
+    if len(label_names) < 2:
+        raise DataError(f"the data set has one class ({label_names}): a classifier needs at least 2")
     loaded = load_model(
         data_args.model,
         label_names=label_names,
@@ -84,6 +132,8 @@ def train(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments)
         grayscale=data_args.grayscale,
         trust_remote_code=data_args.trust_remote_code,
     )
+    if checkpoint is not None:
+        check_checkpoint_fits(checkpoint, loaded.model)
     prep = loaded.preprocessing
     trainer = GazeConsistencyTrainer(
         model=loaded.model,
@@ -92,29 +142,36 @@ def train(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments)
         eval_dataset=ImageClassificationDataset(eval_data, prep, mode=prep.mode),
         label_names=label_names,
     )
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
     if trainer.last_eval_step != trainer.state.global_step:
         trainer.evaluate()
-    results = _results(trainer, loaded, data_args, eval_split)
+    if test_data is not None:
+        trainer.evaluate(ImageClassificationDataset(test_data, prep, mode=prep.mode), metric_key_prefix="test")
+    results = _results(trainer, loaded, data_args, eval_split, test_data is not None)
     run = TrainingRun(results, trainer.last_eval_result, Path(args.output_dir))
     if trainer.is_world_process_zero():
         _write_outputs(run, trainer.gaze_state(), loaded)
-        if push_to:
-            push_output(run.output_dir, push_to, private=bool(args.hub_private_repo), token=hub_token)
     return run
 
 
-def _splits(data_args: ModelDataArguments, seed: int) -> tuple[datasets.Dataset, datasets.Dataset, str]:
+def _splits(
+    data_args: ModelDataArguments, seed: int
+) -> tuple[datasets.Dataset, datasets.Dataset, str, datasets.Dataset | None]:
+    """Training and evaluation splits, and the ``test`` split when it is neither of them."""
     data = load_image_dataset(
         data_args.dataset, image_column=data_args.image_column, label_column=data_args.label_column
     )
     train_data = select_split(data, data_args.train_split, data_args.dataset)
     eval_split = data_args.eval_split or default_eval_split([s for s in data if s != data_args.train_split])
     eval_data = select_split(data, eval_split, data_args.dataset)
+    test_data = None
+    if TEST_SPLIT in data and TEST_SPLIT not in (data_args.train_split, eval_split):
+        test_data = _at_most(select_split(data, TEST_SPLIT, data_args.dataset), data_args.max_eval_samples, seed)
     return (
         _at_most(train_data, data_args.max_train_samples, seed),
         _at_most(eval_data, data_args.max_eval_samples, seed),
         eval_split,
+        test_data,
     )
 
 
@@ -125,75 +182,62 @@ def _at_most(split: datasets.Dataset, n: int | None, seed: int) -> datasets.Data
 
 
 def _results(
-    trainer: GazeConsistencyTrainer, loaded: LoadedModel, data_args: ModelDataArguments, eval_split: str
-) -> dict[str, Any]:
+    trainer: GazeConsistencyTrainer,
+    loaded: LoadedModel,
+    data_args: ModelDataArguments,
+    eval_split: str,
+    has_test: bool,
+) -> RunResults:
     args = trainer.args
     history = epoch_history(trainer.state.log_history)
-    config = {
-        "model": data_args.model,
-        "architecture": getattr(loaded.model, "default_cfg", {}).get("architecture", type(loaded.model).__name__),
-        "library": loaded.library,
-        "base_model": _base_model(data_args),
-        "dataset": data_args.dataset,
-        "eval_split": eval_split,
-        "label_names": list(loaded.label_names),
-        "image_size": list(loaded.preprocessing.image_size),
-        "channels": loaded.preprocessing.num_channels,
-        "lambda_max": args.lambda_max,
-        "t0": args.t0,
-        "t1": args.t1,
-        "lambda_per_step": args.lambda_per_step,
-        "ema_alpha": args.ema_alpha,
-        "variant": args.variant,
-        "second_order": args.second_order,
-        "target_layer": trainer.target_name,
-        "epochs": args.num_train_epochs,
-        "learning_rate": args.learning_rate,
-        "batch_size": args.per_device_train_batch_size * args.world_size,
-        "seed": args.seed,
-    }
-    return {
-        "config": config,
-        "final": trainer.last_eval_metrics,
-        "history": history,
-        "pearson_r_kappa_consistency": pearson_r(
-            [h.get("eval_kappa") for h in history], [h.get("eval_gaze_consistency") for h in history]
-        ),
-    }
-
-
-def _base_model(data_args: ModelDataArguments) -> str | None:
-    """The Hub id training started from, if any (``timm/<name>`` for pretrained timm weights)."""
-    spec = data_args.model.removeprefix("hf-hub:")
-    if Path(spec).exists():
-        return None
-    if "/" in spec:
-        return spec.partition("@")[0]
-    return f"timm/{spec}" if data_args.pretrained else None
-
-
-def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per epoch from ``Trainer.state.log_history``: training logs and evaluation metrics."""
-    by_epoch: dict[int, dict[str, Any]] = {}
-    for entry in log_history:
-        if "epoch" not in entry or "train_runtime" in entry:
-            continue
-        epoch = round(entry["epoch"])
-        row = by_epoch.setdefault(epoch, {"epoch": epoch})
-        for key, value in entry.items():
-            if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second")):
-                row[key] = value
-            elif key in _HISTORY_KEYS:
-                row["train_" + key if key in ("loss", "penalty") else key] = value
-    return [by_epoch[e] for e in sorted(by_epoch)]
+    config = RunConfig(
+        model=data_args.model,
+        architecture=getattr(loaded.model, "default_cfg", {}).get("architecture", type(loaded.model).__name__),
+        library=loaded.library,
+        base_model=parse_model_spec(data_args.model).base_model(data_args.pretrained),
+        dataset=data_args.dataset,
+        eval_split=eval_split,
+        test_split=TEST_SPLIT if has_test else None,
+        label_names=list(loaded.label_names),
+        image_size=list(loaded.preprocessing.image_size),
+        channels=loaded.preprocessing.num_channels,
+        lambda_max=args.lambda_max,
+        t0=args.t0,
+        t1=args.t1,
+        lambda_per_step=args.lambda_per_step,
+        ema_alpha=args.ema_alpha,
+        variant=args.variant,
+        second_order=args.second_order,
+        target_layer=trainer.target_name,
+        epochs=args.num_train_epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.per_device_train_batch_size * args.world_size,
+        seed=args.seed,
+    )
+    kappa, consistency = metric_key("eval", "kappa"), metric_key("eval", "gaze_consistency")
+    return RunResults(
+        config=config,
+        final=trainer.last_eval_metrics,
+        final_test=trainer.evaluation_metrics.get("test") if has_test else None,
+        history=history,
+        pearson_r_kappa_consistency=pearson_r([h.get(kappa) for h in history], [h.get(consistency) for h in history]),
+    )
 
 
 def _write_outputs(run: TrainingRun, gaze_state: dict[str, torch.Tensor], loaded: LoadedModel) -> None:
-    output_dir, results = run.output_dir, run.results
-    save_model(loaded, output_dir, gaze_state=gaze_state)
-    (output_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
-    title = f"{results['config']['architecture']}  lambda_max={results['config']['lambda_max']}"
-    plot_learning_curves(results["history"], output_dir / "learning_curves.png", title)
-    plot_kappa_vs_consistency(results["history"], output_dir / "kappa_vs_consistency.png", title)
-    plot_class_means({title: run.evaluation.class_means}, loaded.label_names, output_dir / "class_means.png")
-    model_card(results).save(output_dir / "README.md")
+    """Write everything into a hidden folder first, then move it in, ``results.json`` last (the mark
+    of a finished run): a failure on the way leaves no half-written output."""
+    results = run.results
+    run.output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = Path(tempfile.mkdtemp(prefix=".outputs-", dir=run.output_dir))
+    try:
+        save_model(loaded, output_dir, gaze_state=gaze_state)
+        results.save(output_dir)
+        title = f"{results.config.architecture}  lambda_max={results.config.lambda_max}"
+        plot_learning_curves(results.history, output_dir / "learning_curves.png", title)
+        plot_kappa_vs_consistency(results.history, output_dir / "kappa_vs_consistency.png", title)
+        plot_class_means({title: run.evaluation.class_means}, loaded.label_names, output_dir / "class_means.png")
+        model_card(results).save(output_dir / "README.md")
+        publish_files(output_dir, run.output_dir, last=RESULTS_FILE)
+    finally:
+        shutil.rmtree(output_dir, ignore_errors=True)

@@ -4,7 +4,7 @@
     python scripts/bench.py --output bench.json                  # full settings, ~10 min on 2 cores
     python scripts/bench.py --device cuda --output bench.json
 
-Four sections, each timed IN ONE RUN with interleaved repetitions (every repetition times every
+Five sections, each timed IN ONE RUN with interleaved repetitions (every repetition times every
 contender once, in rotating order, after a warm-up; medians are reported):
 
 * ``gradcam``         — one Grad-CAM batch: ours vs a no-grad forward, pytorch-grad-cam, captum and
@@ -13,7 +13,9 @@ contender once, in rotating order, after a warm-up; medians are reported):
                         fresh subprocess;
 * ``dataset_scoring`` — ``gaze_consistency`` (one pass) vs the study's way (prediction pass, then a
                         full-backward Grad-CAM pass per class over its correct samples), same L_CAM;
-* ``train_step``      — a plain cross-entropy optimizer step vs the consistency-regularised step.
+* ``train_step``      — a plain cross-entropy optimizer step vs the consistency-regularised step;
+* ``cli_help``        — ``hf-gazecons train --help`` (first call, which builds and caches it, then
+                        from the cache) and ``hf-gazecons --help``, each a fresh process.
 
 Peers that are not installed are reported as ``null``. Random-init models only (no downloads).
 """
@@ -61,6 +63,7 @@ GOALS: dict[str, dict[str, dict[str, Any]]] = {
     "memory": {"ratio_vs_inference": {"op": "<=", "value": 1.15}, "ratio_vs_captum": {"op": "<=", "value": 0.5}},
     "dataset_scoring": {"speedup": {"op": ">=", "value": 2.0}},
     "train_step": {"overhead": {"op": "<=", "value": 1.10}},
+    "cli_help": {"train_help_cached_s": {"op": "<=", "value": 2.0}},
 }
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
@@ -76,6 +79,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "reps": 5,
         },  # fmt: skip
         "train_step": {"model": "resnet18", "size": 112, "batch": 32, "num_classes": 4, "reps": 10, "lam": 100.0},
+        "cli_help": {"reps": 5},
     },
     "quick": {
         "gradcam": {"model": "resnet18", "size": 224, "batch": 32, "reps": 5},
@@ -89,6 +93,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "reps": 3,
         },  # fmt: skip
         "train_step": {"model": "resnet18", "size": 112, "batch": 32, "num_classes": 4, "reps": 8, "lam": 100.0},
+        "cli_help": {"reps": 3},
     },
     "tiny": {  # for tests/test_bench.py: the code paths and the schema, not the numbers
         "gradcam": {"model": "test_resnet", "size": 96, "batch": 4, "reps": 2},
@@ -102,6 +107,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "reps": 2,
         },  # fmt: skip
         "train_step": {"model": "test_resnet", "size": 96, "batch": 8, "num_classes": 4, "reps": 2, "lam": 100.0},
+        "cli_help": {"reps": 1},
     },
 }
 
@@ -494,11 +500,8 @@ def bench_train_step(
     with torch.no_grad():
         labels = base(x).argmax(dim=1)
 
-    plain_net, reg_net = copy.deepcopy(base), copy.deepcopy(base)
+    plain_net = copy.deepcopy(base)
     plain_opt = torch.optim.Adam(plain_net.parameters(), lr=1e-4)
-    reg_opt = torch.optim.Adam(reg_net.parameters(), lr=1e-4)
-    cam = GradCAM(reg_net, differentiable=True)
-    penalty = GazeConsistencyLoss(num_classes).to(device)
     last: dict[str, Any] = {}
 
     def plain() -> None:
@@ -507,26 +510,64 @@ def bench_train_step(
         loss.backward()
         plain_opt.step()
 
-    def regularised() -> None:
-        out = cam(x, targets=labels)
-        term = penalty(out.maps, out.logits, labels)
-        loss = F.cross_entropy(out.logits, labels) + lam * term.loss
-        reg_opt.zero_grad()
-        loss.backward()
-        reg_opt.step()
-        last["samples"], last["classes"] = term.n_samples, term.n_classes
+    def regularised_step(target: int | None) -> Callable[[], None]:
+        net = copy.deepcopy(base)
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+        cam = GradCAM(net, target, differentiable=True)
+        penalty = GazeConsistencyLoss(num_classes).to(device)
+
+        def step() -> None:
+            out = cam(x, targets=labels)
+            term = penalty(out.maps, out.logits, labels)
+            loss = F.cross_entropy(out.logits, labels) + lam * term.loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            last[target] = {"samples": term.n_samples, "classes": term.n_classes, "batch": batch}
+
+        return step
 
     medians = timeit_interleaved(
-        {"plain": plain, "regularised": regularised}, reps, warmup=warmup, sync=lambda: synchronize(device)
+        {"plain": plain, "regularised": regularised_step(None), "regularised_stage": regularised_step(-2)},
+        reps,
+        warmup=warmup,
+        sync=lambda: synchronize(device),
     )
     result: dict[str, Any] = {
         "plain_s": medians["plain"],
         "regularised_s": medians["regularised"],
         "overhead": ratio(medians["regularised"], medians["plain"]),
+        "regularised_stage_s": medians["regularised_stage"],
+        "overhead_stage": ratio(medians["regularised_stage"], medians["plain"]),
     }
     result["met"] = goals_met("train_step", result)
-    result["_penalty"] = {"samples": last["samples"], "classes": last["classes"], "batch": batch}
+    result["_penalty"] = {"default target": last[None], "stage -2": last[-2]}
     return result
+
+
+# --------------------------------------------------------------------------------------------
+# section 5: how fast the command line answers --help
+
+
+def bench_cli_help(reps: int, device: torch.device) -> dict[str, Any]:
+    """Wall time of fresh ``python -m hf_gazecons.cli.main`` processes (what the console script runs):
+    ``train --help`` with an empty help cache (it imports torch and transformers to build the help,
+    then caches it), ``train --help`` again (from the cache), and the top-level ``--help``."""
+    import tempfile
+
+    def seconds(argv: list[str], env: dict[str, str]) -> float:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "hf_gazecons.cli.main", *argv], env=env, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        return time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "XDG_CACHE_HOME": cache, "PYTHONPATH": str(REPO_ROOT)}
+        cold = seconds(["train", "--help"], env)
+        cached = statistics.median(seconds(["train", "--help"], env) for _ in range(reps))
+        top = statistics.median(seconds(["--help"], env) for _ in range(reps))
+    values = {"train_help_cold_s": cold, "train_help_cached_s": cached, "help_s": top}
+    return {**values, "met": goals_met("cli_help", values)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -580,6 +621,7 @@ def print_report(report: dict[str, Any]) -> None:
         ("memory", _print_memory),
         ("dataset_scoring", _print_dataset_scoring),
         ("train_step", _print_train_step),
+        ("cli_help", _print_cli_help),
     ):
         if section in report:
             printer(report[section], settings[section])
@@ -624,8 +666,20 @@ def _print_dataset_scoring(d: dict[str, Any], s: dict[str, Any]) -> None:
 def _print_train_step(t: dict[str, Any], s: dict[str, Any]) -> None:
     print(f"\n[train_step] {s['model']}, {s['size']} px, batch {s['batch']}, lambda {s['lam']}, {s['reps']} reps")
     print(f"  {'plain CE step':<22}{_fmt(t['plain_s'], '.4f'):>10} s")
-    print(f"  {'regularised step':<22}{_fmt(t['regularised_s'], '.4f'):>10} s")
+    print(f"  {'regularised step':<22}{_fmt(t['regularised_s'], '.4f'):>10} s   (default target, the head's map)")
+    print(
+        f"  {'regularised, stage -2':<22}{_fmt(t['regularised_stage_s'], '.4f'):>10} s   "
+        f"({_fmt(t['overhead_stage'], '.2f')}x: per-sample maps through train-mode BatchNorm; no goal)"
+    )
     print(_goal_line("train_step", t))
+
+
+def _print_cli_help(c: dict[str, Any], s: dict[str, Any]) -> None:
+    print(f"\n[cli_help] fresh processes, median of {s['reps']}")
+    print(f"  {'train --help, first':<22}{_fmt(c['train_help_cold_s'], '.2f'):>10} s  (builds the help cache)")
+    print(f"  {'train --help, cached':<22}{_fmt(c['train_help_cached_s'], '.2f'):>10} s")
+    print(f"  {'--help':<22}{_fmt(c['help_s'], '.2f'):>10} s")
+    print(_goal_line("cli_help", c))
 
 
 def run_benchmark(profile: str, device: torch.device, sections: list[str] | None = None) -> dict[str, Any]:
@@ -637,6 +691,7 @@ def run_benchmark(profile: str, device: torch.device, sections: list[str] | None
         "memory": bench_memory,
         "dataset_scoring": bench_dataset_scoring,
         "train_step": bench_train_step,
+        "cli_help": bench_cli_help,
     }
     report: dict[str, Any] = {"device": device_info(device), "settings": {"profile": profile}, "goals": GOALS}
     for section in sections:
@@ -667,7 +722,9 @@ def run_benchmark(profile: str, device: torch.device, sections: list[str] | None
         settings["train_step"]["notes"] = (
             "labels = train-mode argmax of the initial model's logits on the batch (all correct at the start); "
             "3 untimed warm-up steps; Adam lr 1e-4; each contender trains its own copy of the same initial model; "
-            "'penalty' = samples/classes that took part in the last regularised step"
+            "'penalty' = samples/classes that took part in the last regularised step; 'regularised_stage' "
+            "penalises the maps of timm stage -2, after which train-mode BatchNorm layers couple the samples, so "
+            "their exact per-sample Grad-CAM needs batched vector-Jacobian products"
         )
     report["settings"] = {"profile": profile, **{k: v for k, v in settings.items() if k in sections}}
     report["met"] = {section: report[section]["met"] for section in sections}

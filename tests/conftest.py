@@ -81,6 +81,18 @@ def pytest_sessionfinish(session, exitstatus):
 
 
 @pytest.fixture(autouse=True, scope="session")
+def private_cache_home(tmp_path_factory):
+    """hf-gazecons caches its ``train --help`` under XDG_CACHE_HOME: never the user's during tests."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
+@pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """Tests run tiny CPU forwards, for which extra OpenMP threads only add contention."""
     import torch

@@ -18,6 +18,8 @@ Endpoints (``{type}`` is ``models``, ``datasets`` or ``spaces``; ``{repo}`` is `
   GET  /api/{type}/{repo}/discussions          PRs opened by create_pr commits (discussions == PRs here)
   GET  /api/{type}/{repo}/discussions/{num}    one PR, with its "changes" ({"base", "mergeCommitId"})
   HEAD|GET /[{type}/]{repo}/resolve/{rev}/{path}  file bytes; headers X-Repo-Commit, ETag (git blob sha1), Content-Length
+  GET  /api/whoami-v2                          {"name", "orgs": [{"name": "org"}], "auth": {"accessToken": {"role"}}}
+                                               (401 without a token; the name and the role are test hooks)
 
 Errors carry ``X-Error-Code`` like the real Hub (``RepoNotFound``, ``RevisionNotFound``,
 ``EntryNotFound``) so the client raises the matching exception.  Test hooks: ``fail()`` (inject
@@ -89,6 +91,7 @@ class LocalHub:
         self.requests: list[Request] = []
         self._faults: list[list] = []  # [method, compiled regex, status, times left, message]
         self._token: str | None = None
+        self.user, self.token_role = "hub-user", "write"  # what whoami answers; the user is a member of "org"
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self.url = ""
@@ -130,6 +133,7 @@ class LocalHub:
         with self._lock:
             self._faults.clear()
             self._token = None
+            self.user, self.token_role = "hub-user", "write"
             self.requests.clear()
 
     def clear(self) -> None:
@@ -296,6 +300,13 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     # ----- endpoints: each returns (status, json-able payload or bytes, headers) -----
+    def whoami(self, req, body):
+        if "authorization" not in req.headers:
+            raise HubError(401, "Invalid username or password.")
+        token = {"role": self.hub.token_role}
+        orgs = [{"name": "org", "roleInOrg": "write"}]
+        return 200, {"type": "user", "name": self.hub.user, "orgs": orgs, "auth": {"accessToken": token}}, {}
+
     def create_repo(self, req, body):
         data = json.loads(body or b"{}")
         name, org = data["name"], data.get("organization")
@@ -501,6 +512,7 @@ def _front_matter(readme: str):
 _ROUTES = [  # (method, regex on the raw path, handler); HEAD uses the GET routes
     ("POST", r"/api/repos/create", "create_repo"),
     ("POST", r"/api/validate-yaml", "validate_yaml"),
+    ("GET", r"/api/whoami-v2", "whoami"),
     ("GET", _API, "repo_info"),
     ("GET", _API + r"/revision/(?P<rev>[^/]+)", "repo_info"),
     ("GET", _API + r"/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?", "tree"),

@@ -22,7 +22,8 @@ SECTION_KEYS = {
     ],
     "memory": ["ours_mb", "inference_mb", "captum_mb", "ratio_vs_inference", "ratio_vs_captum", "met"],
     "dataset_scoring": ["ours_s", "study_way_s", "speedup", "values_agree", "ours_value", "study_way_value", "met"],
-    "train_step": ["plain_s", "regularised_s", "overhead", "met"],
+    "train_step": ["plain_s", "regularised_s", "overhead", "regularised_stage_s", "overhead_stage", "met"],
+    "cli_help": ["train_help_cold_s", "train_help_cached_s", "help_s", "met"],
 }  # fmt: skip
 PEERS = ("pytorch_grad_cam", "captum", "torchcam")
 
@@ -62,9 +63,11 @@ def test_top_level_schema(report, bench):
     assert report["settings"]["profile"] == "tiny"
     assert set(report["goals"]) == set(SECTION_KEYS)
     for section in SECTION_KEYS:
-        assert set(report["settings"][section]) >= {"model", "size", "batch"}
+        if section != "cli_help":  # the only section without a model
+            assert set(report["settings"][section]) >= {"model", "size", "batch"}
         assert report["met"][section] in (True, False, None)
-    assert report["settings"]["train_step"]["penalty"]["samples"] >= 2  # the penalty took part
+    for target in ("default target", "stage -2"):  # the penalty took part
+        assert report["settings"]["train_step"]["penalty"][target]["samples"] >= 2
 
 
 @pytest.mark.parametrize("section", list(SECTION_KEYS))
@@ -103,6 +106,7 @@ def test_dataset_scoring_values_agree(report):
 def test_train_step_numbers(report):
     t = report["train_step"]
     assert _positive(t["plain_s"]) and _positive(t["regularised_s"]) and _positive(t["overhead"])
+    assert _positive(t["regularised_stage_s"]) and _positive(t["overhead_stage"])
 
 
 def test_timeit_interleaved_rotates_and_takes_medians(bench):

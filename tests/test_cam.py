@@ -398,12 +398,15 @@ def manual_differentiable_cam(model, x, targets, create_graph: bool) -> torch.Te
 
 
 def assert_grads_equal(got: dict, expected: dict) -> None:
+    """Equal to 1e-4 of each parameter's gradient scale, and of 1e-5 of the largest one (a bias
+    before a train-mode BatchNorm has a zero gradient up to rounding)."""
     assert got.keys() == expected.keys()
+    largest = max(g.abs().max().item() for g in expected.values() if g is not None)
     for name in got:
         assert (got[name] is None) == (expected[name] is None), name
         if got[name] is not None:
             scale = expected[name].abs().max().item()
-            assert max_diff(got[name], expected[name]) <= 1e-4 * scale + 1e-10, name
+            assert max_diff(got[name], expected[name]) <= 1e-4 * scale + 1e-5 * largest + 1e-10, name
 
 
 def test_differentiable_first_and_second_order():
@@ -446,6 +449,70 @@ def test_differentiable_default_target_reaches_stem():
     assert max_diff(out.maps.detach(), normalize(cams[targets, torch.arange(2)])) <= TOL
     out.maps.sum().backward()
     assert model.conv1[0].weight.grad is not None and model.conv1[0].weight.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Train mode: every sample's map from its own score, also through train-mode BatchNorm
+# ---------------------------------------------------------------------------------------------
+def train_mode_model(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    model = timm.create_model(
+        name, pretrained=False, num_classes=4, **({"zero_init_last": False} if "resnet" in name else {})
+    )
+    for module in model.modules():  # random affine BatchNorm: maps that are not all zero
+        if isinstance(module, nn.BatchNorm2d):
+            nn.init.normal_(module.weight, 1.0, 0.5)
+            nn.init.normal_(module.bias, 0.0, 0.2)
+    return model.train()
+
+
+def per_sample_loop_maps(model: nn.Module, module: nn.Module | None, x, targets, create_graph: bool) -> torch.Tensor:
+    """The obvious computation: one train-mode forward of the batch, then for each sample i
+    ``autograd.grad(y_i[t_i], A)[i]`` alone (alpha a constant unless ``create_graph``)."""
+    run = run_features(model) if module is None else run_hooked(model, module)
+    activations, logits = run(x)
+    maps = []
+    for i in range(len(x)):
+        (gradients,) = torch.autograd.grad(
+            logits[i, targets[i]], activations, retain_graph=True, create_graph=create_graph
+        )
+        alpha = gradients[i : i + 1].mean(dim=(2, 3), keepdim=True)
+        maps.append(normalize(F.relu((alpha * activations[i : i + 1]).sum(dim=1))))
+    return torch.cat(maps)
+
+
+@pytest.mark.parametrize("second_order", [False, True], ids=["first-order", "second-order"])
+@pytest.mark.parametrize("target", [-2, None], ids=["stage-2", "default"])
+@pytest.mark.parametrize("name", ["test_resnet", "test_efficientnet"])
+def test_train_mode_maps_equal_a_per_sample_loop(name, target, second_order):
+    model = train_mode_model(name)
+    x, targets = images(64, batch=6, seed=1), torch.tensor([0, 1, 2, 3, 0, 1])
+    cam = GradCAM(model, target, differentiable=True, second_order=second_order)
+    weights = torch.rand(6, 4, 4, generator=torch.Generator().manual_seed(2))  # a loss of the maps
+    out = cam(x, targets)
+    assert out.maps.shape == (6, 4, 4) if target == -2 else out.maps.shape[0] == 6
+    got_maps = out.maps.detach()
+    (out.maps * weights[:, : out.maps.shape[1], : out.maps.shape[2]]).sum().backward()
+    got = param_grads(model)
+
+    module = None if target is None else model.get_submodule(cam.target_name)
+    expected_maps = per_sample_loop_maps(model, module, x, targets, create_graph=second_order)
+    assert expected_maps.flatten(1).amax(dim=1).gt(0).sum() >= 4, "too many all-zero maps to compare"
+    assert max_diff(got_maps, expected_maps.detach()) <= TOL
+    (expected_maps * weights[:, : out.maps.shape[1], : out.maps.shape[2]]).sum().backward()
+    assert_grads_equal(got, param_grads(model))
+
+
+def test_batch_summed_gradients_would_mix_samples_at_stage_minus_2():
+    """Why the per-sample path exists: the summed-score shortcut differs from the loop here."""
+    model = train_mode_model("test_resnet")
+    x, targets = images(64, batch=6, seed=1), torch.tensor([0, 1, 2, 3, 0, 1])
+    activations, logits = run_hooked(model, model.layer3)(x)
+    (summed,) = torch.autograd.grad(logits[torch.arange(6), targets].sum(), activations)
+    shortcut = normalize(F.relu((summed.mean(dim=(2, 3), keepdim=True) * activations).sum(dim=1)))
+    exact = per_sample_loop_maps(model, model.layer3, x, targets, create_graph=False)
+    assert max_diff(shortcut.detach(), exact.detach()) > 1e-2
+    assert max_diff(GradCAM(model, -2)(x, targets).maps, exact.detach()) <= TOL  # scoring mode too
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,3 +574,25 @@ def test_resize_maps():
     assert resize_maps(maps, (4, 6)) is maps
     torch.testing.assert_close(resize_maps(torch.full((1, 3, 3), 0.25), (10, 7)), torch.full((1, 10, 7), 0.25))
     torch.testing.assert_close(big.mean(dim=(1, 2)), maps.mean(dim=(1, 2)), atol=0.02, rtol=0)
+
+
+def test_resize_maps_averages_areas_when_shrinking():
+    maps = torch.rand(3, 56, 56, generator=torch.Generator().manual_seed(0))
+    small = resize_maps(maps, (7, 7))
+    torch.testing.assert_close(small, maps.reshape(3, 7, 8, 7, 8).mean(dim=(2, 4)))  # 8x8 block means
+    torch.testing.assert_close(resize_maps(maps, (7, 112)).shape, (3, 7, 112))  # shrink one side, grow the other
+
+
+def blob(size: int, cx: float, cy: float, radius: float) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    return torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * radius**2))[None]
+
+
+def test_common_grid_is_stable_under_a_one_pixel_shift():
+    """A 56x56 map's 7x7 grid barely moves when its blob moves by one pixel (point sampling
+    would read 49 of 3136 pixels and jump)."""
+    for shift in (0.5, 1.0, 1.5):
+        a, b = blob(56, 20.0, 30.0, 3.0), blob(56, 20.0 + shift, 30.0, 3.0)
+        ga, gb = resize_maps(a, (7, 7)), resize_maps(b, (7, 7))
+        assert (ga - gb).abs().max() <= 0.25 * shift * ga.max()
+        assert abs(ga.max() - gb.max()) <= 0.1 * ga.max()

@@ -11,19 +11,16 @@ import json
 import math
 import os
 import re
-import shutil
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from console import Runs, console_script
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
-from tiny import CONSISTENCY_JSON_KEYS
-from torch import nn
+from tiny import CONSISTENCY_JSON_KEYS, random_test_resnet
 
 import hf_gazecons.plots as plots
 from hf_gazecons.cli.main import main
@@ -37,7 +34,7 @@ SHAPES = f"builtin:shapes?num_classes=3&size={SIZE}&n_train=4&n_val=6&n_test=2"
 SHAPE_CLASSES = list(SHAPE_NAMES[:3])
 FOLDER_CLASSES = ["bird", "cat", "dog"]  # imagefolder sorts the class folders
 
-JSON_KEYS = CONSISTENCY_JSON_KEYS
+JSON_KEYS = CONSISTENCY_JSON_KEYS | {"random_weights"}  # score adds whether the weights were random
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -53,19 +50,7 @@ def _datasets_cache(tmp_path, monkeypatch):
 
 
 def _random_model(label_names: list[str], seed: int = 0):
-    """A random-init test_resnet whose Grad-CAM maps are not all zero.
-
-    timm initialises each residual block's last BatchNorm to zero, which makes a fresh model's
-    maps vanish; random BatchNorm affine parameters give the metric something to measure.
-    """
-    torch.manual_seed(seed)
-    loaded = load_model("test_resnet", label_names=label_names, image_size=SIZE)
-    for module in loaded.model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            nn.init.normal_(module.weight, 1.0, 0.5)
-            nn.init.normal_(module.bias, 0.0, 0.3)
-    nn.init.normal_(loaded.model.fc.weight, 0.0, 0.5)
-    return loaded
+    return random_test_resnet(label_names, SIZE, seed)
 
 
 @pytest.fixture(scope="module")
@@ -221,11 +206,15 @@ def test_score_local_timm_export_end_to_end(model_dir, tmp_path, capsys):
     assert result["n_samples"] == 3 * 6
     assert list(result["per_class"]) == SHAPE_CLASSES
     for entry in result["per_class"].values():
-        assert set(entry) == {"gaze_consistency", "n_correct", "n_samples"}
+        assert set(entry) == {"gaze_consistency", "n_correct", "n_samples", "n_zero_maps"}
         assert entry["n_samples"] == 6
         assert entry["gaze_consistency"] is None or entry["gaze_consistency"] >= 0
         assert (entry["gaze_consistency"] is None) == (entry["n_correct"] < 2)
     assert sum(e["n_correct"] for e in result["per_class"].values()) == result["n_correct"]
+    assert sum(e["n_zero_maps"] for e in result["per_class"].values()) == result["n_zero_maps"]
+    assert result["zero_map_share"] == (result["n_zero_maps"] / result["n_correct"] if result["n_correct"] else None)
+    assert set(result["gaze_consistency_by_variant"]) == {"paper", "robust"}
+    assert result["gaze_consistency_by_variant"]["paper"] == result["gaze_consistency"]
     assert result["accuracy"] == pytest.approx(result["n_correct"] / result["n_samples"])
     assert result["kappa"] is None or -1 <= result["kappa"] <= 1
     assert result["gaze_consistency"] is not None  # the random model gets >= 2 samples of a class right
@@ -262,8 +251,10 @@ def test_score_local_timm_export_end_to_end(model_dir, tmp_path, capsys):
             {"target": -2, "max_samples": 7},
             {"target_layer": "layer3", "n_samples": 7},
         ),  # timm stage index -2 of a 4-stage ResNet
+        (["--variant", "robust"], {"variant": "robust"}, {"variant": "robust"}),
+        (["--dtype", "bfloat16"], {"dtype": torch.bfloat16}, {"variant": "paper"}),
     ],
-    ids=["default", "reference-grid", "layer3", "stage-2-max-samples"],
+    ids=["default", "reference-grid", "layer3", "stage-2-max-samples", "robust", "bfloat16"],
 )
 def test_score_json_equals_the_library(model_dir, tmp_path, capsys, options, library_kwargs, expected):
     """The CLI is thin: consistency.json is gaze_consistency(...) on the same model and data."""
@@ -279,7 +270,7 @@ def test_score_json_equals_the_library(model_dir, tmp_path, capsys, options, lib
     if "max_samples" in kwargs:
         data = data.select(range(kwargs.pop("max_samples")))
     library = gaze_consistency(load_model(str(model_dir)), data, progress=False, **kwargs).to_dict()
-    library.update(model=str(model_dir), dataset=SHAPES, split="validation")
+    library.update(model=str(model_dir), dataset=SHAPES, split="validation", random_weights=False)
     approx_equal(result, library)
 
 
@@ -378,7 +369,7 @@ def test_score_ambiguous_image_column(model_dir, two_image_columns, tmp_path, ca
 def test_score_labels_outside_the_models_classes(two_class_model_dir, tmp_path, capsys):
     out_dir = tmp_path / "out"
     rc, _, err = cli(capsys, "score", "--model", two_class_model_dir, "--dataset", SHAPES, "--output-dir", out_dir)
-    assert_clean_error(rc, err, out_dir, r"\b3 classes\b", r"\b2 outputs\b")
+    assert_clean_error(rc, err, out_dir, r"\['triangle'\] are not among the model's 2 classes \['circle', 'square'\]")
 
 
 @pytest.mark.parametrize("make_empty", ["filter", "from_dict"])
@@ -460,7 +451,7 @@ def test_cam_writes_one_overlay_per_image(model_dir, tmp_path, capsys):
     lines = out.strip().splitlines()
     assert len(lines) == 2
     for path, line in zip(paths, lines):
-        match = re.fullmatch(rf"{re.escape(str(path))}: pred (\w+) \((\d\.\d\d)\)", line)
+        match = re.fullmatch(rf"{re.escape(str(path))}: pred (\w+) \((\d\.\d\d)\) -> {path.stem}_cam\.png", line)
         assert match, line
         assert match.group(1) in SHAPE_CLASSES and 0 < float(match.group(2)) <= 1
 
@@ -498,6 +489,10 @@ def test_demo_reduced(tmp_path, capsys):
         "demo",
         "--epochs",
         "1",
+        "--t0",
+        "0",
+        "--t1",
+        "1",
         "--model",
         "test_resnet",
         "--image-size",
@@ -508,19 +503,20 @@ def test_demo_reduced(tmp_path, capsys):
         out_dir,
     )
     assert rc == 0, err
-    header = next(line for line in out.splitlines() if "baseline" in line and "regularised" in line)
-    assert header.split() == ["baseline", "regularised"]
-    for row in ("accuracy", "Cohen's kappa", "L_CAM", "energy pointing game", "pointing game"):
+    header = next(line for line in out.splitlines() if "baseline" in line and "robust" in line)
+    assert header.split() == ["baseline", "paper", "robust"]
+    for row in ("accuracy", "Cohen's kappa", "L_CAM, paper", "L_CAM, robust", "all-zero maps", "energy pointing game"):
         line = next((line for line in out.splitlines() if line.startswith(row)), None)
         assert line is not None, f"no {row!r} row in:\n{out}"
-        assert len(re.findall(r"(?:-?\d+\.\d{4}|n/a)", line)) == 2, line
-    for run in ("baseline", "regularised"):
+        assert len(re.findall(r"(?:-?\d+\.\d{4}|n/a)", line)) == 3, line
+    for run in ("baseline", "paper", "robust"):
         for name in ("config.json", "model.safetensors", "results.json", "README.md"):
             assert (out_dir / run / name).is_file(), f"{run}/{name}"
     assert_png(out_dir / "class_means_comparison.png")
     assert_no_staging(tmp_path, "demo")
-    results = json.loads((out_dir / "regularised" / "results.json").read_text())
-    assert results["config"]["lambda_max"] > 0
+    configs = {run: json.loads((out_dir / run / "results.json").read_text())["config"] for run in ("paper", "robust")}
+    assert configs["paper"]["lambda_max"] > 0 and configs["paper"]["variant"] == "paper"
+    assert configs["robust"]["lambda_max"] > 0 and configs["robust"]["variant"] == "robust"
     assert json.loads((out_dir / "baseline" / "results.json").read_text())["config"]["lambda_max"] == 0
 
 
@@ -560,7 +556,7 @@ def test_train_tiny_run(tmp_path, capsys):
     )
     assert rc == 0, err
     final = out.strip().splitlines()[-1]
-    pattern = rf"accuracy [\d.]+  kappa [-\d.na/]+  L_CAM [\d.na/]+  -> {re.escape(str(out_dir))}"
+    pattern = rf"accuracy [\d.]+  kappa [-\d.na/]+  L_CAM [\d.na/]+  all-zero maps [\d.]+  -> {re.escape(str(out_dir))}"
     assert re.fullmatch(pattern, final), final
     for name in ("config.json", "model.safetensors", "results.json", "README.md"):
         assert (out_dir / name).is_file(), name
@@ -593,17 +589,10 @@ def test_train_bad_dataset_is_one_line(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 # the real console script (started together: each start imports torch, timm and transformers)
 # ---------------------------------------------------------------------------------------------
-def _console_script() -> str:
-    found = shutil.which("hf-gazecons", path=os.path.dirname(sys.executable)) or shutil.which("hf-gazecons")
-    if found is None:
-        pytest.skip("the hf-gazecons console script is not installed")
-    return found
-
-
 @pytest.fixture(scope="module")
 def console(tmp_path_factory):
     """Start both console-script cases at once; each test waits for its own."""
-    script = _console_script()
+    script = console_script()
     root = tmp_path_factory.mktemp("console")
     bad = root / "bad.png"
     bad.write_bytes(b"garbage")
@@ -627,25 +616,9 @@ def console(tmp_path_factory):
             env,
         ),
     }
-    processes = {
-        name: subprocess.Popen(
-            [script, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root, env=case_env
-        )
-        for name, (argv, case_env) in cases.items()
-    }
-    finished: dict[str, tuple[int, str, str, Path]] = {}
-
-    def result(name: str) -> tuple[int, str, str, Path]:
-        if name not in finished:
-            out, err = processes[name].communicate(timeout=300)
-            finished[name] = (processes[name].returncode, out, err, root / name)
-        return finished[name]
-
-    yield result
-    for process in processes.values():
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+    runs = Runs({name: ([script, *argv], case_env) for name, (argv, case_env) in cases.items()}, root)
+    yield lambda name: (*runs.result(name), root / name)
+    runs.close()
 
 
 @pytest.mark.parametrize(

@@ -199,7 +199,7 @@ def test_builtin_query_string_options():
         ("builtin:shapes?size=40&size=50", "given twice"),
         (
             "builtin:squares",
-            r"unknown built-in data set 'squares'; available: \['digits', 'shapes'\]",
+            r"unknown built-in data set 'squares'; available: \['brain', 'digits', 'shapes'\]",
         ),
     ],
 )
@@ -438,5 +438,5 @@ def test_corrupt_image_names_its_index(tmp_path):
     ]
     assert len(bad) == 1
     assert tds[0]["pixel_values"].shape == (3, 16, 20)
-    with pytest.raises(DataError, match=rf"^image {bad[0]} of the data set cannot be read: "):
+    with pytest.raises(DataError, match=rf"^image {bad[0]} of the train split cannot be read: .*9\.png"):
         tds[bad[0]]

@@ -265,3 +265,84 @@ def test_final_metrics_are_those_of_the_saved_model(run):
         assert final["eval_gaze_consistency"] is None
     else:
         assert final["eval_gaze_consistency"] == pytest.approx(expected.value, abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The penalty's gradient under DDP equals one process's gradient on the union batch
+# ---------------------------------------------------------------------------------------------
+PENALTY_LAMBDA = 10.0
+
+
+def penalty_model() -> torch.nn.Module:
+    """test_resnet with random BatchNorm affine parameters (non-zero maps), in eval mode: with
+    running statistics the samples are independent, so each rank's forward equals its part of the
+    union's forward and only the penalty's reduction is under test."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=3, zero_init_last=False)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.normal_(module.weight, 1.0, 0.5)
+            torch.nn.init.normal_(module.bias, 0.0, 0.2)
+    return model.eval()
+
+
+def uneven_shards() -> tuple[torch.Tensor, torch.Tensor, list[slice]]:
+    """12 images in two shards of 6: on rank 0 six correct samples of one class, on rank 1 one
+    correct sample of that class and five misclassified ones, so 6 and 1 samples take part."""
+    model = penalty_model()
+    pool = torch.randn(64, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        predictions = model(pool).argmax(dim=1)
+    common = int(torch.bincount(predictions).argmax())
+    same = torch.nonzero(predictions == common).flatten()
+    assert len(same) >= 12, "the random model does not give the shards this test needs"
+    x = pool[same[:12]]
+    labels = torch.full((12,), common)
+    labels[7:] = (common + 1) % 3  # misclassified: they never take part
+    return x, labels, [slice(0, 6), slice(6, 12)]
+
+
+def penalty_step(model, x, labels) -> tuple[dict[str, torch.Tensor], torch.Tensor, float]:
+    from hf_gazecons.cam import GradCAM
+    from hf_gazecons.regularizer import GazeConsistencyLoss
+
+    out = GradCAM(model, -2, differentiable=True)(x, labels)
+    regularizer = GazeConsistencyLoss(3)
+    penalty = regularizer(out.maps, out.logits, labels)
+    loss = F.cross_entropy(out.logits, labels) + PENALTY_LAMBDA * penalty.loss
+    loss.backward()
+    inner = getattr(model, "module", model)
+    grads = {n: p.grad.detach().clone() for n, p in inner.named_parameters() if p.grad is not None}
+    return grads, regularizer.ema.detach().clone(), float(penalty.n_samples)
+
+
+def _ddp_penalty_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        x, labels, shards = uneven_shards()
+        model = torch.nn.parallel.DistributedDataParallel(penalty_model(), find_unused_parameters=False)
+        grads, ema, n_samples = penalty_step(model, x[shards[rank]], labels[shards[rank]])
+        torch.save({"grads": grads, "ema": ema, "n_samples": n_samples}, os.path.join(out, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_penalty_gradients_on_two_processes_equal_one_process_on_the_union(tmp_path):
+    x, labels, shards = uneven_shards()
+    expected, expected_ema, expected_samples = penalty_step(penalty_model(), x, labels)
+    assert expected_samples == 7  # 6 on rank 0 and 1 on rank 1
+    torch.multiprocessing.spawn(_ddp_penalty_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert got["n_samples"] == expected_samples
+        torch.testing.assert_close(got["ema"], expected_ema, rtol=0, atol=1e-6)
+        assert got["grads"].keys() == expected.keys()
+        for name, gradient in expected.items():
+            torch.testing.assert_close(got["grads"][name], gradient, rtol=1e-4, atol=1e-5, msg=name)
+    penalised = [n for n in expected if n.startswith(("conv1", "layer1", "layer2", "layer3"))]
+    assert any(expected[n].abs().max() > 1e-4 for n in penalised)

@@ -222,7 +222,8 @@ def test_pushed_card_metadata_and_snippets(pushed, trained, local_hub):
     card = local_hub.files(repo_id)["README.md"].decode()
     meta, body = _front_matter(card)
     results = json.loads((trained / "results.json").read_text())
-    final = results["final"]
+    final = results["final_test"]  # the data set has a test split: the model-index reports it
+    assert results["config"]["test_split"] == "test" and final["test_accuracy"] is not None
 
     assert meta["library_name"] == "timm"
     assert {"image-classification", "timm", "gaze-consistency"} <= set(meta["tags"])
@@ -231,12 +232,13 @@ def test_pushed_card_metadata_and_snippets(pushed, trained, local_hub):
     (model_entry,) = meta["model-index"]
     (result,) = model_entry["results"]
     assert result["task"]["type"] == "image-classification"
-    assert result["dataset"]["split"] == results["config"]["eval_split"]
+    assert result["dataset"]["split"] == "test"
     assert _metrics(result) == {
-        "accuracy": final["eval_accuracy"],
-        "cohen_kappa": final["eval_kappa"],
-        "gaze_consistency": final["eval_gaze_consistency"],
+        "accuracy": final["test_accuracy"],
+        "cohen_kappa": final["test_kappa"],
+        "gaze_consistency": final["test_gaze_consistency"],
     }
+    assert "(test split)" in body and f"({results['config']['eval_split']} split)" in body
     assert len(ModelCard(card).data.eval_results) == 3  # huggingface_hub reads it back too
 
     assert f'timm.create_model("hf-hub:{repo_id}", pretrained=True)' in body
@@ -455,7 +457,7 @@ def test_train_pushes_once_at_the_end(trained_and_pushed, local_hub):
     meta, body = _front_matter(files["README.md"].decode())
     assert (
         _metrics(meta["model-index"][0]["results"][0])["accuracy"]
-        == trained_and_pushed["results"]["final"]["eval_accuracy"]
+        == trained_and_pushed["results"].final["eval_accuracy"]
     )
     assert f'load_model("{repo_id}")' in body
 

@@ -17,8 +17,9 @@ from hf_gazecons.metric import ConsistencyStatistics, cohen_kappa, gaze_consiste
 
 def brute_force(maps, labels, predictions, num_classes, variant, grid=None):
     """Equations 5-10 read literally: class means of correct maps, per-sample distances, averages."""
-    if grid is not None:
-        maps = F.interpolate(maps[:, None], size=grid, mode="bilinear", align_corners=False)[:, 0]
+    if grid is not None:  # area means on a side that shrinks, bilinear on a side that grows
+        shrunk = F.adaptive_avg_pool2d(maps[:, None], (min(grid[0], maps.shape[1]), min(grid[1], maps.shape[2])))
+        maps = F.interpolate(shrunk, size=grid, mode="bilinear", align_corners=False)[:, 0]
     maps = maps.double()
     per_class, total, count = {}, 0.0, 0
     for c in range(num_classes):
@@ -30,6 +31,14 @@ def brute_force(maps, labels, predictions, num_classes, variant, grid=None):
         pixels = mean.numel()
         if variant == "paper":
             values = [float(((m - mean) ** 2).sum() / pixels) for m in members]
+        elif variant == "robust":  # the paper distance after rescaling m to the norm of the non-zero maps' mean
+            live = [m for m in members if m.norm() > 0]
+            ref = sum(live) / len(live) if live else torch.zeros_like(mean)
+            worst = float(2 * (ref**2).sum() / pixels) if live else 2.0  # a map with no overlap
+            values = [
+                float(((m * ref.norm() / m.norm() - ref) ** 2).sum() / pixels) if m.norm() > 0 else worst
+                for m in members
+            ]
         else:
             values = [float(torch.sqrt(((m - mean) ** 2).sum()) / pixels) for m in members]
         per_class[c] = sum(values) / len(values)
@@ -43,6 +52,7 @@ def random_batches(seed=0, n_batches=4, batch=16, k=3, size=(5, 6)):
     out = []
     for _ in range(n_batches):
         maps = torch.rand(batch, *size, generator=g)
+        maps[torch.rand(batch, generator=g) < 0.15] = 0.0  # some collapsed maps
         labels = torch.randint(0, k, (batch,), generator=g)
         logits = torch.randn(batch, k, generator=g)
         logits[torch.arange(batch), labels] += 1.0  # mostly correct
@@ -50,7 +60,7 @@ def random_batches(seed=0, n_batches=4, batch=16, k=3, size=(5, 6)):
     return out
 
 
-@pytest.mark.parametrize("variant", ["paper", "reference"])
+@pytest.mark.parametrize("variant", ["paper", "reference", "robust"])
 @pytest.mark.parametrize("grid", [None, (3, 4), (7, 7)])
 def test_statistics_match_brute_force(variant, grid):
     batches = random_batches()
@@ -69,6 +79,11 @@ def test_statistics_match_brute_force(variant, grid):
     assert result.accuracy == pytest.approx(float((logits.argmax(1) == labels).double().mean()))
     assert result.kappa == pytest.approx(cohen_kappa_score(labels.numpy(), logits.argmax(1).numpy()))
     assert result.loss == pytest.approx(float(F.cross_entropy(logits, labels)), rel=1e-6)
+    for other in result.values:  # the variants computed beside the one asked for agree with theirs
+        assert result.values[other] == pytest.approx(
+            brute_force(maps, labels, logits.argmax(1), 3, other, grid)[0], rel=1e-9, abs=1e-12
+        )
+    assert set(result.values) == {"paper", "robust"} | ({"reference"} if variant == "reference" else set())
 
 
 def test_streaming_equals_one_batch():
@@ -193,3 +208,26 @@ def test_all_zero_maps_of_correct_samples_are_counted():
     result = stats.result(["a", "b"], "t")
     assert result.n_zero_maps == 3
     assert [c.n_zero_maps for c in result.per_class.values()] == [2, 1]
+    assert result.zero_map_share == pytest.approx(3 / 5)
+    assert result.to_dict()["n_zero_maps"] == 3 and result.to_dict()["zero_map_share"] == pytest.approx(0.6)
+
+
+def test_robust_variant_scores_collapsed_maps_as_the_worst_and_the_paper_variant_as_the_best():
+    """SPEC section 6: the paper distance rewards an all-zero map; the robust one gives it 1."""
+    honest = torch.zeros(4, 4, 4)
+    for i, (r, c) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):  # blobs that overlap a little
+        honest[i, r : r + 2, c : c + 2] = 1.0
+    collapsed = honest.clone()
+    collapsed[3] = 0.0
+    labels = torch.zeros(4, dtype=torch.long)
+    logits = F.one_hot(labels, 2).float()
+    scores = {}
+    for name, maps in (("honest", honest), ("collapsed", collapsed)):
+        stats = ConsistencyStatistics(2, "paper")
+        stats.update(maps, logits, labels)
+        scores[name] = stats.result(["a", "b"], "t").values
+    assert scores["collapsed"]["paper"] < scores["honest"]["paper"]
+    assert scores["collapsed"]["robust"] > scores["honest"]["robust"]
+    stats = ConsistencyStatistics(2, "robust")
+    stats.update(torch.zeros(3, 4, 4), F.one_hot(torch.zeros(3, dtype=torch.long), 2).float(), torch.zeros(3).long())
+    assert stats.result(["a", "b"], "t").value == 2.0  # every map collapsed: the variant's bound

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hf_gazecons.deviation import per_sample_deviation
 from hf_gazecons.regularizer import GazeConsistencyLoss, LambdaCurriculum
 
 
@@ -25,18 +26,27 @@ def brute_force_step(ema, initialized, maps, logits, labels, k, alpha, variant="
         idx = [i for i in range(len(labels)) if labels[i] == c and predictions[i] == c]
         if len(idx) < 2:
             continue
-        mean = maps[idx].detach().mean(0)
-        ema[c] = mean if not initialized[c] else alpha * ema[c] + (1 - alpha) * mean
-        initialized[c] = True
+        averaged = [i for i in idx if variant != "robust" or maps[i].detach().max() > 0]  # robust: non-zero maps
+        if averaged:
+            mean = maps[averaged].detach().mean(0)
+            ema[c] = mean if not initialized[c] else alpha * ema[c] + (1 - alpha) * mean
+            initialized[c] = True
         for i in idx:
             diff = maps[i] - ema[c]
             pixels = diff.numel()
-            deviations.append((diff**2).sum() / pixels if variant == "paper" else diff.norm() / pixels)
+            if variant == "paper":
+                deviations.append((diff**2).sum() / pixels)
+            elif variant == "reference":
+                deviations.append(diff.norm() / pixels)
+            elif maps[i].detach().max() > 0 and ema[c].max() > 0:  # robust: rescaled to the class map's norm
+                deviations.append(((maps[i] * ema[c].norm() / maps[i].norm() - ema[c]) ** 2).sum() / pixels)
+            else:  # robust, an all-zero map (or class map): as far as a map with no overlap
+                deviations.append(2 * (ema[c] ** 2).sum() / pixels if ema[c].max() > 0 else torch.tensor(2.0))
     loss = torch.stack(deviations).mean() if deviations else torch.tensor(0.0)
     return loss, ema, initialized
 
 
-@pytest.mark.parametrize("variant", ["paper", "reference"])
+@pytest.mark.parametrize("variant", ["paper", "reference", "robust"])
 def test_penalty_and_ema_follow_the_equations_over_several_batches(variant):
     k, alpha = 3, 0.9
     reg = GazeConsistencyLoss(k, alpha, variant)
@@ -47,8 +57,10 @@ def test_penalty_and_ema_follow_the_equations_over_several_batches(variant):
         (torch.tensor([0, 0, 0, 1, 1, 2]), (5,)),  # class 2: one sample
         (torch.tensor([1, 1, 2, 2, 0, 0]), (4,)),  # class 0: one correct after the wrong one
     ]
-    for labels, wrong in batches:
-        maps = torch.rand(len(labels), 4, 5, generator=g, requires_grad=True)
+    for step, (labels, wrong) in enumerate(batches):
+        maps = torch.rand(len(labels), 4, 5, generator=g)
+        maps[step] = 0.0  # one collapsed map per batch
+        maps.requires_grad_(True)
         logits = correct_logits(labels, k, wrong)
         out = reg(maps, logits, labels)
         expected, ema, initialized = brute_force_step(ema, initialized, maps, logits, labels, k, alpha, variant)
@@ -95,6 +107,43 @@ def test_penalty_gradient_flows_into_maps_only_through_the_distance():
     assert out.n_samples == 4 and out.n_classes == 2
 
 
+def test_zero_maps_among_participating_samples_are_counted():
+    reg = GazeConsistencyLoss(3)
+    labels = torch.tensor([0, 0, 0, 1, 2, 2])  # class 1 does not take part (one sample)
+    maps = torch.rand(6, 3, 3)
+    maps[[0, 3, 5]] = 0.0
+    out = reg(maps, correct_logits(labels, 3, wrong=(4,)), labels)  # class 2: one correct sample
+    assert (out.n_samples, out.n_classes, out.n_zero_maps) == (3, 1, 1)
+
+
+def test_robust_penalty_gives_collapsed_maps_the_largest_value_and_a_gradient_back():
+    reg = GazeConsistencyLoss(1, variant="robust")
+    labels = torch.zeros(3, dtype=torch.long)
+    raw = torch.randn(3, 4, 4)
+    raw[2] = -raw[2].abs() - 0.5  # sample 2: no positive evidence anywhere -> an all-zero map
+    raw.requires_grad_(True)
+    maps = torch.relu(raw) / torch.relu(raw).flatten(1).amax(dim=1).clamp(min=1e-8)[:, None, None]
+    out = reg(maps, correct_logits(labels, 1), labels, raw)
+    ema = reg.ema[0]
+    torch.testing.assert_close(ema, maps[:2].detach().mean(0))  # the non-zero maps' mean
+    worst = 2 * ema.pow(2).mean()
+    values = per_sample_deviation(maps.detach(), ema, "robust")
+    torch.testing.assert_close(values[2], worst)
+    assert (values[:2] < worst).all()
+    depth = -raw[2].detach().max() / raw[2].detach().abs().mean()
+    torch.testing.assert_close(out.loss.detach(), (values.sum() + worst * depth) / 3)
+    out.loss.backward()
+    assert torch.isfinite(raw.grad).all()
+    assert raw.grad[2].abs().sum() > 0  # the collapsed map is pushed back above zero
+    assert raw.grad[2].flatten()[raw[2].detach().flatten().argmax()] < 0  # by raising its best position
+    # without raw the collapsed sample has no gradient (the ReLU is dead): the paper variant's trap
+    plain = GazeConsistencyLoss(1, variant="robust")
+    zero_raw = raw.detach().clone().requires_grad_(True)
+    zero_maps = torch.relu(zero_raw) / torch.relu(zero_raw).flatten(1).amax(dim=1).clamp(min=1e-8)[:, None, None]
+    plain(zero_maps, correct_logits(labels, 1), labels).loss.backward()
+    assert zero_raw.grad[2].abs().sum() == 0
+
+
 def test_state_dict_round_trip_restores_lazily_sized_maps():
     reg = GazeConsistencyLoss(2)
     labels = torch.tensor([0, 0, 1, 1])
@@ -130,6 +179,11 @@ def test_curriculum_from_trainer_progress():
     assert per_epoch.at_progress(2.0) == pytest.approx(10.0)  # third epoch
     assert per_epoch.at_progress(2.5) == pytest.approx(10.0)  # constant within an epoch
     per_step = LambdaCurriculum(80.0, t0=2, t1=10, per_step=True)
-    assert per_step.at_progress(2.5) == pytest.approx(15.0)  # e = 3.5
+    assert per_step.at_progress(1.999) == 0.0  # still inside epoch t0 = 2: SPEC says 0
+    assert per_step.at_progress(2.0) == 0.0  # the end of epoch t0
+    assert per_step.at_progress(5.5) == pytest.approx(40.0)  # halfway from the end of epoch 2 to the start of 10
+    assert per_step.at_progress(9.0) == 80.0 and per_step.at_progress(30.0) == 80.0  # from the start of epoch t1
+    assert LambdaCurriculum(80.0, t0=2, t1=3, per_step=True).at_progress(1.9) == 0.0
+    assert LambdaCurriculum(80.0, t0=2, t1=3, per_step=True).at_progress(2.0) == 80.0  # epoch 3 = t1
     with pytest.raises(ValueError):
         LambdaCurriculum(1.0, t0=5, t1=5)

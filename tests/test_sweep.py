@@ -11,19 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hf_gazecons import sweep as sweep_module
 from hf_gazecons.cli.main import build_parser
 from hf_gazecons.cli.main import main as cli_main
+from hf_gazecons.output_dir import last_checkpoint
 from hf_gazecons.sweep import (
     RUNS_COLUMNS,
     explicit_command,
-    last_checkpoint,
+    plan_runs,
     resolve_config,
     run_directory,
     run_sweep,
     train_command,
     write_outputs,
 )
+from hf_gazecons.sweep import runner as sweep_runner
 
 TINY_DATA = "builtin:shapes?size=48&num_classes=2&n_train=8&n_val=4&n_test=1"
 BAD = "no_such_backbone_xyz"
@@ -142,7 +143,7 @@ def test_restart_skips_finished_runs(tiny_sweep, monkeypatch, capsys):
     results = run_directory(out, "test_resnet", 10.0, 0) / "results.json"
     mtime = results.stat().st_mtime_ns
     launched = []
-    monkeypatch.setattr(sweep_module, "_launch", lambda command, env, log: launched.append(command) or 3)
+    monkeypatch.setattr(sweep_runner, "_launch", lambda command, env, log: launched.append(command) or 3)
 
     assert cli_main(args) == 1  # the bad backbone is tried again and fails again
     assert [c[c.index("--model") + 1] for c in launched] == [BAD]
@@ -157,10 +158,8 @@ def test_restart_skips_finished_runs(tiny_sweep, monkeypatch, capsys):
 
 
 def test_sanity_on_the_finished_sweep(tiny_sweep):
-    from hf_gazecons.sanity import main as sanity_main
-
     out, _, _ = tiny_sweep
-    assert sanity_main([str(out), "--max-samples", "6"]) == 0
+    assert cli_main(["sweep", "--collect", "--sanity", "--sanity-samples", "6", "--output-dir", str(out)]) == 0
     rows = _read_csv(out / "sanity.csv")
     assert [r["randomized_up_to"] for r in rows][:2] == ["none", "fc"]
     assert rows[-1]["randomized_up_to"] == "conv1+bn1"
@@ -180,7 +179,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch)
     (directory / "checkpoint-20").mkdir()  # no weights: an interrupted save
     assert last_checkpoint(directory) == directory / "checkpoint-12"
     launched = []
-    monkeypatch.setattr(sweep_module, "_launch", lambda command, env, log: launched.append((command, env)) or 0)
+    monkeypatch.setattr(sweep_runner, "_launch", lambda command, env, log: launched.append((command, env)) or 0)
 
     report = run_sweep(config, echo=lambda line: None)
 
@@ -188,7 +187,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch)
     assert command[command.index("--resume_from_checkpoint") + 1] == str(directory / "checkpoint-12")
     assert command[:4] == [command[0], "-m", "hf_gazecons.cli.main", "train"]
     assert command[command.index("--save_total_limit") + 1] == "1"
-    assert env["OMP_NUM_THREADS"] == str(max(1, sweep_module._cpu_count()))
+    assert env["OMP_NUM_THREADS"] == str(max(1, sweep_runner._cpu_count()))
     assert report.exit_code == 1 and report.failed[0].status == "failed"  # exit 0 but no results.json
 
 
@@ -211,18 +210,47 @@ def test_presets_defaults_and_reproducible_command(tmp_path):
         again = resolve_config(options)
         assert again == config.__class__(**{**config.__dict__, "preset": None})
 
-    command = train_command(sweep_module.plan_runs(study)[0], study)
+    command = train_command(plan_runs(study)[0], study)
     assert command[command.index("--grayscale") + 1] == "true" and "--pretrained" in command
     assert command[command.index("--lambda_max") + 1] == "-100"
 
 
 def test_one_gpu_per_run_and_threads_split(monkeypatch):
-    monkeypatch.setattr(sweep_module, "_cpu_count", lambda: 16)
-    env = sweep_module._run_env(slot=3, parallel=4, gpus=2, threads=None)
+    monkeypatch.setattr(sweep_runner, "_cpu_count", lambda: 16)
+    env = sweep_runner._run_env(slot=3, parallel=4, gpus=2, threads=None)
     assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["OMP_NUM_THREADS"] == "4"
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")
-    assert sweep_module._run_env(slot=4, parallel=3, gpus=3, threads=2)["CUDA_VISIBLE_DEVICES"] == "5"
+    assert sweep_runner._run_env(slot=4, parallel=3, gpus=3, threads=2)["CUDA_VISIBLE_DEVICES"] == "5"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    env = sweep_module._run_env(slot=0, parallel=32, gpus=0, threads=None)
+    env = sweep_runner._run_env(slot=0, parallel=32, gpus=0, threads=None)
     assert "CUDA_VISIBLE_DEVICES" not in env
     assert env["OMP_NUM_THREADS"] == "1"
+
+
+def test_two_shards_and_a_collect_give_the_tables_of_one_sweep(tmp_path):
+    """Each shard trains every second run into the shared folder and writes no table; the collect
+    then writes the same runs.csv and correlation.csv as one unsharded sweep of the same grid."""
+    grid = ["--backbones", "test_resnet", "--lambdas", "0", "5", "--seeds", "0", "--epochs", "3", "--t0", "0",
+            "--t1", "1", "--dataset", TINY_DATA, "--image-size", "48", "--batch-size", "8",
+            "--learning-rate", "3e-3", "--target-layer=-2", "--parallel", "1", "--threads", "1"]  # fmt: skip
+    whole, sharded = tmp_path / "whole", tmp_path / "sharded"
+    assert cli_main(["sweep", *grid, "--output-dir", str(whole)]) == 0
+    for shard in ("1/2", "2/2"):
+        assert cli_main(["sweep", *grid, "--shard", shard, "--output-dir", str(sharded)]) == 0
+        assert not (sharded / "runs.csv").exists()  # a shard writes no table
+    assert sorted(p.name for p in sharded.glob("sweep*.json")) == ["sweep.shard-1-of-2.json", "sweep.shard-2-of-2.json"]
+    assert (run_directory(sharded, "test_resnet", 0.0, 0) / "results.json").is_file()
+    assert (run_directory(sharded, "test_resnet", 5.0, 0) / "results.json").is_file()
+    assert cli_main(["sweep", "--collect", "--output-dir", str(sharded)]) == 0
+    for table in ("runs.csv", "correlation.csv"):
+        assert (sharded / table).read_text() == (whole / table).read_text(), table
+    assert "hf-gazecons sweep --backbones test_resnet --lambdas 0 5" in (sharded / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("text", ["0/2", "3/2", "2", "a/b", "1/0"])
+def test_a_bad_shard_is_a_usage_error(text, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli_main(["sweep", "--preset", "smoke", "--shard", text, "--output-dir", str(tmp_path)])
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: argument --shard: a shard is K/N") and not list(tmp_path.iterdir())

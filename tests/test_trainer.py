@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import shutil
@@ -27,10 +28,11 @@ from torch.utils.data import DataLoader
 from transformers import AutoModelForImageClassification, Trainer, TrainerCallback, TrainingArguments
 
 from hf_gazecons.data import ImageClassificationDataset, load_image_dataset
+from hf_gazecons.errors import GazeConsError
 from hf_gazecons.metric import gaze_consistency
 from hf_gazecons.models import GAZE_STATE_FILE, load_model, save_model
-from hf_gazecons.trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments, result_metrics
-from hf_gazecons.training import ModelDataArguments, train
+from hf_gazecons.trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
+from hf_gazecons.training import ModelDataArguments, epoch_history, train
 
 # 2 classes x 8 training images (2 steps of 8 per epoch), 2 x 4 validation images, 48 px
 SHAPES = "builtin:shapes?num_classes=2&size=48&n_train=8&n_val=4&n_test=2"
@@ -192,9 +194,9 @@ def test_penalty_logs_curriculum_and_evaluation(base, shapes, names, tmp_path):
     metrics = trainer.evaluate()
     assert_same_tensors(trainer.gaze_state(), before, atol=0)
     assert model.training  # the evaluation restores the mode it found
-    expected = result_metrics(
-        gaze_consistency(model, DataLoader(trainer.eval_dataset, batch_size=BATCH), label_names=names, progress=False)
-    )
+    expected = gaze_consistency(
+        model, DataLoader(trainer.eval_dataset, batch_size=BATCH), label_names=names, progress=False
+    ).to_metrics()
     for key, value in expected.items():
         if value is None:
             assert metrics[key] is None, key
@@ -209,6 +211,64 @@ def test_penalty_logs_curriculum_and_evaluation(base, shapes, names, tmp_path):
         expected_loss = torch.nn.functional.cross_entropy(model(batch["pixel_values"]), batch["labels"])
     torch.testing.assert_close(loss, expected_loss)
     assert_same_tensors(trainer.gaze_state(), before, atol=0)
+
+
+def test_history_keeps_fractional_epochs(base, shapes, names, tmp_path):
+    """Logging and evaluating every step (2 per epoch): one history row per half epoch."""
+    trainer = gaze_trainer(
+        base,
+        shapes,
+        names,
+        tmp_path,
+        eval_strategy="steps",
+        eval_steps=1,
+        logging_strategy="steps",
+        logging_steps=1,
+        save_strategy="no",
+        lr_scheduler_type="constant",
+    )
+    trainer.train()
+    history = epoch_history(trainer.state.log_history)
+    assert [row["epoch"] for row in history] == [0.5, 1, 1.5, 2]
+    for row in history:
+        assert {"train_loss", "train_penalty", "eval_accuracy", "eval_gaze_consistency"} <= row.keys()
+
+
+@pytest.mark.parametrize("epochs, t0, lambda_max, fails", [(2, 2, 5.0, True), (2, 0, 5.0, False), (2, 2, 0.0, False)])
+def test_a_lambda_that_never_switches_on_is_an_error(tmp_path, epochs, t0, lambda_max, fails):
+    options = dict(COMMON, lambda_max=lambda_max, t0=t0, t1=t0 + 1, num_train_epochs=epochs)
+    if fails:
+        with pytest.raises(GazeConsError, match="never switches on.*--t0 0"):
+            GazeConsistencyTrainingArguments(str(tmp_path), **options)
+    else:
+        GazeConsistencyTrainingArguments(str(tmp_path), **options)
+
+
+def test_collapse_is_logged_and_warned_about_once(base, shapes, names, tmp_path, monkeypatch):
+    trainer = gaze_trainer(base, shapes, names, tmp_path, num_train_epochs=3, **NO_EVAL)
+    forward = trainer.regularizer.forward
+
+    def collapsed(*args):  # report every participating map as all zero
+        out = forward(*args)
+        return dataclasses.replace(out, n_zero_maps=out.n_samples)
+
+    monkeypatch.setattr(trainer.regularizer, "forward", collapsed)
+    with pytest.warns(UserWarning, match="all zero.*--variant robust") as caught:
+        trainer.train()
+    assert len([w for w in caught if "all zero" in str(w.message)]) == 1
+    shares = [e["zero_map_share"] for e in train_logs(trainer)]
+    assert len(shares) == 3 and all(share == 1.0 for share in shares)
+
+
+def test_evaluation_reports_the_training_variant_beside_the_paper_one(base, shapes, names, tmp_path):
+    trainer = gaze_trainer(base, shapes, names, tmp_path, variant="reference", num_train_epochs=1, **NO_EVAL)
+    trainer.train()
+    metrics = trainer.evaluate()
+    loader = DataLoader(trainer.eval_dataset, batch_size=BATCH)
+    for variant, key in (("paper", "eval_gaze_consistency"), ("reference", "eval_reference_gaze_consistency")):
+        expected = gaze_consistency(trainer.model, loader, variant=variant, label_names=names, progress=False).value
+        assert metrics[key] == pytest.approx(expected, abs=1e-6), key
+    assert metrics["eval_robust_gaze_consistency"] is not None
 
 
 def test_penalty_changes_training(base, shapes, names, tmp_path):
@@ -339,7 +399,7 @@ def test_train_writes_a_complete_output(trained, names):
 
     results = json.loads((out / "results.json").read_text())
     assert {"config", "final", "history"} <= results.keys()
-    assert results == json.loads(json.dumps(run.results))
+    assert results == json.loads(json.dumps(run.results.to_dict()))
     config = results["config"]
     assert config["label_names"] == names and config["lambda_max"] == 5.0 and config["channels"] == 3
     history = results["history"]
@@ -362,11 +422,19 @@ def test_train_writes_a_complete_output(trained, names):
         assert final[key] == history[-1][key]
     assert final["eval_gaze_consistency"] is not None
 
+    # the data has a test split: the final model is scored on it, and the card's model-index reports it
+    assert config["eval_split"] == "validation" and config["test_split"] == "test"
+    final_test = results["final_test"]
+    expected = gaze_consistency(load_model(str(out)), load_image_dataset(SHAPES, "test"), progress=False)
+    assert final_test["test_accuracy"] == pytest.approx(expected.accuracy)
+    assert final_test["test_loss"] == pytest.approx(expected.loss, abs=1e-5)
+    assert final_test["test_gaze_consistency"] == pytest.approx(expected.values["paper"], abs=1e-6)
     card = front_matter(out / "README.md")
     metrics = model_index_metrics(card)
-    assert metrics["accuracy"] == pytest.approx(final["eval_accuracy"])
-    assert metrics["cohen_kappa"] == pytest.approx(final["eval_kappa"])
-    assert metrics["gaze_consistency"] == pytest.approx(final["eval_gaze_consistency"])
+    assert metrics["accuracy"] == pytest.approx(final_test["test_accuracy"])
+    assert metrics["cohen_kappa"] == pytest.approx(final_test["test_kappa"])
+    assert metrics["gaze_consistency"] == pytest.approx(final_test["test_gaze_consistency"])
+    assert card["model-index"][0]["results"][0]["dataset"]["split"] == "test"
 
 
 def test_train_output_loads_in_timm_transformers_and_hf_gazecons(trained, names):
@@ -391,7 +459,7 @@ def test_train_output_loads_in_timm_transformers_and_hf_gazecons(trained, names)
 
     # the saved final metrics are the saved model's metrics on the evaluation split
     result = gaze_consistency(loaded, load_image_dataset(SHAPES, "validation"), progress=False)
-    final = run.results["final"]
+    final = run.results.final
     assert final["eval_accuracy"] == pytest.approx(result.accuracy, abs=1e-6)
     assert final["eval_gaze_consistency"] == pytest.approx(result.value, abs=1e-6)
     assert final["eval_loss"] == pytest.approx(result.loss, abs=1e-5)
@@ -399,7 +467,7 @@ def test_train_output_loads_in_timm_transformers_and_hf_gazecons(trained, names)
 
 def test_train_grayscale_gives_a_one_channel_model(tmp_path, names):
     run = run_train(tmp_path, epochs=1, grayscale=True)
-    assert run.results["config"]["channels"] == 1
+    assert run.results.config.channels == 1
     timm_model = timm.create_model(f"local-dir:{tmp_path}", pretrained=True).eval()
     assert first_conv(timm_model).in_channels == 1
     loaded = load_model(str(tmp_path))
@@ -421,8 +489,8 @@ def test_train_a_transformers_classifier(tmp_path, names):
     ResNetForImageClassification(config).save_pretrained(tmp_path / "hf-resnet")
     out = tmp_path / "out"
     run = run_train(out, model=str(tmp_path / "hf-resnet"))
-    assert run.results["config"]["library"] == "transformers"
-    assert len(run.results["history"]) == 2
+    assert run.results.config.library == "transformers"
+    assert len(run.results.history) == 2
     for name in ("config.json", "model.safetensors", GAZE_STATE_FILE, "results.json", "README.md"):
         assert (out / name).is_file(), name
     hf_model = AutoModelForImageClassification.from_pretrained(out).eval()
@@ -433,7 +501,7 @@ def test_train_a_transformers_classifier(tmp_path, names):
     with torch.no_grad():
         torch.testing.assert_close(hf_model(pixel_values=x).logits, loaded.model.eval()(pixel_values=x).logits)
     card = front_matter(out / "README.md")
-    assert model_index_metrics(card)["accuracy"] == pytest.approx(run.results["final"]["eval_accuracy"])
+    assert model_index_metrics(card)["accuracy"] == pytest.approx(run.results.final["eval_accuracy"])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -1,6 +1,27 @@
 """Tiny models and expected schemas shared by several test modules."""
 
+import torch
 import transformers
+from torch import nn
+
+from hf_gazecons.models import LoadedModel, load_model
+
+
+def random_test_resnet(label_names: list[str], image_size: int, seed: int = 0) -> LoadedModel:
+    """A random-init timm ``test_resnet`` whose Grad-CAM maps are not all zero.
+
+    timm initialises each residual block's last BatchNorm to zero, which makes a fresh model's
+    maps vanish; random BatchNorm affine parameters give the metric something to measure.
+    """
+    torch.manual_seed(seed)
+    loaded = load_model("test_resnet", label_names=label_names, image_size=image_size)
+    for module in loaded.model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            nn.init.normal_(module.weight, 1.0, 0.5)
+            nn.init.normal_(module.bias, 0.0, 0.3)
+    nn.init.normal_(loaded.model.fc.weight, 0.0, 0.5)
+    return loaded
+
 
 _TINY_VIT = dict(
     hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, image_size=64, patch_size=16
@@ -46,7 +67,10 @@ CONSISTENCY_JSON_KEYS = {
     "accuracy",
     "kappa",
     "gaze_consistency",
+    "gaze_consistency_by_variant",
+    "n_zero_maps",
+    "zero_map_share",
     "per_class",
     "localization",
 }
-"""The keys of ``consistency.json`` / ``ConsistencyResult.to_dict()`` (issue: exactly these)."""
+"""The keys of ``consistency.json`` / ``ConsistencyResult.to_dict()``."""

@@ -3,36 +3,56 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
-from .common import add_model_options, atomic_directory, target
+from ..output_dir import check_output_dir
+from ..specs import parse_target
+from .common import add_model_options, add_output_dir, atomic_directory, warn
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser = commands.add_parser(name, help="write Grad-CAM overlays of images", description=__doc__)
     add_model_options(parser)
     parser.add_argument("--image", nargs="+", required=True, help="image files")
-    parser.add_argument("--output-dir", required=True, help="a new (or empty) folder for <image>_cam.png files")
+    add_output_dir(parser, "<image>_cam.png files (<image>-2_cam.png, ... where file names repeat)")
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.output_dir)  # before anything is loaded
     from ..explain import explain
     from ..models import load_model
     from ..plots import plot_overlays
 
     images = [_read(path) for path in args.image]
-    loaded = load_model(args.model, image_size=args.image_size, trust_remote_code=args.trust_remote_code)
-    explained = explain(loaded, images, target(args.target_layer))
+    loaded = load_model(
+        args.model, pretrained=args.pretrained, image_size=args.image_size, trust_remote_code=args.trust_remote_code
+    )
+    explained = explain(loaded, images, parse_target(args.target_layer))
     titles = explained.titles()
+    names = overlay_names(args.image)
     with atomic_directory(args.output_dir) as staging:
-        for i, path in enumerate(args.image):
-            plot_overlays([images[i]], explained.maps[i : i + 1], [titles[i]], staging / f"{Path(path).stem}_cam.png")
-    for path, title in zip(args.image, titles):
-        print(f"{path}: {title}")
+        for i, name in enumerate(names):
+            plot_overlays([images[i]], explained.maps[i : i + 1], [titles[i]], staging / name)
+    for path, name, title in zip(args.image, names, titles):
+        print(f"{path}: {title} -> {name}")
+    if loaded.random_weights:
+        warn(f"{args.model} has random weights (a bare timm architecture without --pretrained): its maps mean nothing")
     return 0
+
+
+def overlay_names(paths: Sequence[str]) -> list[str]:
+    """``<stem>_cam.png`` per image; a stem that repeats (a/x.png, b/x.png) gets -2, -3, ... ."""
+    names: list[str] = []
+    for path in paths:
+        stem, n = Path(path).stem, 1
+        while (name := f"{stem}{f'-{n}' if n > 1 else ''}_cam.png") in names:
+            n += 1
+        names.append(name)
+    return names
 
 
 def _read(path: str) -> Image.Image:

@@ -1,54 +1,167 @@
-"""Options and helpers shared by the sub-commands."""
+"""Options and helpers shared by the sub-commands.
+
+:class:`Parser` is argparse with this command line's conventions: a usage error is ONE line on
+stderr (``error: ...``, exit 2; an unknown option gets a "did you mean"), every long option is
+accepted with dashes and with underscores (``--output-dir`` and ``--output_dir``, as ``train``'s
+HfArgumentParser does), abbreviations are not (a typo is an error, not another option), and the
+help shows every option's default.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+import difflib
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
-from ..errors import GazeConsError
+from ..checks import POSITIVE_INT
+from ..output_dir import atomic_directory
+from ..variants import VARIANT_HELP, VARIANTS
+
+__all__ = [
+    "OneLineErrors",
+    "Parser",
+    "HelpFormatter",
+    "add_model_options",
+    "add_data_options",
+    "add_output_dir",
+    "add_variant_option",
+    "atomic_directory",
+    "warn",
+]
+
+
+_OPTION = re.compile(r"--[A-Za-z0-9][\w-]*(=.*)?")  # an option, not a value that starts with dashes
+
+
+class OneLineErrors:
+    """Mixin for argparse parsers: ``error: <message> (see <prog> --help)`` on one line, exit 2. An
+    unknown option is named (with the closest known one) even where argparse would first complain
+    about a missing required option, which is usually the one the typo meant."""
+
+    _argv: list[str] = []
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)  # type: ignore[misc]
+
+    def error(self, message: str) -> NoReturn:
+        known = _option_strings(self)  # type: ignore[arg-type]
+        unknown = [a for a in self._argv if _OPTION.fullmatch(a) and a.partition("=")[0] not in known]
+        if unknown and not message.startswith("unrecognized arguments:"):
+            message = f"unrecognized arguments: {' '.join(unknown)}"
+        if message.startswith("unrecognized arguments:"):
+            message += _suggestion(known, message.partition(":")[2].split())
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")  # type: ignore[attr-defined]
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Lists an option under its first name only and appends ``(default: X)`` where the help does not
+    already say what the default is (flags and None defaults describe themselves)."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if not action.option_strings:
+            return super()._format_action_invocation(action)
+        name = action.option_strings[0]
+        if action.nargs == 0:
+            return name
+        return f"{name} {self._format_args(action, self._get_default_metavar_for_optional(action))}"
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or any(default is nothing for nothing in (None, False, argparse.SUPPRESS))  # not 0, which == False
+            or action.nargs == 0
+            or not action.option_strings
+        ):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else "%(default)s"
+        return f"{text} (default: {shown})"
+
+
+class Parser(OneLineErrors, argparse.ArgumentParser):
+    """argparse with one-line errors, ``-``/``_`` aliases of long options and defaults in the help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *names: str, **kwargs: Any) -> argparse.Action:
+        spelled = list(names)
+        for name in names:
+            if name.startswith("--"):
+                for alias in ("--" + name[2:].replace("_", "-"), "--" + name[2:].replace("-", "_")):
+                    if alias not in spelled:
+                        spelled.append(alias)
+        return super().add_argument(*spelled, **kwargs)
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """The options of ``parser`` and of its sub-commands."""
+    options = []
+    for action in parser._actions:
+        options += action.option_strings
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                options += _option_strings(sub)
+    return options
+
+
+def _suggestion(options: list[str], unknown: list[str]) -> str:
+    for word in unknown:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.partition("=")[0], options, n=1, cutoff=0.75)
+            if close:
+                return f"; did you mean {close[0]}?"
+    return ""
+
+
+def add_variant_option(parser: argparse.ArgumentParser, default: str | None, default_text: str) -> None:
+    """``--variant``, one of :data:`hf_gazecons.variants.VARIANTS`."""
+    parser.add_argument(
+        "--variant", choices=VARIANTS, default=default, help=f"{VARIANT_HELP} (default: {default_text})"
+    )
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", required=True, help="timm architecture, hf-hub:org/name, Hub id org/name, or a folder"
     )
-    parser.add_argument("--target-layer", default=None, help="module name (e.g. layer3) or timm stage index (e.g. -2)")
-    parser.add_argument("--image-size", type=int, default=None, help="square input size (default: the model's)")
+    parser.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="with a bare timm architecture: load timm's pretrained weights (default: random weights, with a warning)",
+    )
+    parser.add_argument(
+        "--target-layer",
+        default=None,
+        help="module name (e.g. layer3) or timm stage index (e.g. -2; write --target-layer=-2) "
+        "(default: the model's last spatial map)",
+    )
+    parser.add_argument(
+        "--image-size", type=POSITIVE_INT, default=None, help="square input size (default: the model's)"
+    )
     parser.add_argument("--trust-remote-code", action="store_true", help="allow a Hub model's own code to run")
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="builtin:shapes", help="builtin:shapes|digits[?opts], Hub id, or a folder")
+    parser.add_argument("--dataset", required=True, help="builtin:shapes|digits[?opts], Hub data set id, or a folder")
     parser.add_argument("--split", default=None, help="split to use (default: validation, else test, else train)")
-    parser.add_argument("--image-column", default=None, help="image column (detected if omitted)")
-    parser.add_argument("--label-column", default=None, help="label column (detected if omitted)")
+    parser.add_argument("--image-column", default=None, help="image column (default: detected)")
+    parser.add_argument("--label-column", default=None, help="label column (default: detected)")
 
 
-def target(value: str | None) -> str | int | None:
-    """A ``--target-layer`` value as GradCAM takes it: an integer string is a timm stage index."""
-    if value is None:
-        return None
-    return int(value) if value.lstrip("-").isdigit() else value
+def add_output_dir(parser: argparse.ArgumentParser, what: str, **kwargs: Any) -> None:
+    """``--output-dir`` (also ``--output_dir``): a new or empty folder, checked before any work."""
+    kwargs.setdefault("required", "default" not in kwargs)
+    parser.add_argument("--output-dir", help=f"a new (or empty) folder for {what}", **kwargs)
 
 
-@contextmanager
-def atomic_directory(path: str | Path) -> Iterator[Path]:
-    """Write into a temporary sibling folder and move it to ``path`` only if the block succeeds."""
-    path = Path(path)
-    if path.exists() and any(path.iterdir()):
-        raise GazeConsError(f"output directory {str(path)!r} exists and is not empty; choose another --output-dir")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.parent / f".{path.name}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()  # unlike tempfile.mkdtemp (always 0700), honours the umask
-    try:
-        yield staging
-        if path.exists():
-            path.rmdir()
-        os.replace(staging, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+def warn(message: str) -> None:
+    """One ``warning: ...`` line on stderr (for what the user must not miss, e.g. random weights)."""
+    print(f"warning: {message}", file=sys.stderr)

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ..errors import DataError
+from ..checks import NON_NEGATIVE_INT, POSITIVE_INT
 from ..formatting import fmt_metric
-from .common import add_data_options, add_model_options, atomic_directory, target
+from ..output_dir import check_output_dir
+from ..specs import parse_target
+from .common import (
+    add_data_options,
+    add_model_options,
+    add_output_dir,
+    add_variant_option,
+    atomic_directory,
+    warn,
+)
 
 if TYPE_CHECKING:
-    import datasets
-
     from ..metric import ConsistencyResult
 
 
@@ -27,87 +33,115 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     add_model_options(parser)
     add_data_options(parser)
     parser.add_argument(
-        "--variant", choices=("paper", "reference"), default="paper", help="deviation: paper (squared L2) or reference"
+        "--label-map",
+        type=_label_map,
+        default=None,
+        metavar="DATA=MODEL,...",
+        help="the model class of each data set class whose name differs, e.g. cat=Cat,dog=Dog "
+        "(default: classes are matched by name)",
     )
-    parser.add_argument("--grid", nargs=2, type=int, metavar=("H", "W"), help="resample maps to a common grid first")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-samples", type=int, default=None, help="score at most this many samples")
-    parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
-    parser.add_argument("--output-dir", required=True, help="a new (or empty) folder for the outputs")
-    parser.add_argument("--push-results", metavar="ORG/NAME", help="add the scores to this Hub repo's model card")
+    add_variant_option(parser, "paper", "paper")
+    parser.add_argument(
+        "--grid",
+        nargs=2,
+        type=POSITIVE_INT,
+        metavar=("H", "W"),
+        help="resample maps to a common H x W grid first (default: each model's own map size)",
+    )
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="images per Grad-CAM forward")
+    parser.add_argument(
+        "--max-samples", type=POSITIVE_INT, default=None, help="score at most this many samples (default: all)"
+    )
+    parser.add_argument("--num-workers", type=NON_NEGATIVE_INT, default=0, help="data loader worker processes")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="precision of the forward: bfloat16 or float16 run it under autocast (maps and statistics stay "
+        "float32; float16 needs a GPU) (default: float32)",
+    )
+    add_output_dir(parser, "consistency.json, class_means.png and overlays.png")
+    parser.add_argument(
+        "--push-results", metavar="ORG/NAME", help="add the scores to this Hub repo's model card (default: no push)"
+    )
     parser.add_argument("--create-pr", action="store_true", help="with --push-results: open a pull request")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import default_eval_split, load_image_dataset, select_split
+    check_output_dir(args.output_dir)  # before anything is loaded
+    import torch
+
+    from ..data import align_labels, default_eval_split, load_image_dataset, select_split
     from ..explain import examples_per_class, explain
     from ..hub import push_results
+    from ..jsonio import write_json
     from ..metric import gaze_consistency
-    from ..models import is_bare_architecture, load_model
+    from ..models import load_model
     from ..plots import plot_class_means, plot_overlays
+    from ..specs import parse_model_spec
 
     data = load_image_dataset(args.dataset, image_column=args.image_column, label_column=args.label_column)
     split = args.split or default_eval_split(list(data))
     dataset = select_split(data, split, args.dataset)
     if args.max_samples is not None:
-        if args.max_samples < 1:
-            raise DataError(f"--max-samples must be at least 1, got {args.max_samples}")
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     dataset_names = list(dataset.features["label"].names)
-    # a bare timm architecture has no trained head to keep: one output per class of the data set
-    head = dataset_names if is_bare_architecture(args.model) else None
+    # a bare timm architecture without --pretrained has no trained head to keep: one output per class
+    head = dataset_names if parse_model_spec(args.model).kind == "timm" and not args.pretrained else None
     loaded = load_model(
-        args.model, label_names=head, image_size=args.image_size, trust_remote_code=args.trust_remote_code
+        args.model,
+        label_names=head,
+        pretrained=args.pretrained,
+        image_size=args.image_size,
+        trust_remote_code=args.trust_remote_code,
     )
-    dataset, label_names = _align_labels(dataset, dataset_names, loaded.label_names)
+    aligned = align_labels(dataset, loaded.label_names, args.label_map)
+    scored = aligned.model_classes  # the model's classes that the data set has
     with atomic_directory(args.output_dir) as staging:
         result = gaze_consistency(
             loaded,
-            dataset,
+            aligned.dataset,
             variant=args.variant,
             grid=tuple(args.grid) if args.grid else None,
-            target=target(args.target_layer),
+            target=parse_target(args.target_layer),
             batch_size=args.batch_size,
-            label_names=label_names,
+            label_names=aligned.label_names,
             num_workers=args.num_workers,
+            dtype=getattr(torch, args.dtype),
         )
-        result = replace(result, model=args.model, dataset=args.dataset, split=split)
-        (staging / "consistency.json").write_text(json.dumps(result.to_dict(), indent=2))
-        plot_class_means({args.model: result.class_means}, label_names, staging / "class_means.png")
-        shown = examples_per_class(dataset, per_class=2)
-        rows = dataset.select(shown)
+        per_class = {name: result.per_class[name] for name in scored}
+        result = replace(result, model=args.model, dataset=args.dataset, split=split, per_class=per_class)
+        write_json(staging / "consistency.json", {**result.to_dict(), "random_weights": loaded.random_weights})
+        means = result.class_means[[aligned.label_names.index(name) for name in scored]]
+        plot_class_means({args.model: means}, scored, staging / "class_means.png")
+        rows = aligned.dataset.select(examples_per_class(aligned.dataset, per_class=2))
         explained = explain(
-            loaded, list(rows["image"]), target(args.target_layer), [label_names[i] for i in rows["label"]]
+            loaded,
+            list(rows["image"]),
+            parse_target(args.target_layer),
+            [aligned.label_names[i] for i in rows["label"]],
         )
         plot_overlays(explained.images, explained.maps, explained.titles(), staging / "overlays.png")
     print(summary_table(result))
     print(f"wrote {args.output_dir}/consistency.json, class_means.png, overlays.png")
+    if loaded.random_weights:
+        warn(
+            f"{args.model} has random weights (a bare timm architecture without --pretrained): these scores "
+            "describe an untrained network (consistency.json records random_weights: true)"
+        )
     if args.push_results:
         url = push_results(result.to_dict(), args.push_results, create_pr=args.create_pr)
         print(f"pushed the scores to {args.push_results}: {url}")
     return 0
 
 
-def _align_labels(
-    dataset: datasets.Dataset, dataset_names: list[str], model_names: list[str]
-) -> tuple[datasets.Dataset, list[str]]:
-    """Map the data set's labels onto the model's classes: by name when the model knows the names."""
-    if len(dataset_names) > len(model_names):
-        raise DataError(
-            f"the data set has {len(dataset_names)} classes but the model has {len(model_names)} outputs; "
-            "labels would fall outside the model's classes"
-        )
-    model_index = {name.lower(): i for i, name in enumerate(model_names)}
-    if (
-        all(name.lower() in model_index for name in dataset_names)
-        and dataset_names != model_names[: len(dataset_names)]
-    ):
-        mapping = {name: model_index[name.lower()] for name in dataset_names}
-        return dataset.align_labels_with_mapping(mapping, "label"), model_names
-    default_names = model_names == [str(i) for i in range(len(model_names))]
-    if default_names and len(dataset_names) == len(model_names):
-        return dataset, dataset_names
-    return dataset, model_names
+def _label_map(text: str) -> dict[str, str]:
+    from ..data.labels import parse_label_map
+
+    try:
+        return parse_label_map(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def summary_table(result: ConsistencyResult) -> str:
@@ -116,7 +150,8 @@ def summary_table(result: ConsistencyResult) -> str:
     lines = [
         f"target layer {result.target_name}  map {result.cam_size[0]}x{result.cam_size[1]}  variant {result.variant}",
         f"samples {result.n_samples}  correct {result.n_correct}  accuracy {fmt_metric(result.accuracy)}  "
-        f"kappa {fmt_metric(result.kappa)}  L_CAM {fmt_metric(result.value)}",
+        f"kappa {fmt_metric(result.kappa)}  L_CAM {fmt_metric(result.value)}  "
+        f"all-zero maps {result.n_zero_maps} ({fmt_metric(result.zero_map_share, 3)} of the correct)",
     ]
     if result.localization is not None:
         lines.append(
@@ -126,7 +161,7 @@ def summary_table(result: ConsistencyResult) -> str:
     if result.n_zero_maps:
         lines.append(
             f"warning: {result.n_zero_maps} of {result.n_correct} correct samples have an all-zero map "
-            "(a collapsed gaze scores as perfectly consistent)"
+            "(a collapsed gaze scores as perfectly consistent under the paper and reference variants)"
         )
     width = max(len(name) for name in result.per_class)
     lines.append(f"{'class':<{width}}  L_CAM   correct/samples")

@@ -8,6 +8,8 @@ the pictures are rewritten from all finished runs at the end. See :mod:`hf_gazec
     hf-gazecons sweep --preset smoke --output-dir /tmp/smoke
     hf-gazecons sweep --preset study --output-dir out-study          # the study's setting (GPUs)
     hf-gazecons sweep --preset cpu --seeds 0 1 2 --output-dir out-cpu --sanity
+    hf-gazecons sweep --preset study --shard 2/4 --output-dir shared/out   # one of 4 machines
+    hf-gazecons sweep --collect --output-dir shared/out                     # then the tables
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ import argparse
 import shlex
 import sys
 
-from ..sweep import DEFAULTS, PRESETS, resolve_config, run_sweep
+from ..checks import FINITE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SEED, UNIT_INTERVAL, require
+from ..errors import UsageError
+from ..output_dir import check_output_dir
+from ..sweep import DEFAULTS, PRESETS, Shard, recorded_config, resolve_config, run_sweep, sanity_sweep, write_outputs
+from .common import add_variant_option
 
 
 def _bool(value: str) -> bool:
@@ -46,28 +52,36 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     )
     d = DEFAULTS
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="named defaults (see above)")
-    parser.add_argument("--output-dir", required=True, help="sweep folder (runs/, tables, pictures)")
+    parser.add_argument(
+        "--output-dir", required=True, help="sweep folder (runs/, tables, pictures); an existing one is resumed"
+    )
     parser.add_argument("--backbones", nargs="+", default=None, help=f"timm names (default {' '.join(d['backbones'])})")
     parser.add_argument(
         "--lambdas",
         nargs="+",
-        type=float,
+        type=FINITE_FLOAT,
         default=None,
         help=f"lambda_max values (default {' '.join(f'{x:g}' for x in d['lambdas'])})",
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=None, help=f"seeds (default {d['seeds']})")
-    parser.add_argument("--epochs", type=int, default=None, help=f"epochs per run (default {d['epochs']})")
-    parser.add_argument("--t0", type=int, default=None, help=f"lambda is 0 up to this epoch (default {d['t0']})")
-    parser.add_argument("--t1", type=int, default=None, help=f"lambda reaches lambda_max here (default {d['t1']})")
+    parser.add_argument("--seeds", nargs="+", type=SEED, default=None, help=f"seeds (default {d['seeds']})")
+    parser.add_argument("--epochs", type=POSITIVE_INT, default=None, help=f"epochs per run (default {d['epochs']})")
+    parser.add_argument(
+        "--t0", type=NON_NEGATIVE_INT, default=None, help=f"lambda is 0 up to this epoch (default {d['t0']})"
+    )
+    parser.add_argument(
+        "--t1", type=POSITIVE_INT, default=None, help=f"lambda reaches lambda_max here (default {d['t1']})"
+    )
     parser.add_argument("--dataset", default=None, help=f"builtin:..., Hub id or folder (default {d['dataset']})")
-    parser.add_argument("--image-size", type=int, default=None, help=f"square input size (default {d['image_size']})")
+    parser.add_argument(
+        "--image-size", type=POSITIVE_INT, default=None, help=f"square input size (default {d['image_size']})"
+    )
     parser.add_argument(
         "--grayscale",
         type=_bool,
         nargs="?",
         const=True,
         default=None,
-        help="1-channel input, mean/std 0.5 (the study's)",
+        help="1-channel input, mean/std 0.5, the study's (default: the preset's, else false)",
     )
     parser.add_argument(
         "--pretrained",
@@ -75,32 +89,45 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         nargs="?",
         const=True,
         default=None,
-        help="start from timm's pretrained weights (must be reachable)",
+        help="start from timm's pretrained weights, which must be reachable (default: the preset's, else false)",
     )
-    parser.add_argument("--learning-rate", type=float, default=None, help=f"(default {d['learning_rate']:g})")
-    parser.add_argument("--batch-size", type=int, default=None, help=f"per device (default {d['batch_size']})")
-    parser.add_argument("--max-train-samples", type=int, default=None, help="use at most this many training samples")
-    parser.add_argument("--max-eval-samples", type=int, default=None, help="use at most this many evaluation samples")
-    parser.add_argument("--ema-alpha", type=float, default=None, help="EMA factor of the class maps (default 0.9)")
-    parser.add_argument("--variant", choices=["paper", "reference"], default=None, help="deviation (default paper)")
+    parser.add_argument("--learning-rate", type=POSITIVE_FLOAT, default=None, help=f"(default {d['learning_rate']:g})")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=None, help=f"per device (default {d['batch_size']})")
+    parser.add_argument(
+        "--max-train-samples",
+        type=POSITIVE_INT,
+        default=None,
+        help="use at most this many training samples (default: all)",
+    )
+    parser.add_argument(
+        "--max-eval-samples",
+        type=POSITIVE_INT,
+        default=None,
+        help="use at most this many evaluation samples (default: all)",
+    )
+    parser.add_argument(
+        "--ema-alpha", type=UNIT_INTERVAL, default=None, help="EMA factor of the class maps (default 0.9)"
+    )
+    add_variant_option(parser, None, "the preset's, else paper")
     parser.add_argument(
         "--target-layer",
         default=None,
-        help="Grad-CAM target: module name or timm stage index; write --target-layer=-2 for negatives",
+        help="Grad-CAM target: module name or timm stage index; write --target-layer=-2 for negatives "
+        "(default: the preset's, else the model's last spatial map)",
     )
     parser.add_argument(
         "--train-args",
         default=None,
-        help="more `hf-gazecons train` options, one quoted string, e.g. '--second_order true'",
+        help="more `hf-gazecons train` options, one quoted string, e.g. '--second_order true' (default: none)",
     )
     parser.add_argument(
         "--parallel",
-        type=int,
+        type=POSITIVE_INT,
         default=None,
         help="runs at once (default: 1 on CPU, the number of GPUs with CUDA; one GPU per run)",
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="OMP_NUM_THREADS per run (default: CPU cores / --parallel)"
+        "--threads", type=POSITIVE_INT, default=None, help="OMP_NUM_THREADS per run (default: CPU cores / --parallel)"
     )
     parser.add_argument(
         "--keep-checkpoints",
@@ -113,11 +140,30 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         action="store_true",
         help="afterwards, run the cascading-randomization check on every finished run (sanity.csv)",
     )
-    parser.add_argument("--sanity-samples", type=int, default=64, help="evaluation samples per run for --sanity")
+    parser.add_argument(
+        "--sanity-samples", type=POSITIVE_INT, default=64, help="evaluation samples per run for --sanity"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the training commands and stop")
+    parser.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="K/N",
+        help="train only shard K of N (every N-th run, from the K-th), e.g. one per machine or SLURM array task; "
+        "shards write disjoint run folders and no tables (default: the whole grid)",
+    )
+    parser.add_argument(
+        "--collect",
+        action="store_true",
+        help="train nothing: build the tables, pictures and summary.md (and, with --sanity, the sanity check) "
+        "from the finished runs in --output-dir, e.g. after all shards are done; the grid's options are the "
+        "recorded ones",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.collect:
+        return _collect(args)
     options = {
         key: getattr(args, key)
         for key in (
@@ -129,12 +175,31 @@ def run(args: argparse.Namespace) -> int:
     if args.train_args is not None:
         options["train_args"] = shlex.split(args.train_args)
     config = resolve_config(options)
+    require(config.t1 > config.t0, f"--t1 ({config.t1}) must be greater than --t0 ({config.t0})")
+    check_output_dir(config.output_dir, must_be_empty=False)
     invoked_as = sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "sweep" else None
-    report = run_sweep(config, invoked_as=invoked_as, dry_run=args.dry_run)
-    if args.sanity and not args.dry_run:
-        from ..sanity import sanity_sweep
-        from ..sweep import write_outputs
-
+    report = run_sweep(config, invoked_as=invoked_as, dry_run=args.dry_run, shard=args.shard)
+    if args.sanity and not args.dry_run and args.shard is None:
         sanity_sweep(config.output_dir, max_samples=args.sanity_samples)  # each run's own Grad-CAM layer
         write_outputs(config.output_dir, config, invoked_as)
     return report.exit_code
+
+
+def _collect(args: argparse.Namespace) -> int:
+    """``--collect``: the tables (and the sanity check) of the runs already in ``--output-dir``."""
+    if args.shard is not None or args.dry_run:
+        raise UsageError("--collect trains nothing: it takes no --shard or --dry-run")
+    check_output_dir(args.output_dir, must_be_empty=False)
+    config = recorded_config(args.output_dir)
+    if args.sanity:
+        sanity_sweep(args.output_dir, max_samples=args.sanity_samples)
+    outputs = write_outputs(args.output_dir, config)
+    print(f"collected the finished runs of {args.output_dir}: {outputs['summary']}")
+    return 0
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except UsageError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

@@ -6,11 +6,14 @@ where the source has ground-truth masks, ``mask`` (Image, mode "L", nonzero = ob
 
 from .brain import make_brain
 from .builtin import make_digits, make_shapes
+from .labels import LabelAlignment, align_labels
 from .loading import default_eval_split, load_image_dataset, select_split
 from .torch_dataset import ImageClassificationDataset
 
 __all__ = [
     "ImageClassificationDataset",
+    "LabelAlignment",
+    "align_labels",
     "default_eval_split",
     "load_image_dataset",
     "make_brain",

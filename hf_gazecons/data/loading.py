@@ -19,6 +19,7 @@ import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Image, Value
 
 from ..errors import DataError
+from ..hub import check_hub_reachable
 from .brain import make_brain
 from .builtin import make_digits, make_shapes
 
@@ -56,6 +57,8 @@ def load_image_dataset(
     ['image', 'label', 'mask']
     """
     raw = _load_raw(spec)
+    if label_column is None:
+        _check_folder_classes(spec, raw)
     chosen = {split: select_split(raw, split, spec)} if split is not None else dict(raw)
     columns = _detect_columns(raw, image_column, label_column, mask_column)
     label_names = _label_names(raw, columns["label"])
@@ -97,7 +100,27 @@ def _load_raw(spec: str) -> DatasetDict:
             f"data set path '{spec}' is not a directory; pass an image folder (one sub-folder per "
             "class), a directory written by save_to_disk, builtin:<name> or a Hub data set id"
         )
+    if not datasets.config.HF_HUB_OFFLINE:
+        check_hub_reachable(f"load data set {spec!r}")
     return _as_dict(spec, _guarded(spec, datasets.load_dataset, spec))
+
+
+def _check_folder_classes(spec: str, raw: DatasetDict) -> None:
+    """An image folder's classes are its sub-folders; with fewer than two, ``imagefolder`` gives no
+    label column at all, which would read as a missing column rather than as what it is."""
+    path = os.path.expanduser(spec)
+    if spec.startswith("builtin:") or not os.path.isdir(path) or _is_saved_dataset(path):
+        return
+    if any(isinstance(feature, ClassLabel) for split in raw.values() for feature in split.features.values()):
+        return
+    roots = [os.path.join(path, name) for name in raw if os.path.isdir(os.path.join(path, name))] or [path]
+    classes = sorted({name for root in roots for name in os.listdir(root) if os.path.isdir(os.path.join(root, name))})
+    if len(classes) < 2:
+        found = f"one class (the sub-folder {classes[0]!r})" if classes else "no class sub-folders"
+        raise DataError(
+            f"the image folder '{spec}' has {found}: a classifier needs at least 2 classes, "
+            "one sub-folder of images per class (e.g. train/cat/*.png, train/dog/*.png)"
+        )
 
 
 def _load_builtin(spec: str) -> DatasetDict:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from datasets import Image
 from PIL import Image as PILImage
 
 from ..errors import DataError
@@ -70,10 +71,22 @@ class ImageClassificationDataset(torch.utils.data.Dataset):
             mask = mask.convert("L") if mask is not None else None
         except (OSError, PILImage.DecompressionBombError) as exc:  # UnidentifiedImageError too
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise DataError(f"image {i} of the data set cannot be read: {reason}") from exc
+            raise DataError(f"image {i} of {self._where(i, reason)} cannot be read: {reason}") from exc
         if self.has_masks and mask is None:
             raise DataError(f"image {i} of the data set has no mask (the mask column is empty there)")
         return image, row["label"], mask
+
+    def _where(self, i: int, reason: str) -> str:
+        """``the validation split (/data/cat/7.png)``: the split and the file of row ``i``, where known
+        (the file only if ``reason`` does not already name it)."""
+        split = getattr(self.dataset, "split", None)
+        where = f"the {split} split" if split else "the data set"
+        try:
+            raw = self.dataset.select([i]).cast_column("image", Image(decode=False))[0]["image"]
+        except (AttributeError, OSError, TypeError, ValueError):  # the file name is a courtesy, never the error
+            return where
+        path = raw.get("path") if isinstance(raw, dict) else None
+        return f"{where} ({path})" if path and path not in reason else where
 
     @property
     def label_names(self) -> list[str]:

@@ -1,0 +1,75 @@
+"""Small statistics the reports share: Pearson r, Spearman rank correlation of maps, mean and std.
+
+No plotting and no model code here, so that a table can be computed without importing matplotlib
+(or torch, which only the rank correlation of maps needs).
+
+    >>> pearson_r([0.1, 0.5, 0.9], [0.3, 0.2, 0.1])
+    -1.0
+    >>> mean_std([1.0, 2.0, None])
+    (1.5, 0.7071067811865476, 2)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["average_ranks", "mean_std", "pearson_r", "spearman"]
+
+
+def pearson_r(x: Sequence[float | None], y: Sequence[float | None]) -> float | None:
+    """Pearson correlation over the pairs where both values exist; None if fewer than 3 or constant."""
+    pairs = np.array([(a, b) for a, b in zip(x, y) if a is not None and b is not None], dtype=np.float64)
+    if len(pairs) < 3 or pairs[:, 0].std() == 0 or pairs[:, 1].std() == 0:
+        return None
+    return float(np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1])
+
+
+def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
+    """Mean and sample standard deviation (ddof=1; None for one value) of the values that exist,
+    and how many there are."""
+    kept = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not kept:
+        return None, None, 0
+    std = float(np.std(kept, ddof=1)) if len(kept) > 1 else None
+    return float(np.mean(kept)), std, len(kept)
+
+
+def average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """Ranks 1..P of each row of (N, P) ``x``, ties given their average rank (as scipy's rankdata)."""
+    import torch
+
+    x = x.detach().double()
+    n, p = x.shape
+    sorted_x, order = x.sort(dim=1, stable=True)
+    new_group = torch.ones_like(sorted_x, dtype=torch.bool)
+    new_group[:, 1:] = sorted_x[:, 1:] != sorted_x[:, :-1]
+    group = new_group.long().cumsum(dim=1) - 1  # tie-group id of each sorted position
+    position = torch.arange(p, dtype=torch.float64).expand(n, p)
+    sums = torch.zeros(n, p, dtype=torch.float64).scatter_add_(1, group, position)
+    counts = torch.zeros(n, p, dtype=torch.float64).scatter_add_(1, group, torch.ones(n, p, dtype=torch.float64))
+    mean_position = sums / counts.clamp(min=1)
+    return torch.empty_like(x).scatter_(1, order, mean_position.gather(1, group) + 1)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N,) Spearman rank correlation of each pair of maps (any shape after the first dim).
+
+    NaN where either map is constant (no ranking), as ``scipy.stats.spearmanr``.
+    """
+    import torch
+
+    a, b = a.detach().flatten(1).cpu(), b.detach().flatten(1).cpu()
+    if a.shape != b.shape:
+        raise ValueError(f"maps of different shapes: {tuple(a.shape)} and {tuple(b.shape)}")
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ra - ra.mean(dim=1, keepdim=True), rb - rb.mean(dim=1, keepdim=True)
+    denominator = ra.norm(dim=1) * rb.norm(dim=1)
+    r = (ra * rb).sum(dim=1) / denominator
+    return torch.where(denominator > 0, r.clamp(-1.0, 1.0), torch.full_like(r, math.nan))

@@ -1,0 +1,56 @@
+"""The installed ``hf-gazecons`` console script, and several of its runs started at once.
+
+Each start imports torch, timm and transformers (seconds on 2 cores), so test modules start all
+their console cases together in a module fixture and each test waits for its own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+
+def console_script() -> str:
+    """The path of ``hf-gazecons`` beside this interpreter (or on PATH); skips the test without one."""
+    found = shutil.which("hf-gazecons", path=os.path.dirname(sys.executable)) or shutil.which("hf-gazecons")
+    if found is None:
+        pytest.skip("the hf-gazecons console script is not installed")
+    return found
+
+
+class Runs:
+    """``{name: (argv, env[, preexec_fn])}`` started at once in ``cwd``; ``result(name)`` waits for one
+    and returns (exit status, stdout, stderr); ``close()`` kills what still runs."""
+
+    def __init__(self, cases: Mapping[str, tuple], cwd: Path) -> None:
+        self._processes = {
+            name: subprocess.Popen(
+                list(case[0]),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=cwd,
+                env=case[1],
+                preexec_fn=case[2] if len(case) > 2 else None,
+            )  # fmt: skip
+            for name, case in cases.items()
+        }
+        self._finished: dict[str, tuple[int, str, str]] = {}
+
+    def result(self, name: str, timeout: float = 300) -> tuple[int, str, str]:
+        if name not in self._finished:
+            out, err = self._processes[name].communicate(timeout=timeout)
+            self._finished[name] = (self._processes[name].returncode, out, err)
+        return self._finished[name]
+
+    def close(self) -> None:
+        for process in self._processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
