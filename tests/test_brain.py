@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from datasets import ClassLabel, Image
 from scipy import ndimage
-from scipy.spatial import Delaunay
+from scipy.spatial import ConvexHull
 
 from hf_gazecons.data import brain as brain_module
 from hf_gazecons.data import load_image_dataset, make_brain
@@ -86,9 +86,10 @@ def test_images_look_like_a_brain_on_a_dark_background(samples):
 
 def _convex_hull(region: np.ndarray) -> np.ndarray:
     """The pixels inside the convex hull of ``region``'s pixels."""
-    points = np.argwhere(region)
+    hull = ConvexHull(np.argwhere(region))
     grid = np.indices(region.shape).reshape(2, -1).T
-    return (Delaunay(points).find_simplex(grid) >= 0).reshape(region.shape)
+    # inside = on the inner side of every facet (normal . p + offset <= 0)
+    return (grid @ hull.equations[:, :2].T + hull.equations[:, 2] <= 1e-9).all(axis=1).reshape(region.shape)
 
 
 def _template_values(sample, channel: int) -> np.ndarray:
