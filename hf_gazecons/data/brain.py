@@ -68,7 +68,7 @@ _POSTERIOR_FOSSA_Y_MM = -40.0  # behind this, at these levels: cerebellum and br
 def make_brain(
     size: int = 128,
     n_train: int = 200,
-    n_val: int = 25,
+    n_val: int = 50,
     n_test: int = 25,
     jitter: float = 0.25,
     contrast: float = 1.0,
