@@ -11,7 +11,7 @@ import pytest
 from datasets import ClassLabel, Image
 from scipy import ndimage
 from scipy.spatial import ConvexHull
-from tiny import random_test_resnet, tiny_cnn_accuracy
+from tiny import assert_same_seed_same_bytes, image_bytes, random_test_resnet, tiny_cnn_accuracy
 
 from hf_gazecons.cli.main import main as cli_main
 from hf_gazecons.data import brain as brain_module
@@ -42,18 +42,8 @@ def samples() -> dict[int, list]:
     }
 
 
-def _image_bytes(dataset, column: str = "image") -> list[bytes]:
-    return [row["bytes"] for row in dataset.cast_column(column, Image(decode=False))[column]]
-
-
 def test_brain_is_deterministic(small_brain):
-    again = make_brain(**SMALL, seed=0)
-    other = make_brain(**SMALL, seed=1)
-    for split in ("train", "validation", "test"):
-        assert _image_bytes(small_brain[split]) == _image_bytes(again[split])
-        assert _image_bytes(small_brain[split], "mask") == _image_bytes(again[split], "mask")
-        assert small_brain[split]["label"][:] == again[split]["label"][:]
-        assert _image_bytes(small_brain[split]) != _image_bytes(other[split])
+    assert_same_seed_same_bytes(small_brain, make_brain(**SMALL, seed=0), make_brain(**SMALL, seed=1))
 
 
 def test_brain_columns_features_and_sizes(small_brain):
@@ -77,8 +67,8 @@ def test_load_image_dataset_builds_the_same_data():
     spec = "builtin:brain?size=64&n_train=1&n_val=1&n_test=1&jitter=0.1&contrast=1.5&distractors=0&seed=4"
     loaded = load_image_dataset(spec, "test")
     direct = make_brain(size=64, n_train=1, n_val=1, n_test=1, jitter=0.1, contrast=1.5, distractors=0, seed=4)
-    assert _image_bytes(loaded) == _image_bytes(direct["test"])
-    assert _image_bytes(loaded, "mask") == _image_bytes(direct["test"], "mask")
+    assert image_bytes(loaded) == image_bytes(direct["test"])
+    assert image_bytes(loaded, "mask") == image_bytes(direct["test"], "mask")
 
 
 def test_images_look_like_a_brain_on_a_dark_background(samples):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
-from tiny import tiny_cnn_accuracy
+from tiny import assert_same_seed_same_bytes, image_bytes, tiny_cnn_accuracy
 from torchvision import transforms
 
 from hf_gazecons.data import (
@@ -36,11 +36,6 @@ def _datasets_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
 
 
-def _image_bytes(dataset: Dataset, column: str = "image") -> list[bytes]:
-    raw = dataset.cast_column(column, Image(decode=False))
-    return [row["bytes"] for row in raw[column]]
-
-
 def _png_folder(root, layout: dict[str, dict[str, int]], size=(20, 16)) -> None:
     """Write ``layout[split][class]`` random PNGs into root/split/class/."""
     rng = np.random.default_rng(0)
@@ -65,15 +60,9 @@ def _centroids(dataset: Dataset) -> np.ndarray:
 # built-in: shapes
 # ---------------------------------------------------------------------------------------------
 def test_shapes_is_deterministic(small_shapes):
-    again = make_shapes(**SMALL, seed=0)
-    other = make_shapes(**SMALL, seed=1)
-    for split in ("train", "validation", "test"):
-        assert _image_bytes(small_shapes[split]) == _image_bytes(again[split])
-        assert _image_bytes(small_shapes[split], "mask") == _image_bytes(again[split], "mask")
-        assert small_shapes[split]["label"][:] == again[split]["label"][:]
-        assert _image_bytes(small_shapes[split]) != _image_bytes(other[split])
+    assert_same_seed_same_bytes(small_shapes, make_shapes(**SMALL, seed=0), make_shapes(**SMALL, seed=1))
     # the splits use different sub-seeds
-    assert _image_bytes(small_shapes["validation"]) != _image_bytes(small_shapes["test"])
+    assert image_bytes(small_shapes["validation"]) != image_bytes(small_shapes["test"])
 
 
 def test_shapes_columns_features_and_sizes(small_shapes):
@@ -151,7 +140,7 @@ def test_digits_splits_classes_and_sizes():
     row = dsd["train"][0]
     assert row["image"].mode == "L" and row["image"].size == (24, 24)
     assert np.asarray(row["image"]).max() > 100
-    assert _image_bytes(make_digits(size=24, seed=0)["test"]) == _image_bytes(dsd["test"])
+    assert image_bytes(make_digits(size=24, seed=0)["test"]) == image_bytes(dsd["test"])
     assert dsd["test"]["label"][:] != make_digits(size=24, seed=1)["test"]["label"][:]
 
 
@@ -165,7 +154,7 @@ def test_builtin_query_string_options():
     assert dsd["train"].features["label"].names == ["circle", "square", "triangle"]
     assert dsd["train"][0]["image"].mode == "L" and dsd["train"][0]["image"].size == (40, 40)
     direct = make_shapes(num_classes=3, size=40, n_train=2, n_val=1, n_test=1, jitter=0.3, grayscale=True, seed=2)
-    assert _image_bytes(dsd["test"]) == _image_bytes(direct["test"])
+    assert image_bytes(dsd["test"]) == image_bytes(direct["test"])
     val = load_image_dataset("builtin:digits?size=12", "validation")
     assert isinstance(val, Dataset) and val[0]["image"].size == (12, 12)
 
@@ -204,11 +193,11 @@ def test_save_to_disk_round_trip(tmp_path, small_shapes):
     loaded = load_image_dataset(str(tmp_path / "dict"))
     assert list(loaded) == list(small_shapes)
     assert loaded["test"].features == small_shapes["test"].features
-    assert _image_bytes(loaded["test"], "mask") == _image_bytes(small_shapes["test"], "mask")
+    assert image_bytes(loaded["test"], "mask") == image_bytes(small_shapes["test"], "mask")
     # a single saved Dataset becomes the split "train"
     small_shapes["validation"].save_to_disk(str(tmp_path / "single"))
     single = load_image_dataset(str(tmp_path / "single"), "train")
-    assert _image_bytes(single) == _image_bytes(small_shapes["validation"])
+    assert image_bytes(single) == image_bytes(small_shapes["validation"])
 
 
 def _custom(tmp_path, columns: dict, features: dict, splits=("train",), name="custom") -> str:

@@ -4,7 +4,7 @@ import numpy as np
 import timm
 import torch
 import transformers
-from datasets import DatasetDict
+from datasets import Dataset, DatasetDict, Image
 from torch import nn
 
 from hf_gazecons.models import LoadedModel, load_model
@@ -24,6 +24,21 @@ def random_test_resnet(label_names: list[str], image_size: int, seed: int = 0) -
             nn.init.normal_(module.bias, 0.0, 0.3)
     nn.init.normal_(loaded.model.fc.weight, 0.0, 0.5)
     return loaded
+
+
+def image_bytes(dataset: Dataset, column: str = "image") -> list[bytes]:
+    """The stored (encoded) bytes of each image of ``column``."""
+    return [row["bytes"] for row in dataset.cast_column(column, Image(decode=False))[column]]
+
+
+def assert_same_seed_same_bytes(dsd: DatasetDict, again: DatasetDict, other: DatasetDict) -> None:
+    """``again`` (same seed as ``dsd``) is byte-identical, images, masks and labels; ``other`` (another
+    seed) is not."""
+    for split in ("train", "validation", "test"):
+        assert image_bytes(dsd[split]) == image_bytes(again[split])
+        assert image_bytes(dsd[split], "mask") == image_bytes(again[split], "mask")
+        assert dsd[split]["label"][:] == again[split]["label"][:]
+        assert image_bytes(dsd[split]) != image_bytes(other[split])
 
 
 def tiny_cnn_accuracy(dsd: DatasetDict, seed: int, epochs: int = 8, recalibrate_batchnorm: bool = False) -> float:
