@@ -242,14 +242,23 @@ def test_brain_is_learnable_by_a_tiny_cnn_and_only_through_the_tumours():
 TINY_BRAIN = "builtin:brain?size=64&n_train=2&n_val=3&n_test=1&seed=3"
 
 
-def test_score_reads_brain_and_scores_localisation_on_its_masks(tmp_path, capsys):
-    model_dir = tmp_path / "model"
-    save_model(random_test_resnet(list(BRAIN_CLASSES), 64), model_dir)
-    out_dir = tmp_path / "scored"
-    assert cli_main(["score", "--model", str(model_dir), "--dataset", TINY_BRAIN, "--output-dir", str(out_dir)]) == 0
-    result = json.loads((out_dir / "consistency.json").read_text())
-    assert result["n_samples"] == 4 * 3 and list(result["per_class"]) == list(BRAIN_CLASSES)
-    assert set(result["localization"]) == {"energy_pointing_game", "pointing_game"}
+def test_score_reads_brain_and_scores_localisation_on_its_masks(tmp_path):
+    # random models: seed 0 gets only the 3 no_tumour images right (nothing to point at: no
+    # localisation), seed 1 only the 3 pituitary ones
+    for seed, right_class in ((0, "no_tumour"), (1, "pituitary")):
+        model_dir, out_dir = tmp_path / f"model{seed}", tmp_path / f"scored{seed}"
+        save_model(random_test_resnet(list(BRAIN_CLASSES), 64, seed), model_dir)
+        assert (
+            cli_main(["score", "--model", str(model_dir), "--dataset", TINY_BRAIN, "--output-dir", str(out_dir)]) == 0
+        )
+        result = json.loads((out_dir / "consistency.json").read_text())
+        assert result["n_samples"] == 4 * 3 and list(result["per_class"]) == list(BRAIN_CLASSES)
+        right = {name: entry["n_correct"] for name, entry in result["per_class"].items()}
+        assert right == {name: 3 if name == right_class else 0 for name in BRAIN_CLASSES}
+        if right_class == "no_tumour":
+            assert result["localization"] is None
+        else:
+            assert set(result["localization"]) == {"energy_pointing_game", "pointing_game"}
 
 
 def test_train_and_sweep_read_brain_and_score_localisation_on_its_masks(tmp_path):
