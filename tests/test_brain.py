@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +20,8 @@ from hf_gazecons.data import brain as brain_module
 from hf_gazecons.data import load_image_dataset, make_brain
 from hf_gazecons.data.brain import BRAIN_CLASSES, GLIOMA, MENINGIOMA, NO_TUMOUR, PITUITARY, load_template, render_brain
 from hf_gazecons.errors import DataError
-from hf_gazecons.models import save_model
+from hf_gazecons.metric import gaze_consistency
+from hf_gazecons.models import load_model, save_model
 
 pytest.importorskip("nibabel")
 pytest.importorskip("nilearn")
@@ -242,6 +245,15 @@ def test_brain_is_learnable_by_a_tiny_cnn_and_only_through_the_tumours():
 TINY_BRAIN = "builtin:brain?size=64&n_train=2&n_val=3&n_test=1&seed=3"
 
 
+def _per_class_table():
+    """scripts/per_class_table.py as a module."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / "per_class_table.py"
+    spec = importlib.util.spec_from_file_location("per_class_table", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_score_reads_brain_and_scores_localisation_on_its_masks(tmp_path):
     # random models: seed 0 gets only the 3 no_tumour images right (nothing to point at: no
     # localisation), seed 1 only the 3 pituitary ones
@@ -270,6 +282,14 @@ def test_train_and_sweep_read_brain_and_score_localisation_on_its_masks(tmp_path
     results = json.loads((train_dir / "results.json").read_text())
     assert results["config"]["label_names"] == list(BRAIN_CLASSES)
     assert 0.0 <= results["final"]["eval_energy_pointing_game"] <= 1.0
+    # scripts/per_class_table.py: one evaluation per class gives the class's values of the whole split
+    whole = gaze_consistency(load_model(str(train_dir)), load_image_dataset(TINY_BRAIN, "validation"), progress=False)
+    rows = {row["class"]: row for row in _per_class_table().score_run(train_dir, "validation")}
+    assert list(rows) == list(BRAIN_CLASSES)
+    for name, entry in whole.per_class.items():
+        assert rows[name]["n_correct"] == entry.n_correct and rows[name]["n_samples"] == entry.n_samples
+        assert rows[name]["lcam_paper"] == pytest.approx(entry.values["paper"], nan_ok=True)
+        assert rows[name]["lcam_robust"] == pytest.approx(entry.values["robust"], nan_ok=True)
 
     sweep_dir = tmp_path / "sweep"
     argv = ["sweep", "--backbones", "test_resnet", "--lambdas", "10", "--seeds", "0", "--epochs", "1", "--t0", "0",
