@@ -9,7 +9,8 @@ class's L_CAM of the whole split, because a class's representative map uses that
 
 python scripts/per_class_table.py out-brain/paper out-brain/robust --output out-brain/per_class.csv
 
-Prints a markdown table: mean ± sample sd over seeds per (variant, backbone, lambda_max, class).
+Prints a markdown table: mean ± sample sd over seeds per (variant, backbone, lambda_max, class) (the
+mean alone for one seed).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def summary_table(rows: list[dict]) -> str:
         cells = []
         for metric in METRICS:
             mean, sd, n = mean_std(row[metric] for row in group)
-            cells.append("n/a" if mean is None else f"{fmt_metric(mean)} ± {fmt_metric(sd) if sd is not None else '–'}")
+            cells.append(fmt_metric(mean) if sd is None else f"{fmt_metric(mean)} ± {fmt_metric(sd)}")  # sd: >= 2 seeds
         lines.append(f"| {variant} | `{backbone}` | {lam:g} | {name} | {len(group)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
