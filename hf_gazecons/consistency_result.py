@@ -36,7 +36,7 @@ class ClassConsistency:
 
 @dataclass
 class Localization:
-    """Mean energy pointing game and pointing game over correct samples with masks."""
+    """Mean energy pointing game and pointing game over correct samples with a non-empty mask."""
 
     energy_pointing_game: float
     pointing_game: float

@@ -106,8 +106,11 @@ class ConsistencyStatistics:
         self.loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
         self.confusion.index_put_((labels, predictions), torch.ones(len(labels), dtype=torch.float64), accumulate=True)
         correct = predictions == labels
-        if masks is not None and correct.any():
-            hit_maps, hit_masks = maps[correct], masks.cpu()[correct]
+        # localisation: correct samples whose mask marks an object (builtin:brain's no_tumour has none:
+        # there is nothing to point at, and counting it as a miss would dilute the score)
+        located = correct & masks.cpu().flatten(1).any(dim=1) if masks is not None else None
+        if located is not None and located.any():
+            hit_maps, hit_masks = maps[located], masks.cpu()[located]
             energy = energy_pointing_game(hit_maps, hit_masks).double().sum()
             hits = pointing_game(hit_maps, hit_masks).double().sum()
             self.localization_sums += torch.stack([energy, hits, torch.tensor(float(len(hit_maps)))])

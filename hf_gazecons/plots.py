@@ -263,3 +263,33 @@ def plot_sweep_finals(rows: Sequence[Mapping[str, float | str | None]], path: st
     axes[0].legend(fontsize=7)
     fig.suptitle(title or "final evaluation against lambda_max (error bars: std over seeds)", fontsize=10)
     return _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# data sets with masks (builtin:shapes, builtin:brain)
+# ---------------------------------------------------------------------------------------------
+__all__ += ["plot_masked_samples"]
+
+
+def plot_masked_samples(
+    rows: Mapping[str, Sequence[tuple[Image.Image, Image.Image]]], path: str | Path, title: str = ""
+) -> Path:
+    """A grid of samples, one row per entry of ``rows`` (name -> (image, mask) pairs), each image with
+    its mask's outline (nonzero = object) drawn over it in red."""
+    columns = max(len(pairs) for pairs in rows.values())
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.9 * columns, 2.0 * len(rows) + 0.3), squeeze=False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_frame_on(False)
+    for r, (name, pairs) in enumerate(rows.items()):
+        axes[r][0].set_ylabel(name, fontsize=10)
+        for c, (image, mask) in enumerate(pairs):
+            ax = axes[r][c]
+            ax.imshow(np.asarray(image), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            outline = np.asarray(mask.convert("L")) > 0
+            if outline.any():
+                ax.contour(outline, levels=[0.5], colors="red", linewidths=0.8)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save(fig, path)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, IterableDataset, IterableDatasetDict, Value
 from PIL import Image as PILImage
+from tiny import assert_same_seed_same_bytes, image_bytes, tiny_cnn_accuracy
 from torchvision import transforms
 
 from hf_gazecons.cam import GradCAM
@@ -40,11 +41,6 @@ def _datasets_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-cache")
 
 
-def _image_bytes(dataset: Dataset, column: str = "image") -> list[bytes]:
-    raw = dataset.cast_column(column, Image(decode=False))
-    return [row["bytes"] for row in raw[column]]
-
-
 def _png_folder(root, layout: dict[str, dict[str, int]], size=(20, 16)) -> None:
     """Write ``layout[split][class]`` random PNGs into root/split/class/."""
     rng = np.random.default_rng(0)
@@ -69,15 +65,9 @@ def _centroids(dataset: Dataset) -> np.ndarray:
 # built-in: shapes
 # ---------------------------------------------------------------------------------------------
 def test_shapes_is_deterministic(small_shapes):
-    again = make_shapes(**SMALL, seed=0)
-    other = make_shapes(**SMALL, seed=1)
-    for split in ("train", "validation", "test"):
-        assert _image_bytes(small_shapes[split]) == _image_bytes(again[split])
-        assert _image_bytes(small_shapes[split], "mask") == _image_bytes(again[split], "mask")
-        assert small_shapes[split]["label"][:] == again[split]["label"][:]
-        assert _image_bytes(small_shapes[split]) != _image_bytes(other[split])
+    assert_same_seed_same_bytes(small_shapes, make_shapes(**SMALL, seed=0), make_shapes(**SMALL, seed=1))
     # the splits use different sub-seeds
-    assert _image_bytes(small_shapes["validation"]) != _image_bytes(small_shapes["test"])
+    assert image_bytes(small_shapes["validation"]) != image_bytes(small_shapes["test"])
 
 
 def test_shapes_columns_features_and_sizes(small_shapes):
@@ -134,29 +124,8 @@ def test_jitter_spreads_the_object_location():
 
 
 def test_shapes_is_learnable_by_a_tiny_cnn():
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    num_classes, epochs, batch = 4, 8, 16
-    dsd = make_shapes(num_classes=num_classes, size=64, n_train=40, n_val=25, n_test=1, seed=0)
-
-    def tensors(ds):
-        x = np.stack([np.asarray(im) for im in ds["image"]]).astype(np.float32) / 255.0
-        x = (torch.from_numpy(x).permute(0, 3, 1, 2) - 0.5) / 0.5
-        return x, torch.tensor(ds["label"][:])
-
-    (xt, yt), (xv, yv) = tensors(dsd["train"]), tensors(dsd["validation"])
-    model = timm.create_model("test_resnet", num_classes=num_classes)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(epochs):
-        model.train()
-        for idx in torch.randperm(len(yt)).split(batch):
-            loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    model.eval()
-    with torch.no_grad():
-        accuracy = (model(xv).argmax(1) == yv).float().mean().item()
+    dsd = make_shapes(num_classes=4, size=64, n_train=40, n_val=25, n_test=1, seed=0)
+    accuracy = tiny_cnn_accuracy(dsd, seed=0)
     assert accuracy >= 0.6, f"validation accuracy {accuracy:.2f} (chance 0.25)"
 
 
@@ -176,7 +145,7 @@ def test_digits_splits_classes_and_sizes():
     row = dsd["train"][0]
     assert row["image"].mode == "L" and row["image"].size == (24, 24)
     assert np.asarray(row["image"]).max() > 100
-    assert _image_bytes(make_digits(size=24, seed=0)["test"]) == _image_bytes(dsd["test"])
+    assert image_bytes(make_digits(size=24, seed=0)["test"]) == image_bytes(dsd["test"])
     assert dsd["test"]["label"][:] != make_digits(size=24, seed=1)["test"]["label"][:]
 
 
@@ -190,7 +159,7 @@ def test_builtin_query_string_options():
     assert dsd["train"].features["label"].names == ["circle", "square", "triangle"]
     assert dsd["train"][0]["image"].mode == "L" and dsd["train"][0]["image"].size == (40, 40)
     direct = make_shapes(num_classes=3, size=40, n_train=2, n_val=1, n_test=1, jitter=0.3, grayscale=True, seed=2)
-    assert _image_bytes(dsd["test"]) == _image_bytes(direct["test"])
+    assert image_bytes(dsd["test"]) == image_bytes(direct["test"])
     val = load_image_dataset("builtin:digits?size=12", "validation")
     assert isinstance(val, Dataset) and val[0]["image"].size == (12, 12)
 
@@ -204,7 +173,7 @@ def test_builtin_query_string_options():
         ("builtin:shapes?size=40&size=50", "given twice"),
         (
             "builtin:squares",
-            r"unknown built-in data set 'squares'; available: \['digits', 'shapes'\]",
+            r"unknown built-in data set 'squares'; available: \['brain', 'digits', 'shapes'\]",
         ),
     ],
 )
@@ -229,11 +198,11 @@ def test_save_to_disk_round_trip(tmp_path, small_shapes):
     loaded = load_image_dataset(str(tmp_path / "dict"))
     assert list(loaded) == list(small_shapes)
     assert loaded["test"].features == small_shapes["test"].features
-    assert _image_bytes(loaded["test"], "mask") == _image_bytes(small_shapes["test"], "mask")
+    assert image_bytes(loaded["test"], "mask") == image_bytes(small_shapes["test"], "mask")
     # a single saved Dataset becomes the split "train"
     small_shapes["validation"].save_to_disk(str(tmp_path / "single"))
     single = load_image_dataset(str(tmp_path / "single"), "train")
-    assert _image_bytes(single) == _image_bytes(small_shapes["validation"])
+    assert image_bytes(single) == image_bytes(small_shapes["validation"])
 
 
 def _custom(tmp_path, columns: dict, features: dict, splits=("train",), name="custom") -> str:
@@ -549,10 +518,10 @@ def test_select_subset_is_train_s_rule_and_score_s_default_seed(small_shapes):
     validation = load_image_dataset(spec, "validation")
     picked = select_subset(validation, 7, seed=3)
     expected = validation.shuffle(seed=3).select(range(7))  # seeded random rows, not the first ones
-    assert _image_bytes(picked) == _image_bytes(expected) and picked["label"] == expected["label"]
-    assert _image_bytes(picked) != _image_bytes(validation.select(range(7)))
+    assert image_bytes(picked) == image_bytes(expected) and picked["label"] == expected["label"]
+    assert image_bytes(picked) != image_bytes(validation.select(range(7)))
     _, eval_rows, _, test_rows = _splits(ModelDataArguments(dataset=spec, max_eval_samples=7), seed=3)
-    assert _image_bytes(eval_rows) == _image_bytes(picked)  # train --max_eval_samples 7 --seed 3: the same rows
+    assert image_bytes(eval_rows) == image_bytes(picked)  # train --max_eval_samples 7 --seed 3: the same rows
     assert len(test_rows) == 6  # fewer rows than asked for: all of them
     assert select_subset(validation, None, seed=0) is validation and select_subset(validation, 99, 0) is validation
     with pytest.raises(DataError, match="at least 1"):

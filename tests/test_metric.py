@@ -177,6 +177,29 @@ def test_dict_batches_with_masks_report_localization():
         assert 0.0 <= result.localization.pointing_game <= 1.0
 
 
+def test_localization_counts_only_correct_samples_whose_mask_marks_an_object():
+    """builtin:brain's no_tumour images have empty masks: nothing to point at, so they are left out
+    of the energy pointing game and the pointing game instead of scoring as misses."""
+    maps = torch.zeros(4, 2, 2)
+    maps[:, 0, 0] = 1.0  # every map: all its mass and its peak in the top-left cell
+    maps[1, 1, 1] = 3.0  # sample 1: a quarter of its mass top-left, its peak bottom-right
+    masks = torch.zeros(4, 2, 2, dtype=torch.bool)
+    masks[:2, 0, 0] = True  # samples 0 and 1: the object top-left; 2 and 3: no object
+    masks[3, 0, 0] = True  # ... except sample 3, which the model gets wrong
+    labels = torch.tensor([0, 0, 1, 1])
+    logits = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])  # sample 3 wrong
+    stats = ConsistencyStatistics(2)
+    stats.update(maps, logits, labels, masks)
+    localization = stats.result(["a", "b"], "features").localization
+    # samples 0 and 1 only: energy (1 + 1/4) / 2, hits (1 + 0) / 2
+    assert localization.n == 2
+    assert localization.energy_pointing_game == pytest.approx((1.0 + 0.25) / 2)
+    assert localization.pointing_game == pytest.approx(0.5)
+    empty = ConsistencyStatistics(2)
+    empty.update(maps[2:3], logits[2:3], labels[2:3], masks[2:3])
+    assert empty.result(["a", "b"], "features").localization is None  # no object among the correct
+
+
 def test_labels_outside_the_model_are_an_error():
     with pytest.raises(DataError, match="outside the model's 3 classes"):
         gaze_consistency(

@@ -1,7 +1,10 @@
 """Tiny models and expected schemas shared by several test modules."""
 
+import numpy as np
+import timm
 import torch
 import transformers
+from datasets import Dataset, DatasetDict, Image
 from torch import nn
 
 from hf_gazecons.models import LoadedModel, load_model
@@ -21,6 +24,59 @@ def random_test_resnet(label_names: list[str], image_size: int, seed: int = 0) -
             nn.init.normal_(module.bias, 0.0, 0.3)
     nn.init.normal_(loaded.model.fc.weight, 0.0, 0.5)
     return loaded
+
+
+def image_bytes(dataset: Dataset, column: str = "image") -> list[bytes]:
+    """The stored (encoded) bytes of each image of ``column``."""
+    return [row["bytes"] for row in dataset.cast_column(column, Image(decode=False))[column]]
+
+
+def assert_same_seed_same_bytes(dsd: DatasetDict, again: DatasetDict, other: DatasetDict) -> None:
+    """``again`` (same seed as ``dsd``) is byte-identical, images, masks and labels; ``other`` (another
+    seed) is not."""
+    for split in ("train", "validation", "test"):
+        assert image_bytes(dsd[split]) == image_bytes(again[split])
+        assert image_bytes(dsd[split], "mask") == image_bytes(again[split], "mask")
+        assert dsd[split]["label"][:] == again[split]["label"][:]
+        assert image_bytes(dsd[split]) != image_bytes(other[split])
+
+
+def tiny_cnn_accuracy(dsd: DatasetDict, seed: int, epochs: int = 8, recalibrate_batchnorm: bool = False) -> float:
+    """Validation accuracy of a fresh timm ``test_resnet`` trained briefly on ``dsd["train"]``.
+
+    Adam at lr 3e-3 (the demo's), batches of 16, ``epochs`` epochs, all randomness from ``seed``;
+    grayscale or RGB images, scaled to [-1, 1]. With ``recalibrate_batchnorm``, BatchNorm's running
+    statistics are recomputed over the training set with the final weights before evaluating: at
+    this learning rate they lag behind the weights and the eval-mode accuracy jumps between epochs,
+    so this measures what the data lets the network learn, not the lag.
+    """
+
+    def tensors(ds):
+        x = torch.from_numpy(np.stack([np.asarray(im) for im in ds["image"]]).astype(np.float32) / 255.0)
+        x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        return (x - 0.5) / 0.5, torch.tensor(ds["label"][:])
+
+    (xt, yt), (xv, yv) = tensors(dsd["train"]), tensors(dsd["validation"])
+    torch.manual_seed(seed)
+    num_classes = dsd["train"].features["label"].num_classes
+    model = timm.create_model("test_resnet", num_classes=num_classes, in_chans=xt.shape[1])
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(yt)).split(16):
+            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        if recalibrate_batchnorm:
+            for module in model.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.reset_running_stats()
+                    module.momentum = None  # a plain average over the batch below
+            model(xt)
+        model.eval()
+        return (model(xv).argmax(1) == yv).float().mean().item()
 
 
 _TINY_VIT = dict(

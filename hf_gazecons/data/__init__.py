@@ -4,6 +4,7 @@ Every loaded data set has the columns ``image`` (datasets.Image), ``label`` (Cla
 where the source has ground-truth masks, ``mask`` (Image, mode "L", nonzero = object).
 """
 
+from .brain import make_brain
 from .builtin import make_digits, make_shapes
 from .labels import LabelAlignment, align_labels
 from .loading import default_eval_split, load_image_dataset, select_split
@@ -19,6 +20,7 @@ __all__ = [
     "default_eval_split",
     "load_image_dataset",
     "load_streaming_dataset",
+    "make_brain",
     "make_digits",
     "make_shapes",
     "select_split",

@@ -11,7 +11,6 @@ standardised columns ``image`` (Image), ``label`` (ClassLabel) and, for shapes, 
 from __future__ import annotations
 
 import colorsys
-import io
 import math
 
 import numpy as np
@@ -20,13 +19,12 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 
 from ..errors import DataError
+from .planted import SPLITS, check_planted_options, encode_png, planted_splits
 
 __all__ = ["SHAPE_NAMES", "make_digits", "make_shapes"]
 
 #: The class shapes of :func:`make_shapes`, in label order.
 SHAPE_NAMES = ("circle", "square", "triangle", "cross", "ring", "diamond", "star", "hexagon")
-
-SPLITS = ("train", "validation", "test")
 
 # Object radius as a fraction of the image size, and the distance of the class centres from the
 # image centre.
@@ -64,22 +62,12 @@ def make_shapes(
     ['circle', 'square', 'triangle']
     """
     _check_shapes_args(num_classes, size, n_train, n_val, n_test, jitter, distractors)
-    names = list(SHAPE_NAMES[:num_classes])
-    features = Features({"image": Image(), "label": ClassLabel(names=names), "mask": Image(mode="L")})
+
+    def render(rng: np.random.Generator, label: int) -> tuple[dict, dict]:
+        return _shapes_sample(rng, label, num_classes, size, jitter, distractors, grayscale)
+
     counts = {"train": n_train, "validation": n_val, "test": n_test}
-    sub_seeds = np.random.SeedSequence(seed).spawn(len(SPLITS))
-    splits = {}
-    for split, sub_seed in zip(SPLITS, sub_seeds):
-        rng = np.random.default_rng(sub_seed)
-        labels = rng.permutation(np.repeat(np.arange(num_classes), counts[split]))
-        images, masks = [], []
-        for label in labels:
-            image, mask = _shapes_sample(rng, int(label), num_classes, size, jitter, distractors, grayscale)
-            images.append(image)
-            masks.append(mask)
-        data = {"image": images, "label": [int(x) for x in labels], "mask": masks}
-        splits[split] = Dataset.from_dict(data, features=features)
-    return DatasetDict(splits)
+    return planted_splits(SHAPE_NAMES[:num_classes], counts, seed, render)
 
 
 def _check_shapes_args(num_classes, size, n_train, n_val, n_test, jitter, distractors) -> None:
@@ -87,15 +75,7 @@ def _check_shapes_args(num_classes, size, n_train, n_val, n_test, jitter, distra
         raise DataError(
             f"shapes supports 2 to {len(SHAPE_NAMES)} classes ({', '.join(SHAPE_NAMES)}), got num_classes={num_classes}"
         )
-    if size < 32:
-        raise DataError(f"shapes needs size >= 32 pixels, got size={size}")
-    for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
-        if value < 1:
-            raise DataError(f"shapes needs {name} >= 1 image per class, got {name}={value}")
-    if not 0.0 <= jitter <= 1.0:
-        raise DataError(f"shapes needs 0 <= jitter <= 1 (fraction of the image size), got {jitter}")
-    if distractors < 0:
-        raise DataError(f"shapes needs distractors >= 0, got {distractors}")
+    check_planted_options("shapes", size, 32, n_train, n_val, n_test, jitter, distractors)
 
 
 def class_centre(label: int, num_classes: int, size: int) -> tuple[float, float]:
@@ -127,14 +107,7 @@ def _shapes_sample(rng, label, num_classes, size, jitter, distractors, grayscale
     image = PILImage.fromarray(np.round(canvas).clip(0, 255).astype(np.uint8), "RGB")
     if grayscale:
         image = image.convert("L")
-    return _png(image), _png(PILImage.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L"))
-
-
-def _png(image: PILImage.Image) -> dict:
-    """Encode as PNG with fast compression (the default level 6 makes generation 3x slower)."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
-    return {"bytes": buffer.getvalue(), "path": None}
+    return encode_png(image), encode_png(PILImage.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L"))
 
 
 def _background(rng, size: int) -> np.ndarray:
@@ -272,6 +245,6 @@ def make_digits(size: int = 64, seed: int = 0) -> DatasetDict:
     splits = {}
     for split, rows in zip(SPLITS, (train, val, test)):
         rows = np.sort(rows)
-        images = [_png(PILImage.fromarray(pixels[i], "L").resize((size, size), PILImage.BILINEAR)) for i in rows]
+        images = [encode_png(PILImage.fromarray(pixels[i], "L").resize((size, size), PILImage.BILINEAR)) for i in rows]
         splits[split] = Dataset.from_dict({"image": images, "label": [int(labels[i]) for i in rows]}, features=features)
     return DatasetDict(splits)

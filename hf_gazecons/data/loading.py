@@ -20,12 +20,13 @@ from datasets import ClassLabel, Dataset, DatasetDict, Image, IterableDataset, I
 
 from ..errors import DataError, first_line
 from ..hub import check_hub_reachable
+from .brain import make_brain
 from .builtin import make_digits, make_shapes
 
 __all__ = ["BUILTINS", "default_eval_split", "load_image_dataset", "select_split"]
 
 #: ``builtin:<name>`` data sets and their generators (options = keyword arguments).
-BUILTINS: dict[str, Callable[..., DatasetDict]] = {"shapes": make_shapes, "digits": make_digits}
+BUILTINS: dict[str, Callable[..., DatasetDict]] = {"shapes": make_shapes, "digits": make_digits, "brain": make_brain}
 
 IMAGE_NAMES = ("image", "img", "images", "picture", "pixel_values")
 LABEL_NAMES = ("label", "labels", "class", "target", "fine_label")

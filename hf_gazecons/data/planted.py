@@ -1,0 +1,71 @@
+"""Shared machinery of the generated built-in data sets (``builtin:shapes``, ``builtin:brain``, ...).
+
+* :func:`planted_splits` - the three splits of a planted-object benchmark from a per-sample renderer,
+  deterministic for a seed (one :class:`numpy.random.SeedSequence` child per split);
+* :func:`check_planted_options` - the one-line :class:`DataError` checks of the options they share;
+* :func:`encode_png` - the fast PNG encoding every built-in stores its images with.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
+from PIL import Image as PILImage
+
+from ..errors import DataError
+
+__all__ = ["SPLITS", "Renderer", "check_planted_options", "encode_png", "planted_splits"]
+
+SPLITS = ("train", "validation", "test")
+
+#: ``renderer(rng, label) -> (image, mask)``: one sample of class ``label``, both as
+#: :func:`encode_png` dicts, drawing all its randomness from ``rng``.
+Renderer = Callable[[np.random.Generator, int], tuple[dict, dict]]
+
+
+def planted_splits(names: Sequence[str], counts: Mapping[str, int], seed: int, render: Renderer) -> DatasetDict:
+    """Splits ``train``/``validation``/``test`` with columns ``image``, ``label`` and ``mask``.
+
+    ``counts[split]`` images per class, in an order shuffled by the split's own generator (a child
+    of ``SeedSequence(seed)``), so that each split depends on the seed alone and not on the sizes
+    of the other splits. ``render`` draws each sample from that generator in turn.
+    """
+    features = Features({"image": Image(), "label": ClassLabel(names=list(names)), "mask": Image(mode="L")})
+    sub_seeds = np.random.SeedSequence(seed).spawn(len(SPLITS))
+    splits = {}
+    for split, sub_seed in zip(SPLITS, sub_seeds):
+        rng = np.random.default_rng(sub_seed)
+        labels = rng.permutation(np.repeat(np.arange(len(names)), counts[split]))
+        images, masks = [], []
+        for label in labels:
+            image, mask = render(rng, int(label))
+            images.append(image)
+            masks.append(mask)
+        data = {"image": images, "label": [int(x) for x in labels], "mask": masks}
+        splits[split] = Dataset.from_dict(data, features=features)
+    return DatasetDict(splits)
+
+
+def check_planted_options(
+    kind: str, size: int, min_size: int, n_train: int, n_val: int, n_test: int, jitter: float, distractors: int
+) -> None:
+    """One-line DataErrors for the options every planted-object built-in shares."""
+    if size < min_size:
+        raise DataError(f"{kind} needs size >= {min_size} pixels, got size={size}")
+    for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+        if value < 1:
+            raise DataError(f"{kind} needs {name} >= 1 image per class, got {name}={value}")
+    if not 0.0 <= jitter <= 1.0:
+        raise DataError(f"{kind} needs 0 <= jitter <= 1 (fraction of the image size), got {jitter}")
+    if distractors < 0:
+        raise DataError(f"{kind} needs distractors >= 0, got {distractors}")
+
+
+def encode_png(image: PILImage.Image) -> dict:
+    """Encode as PNG with fast compression (the default level 6 makes generation 3x slower)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return {"bytes": buffer.getvalue(), "path": None}
