@@ -18,7 +18,8 @@ from tiny import assert_same_seed_same_bytes, image_bytes, random_test_resnet, t
 from hf_gazecons.cli.main import main as cli_main
 from hf_gazecons.data import brain as brain_module
 from hf_gazecons.data import load_image_dataset, make_brain
-from hf_gazecons.data.brain import BRAIN_CLASSES, GLIOMA, MENINGIOMA, NO_TUMOUR, PITUITARY, load_template, render_brain
+from hf_gazecons.data.brain import BRAIN_CLASSES, load_template, render_brain
+from hf_gazecons.data.tumours import GLIOMA, MENINGIOMA, NO_TUMOUR, PITUITARY
 from hf_gazecons.errors import DataError
 from hf_gazecons.metric import gaze_consistency
 from hf_gazecons.models import load_model, save_model

@@ -34,13 +34,14 @@ from PIL import Image as PILImage
 from scipy import ndimage
 
 from ..errors import DataError
+from .brain_geometry import FOV_MM, SLICE_RANGE_MM, smooth_field
 from .planted import check_planted_options, encode_png, planted_splits
+from .tumours import SELLA_MM, draw_lesion, mass_effect, paint_distractor, paint_lesion
 
 __all__ = ["BRAIN_CLASSES", "make_brain"]
 
 #: The classes of :func:`make_brain`, in label order (the study's four).
 BRAIN_CLASSES = ("glioma", "meningioma", "no_tumour", "pituitary")
-GLIOMA, MENINGIOMA, NO_TUMOUR, PITUITARY = range(4)
 
 INSTALL_HINT = 'builtin:brain needs nibabel and nilearn (the MNI152 template): pip install "hf-gazecons[mri]"'
 
@@ -53,12 +54,9 @@ TEMPLATE_FILES = {
     "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
 }
 
-# Geometry, in template millimetres (MNI: x to the subject's right, y anterior, z superior).
-_SLICE_RANGE_MM = (-30, -8)  # axial levels, sella to the floor of the third ventricle
-_FOV_MM = 200.0  # field of view of an image at scale 1
+# Geometry, in template millimetres (MNI: x to the subject's right, y anterior, z superior); the
+# field of view and the slice range are in .brain_geometry, the tumour sites in .tumours.
 _FOV_CENTRE_MM = (0.0, -17.0)
-_SELLA_MM = (0.0, 1.0)  # pituitary fossa, in the axial plane
-_TYPICAL_SITE_MM = {GLIOMA: (32.0, -5.0), MENINGIOMA: (55.0, 22.0)}  # mirrored left/right at random
 _POSTERIOR_FOSSA_Y_MM = -40.0  # behind this, at these levels: cerebellum and brainstem
 
 
@@ -137,7 +135,7 @@ def load_template() -> Template:
     if not np.allclose(affine[:3, :3], np.eye(3)):
         raise DataError(f"the MNI152 template in nilearn is not on a 1 mm axis-aligned grid (affine {affine.tolist()})")
     origin = (-affine[0, 3], -affine[1, 3], -affine[2, 3])
-    z_lo, z_hi = _SLICE_RANGE_MM
+    z_lo, z_hi = SLICE_RANGE_MM
     slices = tuple(_prepare_slice(volumes, origin, z) for z in range(z_lo, z_hi + 1))
     return Template(slices=slices, origin=(float(origin[0]), float(origin[1])))
 
@@ -171,7 +169,7 @@ def _prepare_slice(volumes: dict[str, np.ndarray], origin, z_mm: int) -> Templat
     y = np.arange(t1.shape[1], dtype=np.float32)[None, :] - origin[1]
     x, y = np.broadcast_arrays(x, y)
     supratentorial = y > _POSTERIOR_FOSSA_Y_MM
-    near_sella = np.hypot(x - _SELLA_MM[0], y - _SELLA_MM[1]) < 25.0
+    near_sella = np.hypot(x - SELLA_MM[0], y - SELLA_MM[1]) < 25.0
 
     in_white_matter = ndimage.distance_transform_edt(wm > 0.5)  # mm to the nearest non-white matter
     glioma = (in_white_matter >= 3.0) & (np.abs(x) >= 16.0) & supratentorial & (depth >= 10.0)
@@ -211,16 +209,6 @@ class BrainSample:
     z_mm: int  # the slice level
 
 
-@dataclass(frozen=True)
-class _Lesion:
-    centre: np.ndarray  # (2,) mm
-    radius: float  # mm
-    aspect: float  # >= 1, long axis along ``angle``
-    angle: float  # radians
-    push: float  # mass effect: intra-axial, a fraction < 1 (see _mass_effect); meningioma, mm
-    normal: np.ndarray | None  # meningioma: outward surface normal (tissue is pushed against it)
-
-
 def render_brain(
     rng: np.random.Generator,
     label: int,
@@ -233,18 +221,18 @@ def render_brain(
     """Draw one sample of class ``label`` (all randomness from ``rng``, in a fixed order)."""
     plane = template.slices[int(rng.integers(len(template.slices)))]
     q = _sampling_grid(rng, size)  # (2, size, size): template mm shown at each pixel
-    lesion = _draw_lesion(rng, label, plane, jitter, contrast)
-    shown = q if lesion is None else _mass_effect(q, lesion)
+    lesion = draw_lesion(rng, label, plane, jitter, contrast)
+    shown = q if lesion is None else mass_effect(q, lesion)
     t1, wm, inside, _ = _bilinear(plane.maps, shown[0] + template.origin[0] + 1, shown[1] + template.origin[1] + 1)
 
     intensity = t1.astype(np.float64)
     for _ in range(distractors):
-        _paint_distractor(rng, intensity, shown, plane)
+        paint_distractor(rng, intensity, shown, plane)
     mask = np.zeros((size, size), dtype=bool)
     if lesion is not None:
         # the brain's outline and the dura where the tumour is drawn, before the push: they bound it
         bed = _bilinear(plane.maps[2:], q[0] + template.origin[0] + 1, q[1] + template.origin[1] + 1)
-        lesioned, mask = _paint_lesion(rng, label, lesion, intensity, q, wm, inside, bed, size)
+        lesioned, mask = paint_lesion(rng, label, lesion, intensity, q, wm, inside, bed, size)
         intensity = intensity + contrast * (lesioned - intensity)
     image = _acquisition(rng, intensity, size)
     return BrainSample(image=image, mask=mask, wm=wm, brain=inside > 0.5, position=q, z_mm=plane.z_mm)
@@ -255,7 +243,7 @@ def _sampling_grid(rng: np.random.Generator, size: int) -> np.ndarray:
 
     Radiological convention: anterior at the top, the subject's right on the image's left.
     """
-    px = _FOV_MM / size
+    px = FOV_MM / size
     centre = (np.arange(size) + 0.5 - size / 2) * px
     u = -centre[None, :].repeat(size, 0)  # x: image right = subject's left
     v = -centre[:, None].repeat(size, 1)  # y: image top = anterior
@@ -265,8 +253,8 @@ def _sampling_grid(rng: np.random.Generator, size: int) -> np.ndarray:
     cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
     x = cos * u - sin * v + _FOV_CENTRE_MM[0] + shift[0]
     y = sin * u + cos * v + _FOV_CENTRE_MM[1] + shift[1]
-    x += _smooth_field(rng, size, 5, 2.5)
-    y += _smooth_field(rng, size, 5, 2.5)
+    x += smooth_field(rng, size, 5, 2.5)
+    y += smooth_field(rng, size, 5, 2.5)
     return np.stack([x, y])
 
 
@@ -284,181 +272,9 @@ def _bilinear(maps: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return top + (c + (d - c) * fj - top) * fi
 
 
-def _smooth_field(rng: np.random.Generator, size: int, knots: int, sd: float) -> np.ndarray:
-    """A smooth random field: ``knots`` x ``knots`` normal values (sd ``sd``), cubic-upsampled
-    (exactly ``ndimage.zoom(coarse, size / knots, order=3, mode="nearest", grid_mode=True)``,
-    which is separable: two small matrix products)."""
-    coarse = rng.normal(0.0, sd, size=(knots, knots))
-    up = _upsampling(size, knots)
-    return up @ coarse @ up.T
-
-
-@functools.cache
-def _upsampling(size: int, knots: int) -> np.ndarray:
-    """(size, knots): column k is the cubic-spline zoom of the k-th unit vector."""
-    unit = np.eye(knots)
-    return np.stack([ndimage.zoom(e, size / knots, order=3, mode="nearest", grid_mode=True) for e in unit], axis=1)
-
-
-def _draw_lesion(rng, label: int, plane: TemplateSlice, jitter: float, contrast: float) -> _Lesion | None:
-    """The lesion's site, size and shape in template mm (None for no_tumour)."""
-    if label == NO_TUMOUR:
-        return None
-    strength = min(contrast, 1.0)  # an invisible lesion does not push the brain aside either
-    wander = jitter * _FOV_MM
-    if label == PITUITARY:
-        offset = _in_disc(rng, min(wander, 3.0))
-        height = (plane.z_mm - _SLICE_RANGE_MM[0]) / (_SLICE_RANGE_MM[1] - _SLICE_RANGE_MM[0])
-        radius = rng.uniform(7.0, 11.0) * (1.0 - 0.2 * height)  # the dome narrows above the sella
-        centre = np.array(_SELLA_MM) + offset
-        return _Lesion(centre, radius, rng.uniform(1.0, 1.3), rng.uniform(-0.2, 0.2), 0.15 * strength, None)
-    sites = plane.glioma_sites if label == GLIOMA else plane.meningioma_sites
-    side = 1.0 if rng.random() < 0.5 else -1.0
-    typical = np.array(_TYPICAL_SITE_MM[label]) * (side, 1.0)
-    index = _pick_site(rng, sites, typical, wander)
-    site = sites[index]
-    if label == GLIOMA:
-        radius = rng.uniform(14.0, 25.0)
-        return _Lesion(site, radius, rng.uniform(1.0, 1.5), rng.uniform(0, math.pi), 0.45 * strength, None)
-    # meningioma: an ellipse centred at the brain's surface, its long axis along it, cut by the dura
-    # (a broad dural base); the brain yields to about half its depth, the rest covers the cortex
-    normal = plane.meningioma_normals[index]
-    radius, aspect = rng.uniform(13.0, 22.0), rng.uniform(1.0, 1.3)
-    centre = site - normal * rng.uniform(0.0, 0.3) * radius
-    angle = math.atan2(normal[1], normal[0]) + math.pi / 2
-    push = rng.uniform(0.4, 0.6) * radius / math.sqrt(aspect) * strength
-    return _Lesion(centre, radius, aspect, angle, push, normal)
-
-
-def _in_disc(rng, radius: float) -> np.ndarray:
-    r, t = radius * math.sqrt(rng.random()), rng.uniform(0, 2 * math.pi)
-    return np.array([r * math.cos(t), r * math.sin(t)])
-
-
-def _pick_site(rng, sites: np.ndarray, typical: np.ndarray, wander: float) -> int:
-    """Index of a uniformly drawn site within ``wander`` mm of ``typical`` (else the nearest)."""
-    distance = np.hypot(*(sites - typical).T)
-    near = np.flatnonzero(distance <= wander)
-    if len(near) == 0:
-        return int(np.argmin(distance))
-    return int(near[rng.integers(len(near))])
-
-
-def _mass_effect(q: np.ndarray, lesion: _Lesion) -> np.ndarray:
-    """Where the anatomy shown at ``q`` comes from once the lesion has pushed it aside.
-
-    Intra-axial lesions push radially outward (radius r shows the tissue from r * (1 - push * w(r)),
-    a smooth bump w <= 1, one-to-one for push < 1). A meningioma pushes the cortex inward, away from
-    the dura, under its footprint only, less with depth (the tissue shown comes from further out).
-    """
-    d = q - lesion.centre[:, None, None]
-    if lesion.normal is None:
-        reach = 1.4 * lesion.radius
-        return q - lesion.push * np.exp(-(d[0] ** 2 + d[1] ** 2) / (2 * reach**2)) * d
-    normal = lesion.normal[:, None, None]
-    outward = (d * normal).sum(0)
-    along = d[0] * -lesion.normal[1] + d[1] * lesion.normal[0]
-    half_width, depth = lesion.radius * math.sqrt(lesion.aspect), lesion.radius / math.sqrt(lesion.aspect)
-    footprint = np.sqrt(np.clip(1.0 - (along / half_width) ** 2, 0.0, None))  # the tumour's own profile
-    return q + lesion.push * footprint * np.exp(-((outward / (2.5 * depth)) ** 2)) * normal
-
-
-def _lesion_frame(q: np.ndarray, lesion: _Lesion) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised elliptical radius rho (1 = the nominal edge) and exp(i angle) at each pixel."""
-    d = q - lesion.centre[:, None, None]
-    cos, sin = math.cos(lesion.angle), math.sin(lesion.angle)
-    along = (cos * d[0] + sin * d[1]) / (lesion.radius * math.sqrt(lesion.aspect))
-    across = (-sin * d[0] + cos * d[1]) * math.sqrt(lesion.aspect) / lesion.radius
-    rho = np.hypot(along, across)
-    return rho, (along + 1j * across) / np.maximum(rho, 1e-9)
-
-
-def _outline(rng, turn: np.ndarray, roughness: float) -> np.ndarray:
-    """Edge radius (about 1) as a function of the angle (``turn`` = exp(i angle)): harmonics 2..5
-    with random phases and amplitudes ``roughness`` / k."""
-    coefficients = roughness * rng.normal(0, 1, 4) / np.arange(2, 6) * np.exp(1j * rng.uniform(0, 2 * math.pi, 4))
-    power = turn * turn
-    edge = np.ones(turn.shape)
-    for c in coefficients:
-        edge += (c * power).real
-        power = power * turn
-    return edge
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
-def _paint_lesion(rng, label, lesion: _Lesion, tissue, q, wm, inside, bed, size) -> tuple[np.ndarray, np.ndarray]:
-    """The image with the lesion painted over ``tissue``, and the lesion's mask. ``wm`` and
-    ``inside`` (1 in the brain, 0 outside): the anatomy shown; ``bed``: the brain and the blurred
-    brain at ``q``, unmoved by the push: a glioma stays in the brain, a meningioma stops at the
-    dura (the blurred brain's 0.3 level). Neither depends on ``contrast``, so neither does the mask."""
-    rho, turn = _lesion_frame(q, lesion)
-    pixel = _FOV_MM / size / lesion.radius  # one pixel in units of the lesion's radius
-    if label == GLIOMA:
-        return _glioma(rng, rho, turn, pixel, tissue, wm, bed[0], size)
-    if label == MENINGIOMA:
-        return _meningioma(rng, rho, turn, pixel, tissue, inside, bed[1], size)
-    return _pituitary(rng, rho, turn, pixel, tissue, size)
-
-
-def _glioma(rng, rho, turn, pixel, tissue, wm, brain, size):
-    """Irregular, soft-edged, inside the brain; T1-dark oedema along the white matter around it;
-    high grade (3 in 4): a thick irregular enhancing rim around a dark necrotic core; low grade:
-    uniformly hypointense."""
-    texture = _smooth_field(rng, size, round(_FOV_MM / 7.0), 1.0)  # ~7 mm grain
-    edge = _outline(rng, turn, 0.4) + 0.12 * texture
-    soft = max(0.12, pixel)
-    core = _sigmoid((edge - rho) / soft) * brain
-    oedema_reach = rng.uniform(1.7, 2.5)
-    oedema = _sigmoid((oedema_reach * edge - rho) / (3 * soft)) * np.clip(wm * 1.3, 0, 1)
-    out = tissue * (1.0 - rng.uniform(0.4, 0.55) * oedema)
-    if rng.random() < 0.75:
-        wall = rng.uniform(0.25, 0.4) * _outline(rng, turn, 0.8).clip(0.5, 1.6)
-        rim = _sigmoid((rho / edge - (1.0 - wall)) / 0.06)
-        value = rng.uniform(0.22, 0.32) + rng.uniform(0.6, 0.75) * rim + 0.04 * texture
-    else:
-        value = rng.uniform(0.25, 0.35) + 0.03 * texture
-    out = out * (1 - core) + value * core
-    return out, core >= 0.5
-
-
-def _meningioma(rng, rho, turn, pixel, tissue, inside, dura, size):
-    """Smooth-edged and homogeneously bright, cut flat by the dura, with a thin dark CSF cleft
-    where it meets the brain."""
-    edge = _outline(rng, turn, 0.06)
-    body = _sigmoid((edge - rho) / max(0.04, 0.5 * pixel)) * _sigmoid((dura - 0.3) / 0.04)
-    cleft = np.exp(-((((rho - edge) - 1.5 * pixel) / (1.2 * pixel)) ** 2))
-    out = tissue * (1.0 - 0.5 * cleft * inside)
-    value = rng.uniform(0.9, 1.0) + 0.03 * _smooth_field(rng, size, 24, 1.0)
-    out = out * (1 - body) + value * body
-    return out, body >= 0.5
-
-
-def _pituitary(rng, rho, turn, pixel, tissue, size):
-    """Round, bright, fairly sharp-edged."""
-    edge = _outline(rng, turn, 0.08)
-    body = _sigmoid((edge - rho) / max(0.06, 0.6 * pixel))
-    value = rng.uniform(0.9, 1.0) + 0.03 * _smooth_field(rng, size, 30, 1.0)
-    out = tissue * (1 - body) + value * body
-    return out, body >= 0.5
-
-
-def _paint_distractor(rng, intensity: np.ndarray, shown: np.ndarray, plane: TemplateSlice) -> None:
-    """A small bright (vessel) or dark (lacune) spot somewhere in the brain, moving with the anatomy."""
-    centre = plane.brain_sites[int(rng.integers(len(plane.brain_sites)))]
-    radius = rng.uniform(1.5, 3.0)
-    value = rng.uniform(0.9, 1.0) if rng.random() < 0.5 else rng.uniform(0.2, 0.35)
-    d2 = (shown[0] - centre[0]) ** 2 + (shown[1] - centre[1]) ** 2
-    spot = _sigmoid((radius - np.sqrt(d2)) / 0.6)
-    intensity *= 1 - spot
-    intensity += value * spot
-
-
 def _acquisition(rng, intensity: np.ndarray, size: int) -> np.ndarray:
     """Bias field, gamma, gain and Rician noise; uint8."""
-    bias = np.exp(_smooth_field(rng, size, 3, 0.06))
+    bias = np.exp(smooth_field(rng, size, 3, 0.06))
     gamma = math.exp(rng.uniform(-0.15, 0.15))
     gain = rng.uniform(0.9, 1.08)
     signal = gain * np.clip(intensity * bias, 0.0, None) ** gamma
