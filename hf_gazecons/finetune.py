@@ -82,6 +82,12 @@ def train(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments)
     loss, bad data, Ctrl-C) writes no model, results or card, publishes nothing, and removes the
     output folder again if it created it and no checkpoint was written into it.
 
+    Args:
+        data_args: the model (timm name, Hub id or folder), the data set and its splits and
+            columns, the input size and the sample limits.
+        args: ``TrainingArguments`` plus the regulariser's options (``lambda_max``, ``t0``,
+            ``t1``, ``ema_alpha``, ``variant``, ``target_layer``, ...).
+
     Returns:
         A :class:`TrainingRun`: the run record (:class:`~hf_gazecons.run_record.RunResults`), the
         final evaluation with its class-mean maps, and the output folder.

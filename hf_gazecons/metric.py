@@ -273,7 +273,31 @@ def gaze_consistency(
     keeps every correct sample's map and refuses beyond ``max_kept_bytes`` (see
     :class:`ConsistencyStatistics`).
 
-        >>> gaze_consistency(loaded, dataset, variant="reference", grid=(7, 7)).to_dict()
+    Args:
+        model: a :class:`LoadedModel` (brings its preprocessing and label names) or any classifier
+            module whose output (or ``.logits``) are the class logits.
+        data: batches, or a ``datasets`` data set (then ``preprocessing`` is needed).
+        variant: the deviation L_CAM reports (``paper``, ``reference`` or ``robust``); ``paper`` and
+            ``robust`` are always computed (``result.values``).
+        grid: resample every map to this ``(H, W)`` by averaging areas, to compare backbones.
+        target: Grad-CAM target layer: a module name, a timm stage index, or None (automatic).
+        label_names: the class names in logit order (default: the LoadedModel's, else "0", "1", ...).
+        dtype: autocast dtype of the forward (None: full precision).
+
+    Returns:
+        :class:`~hf_gazecons.consistency_result.ConsistencyResult`: L_CAM (``value``, None when no
+        class has 2 correct samples), per class, accuracy, kappa, zero-map count, class means,
+        localisation where the data has masks.
+
+    Raises:
+        DataError: an empty data set, or a label outside the model's classes.
+        MetricError: label names that do not match the model's outputs, or the reference variant's
+            maps would not fit in ``max_kept_bytes``.
+        TargetLayerError: the target layer yields no spatial map.
+
+    Example:
+        >>> result = gaze_consistency(load_model("out/run"), load_image_dataset("builtin:shapes", "test"))
+        >>> result.value, result.accuracy, result.zero_map_share
     """
     if isinstance(model, LoadedModel):
         preprocessing = preprocessing or model.preprocessing

@@ -52,9 +52,25 @@ def load_image_dataset(
     renamed to ``image``/``label``/``mask`` and all others dropped; integer labels become a
     ClassLabel with names "0".."max" (string labels: their sorted values).
 
-    >>> val = load_image_dataset("builtin:shapes?num_classes=3&size=64", "validation")
-    >>> val.column_names
-    ['image', 'label', 'mask']
+    Args:
+        spec: ``builtin:shapes`` / ``builtin:digits`` / ``builtin:brain`` (options as a query
+            string), a Hub data set id, an image folder or a ``save_to_disk`` folder.
+        split: one split's name, or None for all of them.
+        image_column, label_column, mask_column: the source's column names, where detection
+            would not find them.
+
+    Returns:
+        A ``Dataset`` (one split) or ``DatasetDict`` with the columns ``image``, ``label`` and, where
+        the source has masks, ``mask``.
+
+    Raises:
+        DataError: the data set cannot be loaded, the split does not exist, or the columns are
+            missing, ambiguous or of the wrong type (one line, naming what was found).
+
+    Example:
+        >>> val = load_image_dataset("builtin:shapes?num_classes=3&size=64", "validation")
+        >>> val.column_names
+        ['image', 'label', 'mask']
     """
     raw = _load_raw(spec)
     if label_column is None:
