@@ -648,7 +648,7 @@ def test_ctrl_c_during_training_leaves_no_folder(root):
     first_log = process.stdout.readline()  # the first step's log line: training is under way
     assert first_log.startswith("{") and process.poll() is None, first_log
     # Ctrl-C, repeated as a user would if it did not take: once, on a loaded CI machine, one
-    # SIGINT was lost somewhere in a library and the run went on (a known limit, see the README)
+    # SIGINT did not stop the run, cause not found (a known limit, see the README)
     for _ in range(6):
         process.send_signal(signal.SIGINT)
         try:
