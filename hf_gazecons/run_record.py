@@ -13,7 +13,6 @@ the names of :data:`METRIC_NAMES` (written by ``ConsistencyResult.to_metrics``);
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -100,10 +99,6 @@ class RunResults:
         metrics = self.final if split == "eval" else self.final_test or {}
         return metrics.get(metric_key(split, name))
 
-    def history_values(self, name: str) -> list[Any]:
-        """Metric or log ``name`` (a history key, e.g. ``"eval_kappa"``) over the history rows."""
-        return [row.get(name) for row in self.history]
-
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "config": asdict(self.config)}
 
@@ -138,9 +133,6 @@ class RunResults:
     def save(self, directory: str | Path) -> Path:
         """Write ``directory/results.json`` (strict JSON: null where a value is undefined)."""
         return write_json(Path(directory) / RESULTS_FILE, self.to_dict())
-
-    def replace(self, **changes: Any) -> RunResults:
-        return dataclasses.replace(self, **changes)
 
 
 def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -80,7 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = []
     for sweep in args.sweeps:
-        for results in sorted(sweep.glob("runs/*/lambda_*/seed_*/results.json")):
+        finished = sorted(sweep.glob("runs/*/lambda_*/seed_*/results.json"))
+        if not finished:
+            parser.error(f"{str(sweep)!r} holds no finished run (runs/<backbone>/lambda_<v>/seed_<n>/results.json)")
+        for results in finished:
             rows += score_run(results.parent, args.split)
     if args.output:
         write_csv(args.output, COLUMNS, rows)

@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from hf_gazecons.formatting import fmt_mean_std  # noqa: E402
+from hf_gazecons.formatting import fmt_mean_std, fmt_metric  # noqa: E402
 from hf_gazecons.stats import correlation_interval, mean_std  # noqa: E402
 from hf_gazecons.sweep.files import read_csv  # noqa: E402
 
@@ -102,7 +102,10 @@ def class_means(path: Path, runs: list[Path]) -> None:
             progress=False,
         )
         names = config.label_names
-        label = f"λ {config.lambda_max:g} {config.variant}: L_CAM {result.value:.4f}, zero {result.zero_map_share:.0%}"
+        label = (
+            f"λ {config.lambda_max:g} {config.variant}: L_CAM {fmt_metric(result.value)}, "
+            f"zero {fmt_metric(result.zero_map_share, 3)}"
+        )
         rows[label] = result.class_means
     plot_class_means(rows, names, path, title="Class-mean Grad-CAM, validation split")
 
@@ -114,10 +117,15 @@ def main() -> int:
     parser.add_argument("--class-means", nargs="+", type=Path, metavar=("PNG", "RUN"), help="picture, run folders")
     args = parser.parse_args()
     if args.class_means:
+        if len(args.class_means) < 2:
+            parser.error("--class-means PNG RUN [RUN ...]: name the picture and at least one run folder")
         class_means(args.class_means[0], args.class_means[1:])
         return 0
     if not args.folders or args.baseline is None:
         parser.error("sweep folders and --baseline are needed for the tables")
+    for folder in (*args.folders, args.baseline):
+        if not (folder / "runs.csv").is_file():
+            parser.error(f"{str(folder)!r} is not a finished sweep: it has no runs.csv (hf-gazecons sweep --collect)")
     for folder in args.folders:
         print(f"### {folder.name}\n\n{table(folder, args.baseline)}\n")
     return 0

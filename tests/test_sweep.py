@@ -254,3 +254,22 @@ def test_a_bad_shard_is_a_usage_error(text, tmp_path, capsys):
     assert stop.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: argument --shard: a shard is K/N") and not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    ("script", "arguments", "message"),
+    [
+        ("results_tables.py", ["{empty}", "--baseline", "{empty}"], "has no runs.csv"),
+        ("results_tables.py", ["--class-means", "x.png"], "at least one run folder"),
+        ("per_class_table.py", ["{empty}"], "holds no finished run"),
+    ],
+)
+def test_report_scripts_refuse_folders_without_runs(tmp_path, script, arguments, message):
+    """The docs' table scripts: a folder that is not a finished sweep is a usage error, not an empty table."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, str(Path(__file__).parents[1] / "scripts" / script)]
+    command += [a.replace("{empty}", str(tmp_path)) for a in arguments]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert done.returncode == 2 and message in done.stderr, done.stderr

@@ -84,7 +84,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         choices=("float32", "bfloat16", "float16"),
         default="float32",
         help="precision of the forward: bfloat16 or float16 run it under autocast (maps and statistics stay "
-        "float32; float16 needs a GPU) (default: float32)",
+        "float32; bfloat16 is tested against float32, float16 is not tested) (default: float32)",
     )
     add_output_dir(parser, "consistency.json, class_means.png and overlays.png")
     parser.add_argument(
