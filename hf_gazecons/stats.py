@@ -20,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["average_ranks", "correlation_interval", "mean_std", "pearson_r", "spearman"]
+__all__ = ["average_ranks", "correlation_interval", "difference_interval", "mean_std", "pearson_r", "spearman"]
 
 
 def pearson_r(x: Sequence[float | None], y: Sequence[float | None]) -> float | None:
@@ -31,10 +31,15 @@ def pearson_r(x: Sequence[float | None], y: Sequence[float | None]) -> float | N
     return float(np.corrcoef(pairs[:, 0], pairs[:, 1])[0, 1])
 
 
+def _present(values: Iterable[float | None]) -> list[float]:
+    """The values that exist: neither None nor NaN."""
+    return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+
+
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None, int]:
     """Mean and sample standard deviation (ddof=1; None for one value) of the values that exist,
     and how many there are."""
-    kept = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    kept = _present(values)
     if not kept:
         return None, None, 0
     std = float(np.std(kept, ddof=1)) if len(kept) > 1 else None
@@ -52,6 +57,21 @@ def correlation_interval(values: Iterable[float | None], level: float = 0.95) ->
         return None
     half = stats.t.ppf(0.5 + level / 2, len(z) - 1) * np.std(z, ddof=1) / math.sqrt(len(z))
     return float(np.tanh(z.mean() - half)), float(np.tanh(z.mean() + half))
+
+
+def difference_interval(
+    values: Iterable[float | None], reference: Iterable[float | None], level: float = 0.95
+) -> tuple[float, float] | None:
+    """Confidence interval of mean(values) - mean(reference) for two independent groups of seeds:
+    Welch's t (unequal variances, ``scipy.stats.ttest_ind(equal_var=False)``). None when either group
+    has fewer than 2 values or both are constant (no spread to judge the difference by)."""
+    from scipy import stats
+
+    a, b = _present(values), _present(reference)
+    if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
+        return None
+    interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
+    return float(interval.low), float(interval.high)
 
 
 def average_ranks(x: torch.Tensor) -> torch.Tensor:

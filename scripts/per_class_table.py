@@ -9,8 +9,11 @@ class's L_CAM of the whole split, because a class's representative map uses that
 
 python scripts/per_class_table.py out-brain/paper out-brain/robust --output out-brain/per_class.csv
 
-Prints a markdown table: mean ± sample sd over seeds per (variant, backbone, lambda_max, class) (the
-mean alone for one seed).
+Prints two markdown tables: mean ± sample sd over seeds per (variant, backbone, lambda_max, class)
+(the mean alone for one seed); and each regularised setting's change against the lambda_max 0 runs
+of the same backbone and class (training at lambda 0 does not depend on the variant): the
+difference of the means with its 95 % interval (Welch's t over seeds, ``stats.difference_interval``),
+called lower or higher only where that interval excludes 0.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from hf_gazecons.metric import gaze_consistency
 from hf_gazecons.models import load_model
 from hf_gazecons.run_record import RunResults
 from hf_gazecons.specs import parse_target
-from hf_gazecons.stats import mean_std
+from hf_gazecons.stats import difference_interval, mean_std
 from hf_gazecons.sweep.files import write_csv
 
 COLUMNS = ("variant", "backbone", "lambda_max", "seed", "class", "n_samples", "n_correct", "accuracy",
            "lcam_paper", "lcam_robust", "zero_map_share", "energy_pointing_game", "pointing_game")  # fmt: skip
 METRICS = ("lcam_paper", "lcam_robust", "zero_map_share", "energy_pointing_game", "pointing_game", "accuracy")
+CHANGES = (("L_CAM (paper)", "lcam_paper", 4), ("all-zero maps", "zero_map_share", 3),
+           ("EPG", "energy_pointing_game", 3), ("PG", "pointing_game", 3), ("accuracy", "accuracy", 3))  # fmt: skip
 
 
 def score_run(run_dir: Path, split: str) -> list[dict]:
@@ -56,11 +61,17 @@ def score_run(run_dir: Path, split: str) -> list[dict]:
     return rows
 
 
-def summary_table(rows: list[dict]) -> str:
-    """Markdown: mean ± sd over seeds per (variant, backbone, lambda_max, class)."""
+def setting_groups(rows: list[dict]) -> dict[tuple, list[dict]]:
+    """(variant, backbone, lambda_max, class) -> the rows of its seeds."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
         groups[row["variant"], row["backbone"], row["lambda_max"], row["class"]].append(row)
+    return groups
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Markdown: mean ± sd over seeds per (variant, backbone, lambda_max, class)."""
+    groups = setting_groups(rows)
     header = "| variant | backbone | λ_max | class | seeds | " + " | ".join(METRICS) + " |"
     lines = [header, "|" + "---|" * (5 + len(METRICS))]
     for (variant, backbone, lam, name), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
@@ -69,6 +80,47 @@ def summary_table(rows: list[dict]) -> str:
             mean, sd, n = mean_std(row[metric] for row in group)
             cells.append(fmt_metric(mean) if sd is None else f"{fmt_metric(mean)} ± {fmt_metric(sd)}")  # sd: >= 2 seeds
         lines.append(f"| {variant} | `{backbone}` | {lam:g} | {name} | {len(group)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def change_cell(values: list[float | None], reference: list[float | None], digits: int) -> str:
+    """``Δ [low, high] word``: mean(values) - mean(reference), its 95 % Welch interval, and lower or
+    higher only where the interval excludes 0."""
+    mean, reference_mean = mean_std(values)[0], mean_std(reference)[0]
+    if mean is None or reference_mean is None:
+        return "n/a"
+    difference = f"{mean - reference_mean:+.{digits}f}"
+    interval = difference_interval(values, reference)
+    if interval is None:
+        return f"{difference} (no spread to judge by)"
+    low, high = interval
+    word = "**lower**" if high < 0 else "**higher**" if low > 0 else "within the spread"
+    return f"{difference} [{low:+.{digits}f}, {high:+.{digits}f}] {word}"
+
+
+def change_table(rows: list[dict]) -> str:
+    """Markdown: each regularised setting against the lambda_max 0 runs of its backbone and class."""
+    groups = setting_groups(rows)
+    baseline: dict[tuple, list[dict]] = defaultdict(list)
+    for (_, backbone, lam, name), group in groups.items():
+        if lam == 0:
+            baseline[backbone, name] += group
+    header = "| variant | backbone | λ_max | class | seeds | L_CAM ratio | " + " | ".join(
+        f"Δ {n}" for n, _, _ in CHANGES
+    )
+    lines = [header + " |", "|" + "---|" * (6 + len(CHANGES))]
+    for (variant, backbone, lam, name), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
+        reference = baseline.get((backbone, name))
+        if lam == 0 or not reference:
+            continue
+        ours, base = (mean_std(row["lcam_paper"] for row in g)[0] for g in (group, reference))
+        cells = [f"{ours / base:.2f}" if ours is not None and base else "n/a"]
+        cells += [change_cell([r[key] for r in group], [r[key] for r in reference], d) for _, key, d in CHANGES]
+        lines.append(
+            f"| {variant} | `{backbone}` | {lam:g} | {name} | {len(group)} vs {len(reference)} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -88,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         write_csv(args.output, COLUMNS, rows)
     print(summary_table(rows))
+    print("\nChange against lambda_max 0 (difference of means, 95 % Welch interval over seeds):\n")
+    print(change_table(rows))
     return 0
 
 

@@ -255,6 +255,30 @@ def _per_class_table():
     return module
 
 
+def test_per_class_change_table_calls_a_change_only_beyond_the_spread():
+    def row(variant, lam, seed, lcam, epg, zero=0.0):
+        return {"variant": variant, "backbone": "test_resnet", "lambda_max": lam, "seed": seed, "class": "glioma",
+                "lcam_paper": lcam, "lcam_robust": lcam, "zero_map_share": zero, "energy_pointing_game": epg,
+                "pointing_game": None, "accuracy": 0.9}  # fmt: skip
+
+    rows = [
+        row("paper", 0.0, s, lcam, epg) for s, (lcam, epg) in enumerate([(0.030, 0.30), (0.026, 0.10), (0.034, 0.20)])
+    ]
+    rows += [
+        row("paper", 50.0, s, lcam, epg) for s, (lcam, epg) in enumerate([(0.003, 0.25), (0.002, 0.05), (0.004, 0.15)])
+    ]
+    rows += [row("robust", 10.0, 0, 0.01, 0.2, zero=0.5)]  # one seed: no interval
+    lines = _per_class_table().change_table(rows).splitlines()
+    assert len(lines) == 4  # header, rule, one line per regularised setting; lambda 0 is the reference
+    paper = dict(zip(lines[0].split(" | "), lines[2].split(" | ")))
+    assert paper["L_CAM ratio"] == "0.10" and paper["seeds"] == "3 vs 3"
+    assert paper["Δ L_CAM (paper)"].startswith("-0.0270 [") and paper["Δ L_CAM (paper)"].endswith("**lower**")
+    assert paper["Δ EPG"].startswith("-0.050 [") and paper["Δ EPG"].endswith("within the spread")
+    assert paper["Δ all-zero maps"] == "+0.000 (no spread to judge by)" and paper["Δ PG"] == "n/a"
+    robust = dict(zip(lines[0].split(" | "), lines[3].split(" | ")))
+    assert robust["| variant"] == "| robust" and robust["Δ all-zero maps"] == "+0.500 (no spread to judge by)"
+
+
 def test_score_reads_brain_and_scores_localisation_on_its_masks(tmp_path):
     # random models: seed 0 gets only the 3 no_tumour images right (nothing to point at: no
     # localisation), seed 1 only the 3 pituitary ones

@@ -9,7 +9,14 @@ import pytest
 import torch
 from scipy import stats
 
-from hf_gazecons.stats import average_ranks, correlation_interval, mean_std, pearson_r, spearman
+from hf_gazecons.stats import (
+    average_ranks,
+    correlation_interval,
+    difference_interval,
+    mean_std,
+    pearson_r,
+    spearman,
+)
 
 
 def test_ranks_and_spearman_match_scipy_with_ties():
@@ -59,3 +66,17 @@ def test_correlation_interval_is_a_t_interval_on_fishers_z():
     assert low < 0 < high and low == pytest.approx(-high)
     assert correlation_interval([0.3]) is None
     assert all(-1 <= v <= 1 for v in correlation_interval([-1.0, -0.99]))  # r = -1 has an infinite z
+
+
+def test_difference_interval_is_welchs_t_interval():
+    a, b = [0.30, 0.21, 0.39, 0.28, 0.35], [0.18, 0.16, 0.17]
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))  # Welch-Satterthwaite
+    half = stats.t.ppf(0.975, dof) * math.sqrt(va + vb)
+    difference = np.mean(a) - np.mean(b)
+    assert difference_interval(a + [None, math.nan], b) == pytest.approx((difference - half, difference + half))
+    low, high = difference_interval(b, a)
+    assert low < high < 0
+    assert difference_interval([0.1, 0.2, 0.3], [0.0, 0.0, 0.0]) is not None  # one constant group has a spread
+    assert difference_interval([0.0, 0.0], [0.0, 0.0]) is None
+    assert difference_interval([0.3], [0.1, 0.2]) is None
