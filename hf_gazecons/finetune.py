@@ -16,9 +16,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import datasets
+import timm
 import torch
+import transformers
 from transformers import set_seed
 
+from . import __version__
 from .checks import POSITIVE_INT
 from .consistency_result import ConsistencyResult
 from .data import ImageClassificationDataset, default_eval_split, load_image_dataset, select_split, select_subset
@@ -220,7 +223,19 @@ def _results(
         final_test=trainer.evaluation_metrics.get("test") if has_test else None,
         history=history,
         pearson_r_kappa_consistency=pearson_r([h.get(kappa) for h in history], [h.get(consistency) for h in history]),
+        environment=_environment(args),
     )
+
+
+def _environment(args: GazeConsistencyTrainingArguments) -> dict[str, object]:
+    """What a rerun needs besides the config to give the same numbers: the versions, the device, the
+    number of processes, and the CPU threads per process (reductions are summed in a different order
+    with another thread count, and ten epochs amplify the difference)."""
+    return {
+        "hf_gazecons": __version__, "torch": torch.__version__, "timm": timm.__version__,
+        "transformers": transformers.__version__, "device": str(args.device), "processes": args.world_size,
+        "cpu_threads": torch.get_num_threads(),
+    }  # fmt: skip
 
 
 def _write_outputs(run: TrainingRun, gaze_state: dict[str, torch.Tensor], loaded: LoadedModel) -> None:

@@ -86,13 +86,16 @@ class RunConfig:
 class RunResults:
     """``results.json``: the ``config``, the ``final`` evaluation-split metrics (``eval_*``), the
     ``final_test`` test-split metrics (``test_*``, None without a test split), one ``history`` row
-    per logged epoch (:func:`epoch_history`) and the Pearson r of kappa and L_CAM over it."""
+    per logged epoch (:func:`epoch_history`), the Pearson r of kappa and L_CAM over it, and the
+    ``environment`` it ran in (versions, device, processes, CPU threads: on CPU, a seed reproduces a
+    run bit for bit with the same code and thread count, not across thread counts)."""
 
     config: RunConfig
     final: dict[str, Any]
     history: list[dict[str, Any]] = field(default_factory=list)
     final_test: dict[str, Any] | None = None
     pearson_r_kappa_consistency: float | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
 
     def metric(self, name: str, split: Split = "eval") -> Any:
         """The final value of metric ``name`` (e.g. ``"gaze_consistency"``) on ``split``; None if absent."""
@@ -110,6 +113,7 @@ class RunResults:
             history=list(data.get("history") or []),
             final_test=data.get("final_test"),
             pearson_r_kappa_consistency=data.get("pearson_r_kappa_consistency"),
+            environment=dict(data.get("environment") or {}),
         )
 
     @classmethod

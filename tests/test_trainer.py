@@ -402,6 +402,9 @@ def test_train_writes_a_complete_output(trained, names):
     assert results == json.loads(json.dumps(run.results.to_dict()))
     config = results["config"]
     assert config["label_names"] == names and config["lambda_max"] == 5.0 and config["channels"] == 3
+    environment = results["environment"]  # what a bit-for-bit rerun needs besides the config
+    assert environment["cpu_threads"] == torch.get_num_threads() and environment["processes"] == 1
+    assert environment["device"] == "cpu" and environment["torch"] == torch.__version__
     history = results["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     for row in history:
