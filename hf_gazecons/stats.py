@@ -12,6 +12,7 @@ No plotting and no model code here, so that a table can be computed without impo
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -70,7 +71,9 @@ def difference_interval(
     a, b = _present(values), _present(reference)
     if len(a) < 2 or len(b) < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
         return None
-    interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
+    with warnings.catch_warnings():  # scipy's precision-loss warning for a constant group: its variance is exactly 0
+        warnings.simplefilter("ignore", RuntimeWarning)
+        interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
     return float(interval.low), float(interval.high)
 
 

@@ -8,28 +8,34 @@ correct samples with a mask) and the accuracy. One evaluation of a class subset 
 class's L_CAM of the whole split, because a class's representative map uses that class's samples only.
 
 python scripts/per_class_table.py out-brain/paper out-brain/robust --output out-brain/per_class.csv
+python scripts/per_class_table.py --rows out-brain/per_class.csv      # the tables again, no scoring
 
-Prints two markdown tables: mean ± sample sd over seeds per (variant, backbone, lambda_max, class)
-(the mean alone for one seed); and each regularised setting's change against the lambda_max 0 runs
-of the same backbone and class (training at lambda 0 does not depend on the variant): the
-difference of the means with its 95 % interval (Welch's t over seeds, ``stats.difference_interval``),
-called lower or higher only where that interval excludes 0.
+Prints three markdown tables: mean ± sample sd over seeds per (variant, backbone, lambda_max, class)
+(the mean alone for one seed); each regularised setting's change against the lambda_max 0 runs of
+the same backbone and class (training at lambda 0 does not depend on the variant); and whether the
+regulariser lowered the L_CAM of an anatomically fixed class (``--hypothesis``, default pituitary)
+by a larger factor than that of a wandering one (glioma). Differences come with their 95 % interval
+(Welch's t over seeds, ``stats.difference_interval``) and are called lower or higher only where
+that interval excludes 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from hf_gazecons.data import load_image_dataset
-from hf_gazecons.formatting import fmt_metric
+from hf_gazecons.formatting import fmt_mean_std, fmt_metric
 from hf_gazecons.metric import gaze_consistency
 from hf_gazecons.models import load_model
 from hf_gazecons.run_record import RunResults
 from hf_gazecons.specs import parse_target
 from hf_gazecons.stats import difference_interval, mean_std
-from hf_gazecons.sweep.files import write_csv
+from hf_gazecons.sweep.files import read_csv, write_csv
 
 COLUMNS = ("variant", "backbone", "lambda_max", "seed", "class", "n_samples", "n_correct", "accuracy",
            "lcam_paper", "lcam_robust", "zero_map_share", "energy_pointing_game", "pointing_game")  # fmt: skip
@@ -98,39 +104,97 @@ def change_cell(values: list[float | None], reference: list[float | None], digit
     return f"{difference} [{low:+.{digits}f}, {high:+.{digits}f}] {word}"
 
 
-def change_table(rows: list[dict]) -> str:
-    """Markdown: each regularised setting against the lambda_max 0 runs of its backbone and class."""
-    groups = setting_groups(rows)
+def baseline_groups(groups: dict[tuple, list[dict]]) -> dict[tuple, list[dict]]:
+    """(backbone, class) -> the lambda_max 0 rows of any variant (at lambda 0 the variant trains nothing)."""
     baseline: dict[tuple, list[dict]] = defaultdict(list)
     for (_, backbone, lam, name), group in groups.items():
         if lam == 0:
             baseline[backbone, name] += group
-    header = "| variant | backbone | λ_max | class | seeds | L_CAM ratio | " + " | ".join(
-        f"Δ {n}" for n, _, _ in CHANGES
-    )
-    lines = [header + " |", "|" + "---|" * (6 + len(CHANGES))]
-    for (variant, backbone, lam, name), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
-        reference = baseline.get((backbone, name))
-        if lam == 0 or not reference:
+    return baseline
+
+
+def regularised_settings(groups: dict[tuple, list[dict]]) -> list[tuple]:
+    """The (variant, backbone, lambda_max, class) keys with lambda_max != 0, by backbone, variant, lambda."""
+    return sorted((key for key in groups if key[2] != 0), key=lambda k: (k[1], k[0], k[2], k[3]))
+
+
+def change_table(rows: list[dict]) -> str:
+    """Markdown: each regularised setting against the lambda_max 0 runs of its backbone and class. The
+    L_CAM compared is the setting's own variant's (what its runs were trained to lower)."""
+    groups = setting_groups(rows)
+    baseline = baseline_groups(groups)
+    changes = (("L_CAM (its variant)", None, 4), *CHANGES[1:])
+    header = "| variant | backbone | λ_max | class | seeds | L_CAM ratio, paper / robust | "
+    lines = [header + " | ".join(f"Δ {n}" for n, _, _ in changes) + " |", "|" + "---|" * (6 + len(changes))]
+    for variant, backbone, lam, name in regularised_settings(groups):
+        group, reference = groups[variant, backbone, lam, name], baseline.get((backbone, name))
+        if not reference:
             continue
-        ours, base = (mean_std(row["lcam_paper"] for row in g)[0] for g in (group, reference))
-        cells = [f"{ours / base:.2f}" if ours is not None and base else "n/a"]
-        cells += [change_cell([r[key] for r in group], [r[key] for r in reference], d) for _, key, d in CHANGES]
-        lines.append(
-            f"| {variant} | `{backbone}` | {lam:g} | {name} | {len(group)} vs {len(reference)} | "
-            + " | ".join(cells)
-            + " |"
-        )
+        ratios = []
+        for key in ("lcam_paper", "lcam_robust"):
+            ours, base = (mean_std(row[key] for row in g)[0] for g in (group, reference))
+            ratios.append(f"{ours / base:.2f}" if ours is not None and base else "n/a")
+        cells = [" / ".join(ratios)]
+        for _, key, digits in changes:
+            key = key or f"lcam_{variant}"
+            cells.append(change_cell([r[key] for r in group], [r[key] for r in reference], digits))
+        row = f"| {variant} | `{backbone}` | {lam:g} | {name} | {len(group)} vs {len(reference)} | "
+        lines.append(row + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def class_gaps(rows: list[dict], fixed: str, wandering: str, key: str) -> list[float]:
+    """Per run: log10 L_CAM(fixed) - log10 L_CAM(wandering) of one model, both from ``key``; runs where
+    either L_CAM is missing or 0 (no logarithm) are left out."""
+    by_run: dict[tuple, dict[str, float | None]] = defaultdict(dict)
+    for row in rows:
+        by_run[row["variant"], row["backbone"], row["lambda_max"], row["seed"]][row["class"]] = row[key]
+    gaps = []
+    for values in by_run.values():
+        a, b = values.get(fixed), values.get(wandering)
+        if a and b and a > 0 and b > 0:
+            gaps.append(math.log10(a) - math.log10(b))
+    return gaps
+
+
+def hypothesis_table(rows: list[dict], fixed: str, wandering: str) -> str:
+    """Markdown: did the regulariser lower the ``fixed`` class's L_CAM by a larger factor than the
+    ``wandering`` class's? Per run, the gap log10 L_CAM(fixed) - log10 L_CAM(wandering) (the same
+    model on both classes); the regularised setting's mean gap minus the baseline's, with its 95 %
+    Welch interval over seeds. Negative: the fixed class's L_CAM fell by the larger factor."""
+    header = (f"| variant | backbone | λ_max | runs | log10 gap, baseline | log10 gap, regularised | "
+              f"Δ gap [95 % CI] | {fixed} fell by the larger factor? |")  # fmt: skip
+    lines = [header, "|" + "---|" * 8]
+    settings = sorted({(r["backbone"], r["variant"], r["lambda_max"]) for r in rows if r["lambda_max"] != 0})
+    for backbone, variant, lam in settings:
+        key = f"lcam_{variant}"
+        runs = [r for r in rows if (r["backbone"], r["variant"], r["lambda_max"]) == (backbone, variant, lam)]
+        ours = class_gaps(runs, fixed, wandering, key)
+        base = class_gaps([r for r in rows if (r["backbone"], r["lambda_max"]) == (backbone, 0)], fixed, wandering, key)
+        interval = difference_interval(ours, base)
+        if interval is None:
+            verdict, delta = "too few runs", "n/a"
+        else:
+            low, high = interval
+            verdict = "**yes**" if high < 0 else "**no, the reverse**" if low > 0 else "within the spread"
+            delta = f"{np.mean(ours) - np.mean(base):+.2f} [{low:+.2f}, {high:+.2f}]"
+        cells = [fmt_mean_std(*mean_std(base)[:2], 2), fmt_mean_std(*mean_std(ours)[:2], 2), delta, verdict]
+        lines.append(f"| {variant} | `{backbone}` | {lam:g} | {len(ours)} vs {len(base)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sweeps", nargs="+", type=Path, help="sweep folders (OUT with runs/ inside)")
+    parser.add_argument("sweeps", nargs="*", type=Path, help="sweep folders (OUT with runs/ inside)")
     parser.add_argument("--split", default="validation")
     parser.add_argument("--output", type=Path, help="write the per-run rows as CSV here")
+    parser.add_argument("--rows", type=Path, help="tabulate the rows of an earlier --output instead of scoring")
+    parser.add_argument("--hypothesis", nargs=2, default=("pituitary", "glioma"), metavar=("FIXED", "WANDERING"),
+                        help="the classes whose L_CAM changes the last table compares")  # fmt: skip
     args = parser.parse_args(argv)
-    rows = []
+    if bool(args.sweeps) == bool(args.rows):
+        parser.error("name sweep folders to score, or --rows CSV to tabulate (one of the two)")
+    rows = read_csv(args.rows) if args.rows else []
     for sweep in args.sweeps:
         finished = sorted(sweep.glob("runs/*/lambda_*/seed_*/results.json"))
         if not finished:
@@ -139,9 +203,12 @@ def main(argv: list[str] | None = None) -> int:
             rows += score_run(results.parent, args.split)
     if args.output:
         write_csv(args.output, COLUMNS, rows)
+    fixed, wandering = args.hypothesis
     print(summary_table(rows))
     print("\nChange against lambda_max 0 (difference of means, 95 % Welch interval over seeds):\n")
     print(change_table(rows))
+    print(f"\nDid {fixed}'s L_CAM fall by a larger factor than {wandering}'s (L_CAM of the setting's variant)?\n")
+    print(hypothesis_table(rows, fixed, wandering))
     return 0
 
 

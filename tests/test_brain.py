@@ -23,6 +23,7 @@ from hf_gazecons.data.tumours import GLIOMA, MENINGIOMA, NO_TUMOUR, PITUITARY
 from hf_gazecons.errors import DataError
 from hf_gazecons.metric import gaze_consistency
 from hf_gazecons.models import load_model, save_model
+from hf_gazecons.sweep.files import write_csv
 
 pytest.importorskip("nibabel")
 pytest.importorskip("nilearn")
@@ -255,28 +256,67 @@ def _per_class_table():
     return module
 
 
-def test_per_class_change_table_calls_a_change_only_beyond_the_spread():
-    def row(variant, lam, seed, lcam, epg, zero=0.0):
-        return {"variant": variant, "backbone": "test_resnet", "lambda_max": lam, "seed": seed, "class": "glioma",
-                "lcam_paper": lcam, "lcam_robust": lcam, "zero_map_share": zero, "energy_pointing_game": epg,
-                "pointing_game": None, "accuracy": 0.9}  # fmt: skip
+def _class_rows(variant, lam, name, values, robust_factor=1.0):
+    """per_class_table rows of one setting and class: (L_CAM, EPG) per seed."""
+    return [{"variant": variant, "backbone": "test_resnet", "lambda_max": lam, "seed": seed, "class": name,
+             "lcam_paper": lcam, "lcam_robust": lcam * robust_factor, "zero_map_share": 0.0,
+             "energy_pointing_game": epg, "pointing_game": None, "accuracy": 0.9}
+            for seed, (lcam, epg) in enumerate(values)]  # fmt: skip
 
-    rows = [
-        row("paper", 0.0, s, lcam, epg) for s, (lcam, epg) in enumerate([(0.030, 0.30), (0.026, 0.10), (0.034, 0.20)])
-    ]
-    rows += [
-        row("paper", 50.0, s, lcam, epg) for s, (lcam, epg) in enumerate([(0.003, 0.25), (0.002, 0.05), (0.004, 0.15)])
-    ]
-    rows += [row("robust", 10.0, 0, 0.01, 0.2, zero=0.5)]  # one seed: no interval
+
+def test_per_class_change_table_calls_a_change_only_beyond_the_spread():
+    rows = _class_rows("paper", 0.0, "glioma", [(0.030, 0.30), (0.026, 0.10), (0.034, 0.20)])
+    rows += _class_rows("paper", 50.0, "glioma", [(0.003, 0.25), (0.002, 0.05), (0.004, 0.15)])
+    rows += _class_rows("robust", 10.0, "glioma", [(0.010, 0.2)], robust_factor=0.5)  # one seed: no interval
+    rows[-1]["zero_map_share"] = 0.5
     lines = _per_class_table().change_table(rows).splitlines()
     assert len(lines) == 4  # header, rule, one line per regularised setting; lambda 0 is the reference
     paper = dict(zip(lines[0].split(" | "), lines[2].split(" | ")))
-    assert paper["L_CAM ratio"] == "0.10" and paper["seeds"] == "3 vs 3"
-    assert paper["Δ L_CAM (paper)"].startswith("-0.0270 [") and paper["Δ L_CAM (paper)"].endswith("**lower**")
+    assert paper["L_CAM ratio, paper / robust"] == "0.10 / 0.10" and paper["seeds"] == "3 vs 3"
+    assert paper["Δ L_CAM (its variant)"].startswith("-0.0270 [") and paper["Δ L_CAM (its variant)"].endswith(
+        "**lower**"
+    )
     assert paper["Δ EPG"].startswith("-0.050 [") and paper["Δ EPG"].endswith("within the spread")
     assert paper["Δ all-zero maps"] == "+0.000 (no spread to judge by)" and paper["Δ PG"] == "n/a"
     robust = dict(zip(lines[0].split(" | "), lines[3].split(" | ")))
     assert robust["| variant"] == "| robust" and robust["Δ all-zero maps"] == "+0.500 (no spread to judge by)"
+    assert robust["L_CAM ratio, paper / robust"] == "0.33 / 0.17"  # robust is judged on its own L_CAM
+    assert robust["Δ L_CAM (its variant)"] == "-0.0250 (no spread to judge by)"
+
+
+def test_per_class_hypothesis_table_compares_the_classes_fall_within_each_model():
+    base = [(0.030, 0.3), (0.020, 0.3), (0.040, 0.3)]
+    rows = _class_rows("paper", 0.0, "glioma", base) + _class_rows("paper", 0.0, "pituitary", base)
+    # the regulariser lowers pituitary's L_CAM 10-fold and glioma's 2-fold: gap -log10(5) = -0.70 in every run, up to noise
+    rows += _class_rows("paper", 50.0, "glioma", [(v / 2, e) for v, e in base])
+    rows += _class_rows("paper", 50.0, "pituitary", [(v / 10 * (1 + 0.01 * s), e) for s, (v, e) in enumerate(base)])
+    # robust lowers both by the same factor, up to noise; one run's pituitary L_CAM is 0 (no logarithm)
+    rows += _class_rows("robust", 10.0, "glioma", [(v / 3, e) for v, e in base])
+    rows += _class_rows("robust", 10.0, "pituitary", [(0.01, 0.3), (0.012, 0.3), (0.0, 0.3)])
+    table = _per_class_table().hypothesis_table(rows, "pituitary", "glioma").splitlines()
+    header = table[0].split(" | ")
+    assert header[-1] == "pituitary fell by the larger factor? |" and len(table) == 4
+    paper, robust = (dict(zip(header, line.split(" | "))) for line in table[2:])
+    assert paper["runs"] == "3 vs 3" and paper["log10 gap, baseline"] == "0.00 ± 0.00"
+    assert (
+        paper["Δ gap [95 % CI]"].startswith("-0.69 [")
+        and paper["pituitary fell by the larger factor? |"] == "**yes** |"
+    )
+    assert robust["runs"] == "2 vs 3" and robust["pituitary fell by the larger factor? |"] == "within the spread |"
+
+
+def test_per_class_table_tabulates_saved_rows_without_scoring(tmp_path, capsys):
+    module = _per_class_table()
+    rows = _class_rows("paper", 0.0, "glioma", [(0.03, 0.3), (0.02, 0.2)])
+    rows += _class_rows("paper", 50.0, "glioma", [(0.003, 0.1), (0.002, 0.1)])
+    for row in rows:
+        row.update(n_samples=50, n_correct=45)
+    write_csv(tmp_path / "rows.csv", module.COLUMNS, rows)
+    assert module.main(["--rows", str(tmp_path / "rows.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "| paper | `test_resnet` | 50 | glioma | 2 | 0.0025 ± 0.0007 |" in out and "0.10 / 0.10" in out
+    with pytest.raises(SystemExit):
+        module.main(["--rows", str(tmp_path / "rows.csv"), str(tmp_path)])  # scoring and --rows: one of the two
 
 
 def test_score_reads_brain_and_scores_localisation_on_its_masks(tmp_path):
