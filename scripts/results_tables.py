@@ -4,7 +4,10 @@
         --baseline out-sweeps/paper-jitter0.05 > tables.md
 
 With ``--class-means PNG RUN ...`` it draws instead the validation class-mean Grad-CAM of the given
-run folders (one row each, at the runs' target layer) into one picture.
+run folders (one row each, at the runs' target layer) into one picture. With ``--sanity`` it prints
+instead, per sweep folder, the cascading-randomisation table from its ``sanity_summary.csv``
+(``hf-gazecons sweep --collect --sanity``): the Spearman correlation of the original and the
+randomised maps after the classifier, after the next block and fully re-initialised.
 
 For each sweep folder: one row per backbone and lambda, mean ± sample std over seeds of the last
 epoch (validation split) and of the test split, the L_CAM ratio to lambda 0 of the ``--baseline``
@@ -85,6 +88,24 @@ def table(folder: Path, baseline: Path) -> str:
     return "\n".join(lines)
 
 
+def sanity_table(folder: Path) -> str:
+    """(backbone, lambda) -> Spearman mean ± std over runs at steps 1, 2 and the last, and the share of
+    constant (unrankable) maps of the original and of the fully re-initialised model."""
+    steps: dict[tuple[str, float], dict[int, dict]] = {}
+    for row in read_csv(folder / "sanity_summary.csv"):
+        steps.setdefault((row["backbone"], row["lambda"]), {})[int(row["step"])] = row
+    head = ["backbone", "λ_max", "runs", "after the classifier", "+ the next block", "fully re-initialised",
+            "constant maps, original / fully random"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (backbone, lam), by_step in sorted(steps.items()):
+        last = by_step[max(by_step)]
+        cells = [f"`{backbone}`", f"{lam:g}", f"{last['n_runs']:g}"]
+        cells += [fmt_mean_std(r["spearman_mean"], r["spearman_std"], 2) for r in (by_step[1], by_step[2], last)]
+        cells.append(f"{fmt_metric(by_step[0]['constant_original'], 3)} / {fmt_metric(last['constant_randomized'], 3)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def class_means(path: Path, runs: list[Path]) -> None:
     """The validation class means of each run (``RUN: lambda, variant, L_CAM, all-zero share``)."""
     from hf_gazecons import gaze_consistency, load_image_dataset, load_model
@@ -110,16 +131,24 @@ def class_means(path: Path, runs: list[Path]) -> None:
     plot_class_means(rows, names, path, title="Class-mean Grad-CAM, validation split")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", nargs="*", type=Path, help="sweep output folders")
     parser.add_argument("--baseline", type=Path, help="the sweep whose lambda 0 runs are the baseline")
     parser.add_argument("--class-means", nargs="+", type=Path, metavar=("PNG", "RUN"), help="picture, run folders")
-    args = parser.parse_args()
+    parser.add_argument("--sanity", action="store_true", help="the randomisation tables of the sweep folders")
+    args = parser.parse_args(argv)
     if args.class_means:
         if len(args.class_means) < 2:
             parser.error("--class-means PNG RUN [RUN ...]: name the picture and at least one run folder")
         class_means(args.class_means[0], args.class_means[1:])
+        return 0
+    if args.sanity:
+        for folder in args.folders:
+            if not (folder / "sanity_summary.csv").is_file():
+                parser.error(f"{str(folder)!r} has no sanity_summary.csv (hf-gazecons sweep --collect --sanity)")
+        for folder in args.folders:
+            print(f"### {folder.name}\n\n{sanity_table(folder)}\n")
         return 0
     if not args.folders or args.baseline is None:
         parser.error("sweep folders and --baseline are needed for the tables")

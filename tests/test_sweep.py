@@ -30,6 +30,18 @@ TINY_DATA = "builtin:shapes?size=48&num_classes=2&n_train=8&n_val=4&n_test=1"
 BAD = "no_such_backbone_xyz"
 
 
+def _script(name: str):
+    """A script of scripts/ as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        name.removesuffix(".py"), Path(__file__).parents[1] / "scripts" / name
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with open(path) as handle:
         return list(csv.DictReader(handle))
@@ -164,7 +176,19 @@ def test_sanity_on_the_finished_sweep(tiny_sweep):
     assert [r["randomized_up_to"] for r in rows][:2] == ["none", "fc"]
     assert rows[-1]["randomized_up_to"] == "conv1+bn1"
     assert "Sanity check: cascading randomization" in (out / "summary.md").read_text()
-    assert (out / "sanity_summary.csv").is_file()
+    summary = {int(r["step"]): r for r in _read_csv(out / "sanity_summary.csv")}
+    # docs/RESULTS.md's table of it: steps 1, 2 and the last, constant maps before and after
+    (line,) = _script("results_tables.py").sanity_table(out).splitlines()[2:]
+    cells = line.strip("| ").split(" | ")
+    assert cells[:3] == ["`test_resnet`", "10", "1"] and len(cells) == 7
+
+    def formatted(text: str, digits: int) -> str:  # one run: no std; no ranking: n/a
+        return f"{float(text):.{digits}f}" if text else "n/a"
+
+    for cell, step in zip(cells[3:6], (1, 2, max(summary))):
+        assert cell == formatted(summary[step]["spearman_mean"], 2)
+    last = summary[max(summary)]
+    assert cells[6] == f"{formatted(summary[0]['constant_original'], 3)} / {formatted(last['constant_randomized'], 3)}"
 
 
 def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
@@ -261,6 +285,7 @@ def test_a_bad_shard_is_a_usage_error(text, tmp_path, capsys):
     [
         ("results_tables.py", ["{empty}", "--baseline", "{empty}"], "has no runs.csv"),
         ("results_tables.py", ["--class-means", "x.png"], "at least one run folder"),
+        ("results_tables.py", ["--sanity", "{empty}"], "has no sanity_summary.csv"),
         ("per_class_table.py", ["{empty}"], "holds no finished run"),
     ],
 )
