@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from hf_gazecons.data import load_image_dataset
-from hf_gazecons.formatting import fmt_mean_std, fmt_metric
+from hf_gazecons.formatting import fmt_difference, fmt_mean_std, fmt_metric
 from hf_gazecons.metric import gaze_consistency
 from hf_gazecons.models import load_model
 from hf_gazecons.run_record import RunResults
@@ -89,21 +89,6 @@ def summary_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def change_cell(values: list[float | None], reference: list[float | None], digits: int) -> str:
-    """``Δ [low, high] word``: mean(values) - mean(reference), its 95 % Welch interval, and lower or
-    higher only where the interval excludes 0."""
-    mean, reference_mean = mean_std(values)[0], mean_std(reference)[0]
-    if mean is None or reference_mean is None:
-        return "n/a"
-    difference = f"{mean - reference_mean:+.{digits}f}"
-    interval = difference_interval(values, reference)
-    if interval is None:
-        return f"{difference} (no spread to judge by)"
-    low, high = interval
-    word = "**lower**" if high < 0 else "**higher**" if low > 0 else "within the spread"
-    return f"{difference} [{low:+.{digits}f}, {high:+.{digits}f}] {word}"
-
-
 def baseline_groups(groups: dict[tuple, list[dict]]) -> dict[tuple, list[dict]]:
     """(backbone, class) -> the lambda_max 0 rows of any variant (at lambda 0 the variant trains nothing)."""
     baseline: dict[tuple, list[dict]] = defaultdict(list)
@@ -137,7 +122,7 @@ def change_table(rows: list[dict]) -> str:
         cells = [" / ".join(ratios)]
         for _, key, digits in changes:
             key = key or f"lcam_{variant}"
-            cells.append(change_cell([r[key] for r in group], [r[key] for r in reference], digits))
+            cells.append(fmt_difference([r[key] for r in group], [r[key] for r in reference], digits))
         row = f"| {variant} | `{backbone}` | {lam:g} | {name} | {len(group)} vs {len(reference)} | "
         lines.append(row + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from hf_gazecons.formatting import fmt_mean_std, fmt_metric  # noqa: E402
+from hf_gazecons.formatting import fmt_difference, fmt_mean_std, fmt_metric  # noqa: E402
 from hf_gazecons.stats import correlation_interval, mean_std  # noqa: E402
 from hf_gazecons.sweep.files import read_csv  # noqa: E402
 
@@ -88,22 +88,39 @@ def table(folder: Path, baseline: Path) -> str:
     return "\n".join(lines)
 
 
-def sanity_table(folder: Path) -> str:
+def sanity_table(folder: Path, baseline: Path | None = None) -> str:
     """(backbone, lambda) -> Spearman mean ± std over runs at steps 1, 2 and the last, and the share of
-    constant (unrankable) maps of the original and of the fully re-initialised model."""
+    constant (unrankable) maps of the original and of the fully re-initialised model. With a
+    ``baseline`` sweep, also the step-1 difference from its lambda 0 runs with a 95 % Welch interval."""
     steps: dict[tuple[str, float], dict[int, dict]] = {}
     for row in read_csv(folder / "sanity_summary.csv"):
         steps.setdefault((row["backbone"], row["lambda"]), {})[int(row["step"])] = row
     head = ["backbone", "λ_max", "runs", "after the classifier", "+ the next block", "fully re-initialised",
             "constant maps, original / fully random"]  # fmt: skip
+    if baseline:
+        head.append("after the classifier, Δ against λ = 0")
+        reference = _step_values(baseline / "sanity.csv", 1)
+        ours = _step_values(folder / "sanity.csv", 1)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (backbone, lam), by_step in sorted(steps.items()):
         last = by_step[max(by_step)]
         cells = [f"`{backbone}`", f"{lam:g}", f"{last['n_runs']:g}"]
         cells += [fmt_mean_std(r["spearman_mean"], r["spearman_std"], 2) for r in (by_step[1], by_step[2], last)]
         cells.append(f"{fmt_metric(by_step[0]['constant_original'], 3)} / {fmt_metric(last['constant_randomized'], 3)}")
+        if baseline:
+            base = reference.get((backbone, 0.0), [])
+            cells.append("" if lam == 0 else fmt_difference(ours.get((backbone, lam), []), base, 2))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _step_values(path: Path, step: int) -> dict[tuple[str, float], list[float | None]]:
+    """(backbone, lambda) -> each run's mean Spearman at ``step`` (``sanity.csv``)."""
+    values: dict[tuple[str, float], list[float | None]] = {}
+    for row in read_csv(path):
+        if row["step"] == step:
+            values.setdefault((row["backbone"], row["lambda"]), []).append(row["spearman_mean"])
+    return values
 
 
 def class_means(path: Path, runs: list[Path]) -> None:
@@ -148,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             if not (folder / "sanity_summary.csv").is_file():
                 parser.error(f"{str(folder)!r} has no sanity_summary.csv (hf-gazecons sweep --collect --sanity)")
         for folder in args.folders:
-            print(f"### {folder.name}\n\n{sanity_table(folder)}\n")
+            print(f"### {folder.name}\n\n{sanity_table(folder, args.baseline)}\n")
         return 0
     if not args.folders or args.baseline is None:
         parser.error("sweep folders and --baseline are needed for the tables")

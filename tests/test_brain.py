@@ -287,7 +287,7 @@ def test_per_class_change_table_calls_a_change_only_beyond_the_spread():
 def test_per_class_hypothesis_table_compares_the_classes_fall_within_each_model():
     base = [(0.030, 0.3), (0.020, 0.3), (0.040, 0.3)]
     rows = _class_rows("paper", 0.0, "glioma", base) + _class_rows("paper", 0.0, "pituitary", base)
-    # the regulariser lowers pituitary's L_CAM 10-fold and glioma's 2-fold: gap -log10(5) = -0.70 in every run, up to noise
+    # the regulariser lowers pituitary's L_CAM 10-fold and glioma's 2-fold: gap -log10(5) = -0.70, up to noise
     rows += _class_rows("paper", 50.0, "glioma", [(v / 2, e) for v, e in base])
     rows += _class_rows("paper", 50.0, "pituitary", [(v / 10 * (1 + 0.01 * s), e) for s, (v, e) in enumerate(base)])
     # robust lowers both by the same factor, up to noise; one run's pituitary L_CAM is 0 (no logarithm)

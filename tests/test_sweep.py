@@ -191,6 +191,34 @@ def test_sanity_on_the_finished_sweep(tiny_sweep):
     assert cells[6] == f"{formatted(summary[0]['constant_original'], 3)} / {formatted(last['constant_randomized'], 3)}"
 
 
+def test_sanity_table_compares_the_step_after_the_classifier_with_lambda_0(tmp_path):
+    from hf_gazecons.sweep.files import write_csv
+    from hf_gazecons.sweep.sanity import SANITY_COLUMNS, SUMMARY_COLUMNS
+
+    step1 = {0.0: [0.0, 0.1, -0.1], 50.0: [0.5, 0.6, 0.4], 500.0: [0.3, -0.2, 0.1]}
+    runs, summary = [], []
+    for lam, values in step1.items():
+        for seed, value in enumerate(values):
+            for step, name, spearman in ((0, "none", 1.0), (1, "fc", value), (2, "layer4", 0.0)):
+                runs.append({"backbone": "test_resnet", "lambda": lam, "seed": seed, "step": step,
+                             "randomized_up_to": name, "spearman_mean": spearman, "n_samples": 10})  # fmt: skip
+        for step, name in ((0, "none"), (1, "fc"), (2, "layer4")):
+            mean = float(np.mean(values)) if step == 1 else float(step == 0)
+            summary.append({"backbone": "test_resnet", "lambda": lam, "step": step, "randomized_up_to": name,
+                            "spearman_mean": mean, "spearman_std": 0.1, "n_runs": 3, "constant_original": 0.0,
+                            "constant_randomized": 0.25})  # fmt: skip
+    write_csv(tmp_path / "sanity.csv", SANITY_COLUMNS, runs)
+    write_csv(tmp_path / "sanity_summary.csv", SUMMARY_COLUMNS, summary)
+    lines = _script("results_tables.py").sanity_table(tmp_path, baseline=tmp_path).splitlines()
+    assert lines[0].endswith("| after the classifier, Δ against λ = 0 |") and len(lines) == 5
+    cells = [line.strip("| ").split(" | ") for line in lines[2:]]
+    assert [c[1] for c in cells] == ["0", "50", "500"]
+    assert cells[1][3] == "0.50 ± 0.10" and cells[1][5] == "0.00 ± 0.10" and cells[1][6] == "0.000 / 0.250"
+    assert cells[1][7].startswith("+0.50 [") and cells[1][7].endswith("**higher**")  # 0.4-0.6 against -0.1-0.1
+    assert cells[2][7].startswith("+0.07 [") and cells[2][7].endswith("within the spread")
+    assert len(cells[0]) == 7  # lambda 0 is the reference: no difference of its own
+
+
 def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     config = resolve_config({"preset": "smoke", "output_dir": str(tmp_path), "backbones": ["test_resnet"],
                              "lambdas": [0.0], "parallel": 1})  # fmt: skip
