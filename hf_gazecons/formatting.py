@@ -24,7 +24,7 @@ def fmt_difference(values: Sequence[float | None], reference: Sequence[float | N
     """``Δ [low, high] word``: mean(values) - mean(reference) over seeds, its 95 % Welch interval
     (:func:`~hf_gazecons.stats.difference_interval`), and **lower** or **higher** only where the
     interval excludes 0 ("within the spread" otherwise; "no spread to judge by" without an interval)."""
-    from .stats import difference_interval, mean_std
+    from .stats import difference_interval, interval_sign, mean_std
 
     mean, reference_mean = mean_std(values)[0], mean_std(reference)[0]
     if mean is None or reference_mean is None:
@@ -34,5 +34,5 @@ def fmt_difference(values: Sequence[float | None], reference: Sequence[float | N
     if interval is None:
         return f"{difference} (no spread to judge by)"
     low, high = interval
-    word = "**lower**" if high < 0 else "**higher**" if low > 0 else "within the spread"
+    word = {-1: "**lower**", 0: "within the spread", 1: "**higher**"}[interval_sign(low, high)]
     return f"{difference} [{low:+.{digits}f}, {high:+.{digits}f}] {word}"

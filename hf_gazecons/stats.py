@@ -21,7 +21,15 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["average_ranks", "correlation_interval", "difference_interval", "mean_std", "pearson_r", "spearman"]
+__all__ = [
+    "average_ranks",
+    "correlation_interval",
+    "difference_interval",
+    "interval_sign",
+    "mean_std",
+    "pearson_r",
+    "spearman",
+]
 
 
 def pearson_r(x: Sequence[float | None], y: Sequence[float | None]) -> float | None:
@@ -75,6 +83,16 @@ def difference_interval(
         warnings.simplefilter("ignore", RuntimeWarning)
         interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
     return float(interval.low), float(interval.high)
+
+
+def interval_sign(low: float, high: float) -> int:
+    """-1 where the interval lies wholly below 0, +1 wholly above, 0 where it holds 0: the only
+    differences and correlations the reports call signed.
+
+    >>> interval_sign(-0.3, -0.1), interval_sign(-0.1, 0.2), interval_sign(0.05, 0.4)
+    (-1, 0, 1)
+    """
+    return -1 if high < 0 else 1 if low > 0 else 0
 
 
 def average_ranks(x: torch.Tensor) -> torch.Tensor:

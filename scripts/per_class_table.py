@@ -34,7 +34,7 @@ from hf_gazecons.metric import gaze_consistency
 from hf_gazecons.models import load_model
 from hf_gazecons.run_record import RunResults
 from hf_gazecons.specs import parse_target
-from hf_gazecons.stats import difference_interval, mean_std
+from hf_gazecons.stats import difference_interval, interval_sign, mean_std
 from hf_gazecons.sweep.files import read_csv, write_csv
 
 COLUMNS = ("variant", "backbone", "lambda_max", "seed", "class", "n_samples", "n_correct", "accuracy",
@@ -161,11 +161,22 @@ def hypothesis_table(rows: list[dict], fixed: str, wandering: str) -> str:
             verdict, delta = "too few runs", "n/a"
         else:
             low, high = interval
-            verdict = "**yes**" if high < 0 else "**no, the reverse**" if low > 0 else "within the spread"
+            verdict = {-1: "**yes**", 0: "within the spread", 1: "**no, the reverse**"}[interval_sign(low, high)]
             delta = f"{np.mean(ours) - np.mean(base):+.2f} [{low:+.2f}, {high:+.2f}]"
         cells = [fmt_mean_std(*mean_std(base)[:2], 2), fmt_mean_std(*mean_std(ours)[:2], 2), delta, verdict]
         lines.append(f"| {variant} | `{backbone}` | {lam:g} | {len(ours)} vs {len(base)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _saved_rows(parser: argparse.ArgumentParser, path: Path) -> list[dict]:
+    """The rows of an earlier ``--output``; a usage error for anything else."""
+    if not path.is_file():
+        parser.error(f"--rows {str(path)!r} is not a file")
+    rows = read_csv(path)
+    missing = [column for column in COLUMNS if column not in (rows[0] if rows else {})]
+    if missing:
+        parser.error(f"--rows {str(path)!r} is not a per-class table written by --output (no rows with {missing})")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if bool(args.sweeps) == bool(args.rows):
         parser.error("name sweep folders to score, or --rows CSV to tabulate (one of the two)")
-    rows = read_csv(args.rows) if args.rows else []
+    rows = _saved_rows(parser, args.rows) if args.rows else []
     for sweep in args.sweeps:
         finished = sorted(sweep.glob("runs/*/lambda_*/seed_*/results.json"))
         if not finished:

@@ -27,7 +27,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from hf_gazecons.formatting import fmt_difference, fmt_mean_std, fmt_metric  # noqa: E402
-from hf_gazecons.stats import correlation_interval, mean_std  # noqa: E402
+from hf_gazecons.stats import correlation_interval, interval_sign, mean_std  # noqa: E402
 from hf_gazecons.sweep.files import read_csv  # noqa: E402
 
 COLUMNS = (
@@ -66,7 +66,7 @@ def correlation(folder: Path) -> dict[tuple[str, float], str]:
             cells[(row["backbone"], row["lambda"])] = fmt_mean_std(mean, std, 2)
             continue
         low, high = interval
-        sign = "negative" if high < 0 else "positive" if low > 0 else "not signed"
+        sign = {-1: "negative", 0: "not signed", 1: "positive"}[interval_sign(low, high)]
         cells[(row["backbone"], row["lambda"])] = f"{fmt_mean_std(mean, std, 2)} [{low:.2f}, {high:.2f}] {sign}"
     return cells
 
@@ -161,9 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         class_means(args.class_means[0], args.class_means[1:])
         return 0
     if args.sanity:
-        for folder in args.folders:
-            if not (folder / "sanity_summary.csv").is_file():
-                parser.error(f"{str(folder)!r} has no sanity_summary.csv (hf-gazecons sweep --collect --sanity)")
+        if not args.folders:
+            parser.error("--sanity needs the sweep folders to tabulate")
+        for folder, name in [*((f, "sanity_summary.csv") for f in args.folders), (args.baseline, "sanity.csv")]:
+            if folder is not None and not (folder / name).is_file():
+                parser.error(f"{str(folder)!r} has no {name} (hf-gazecons sweep --collect --sanity)")
         for folder in args.folders:
             print(f"### {folder.name}\n\n{sanity_table(folder, args.baseline)}\n")
         return 0

@@ -317,6 +317,10 @@ def test_per_class_table_tabulates_saved_rows_without_scoring(tmp_path, capsys):
     assert "| paper | `test_resnet` | 50 | glioma | 2 | 0.0025 ± 0.0007 |" in out and "0.10 / 0.10" in out
     with pytest.raises(SystemExit):
         module.main(["--rows", str(tmp_path / "rows.csv"), str(tmp_path)])  # scoring and --rows: one of the two
+    (tmp_path / "other.csv").write_text("backbone,lambda\ntest_resnet,0\n")  # a CSV, but not of this script
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--rows", str(tmp_path / "other.csv")])
+    assert stop.value.code == 2 and "not a per-class table" in capsys.readouterr().err
 
 
 def test_score_reads_brain_and_scores_localisation_on_its_masks(tmp_path):

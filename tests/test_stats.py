@@ -13,6 +13,7 @@ from hf_gazecons.stats import (
     average_ranks,
     correlation_interval,
     difference_interval,
+    interval_sign,
     mean_std,
     pearson_r,
     spearman,
@@ -80,3 +81,9 @@ def test_difference_interval_is_welchs_t_interval():
     assert difference_interval([0.1, 0.2, 0.3], [0.0, 0.0, 0.0]) is not None  # one constant group has a spread
     assert difference_interval([0.0, 0.0], [0.0, 0.0]) is None
     assert difference_interval([0.3], [0.1, 0.2]) is None
+
+
+def test_interval_sign_calls_only_intervals_that_exclude_0():
+    assert [interval_sign(*i) for i in [(-0.3, -0.1), (-0.1, 0.2), (0.05, 0.4), (-0.2, 0.0), (0.0, 0.1)]] == [
+        -1, 0, 1, 0, 0
+    ]  # fmt: skip

@@ -314,6 +314,9 @@ def test_a_bad_shard_is_a_usage_error(text, tmp_path, capsys):
         ("results_tables.py", ["{empty}", "--baseline", "{empty}"], "has no runs.csv"),
         ("results_tables.py", ["--class-means", "x.png"], "at least one run folder"),
         ("results_tables.py", ["--sanity", "{empty}"], "has no sanity_summary.csv"),
+        ("results_tables.py", ["--sanity"], "needs the sweep folders"),
+        ("per_class_table.py", ["--rows", "{empty}"], "is not a file"),
+        ("per_class_table.py", ["--rows", "{empty}/runs.csv", "{empty}"], "one of the two"),
         ("per_class_table.py", ["{empty}"], "holds no finished run"),
     ],
 )
