@@ -29,6 +29,7 @@ __all__ = [
     "NON_NEGATIVE_INT",
     "FINITE_FLOAT",
     "POSITIVE_FLOAT",
+    "NON_NEGATIVE_FLOAT",
     "UNIT_INTERVAL",
     "SEED",
     "require",
@@ -66,6 +67,7 @@ POSITIVE_INT = Rule(int, "a positive integer", lambda v: v >= 1)
 NON_NEGATIVE_INT = Rule(int, "an integer >= 0", lambda v: v >= 0)
 FINITE_FLOAT = Rule(float, "a finite number", math.isfinite)
 POSITIVE_FLOAT = Rule(float, "a finite number > 0", lambda v: math.isfinite(v) and v > 0)
+NON_NEGATIVE_FLOAT = Rule(float, "a finite number >= 0", lambda v: math.isfinite(v) and v >= 0)
 UNIT_INTERVAL = Rule(float, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
 SEED = Rule(int, "an integer in [0, 2**32)", lambda v: 0 <= v < 2**32)  # numpy's seeds
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .localization import Localization
 from .run_record import metric_key
 from .variants import Variant
 
@@ -32,15 +33,6 @@ class ClassConsistency:
     n_samples: int
     n_zero_maps: int = 0
     values: dict[str, float | None] = field(default_factory=dict)
-
-
-@dataclass
-class Localization:
-    """Mean energy pointing game and pointing game over correct samples with a non-empty mask."""
-
-    energy_pointing_game: float
-    pointing_game: float
-    n: int
 
 
 @dataclass
@@ -77,7 +69,9 @@ class ConsistencyResult:
         """Flat ``{prefix}_<name>`` metrics (:data:`~hf_gazecons.run_record.METRIC_NAMES`), as the Trainer logs them:
         ``gaze_consistency`` is the paper variant (per class too, as ``gaze_consistency_<class>``),
         the other variants computed beside it come as ``<variant>_gaze_consistency``; localisation
-        only where the data has masks."""
+        only where the data has masks: both games (over non-zero maps), their ``chance_`` and
+        ``perfect_`` values, the pointing game's tolerance, the all-zero maps' share and each class's
+        games (``energy_pointing_game_<class>``, ``pointing_game_<class>``)."""
         values: dict[str, float | None] = {
             "loss": self.loss,
             "accuracy": self.accuracy,
@@ -88,10 +82,20 @@ class ConsistencyResult:
         values.update({f"{v}_gaze_consistency": value for v, value in self.values.items() if v != "paper"})
         values.update({f"gaze_consistency_{name}": c.values["paper"] for name, c in self.per_class.items()})
         if self.localization is not None:
+            located = self.localization
             values.update(
-                energy_pointing_game=self.localization.energy_pointing_game,
-                pointing_game=self.localization.pointing_game,
+                energy_pointing_game=located.energy_pointing_game,
+                pointing_game=located.pointing_game,
+                chance_energy_pointing_game=located.energy_pointing_game_chance,
+                perfect_energy_pointing_game=located.energy_pointing_game_perfect,
+                chance_pointing_game=located.pointing_game_chance,
+                perfect_pointing_game=located.pointing_game_perfect,
+                pointing_game_tolerance=located.tolerance,
+                localization_zero_map_share=located.zero_map_share,
             )
+            for name, scores in located.per_class.items():
+                values[f"energy_pointing_game_{name}"] = scores.energy_pointing_game
+                values[f"pointing_game_{name}"] = scores.pointing_game
         return {metric_key(prefix, name): value for name, value in values.items()}
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,12 +125,7 @@ class ConsistencyResult:
                 }
                 for name, c in self.per_class.items()
             },
-            "localization": None
-            if self.localization is None
-            else {
-                "energy_pointing_game": self.localization.energy_pointing_game,
-                "pointing_game": self.localization.pointing_game,
-            },
+            "localization": None if self.localization is None else self.localization.to_dict(),
         }
 
 

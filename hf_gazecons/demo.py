@@ -7,6 +7,7 @@ with the study's (``paper``) objective and with this project's collapse-safe ``r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,7 +51,9 @@ def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) ->
     from .trainer import GazeConsistencyTrainingArguments
 
     output_dir = Path(output_dir)
-    data_args = ModelDataArguments(model=settings.model, dataset=settings.dataset, image_size=settings.image_size)
+    data_args = ModelDataArguments(
+        model=settings.model, dataset=settings.dataset, image_size=settings.image_size, faithfulness=True
+    )
     runs = {}
     for name, (regularised, variant) in RUNS.items():
         lambda_max = settings.lambda_max if regularised else 0.0
@@ -85,20 +88,51 @@ def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) ->
 
 
 def comparison_table(runs: dict[str, TrainingRun]) -> str:
-    """Side by side: accuracy, kappa, both L_CAMs, all-zero maps and localisation of each run's final
-    evaluation (the validation split)."""
-    rows = [
-        ("accuracy", "accuracy"),
-        ("Cohen's kappa", "kappa"),
-        ("L_CAM, paper (lower = more consistent)", "gaze_consistency"),
-        ("L_CAM, robust (1 - cosine)", "robust_gaze_consistency"),
-        ("all-zero maps (share of correct)", "zero_map_share"),
-        ("energy pointing game", "energy_pointing_game"),
-        ("pointing game", "pointing_game"),
+    """Side by side, from each run's final evaluation (the validation split): accuracy, kappa, both
+    L_CAMs, all-zero maps, localisation beside its chance and perfect-map values (and per class),
+    and the faithfulness of the maps beside a random and the perfect map."""
+    first = next(iter(runs.values()))
+    grid = "x".join(map(str, first.evaluation.cam_size))
+    tolerance = first.results.metric("pointing_game_tolerance")
+    rows: list[tuple[str, Callable[[TrainingRun], float | None]]] = [
+        (label, _metric(name))
+        for label, name in (
+            ("accuracy", "accuracy"),
+            ("Cohen's kappa", "kappa"),
+            ("L_CAM, paper (lower = more consistent)", "gaze_consistency"),
+            ("L_CAM, robust (1 - cosine)", "robust_gaze_consistency"),
+            ("all-zero maps (share of correct)", "zero_map_share"),
+            ("energy pointing game (EPG)", "energy_pointing_game"),
+            ("  EPG chance (a uniform map)", "chance_energy_pointing_game"),
+            (f"  EPG of the perfect map ({grid})", "perfect_energy_pointing_game"),
+            (f"pointing game (PG, {fmt_metric(tolerance, 0)} px)", "pointing_game"),
+            ("  PG chance (a random peak)", "chance_pointing_game"),
+            (f"  PG of the perfect map ({grid})", "perfect_pointing_game"),
+        )
     ]
+    rows += [(f"  PG, {name}", _metric(f"pointing_game_{name}")) for name in first.results.config.label_names]
+    rows.append(("all-zero maps among those with a mask", _metric("localization_zero_map_share")))
+    for metric, label in (("deletion_auc", "deletion AUC (lower = more faithful)"),
+                          ("insertion_auc", "insertion AUC (higher = more faithful)")):  # fmt: skip
+        rows += [
+            (label, _faithful("gradcam", metric)),
+            (f"  {label.split(' (')[0]}, random map", _faithful("random", metric)),
+            (f"  {label.split(' (')[0]}, perfect map", _faithful("perfect", metric)),
+        ]
     width = max(len(label) for label, _ in rows)
     lines = [f"{'':<{width}}  " + "  ".join(f"{name:>10}" for name in runs)]
-    for label, name in rows:
-        values = "  ".join(f"{fmt_metric(run.results.metric(name)):>10}" for run in runs.values())
-        lines.append(f"{label:<{width}}  {values}")
+    for label, value in rows:
+        lines.append(f"{label:<{width}}  " + "  ".join(f"{fmt_metric(value(run)):>10}" for run in runs.values()))
     return "\n".join(lines)
+
+
+def _metric(name: str) -> Callable[[TrainingRun], float | None]:
+    return lambda run: run.results.metric(name)
+
+
+def _faithful(map_name: str, metric: str) -> Callable[[TrainingRun], float | None]:
+    def value(run: TrainingRun) -> float | None:
+        found = run.results.faithfulness
+        return found["summary"][map_name][metric]["mean"] if found else None
+
+    return value

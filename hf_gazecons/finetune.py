@@ -30,6 +30,7 @@ from .filenames import RESULTS_FILE
 from .hub import check_push_access, model_card, push_output
 from .models import LoadedModel, load_model, save_model
 from .output_dir import last_checkpoint, publish_files, removed_on_failure
+from .preprocessing import Preprocessing
 from .plots import plot_class_means, plot_kappa_vs_consistency, plot_learning_curves
 from .run_record import RunConfig, RunResults, epoch_history, metric_key
 from .specs import parse_model_spec
@@ -62,6 +63,11 @@ class ModelDataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training samples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many evaluation samples."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub model's own code to run."})
+    faithfulness: bool = field(
+        default=False,
+        metadata={"help": "Also score the final model's Grad-CAM by deletion and insertion on the evaluation split, "
+                  "beside a random and the perfect (mask) map (about 120 forwards per image)."},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         for option in ("image_size", "max_train_samples", "max_eval_samples"):
@@ -156,6 +162,8 @@ def _fit(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments, 
     if test_data is not None:
         trainer.evaluate(ImageClassificationDataset.with_preprocessing(test_data, prep), metric_key_prefix="test")
     results = _results(trainer, loaded, data_args, eval_split, test_data is not None)
+    if data_args.faithfulness and trainer.is_world_process_zero():
+        results.faithfulness = _faithfulness(trainer, eval_data, prep)
     run = TrainingRun(results, trainer.last_eval_result, Path(args.output_dir))
     if trainer.is_world_process_zero():
         _write_outputs(run, trainer.gaze_state(), loaded)
@@ -225,6 +233,22 @@ def _results(
         pearson_r_kappa_consistency=pearson_r([h.get(kappa) for h in history], [h.get(consistency) for h in history]),
         environment=_environment(args),
     )
+
+
+def _faithfulness(trainer: GazeConsistencyTrainer, eval_data: datasets.Dataset, prep: Preprocessing) -> dict:
+    """Deletion and insertion of the final model's maps on the evaluation split (no per-image rows)."""
+    from .faithfulness_report import FaithfulnessSettings, evaluate_faithfulness
+
+    report = evaluate_faithfulness(
+        trainer.accelerator.unwrap_model(trainer.model),
+        eval_data,
+        FaithfulnessSettings(tests=("deletion",), seed=trainer.args.seed),
+        preprocessing=prep,
+        target=trainer.target_name,
+        batch_size=trainer.args.per_device_eval_batch_size,
+        progress=False,
+    )
+    return {k: v for k, v in report.to_dict().items() if k != "per_image"}
 
 
 def _environment(args: GazeConsistencyTrainingArguments) -> dict[str, object]:

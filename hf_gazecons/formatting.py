@@ -13,6 +13,11 @@ def fmt_metric(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
+def fmt_interval(interval: Sequence[float] | None, digits: int = 3) -> str:
+    """``[low, high]``; empty without an interval."""
+    return "" if interval is None else f"[{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
 def fmt_mean_std(mean: float | None, std: float | None, digits: int = 3) -> str:
     """``mean ± std`` (``mean`` alone without a std; ``n/a`` without a mean)."""
     if mean is None:

@@ -31,7 +31,7 @@ from huggingface_hub.utils import get_session
 
 from .errors import HubError, first_line
 from .filenames import RESULTS_FILE
-from .formatting import fmt_metric
+from .formatting import fmt_interval, fmt_metric
 from .run_record import RunResults, metric_key
 
 __all__ = [
@@ -111,6 +111,8 @@ def model_card(results: RunResults, repo_id: str | None = None) -> ModelCard:
         evaluations=[(s, _Attrs(_unprefixed(m, p))) for s, p, m in evaluations],
         per_class=[(label, results.metric(f"gaze_consistency_{label}")) for label in config.label_names],
         pearson_r=results.pearson_r_kappa_consistency,
+        faithfulness=results.faithfulness,
+        interval=fmt_interval,
         config=config,
         fmt=fmt_metric,
     )

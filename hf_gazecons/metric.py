@@ -29,10 +29,10 @@ from tqdm.auto import tqdm
 
 from .batching import batch_source, check_labels, data_length, eval_mode, unpack_batch
 from .cam import GradCAM
-from .consistency_result import ClassConsistency, ConsistencyResult, Localization
+from .consistency_result import ClassConsistency, ConsistencyResult
 from .deviation import class_deviation_sum, on_grid, per_sample_deviation, robust_deviation_sum, unit_maps
 from .errors import MetricError
-from .localization import energy_pointing_game, pointing_game
+from .localization import DEFAULT_TOLERANCE, LOCALIZATION_SUMS, Localization, localization_sums
 from .models import LoadedModel
 from .preprocessing import Preprocessing
 from .variants import VARIANTS, Variant, check_variant
@@ -74,6 +74,7 @@ class ConsistencyStatistics:
     grid: tuple[int, int] | None = None
     max_kept_bytes: int | None = None
     expected_samples: int | None = None
+    pointing_tolerance: float = DEFAULT_TOLERANCE
     confusion: torch.Tensor = field(init=False)
     map_sum: torch.Tensor | None = field(init=False, default=None)
     unit_sum: torch.Tensor | None = field(init=False, default=None)
@@ -91,7 +92,7 @@ class ConsistencyStatistics:
         k = self.num_classes
         self.confusion = torch.zeros(k, k, dtype=torch.float64)
         self.square_sum = torch.zeros(k, dtype=torch.float64)
-        self.localization_sums = torch.zeros(3, dtype=torch.float64)  # energy, hits, count
+        self.localization_sums = torch.zeros(k, len(LOCALIZATION_SUMS), dtype=torch.float64)  # per class
         self.loss_sum = torch.zeros((), dtype=torch.float64)  # cross-entropy summed over samples
         self.zero_maps = torch.zeros(k, dtype=torch.float64)  # correct samples whose map is all zero
         self.kept_maps = [[] for _ in range(k)]
@@ -110,10 +111,9 @@ class ConsistencyStatistics:
         # there is nothing to point at, and counting it as a miss would dilute the score)
         located = correct & masks.cpu().flatten(1).any(dim=1) if masks is not None else None
         if located is not None and located.any():
-            hit_maps, hit_masks = maps[located], masks.cpu()[located]
-            energy = energy_pointing_game(hit_maps, hit_masks).double().sum()
-            hits = pointing_game(hit_maps, hit_masks).double().sum()
-            self.localization_sums += torch.stack([energy, hits, torch.tensor(float(len(hit_maps)))])
+            self.localization_sums += localization_sums(
+                maps[located], masks.cpu()[located], labels[located], self.num_classes, self.pointing_tolerance
+            )
         grid_maps = on_grid(maps, self.grid)[correct].double()
         classes = labels[correct]
         if self.map_sum is None:
@@ -208,8 +208,7 @@ class ConsistencyStatistics:
                 "information; use a larger input size or an earlier target layer",
                 stacklevel=2,
             )
-        energy, hits, located = self.localization_sums.tolist()
-        localization = Localization(energy / located, hits / located, int(located)) if located else None
+        localization = Localization.from_class_sums(self.localization_sums, label_names, self.pointing_tolerance)
         total = float(n_samples.sum())
         return ConsistencyResult(
             value=value,
@@ -257,6 +256,7 @@ def gaze_consistency(
     progress: bool = True,
     max_kept_bytes: int | None = None,
     dtype: torch.dtype | None = None,
+    pointing_tolerance: float = DEFAULT_TOLERANCE,
 ) -> ConsistencyResult:
     """Score ``model``'s gaze consistency, accuracy and kappa on ``data`` in one pass.
 
@@ -283,6 +283,7 @@ def gaze_consistency(
         target: Grad-CAM target layer: a module name, a timm stage index, or None (automatic).
         label_names: the class names in logit order (default: the LoadedModel's, else "0", "1", ...).
         dtype: autocast dtype of the forward (None: full precision).
+        pointing_tolerance: the pointing game's tolerance in pixels (see :mod:`~hf_gazecons.localization`).
 
     Returns:
         :class:`~hf_gazecons.consistency_result.ConsistencyResult`: L_CAM (``value``, None when no
@@ -318,7 +319,9 @@ def gaze_consistency(
             num_classes = out.logits.shape[1]
             check_labels(labels, num_classes)
             if statistics is None:
-                statistics = ConsistencyStatistics(num_classes, variant, grid, max_kept_bytes, expected)
+                statistics = ConsistencyStatistics(
+                    num_classes, variant, grid, max_kept_bytes, expected, pointing_tolerance=pointing_tolerance
+                )
             statistics.update(out.maps, out.logits, labels, masks)
     if statistics is None:
         statistics = ConsistencyStatistics(len(label_names or []) or 1, variant, grid)

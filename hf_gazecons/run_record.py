@@ -34,9 +34,16 @@ METRIC_NAMES = (
     "zero_map_share",
     "energy_pointing_game",
     "pointing_game",
+    "chance_energy_pointing_game",
+    "perfect_energy_pointing_game",
+    "chance_pointing_game",
+    "perfect_pointing_game",
+    "pointing_game_tolerance",
+    "localization_zero_map_share",
 )
 """The metrics of an evaluation, besides ``<variant>_gaze_consistency`` (the other deviation
-variants) and ``gaze_consistency_<class>`` (per class, paper variant)."""
+variants) and ``gaze_consistency_<class>``, ``energy_pointing_game_<class>``,
+``pointing_game_<class>`` (per class)."""
 
 # Trainer log keys that the history keeps; those that describe the training batches get "train_"
 _TRAINING_LOGS = ("loss", "cross_entropy", "penalty", "lambda", "learning_rate", "zero_map_share")
@@ -88,7 +95,9 @@ class RunResults:
     ``final_test`` test-split metrics (``test_*``, None without a test split), one ``history`` row
     per logged epoch (:func:`epoch_history`), the Pearson r of kappa and L_CAM over it, and the
     ``environment`` it ran in (versions, device, processes, CPU threads: on CPU, a seed reproduces a
-    run bit for bit with the same code and thread count, not across thread counts)."""
+    run bit for bit with the same code and thread count, not across thread counts) and, where it was
+    asked for (``--faithfulness``), the ``faithfulness`` of the final model's maps on the evaluation
+    split (:meth:`~hf_gazecons.faithfulness_report.FaithfulnessResult.to_dict` without its per-image rows)."""
 
     config: RunConfig
     final: dict[str, Any]
@@ -96,6 +105,7 @@ class RunResults:
     final_test: dict[str, Any] | None = None
     pearson_r_kappa_consistency: float | None = None
     environment: dict[str, Any] = field(default_factory=dict)
+    faithfulness: dict[str, Any] | None = None
 
     def metric(self, name: str, split: Split = "eval") -> Any:
         """The final value of metric ``name`` (e.g. ``"gaze_consistency"``) on ``split``; None if absent."""
@@ -114,6 +124,7 @@ class RunResults:
             final_test=data.get("final_test"),
             pearson_r_kappa_consistency=data.get("pearson_r_kappa_consistency"),
             environment=dict(data.get("environment") or {}),
+            faithfulness=data.get("faithfulness"),
         )
 
     @classmethod

@@ -13,7 +13,13 @@ import pytest
 from datasets import ClassLabel, Image
 from scipy import ndimage
 from scipy.spatial import ConvexHull
-from tiny import assert_same_seed_same_bytes, image_bytes, random_test_resnet, tiny_cnn_accuracy
+from tiny import (
+    LOCALIZATION_JSON_KEYS,
+    assert_same_seed_same_bytes,
+    image_bytes,
+    random_test_resnet,
+    tiny_cnn_accuracy,
+)
 
 from hf_gazecons.cli.main import main as cli_main
 from hf_gazecons.data import brain as brain_module
@@ -339,7 +345,7 @@ def test_score_reads_brain_and_scores_localisation_on_its_masks(tmp_path):
         if right_class == "no_tumour":
             assert result["localization"] is None
         else:
-            assert set(result["localization"]) == {"energy_pointing_game", "pointing_game"}
+            assert set(result["localization"]) == LOCALIZATION_JSON_KEYS
 
 
 def test_train_and_sweep_read_brain_and_score_localisation_on_its_masks(tmp_path):

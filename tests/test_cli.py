@@ -20,7 +20,7 @@ import torch
 from console import Runs, console_script
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
-from tiny import CONSISTENCY_JSON_KEYS, random_test_resnet
+from tiny import CONSISTENCY_JSON_KEYS, LOCALIZATION_JSON_KEYS, LOCALIZATION_SHARES, random_test_resnet
 
 import hf_gazecons.plots as plots
 from hf_gazecons.cli.main import main
@@ -219,8 +219,10 @@ def test_score_local_timm_export_end_to_end(model_dir, tmp_path, capsys):
     assert result["kappa"] is None or -1 <= result["kappa"] <= 1
     assert result["gaze_consistency"] is not None  # the random model gets >= 2 samples of a class right
     # shapes has masks: localisation is reported
-    assert set(result["localization"]) == {"energy_pointing_game", "pointing_game"}
-    assert all(0 <= v <= 1 for v in result["localization"].values())
+    located = result["localization"]
+    assert set(located) == LOCALIZATION_JSON_KEYS and located["tolerance"] == 0
+    assert all(0 <= located[name] <= 1 for name in LOCALIZATION_SHARES)
+    assert set(located["per_class"]) <= set(SHAPE_CLASSES)
 
     assert sorted(p.name for p in out_dir.iterdir()) == ["class_means.png", "consistency.json", "overlays.png"]
     assert_png(out_dir / "class_means.png")

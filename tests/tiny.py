@@ -130,3 +130,16 @@ CONSISTENCY_JSON_KEYS = {
     "localization",
 }
 """The keys of ``consistency.json`` / ``ConsistencyResult.to_dict()``."""
+
+LOCALIZATION_SHARES = (
+    "energy_pointing_game",
+    "pointing_game",
+    "energy_pointing_game_chance",
+    "energy_pointing_game_perfect",
+    "pointing_game_chance",
+    "pointing_game_perfect",
+)
+LOCALIZATION_JSON_KEYS = {
+    *LOCALIZATION_SHARES, "n", "n_zero_maps", "zero_map_share", "pointing_game_interval", "tolerance", "per_class"
+}
+"""The keys of ``consistency.json``'s ``localization`` (data with masks)."""
