@@ -5,7 +5,7 @@
     python scripts/bench.py --quick --sections train_epoch scoring_scale --output bench.json
     python scripts/bench.py --device cuda --output bench.json    # (scripts/gpu_check.py: the GPU check)
 
-``--sections NAME ...`` runs only the named sections. Seven sections, each timed IN ONE RUN with
+``--sections NAME ...`` runs only the named sections. Eight sections, each timed IN ONE RUN with
 interleaved repetitions (every repetition times every contender once, in rotating order, after a
 warm-up; medians are reported):
 
@@ -23,7 +23,10 @@ warm-up; medians are reported):
                         inference over the same DataLoader, and the peak resident memory of scoring a
                         small and a 10x larger stream, each in a fresh subprocess;
 * ``cli_help``        — ``hf-gazecons train --help`` (first call, which builds and caches it, then
-                        from the cache) and ``hf-gazecons --help``, each a fresh process.
+                        from the cache) and ``hf-gazecons --help``, each a fresh process;
+* ``faithfulness``    — deletion/insertion of a batch (ours vs torchcam's DeletionInsertionMetric) and
+                        ROAD (ours vs pytorch-grad-cam's), same model, images, maps and classes, with a
+                        check that they compute the same numbers.
 
 ``train_epoch`` and ``scoring_scale`` generate their image folder once (scripts/bench_data.py: 2048
 grayscale JPEGs of 512 px) under ``--data-dir`` (default ~/.cache/hf_gazecons/bench). Peers that are not installed are
@@ -52,6 +55,7 @@ if str(SCRIPTS) not in sys.path:  # the bench_* modules beside it (tests load th
     sys.path.insert(0, str(SCRIPTS))
 
 from bench_common import GOALS, REPO_ROOT, device_info, goals_met  # noqa: E402  (also: the repo root on the path)
+from bench_faithfulness import bench_faithfulness  # noqa: E402
 from bench_gradcam import bench_gradcam, bench_memory, memory_probe  # noqa: E402
 from bench_report import NOTES, print_report  # noqa: E402
 from bench_scoring import bench_dataset_scoring, bench_scoring_scale, scoring_memory_probe  # noqa: E402
@@ -60,6 +64,8 @@ from bench_training import bench_train_epoch, bench_train_step  # noqa: E402
 _CHEST_XRAYS = {"model": "resnet18", "size": 224, "batch": 32, "n_images": 2048, "image_px": 512, "workers": 2}
 """What train_epoch and scoring_scale share: the model and the generated image folder they read."""
 _TINY_FOLDER = {"model": "test_resnet", "size": 64, "batch": 8, "n_images": 48, "image_px": 96, "workers": 1}
+_FAITHFULNESS = {"model": "resnet18", "grid": 7, "steps": 20, "percentiles": [10, 20, 30, 40, 50, 60, 70, 80, 90]}
+"""torchcam's and pytorch-grad-cam's defaults; resnet18's 7 x 7 map at 224 px."""
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
@@ -91,6 +97,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "rss_large": 20000,
         },
         "cli_help": {"reps": 5},
+        "faithfulness": {**_FAITHFULNESS, "size": 224, "batch": 32, "reps": 2, "road_reps": 1},
     },
     "quick": {
         "gradcam": {"model": "resnet18", "size": 224, "batch": 32, "reps": 5},
@@ -121,6 +128,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "rss_large": 5000,
         },
         "cli_help": {"reps": 3},
+        "faithfulness": {**_FAITHFULNESS, "size": 112, "batch": 8, "grid": 4, "reps": 2, "road_reps": 1},
     },
     "tiny": {  # for tests/test_bench.py: the code paths and the schema, not the numbers
         "gradcam": {"model": "test_resnet", "size": 96, "batch": 4, "reps": 2},
@@ -137,6 +145,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "train_epoch": {**_TINY_FOLDER, "lam": 100.0, "n_train": 24, "warmup_steps": 1, "reps": 1, "loader_images": 8},
         "scoring_scale": {**_TINY_FOLDER, "grid": [3, 3], "per_rep": 32, "reps": 2, "rss_small": 16, "rss_large": 64},
         "cli_help": {"reps": 1},
+        "faithfulness": {
+            **_FAITHFULNESS, "model": "test_resnet", "size": 32, "batch": 2, "grid": 3, "steps": 5, "percentiles": [50],
+            "reps": 1, "road_reps": 1,
+        },  # fmt: skip
     },
 }
 
@@ -169,6 +181,7 @@ SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "train_epoch": bench_train_epoch,
     "scoring_scale": bench_scoring_scale,
     "cli_help": bench_cli_help,
+    "faithfulness": bench_faithfulness,
 }
 DATA_SECTIONS = ("train_epoch", "scoring_scale")  # read the generated image folder
 

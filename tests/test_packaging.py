@@ -23,3 +23,11 @@ def test_pyproject_lists_every_package_and_maps_the_templates():
 def test_the_card_template_is_package_data():
     template = importlib.resources.files("hf_gazecons.templates") / "gazecons_model_card.md"
     assert template.is_file() and "{{ card_data }}" in template.read_text()
+
+
+def test_dev_brings_the_peers_the_tests_compare_against():
+    """CI installs ``.[dev]``: the faithfulness tests then run against the peers' own code, pinned to
+    the versions whose metrics ours follow."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "hf-gazecons[peers]" in extras["dev"] and extras["bench"] == ["hf-gazecons[peers]"]
+    assert {"torchcam==0.5.0", "grad-cam==1.5.7"} <= set(extras["peers"])
