@@ -290,6 +290,18 @@ def test_per_class_change_table_calls_a_change_only_beyond_the_spread():
     assert robust["Δ L_CAM (its variant)"] == "-0.0250 (no spread to judge by)"
 
 
+def test_a_change_of_a_share_has_an_interval_inside_its_range():
+    """Welch's t puts the upper end of +0.77 zero-map share at +1.3 for these seeds; two shares
+    differ by at most 1, so the table cuts it there (the L_CAM's interval is not cut)."""
+    rows = _class_rows("paper", 0.0, "no_tumour", [(0.03, None)] * 5)
+    rows += _class_rows("paper", 50.0, "no_tumour", [(0.001, None)] * 5)
+    for row, share in zip(rows[5:], (1.0, 1.0, 0.96, 0.88, 0.0)):
+        row["zero_map_share"] = share
+    cells = dict(zip(*(line.split(" | ") for line in _per_class_table().change_table(rows).splitlines()[::2])))
+    low = float(cells["Δ all-zero maps"].split("[")[1].split(",")[0])
+    assert 0 < low < 0.768 and cells["Δ all-zero maps"].endswith(", +1.000] **higher**")
+
+
 def test_per_class_hypothesis_table_compares_the_classes_fall_within_each_model():
     base = [(0.030, 0.3), (0.020, 0.3), (0.040, 0.3)]
     rows = _class_rows("paper", 0.0, "glioma", base) + _class_rows("paper", 0.0, "pituitary", base)

@@ -130,3 +130,21 @@ def test_the_metric_reports_chance_perfect_tolerance_and_classes():
     assert 0 < metrics["eval_chance_energy_pointing_game"] < metrics["eval_energy_pointing_game"]
     located = result.to_dict()["localization"]
     assert located["tolerance"] == 15 and set(located["per_class"]) == {"circle", "square"}
+
+
+def test_the_references_script_scores_the_perfect_map_of_every_mask(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "localization_references.py"
+    spec = importlib.util.spec_from_file_location("localization_references", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    found = module.references("builtin:shapes?size=48&n_train=1&n_val=3&n_test=1", "validation", (3, 3), 2.0)
+    assert found.n == 12 and found.tolerance == 2.0 and set(found.per_class) == {"circle", "square", "triangle", "cross"}
+    # the perfect map is the map scored: its own columns equal the figures
+    assert found.energy_pointing_game == pytest.approx(found.energy_pointing_game_perfect)
+    assert found.pointing_game == pytest.approx(found.pointing_game_perfect)
+    assert 0 < found.energy_pointing_game_chance < found.energy_pointing_game_perfect
+    assert module.main(["builtin:shapes?size=48&n_train=1&n_val=3&n_test=1", "--grid", "3", "3"]) == 0
+    assert "perfect map (mask on the 3x3 grid)" in capsys.readouterr().out
