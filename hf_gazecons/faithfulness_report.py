@@ -153,7 +153,8 @@ def evaluate_faithfulness(
 
     Args:
         model: a :class:`LoadedModel` (brings its preprocessing) or a classifier module.
-        data: batches, or a ``datasets`` data set with ``preprocessing`` (as :func:`~hf_gazecons.metric.gaze_consistency`).
+        data: batches, or a ``datasets`` data set with ``preprocessing`` (as
+            :func:`~hf_gazecons.metric.gaze_consistency` takes them).
         settings: which tests and their settings.
         target: Grad-CAM target layer (None: automatic).
         batch_size: images per Grad-CAM forward; the perturbed images go through the model 64 at a time.

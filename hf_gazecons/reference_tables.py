@@ -39,7 +39,8 @@ def localization_table(localization: Localization, cam_size: tuple[int, int]) ->
         f"out: {fmt_metric(localization.zero_map_share, 3)}); pointing game tolerance {localization.tolerance:g} px",
         f"{'':<22}{'value':>8}  {'95 % interval':<16}{'chance':>8}  perfect map (mask on the {grid} grid)",
         f"{'energy pointing game':<22}{fmt_metric(localization.energy_pointing_game):>8}  {'':<16}"
-        f"{fmt_metric(localization.energy_pointing_game_chance):>8}  {fmt_metric(localization.energy_pointing_game_perfect)}",
+        f"{fmt_metric(localization.energy_pointing_game_chance):>8}  "
+        f"{fmt_metric(localization.energy_pointing_game_perfect)}",
         f"{'pointing game':<22}{fmt_metric(localization.pointing_game):>8}  "
         f"{fmt_interval(localization.pointing_game_interval):<16}{fmt_metric(localization.pointing_game_chance):>8}  "
         f"{fmt_metric(localization.pointing_game_perfect)}",

@@ -45,7 +45,7 @@ SHARES = ("zero_map_share", "energy_pointing_game", "pointing_game", "accuracy")
 SHARE_DIFFERENCE = (-1.0, 1.0)
 """Two shares differ by at most 1: their difference's interval is cut to [-1, 1] (which keeps its coverage)."""
 CHANGES = (("L_CAM (paper)", "lcam_paper", 4), ("all-zero maps", "zero_map_share", 3),
-           ("EPG", "energy_pointing_game", 3), ("PG", "pointing_game", 3), ("accuracy", "accuracy", 3))  # fmt: skip
+           ("EPG", "energy_pointing_game", 3), ("PG (0 px)", "pointing_game", 3), ("accuracy", "accuracy", 3))  # fmt: skip
 
 
 def score_run(run_dir: Path, split: str) -> list[dict]:

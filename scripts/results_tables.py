@@ -36,7 +36,7 @@ COLUMNS = (
     ("robust L_CAM", "robust_gaze_consistency", 4),
     ("all-zero maps", "zero_map_share", 3),
     ("EPG", "energy_pointing_game", 3),
-    ("PG", "pointing_game", 3),
+    ("PG (0 px)", "pointing_game", 3),
     ("test accuracy", "test_accuracy", 3),
     ("test L_CAM", "test_gaze_consistency", 4),
 )

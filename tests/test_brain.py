@@ -283,7 +283,7 @@ def test_per_class_change_table_calls_a_change_only_beyond_the_spread():
         "**lower**"
     )
     assert paper["Δ EPG"].startswith("-0.050 [") and paper["Δ EPG"].endswith("within the spread")
-    assert paper["Δ all-zero maps"] == "+0.000 (no spread to judge by)" and paper["Δ PG"] == "n/a"
+    assert paper["Δ all-zero maps"] == "+0.000 (no spread to judge by)" and paper["Δ PG (0 px)"] == "n/a"
     robust = dict(zip(lines[0].split(" | "), lines[3].split(" | ")))
     assert robust["| variant"] == "| robust" and robust["Δ all-zero maps"] == "+0.500 (no spread to judge by)"
     assert robust["L_CAM ratio, paper / robust"] == "0.33 / 0.17"  # robust is judged on its own L_CAM

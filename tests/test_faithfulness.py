@@ -182,3 +182,51 @@ def test_inputs_are_checked(model, inputs):
         deletion_insertion(model, images, maps[:4], classes)
     with pytest.raises(ValueError, match="steps"):
         deletion_insertion(model, images, maps, classes, steps=0)
+
+
+def test_a_data_set_report_scores_each_image_and_its_references(model):
+    """evaluate_faithfulness against direct calls on the same images: the Grad-CAM of the predicted
+    class, the seeded random map, the perfect map only where a mask marks an object."""
+    from hf_gazecons.cam import GradCAM
+    from hf_gazecons.faithfulness_report import FaithfulnessSettings, evaluate_faithfulness
+    from hf_gazecons.localization import perfect_maps
+    from hf_gazecons.stats import mean_interval
+
+    generator = torch.Generator().manual_seed(5)
+    images = torch.randn(5, 3, SIZE, SIZE, generator=generator)
+    masks = torch.zeros(5, SIZE, SIZE, dtype=torch.bool)
+    masks[:3, 4:20, 10:30] = True  # images 3 and 4 have no object
+    labels = torch.tensor([0, 1, 2, 3, 0])
+    batches = [{"pixel_values": images[:3], "labels": labels[:3], "masks": masks[:3]},
+               {"pixel_values": images[3:], "labels": labels[3:], "masks": masks[3:]}]  # fmt: skip
+    settings = FaithfulnessSettings(tests=("deletion", "road"), steps=5, percentiles=(50,), seed=3)
+    report = evaluate_faithfulness(model, batches, settings, target="layer3", progress=False)
+
+    out = GradCAM(model, target="layer3")(images)
+    predictions = out.logits.argmax(1)
+    random_maps = torch.rand(3, *out.maps.shape[1:], generator=torch.Generator().manual_seed(3))
+    expected = {
+        "gradcam": deletion_insertion(model, images, out.maps.detach(), predictions, steps=5),
+        "random": deletion_insertion(model, images[:3], random_maps, predictions[:3], steps=5),
+        "perfect": deletion_insertion(
+            model, images[:3], perfect_maps(masks[:3], out.maps.shape[1:]), predictions[:3], steps=5
+        ),
+    }
+    morf, lerf = road(model, images, out.maps.detach(), predictions, percentiles=(50,))
+    rows = report.images
+    assert [row["index"] for row in rows] == [0, 1, 2, 3, 4]
+    assert [row["prediction"] for row in rows] == predictions.tolist()
+    assert [row["perfect"] is None for row in rows] == [False, False, False, True, True]
+    for name, (deletion, insertion) in expected.items():
+        for i in range(len(deletion)):
+            assert rows[i][name]["deletion_auc"] == pytest.approx(float(deletion[i]), abs=1e-6)
+            assert rows[i][name]["insertion_auc"] == pytest.approx(float(insertion[i]), abs=1e-6)
+    assert [row["gradcam"]["road_morf"] for row in rows] == pytest.approx(morf[:, 0].tolist(), abs=1e-6)
+    assert [row["gradcam"]["road_lerf"] for row in rows] == pytest.approx(lerf[:, 0].tolist(), abs=1e-6)
+    summary = report.summary()["gradcam"]["deletion_auc"]
+    values = [float(v) for v in expected["gradcam"][0]]
+    assert summary["mean"] == pytest.approx(sum(values) / 5) and summary["n"] == 5 and summary["n_undefined"] == 0
+    assert summary["interval"] == pytest.approx(mean_interval(values, bounds=(0.0, 1.0)))
+    assert report.to_dict()["summary"]["perfect"]["deletion_auc"]["n"] == 3
+    with pytest.raises(ValueError, match="faithfulness tests"):
+        FaithfulnessSettings(tests=("insertion",))

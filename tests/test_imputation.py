@@ -10,7 +10,9 @@ from hf_gazecons import imputation
 from hf_gazecons.errors import MetricError
 from hf_gazecons.imputation import noisy_linear_impute
 
-road = pytest.importorskip("pytorch_grad_cam.metrics.road", reason="the peer pytorch-grad-cam (pip install -e '.[peers]')")
+road = pytest.importorskip(
+    "pytorch_grad_cam.metrics.road", reason="the peer pytorch-grad-cam (pip install -e '.[peers]')"
+)
 
 
 def peer_impute(image: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -60,7 +62,9 @@ def test_the_system_is_the_peers_and_symmetric_positive_definite():
         assert np.allclose(peer, peer.T)
         assert np.linalg.eigvalsh(peer).min() > 1e-6
     nothing = torch.zeros(7, 6, dtype=torch.bool)
-    matrix, _ = road.NoisyLinearImputer.setup_sparse_system(nothing.float().numpy(), image.numpy(), road.neighbors_weights)
+    matrix, _ = road.NoisyLinearImputer.setup_sparse_system(
+        nothing.float().numpy(), image.numpy(), road.neighbors_weights
+    )
     assert abs(np.linalg.eigvalsh(-matrix.toarray()).min()) < 1e-9  # the grid's Laplacian: singular
     assert torch.equal(peer_impute(image, nothing), torch.zeros_like(image))
     assert torch.equal(noisy_linear_impute(image[None], nothing[None])[0], torch.zeros_like(image))

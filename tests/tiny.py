@@ -7,6 +7,7 @@ import transformers
 from datasets import Dataset, DatasetDict, Image
 from torch import nn
 
+from hf_gazecons.localization import LOCALIZATION_SUMS
 from hf_gazecons.models import LoadedModel, load_model
 
 
@@ -131,14 +132,8 @@ CONSISTENCY_JSON_KEYS = {
 }
 """The keys of ``consistency.json`` / ``ConsistencyResult.to_dict()``."""
 
-LOCALIZATION_SHARES = (
-    "energy_pointing_game",
-    "pointing_game",
-    "energy_pointing_game_chance",
-    "energy_pointing_game_perfect",
-    "pointing_game_chance",
-    "pointing_game_perfect",
-)
+LOCALIZATION_SHARES = LOCALIZATION_SUMS[2:]
+"""The localisation figures and their references: the means of the sums after the two counts."""
 LOCALIZATION_JSON_KEYS = {
     *LOCALIZATION_SHARES, "n", "n_zero_maps", "zero_map_share", "pointing_game_interval", "tolerance", "per_class"
 }

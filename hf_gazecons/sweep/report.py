@@ -243,8 +243,10 @@ def _summary(
         "",
     ]
     head = ["backbone", "lambda", "seeds", "accuracy", "kappa", "L_CAM", "robust L_CAM", "all-zero maps"]
-    if has_masks:
-        head += ["energy pointing game", "pointing game"]
+    if has_masks:  # the training's evaluation: the pointing game at the default tolerance
+        from ..localization import DEFAULT_TOLERANCE
+
+        head += ["energy pointing game", f"pointing game ({DEFAULT_TOLERANCE:g} px)"]
     if has_test:
         head += ["test accuracy", "test L_CAM"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
