@@ -71,7 +71,8 @@ class ConsistencyResult:
         the other variants computed beside it come as ``<variant>_gaze_consistency``; localisation
         only where the data has masks: both games (over non-zero maps), their ``chance_`` and
         ``perfect_`` values, the pointing game's tolerance, the all-zero maps' share and each class's
-        games (``energy_pointing_game_<class>``, ``pointing_game_<class>``)."""
+        games with their references (``energy_pointing_game_<class>``, ``pointing_game_<class>``,
+        and the ``chance_`` and ``perfect_`` values of each)."""
         values: dict[str, float | None] = {
             "loss": self.loss,
             "accuracy": self.accuracy,
@@ -96,6 +97,10 @@ class ConsistencyResult:
             for name, scores in located.per_class.items():
                 values[f"energy_pointing_game_{name}"] = scores.energy_pointing_game
                 values[f"pointing_game_{name}"] = scores.pointing_game
+                values[f"chance_energy_pointing_game_{name}"] = scores.energy_pointing_game_chance
+                values[f"perfect_energy_pointing_game_{name}"] = scores.energy_pointing_game_perfect
+                values[f"chance_pointing_game_{name}"] = scores.pointing_game_chance
+                values[f"perfect_pointing_game_{name}"] = scores.pointing_game_perfect
         return {metric_key(prefix, name): value for name, value in values.items()}
 
     def to_dict(self) -> dict[str, Any]:

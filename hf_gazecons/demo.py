@@ -110,7 +110,12 @@ def comparison_table(runs: dict[str, TrainingRun]) -> str:
             (f"  PG of the perfect map ({grid})", "perfect_pointing_game"),
         )
     ]
-    rows += [(f"  PG, {name}", _metric(f"pointing_game_{name}")) for name in first.results.config.label_names]
+    for name in first.results.config.label_names:
+        rows += [
+            (f"  PG, {name}", _metric(f"pointing_game_{name}")),
+            (f"    chance, {name}", _metric(f"chance_pointing_game_{name}")),
+            (f"    perfect map, {name}", _metric(f"perfect_pointing_game_{name}")),
+        ]
     rows.append(("all-zero maps among those with a mask", _metric("localization_zero_map_share")))
     for metric, label in (("deletion_auc", "deletion AUC (lower = more faithful)"),
                           ("insertion_auc", "insertion AUC (higher = more faithful)")):  # fmt: skip

@@ -89,9 +89,10 @@ class FaithfulnessResult:
                 values = self.values(map_name, metric)
                 present = [v for v in values if v is not None]
                 bounds = FAITHFULNESS_METRICS[metric][1]
+                interval = mean_interval(present, bounds=bounds)
                 table[map_name][metric] = {
                     "mean": sum(present) / len(present) if present else None,
-                    "interval": mean_interval(present, bounds=bounds),
+                    "interval": list(interval) if interval else None,
                     "n": len(present),
                     "n_undefined": len(values) - len(present),
                 }

@@ -183,8 +183,10 @@ class LocalizationScores:
         return None if self.pointing_game is None else proportion_interval(self.pointing_game * self.n, self.n)
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (the interval a list)."""
+        interval = self.pointing_game_interval
         return {**asdict(self), "zero_map_share": self.zero_map_share,
-                "pointing_game_interval": self.pointing_game_interval}  # fmt: skip
+                "pointing_game_interval": list(interval) if interval else None}  # fmt: skip
 
 
 @dataclass

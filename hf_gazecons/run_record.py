@@ -43,7 +43,7 @@ METRIC_NAMES = (
 )
 """The metrics of an evaluation, besides ``<variant>_gaze_consistency`` (the other deviation
 variants) and ``gaze_consistency_<class>``, ``energy_pointing_game_<class>``,
-``pointing_game_<class>`` (per class)."""
+``pointing_game_<class>`` and their ``chance_`` and ``perfect_`` values (per class)."""
 
 # Trainer log keys that the history keeps; those that describe the training batches get "train_"
 _TRAINING_LOGS = ("loss", "cross_entropy", "penalty", "lambda", "learning_rate", "zero_map_share")

@@ -226,7 +226,7 @@ def test_a_data_set_report_scores_each_image_and_its_references(model):
     summary = report.summary()["gradcam"]["deletion_auc"]
     values = [float(v) for v in expected["gradcam"][0]]
     assert summary["mean"] == pytest.approx(sum(values) / 5) and summary["n"] == 5 and summary["n_undefined"] == 0
-    assert summary["interval"] == pytest.approx(mean_interval(values, bounds=(0.0, 1.0)))
+    assert summary["interval"] == pytest.approx(list(mean_interval(values, bounds=(0.0, 1.0))))
     assert report.to_dict()["summary"]["perfect"]["deletion_auc"]["n"] == 3
     with pytest.raises(ValueError, match="faithfulness tests"):
         FaithfulnessSettings(tests=("insertion",))

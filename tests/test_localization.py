@@ -125,7 +125,8 @@ def test_the_metric_reports_chance_perfect_tolerance_and_classes():
     metrics = result.to_metrics()
     assert metrics["eval_pointing_game_tolerance"] == 15
     assert metrics["eval_localization_zero_map_share"] == pytest.approx(0.25)
-    assert metrics["eval_pointing_game_square"] == 1.0
+    assert metrics["eval_pointing_game_square"] == metrics["eval_perfect_pointing_game_square"] == 1.0
+    assert metrics["eval_chance_energy_pointing_game_circle"] == pytest.approx(float(masks[0].float().mean()))
     assert metrics["eval_perfect_energy_pointing_game"] == pytest.approx(metrics["eval_energy_pointing_game"])
     assert 0 < metrics["eval_chance_energy_pointing_game"] < metrics["eval_energy_pointing_game"]
     located = result.to_dict()["localization"]
