@@ -40,7 +40,7 @@ ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 """pytorch-grad-cam's default percentiles of ROAD."""
 
 _IMPUTATION_BYTES_PER_PIXEL = 160  # the solver's vectors, stencils and coarse grids, per system and pixel (3 channels)
-_IMPUTATION_MEMORY = 2**29  # bytes of imputation systems solved together
+_IMPUTATION_MEMORY = 2**26  # bytes of imputation systems solved together (small: their vectors stay in cache)
 
 
 def upsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
