@@ -34,7 +34,16 @@ from .batching import eval_mode
 from .cam import model_logits
 from .imputation import noisy_linear_impute
 
-__all__ = ["ROAD_PERCENTILES", "class_probability", "deletion_insertion", "road", "upsample_maps"]
+__all__ = [
+    "ROAD_PERCENTILES",
+    "class_probability",
+    "deletion_insertion",
+    "deletion_steps",
+    "percentile",
+    "road",
+    "road_keep_masks",
+    "upsample_maps",
+]
 
 ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 """pytorch-grad-cam's default percentiles of ROAD."""
