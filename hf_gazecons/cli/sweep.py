@@ -21,6 +21,7 @@ import sys
 from ..checks import FINITE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SEED, UNIT_INTERVAL, require
 from ..errors import UsageError
 from ..output_dir import check_output_dir
+from ..per_sample_modes import PER_SAMPLE_HELP, PER_SAMPLE_MODES
 from ..sweep import DEFAULTS, PRESETS, Shard, recorded_config, resolve_config, run_sweep, sanity_sweep, write_outputs
 from .common import add_variant_option
 
@@ -116,6 +117,12 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         "(default: the preset's, else the model's last spatial map)",
     )
     parser.add_argument(
+        "--per-sample",
+        choices=PER_SAMPLE_MODES,
+        default=None,
+        help=f"{PER_SAMPLE_HELP} (default: the preset's, else held_stats)",
+    )
+    parser.add_argument(
         "--train-args",
         default=None,
         help="more `hf-gazecons train` options, one quoted string, e.g. '--second_order true' (default: none)",
@@ -169,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
         for key in (
             "preset", "output_dir", "backbones", "lambdas", "seeds", "epochs", "t0", "t1", "dataset",
             "image_size", "grayscale", "pretrained", "learning_rate", "batch_size", "max_train_samples",
-            "max_eval_samples", "ema_alpha", "variant", "target_layer", "parallel", "threads", "keep_checkpoints",
+            "max_eval_samples", "ema_alpha", "variant", "target_layer", "per_sample", "parallel", "threads",
+            "keep_checkpoints",
         )
     }  # fmt: skip
     if args.train_args is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..per_sample_modes import DEFAULT_PER_SAMPLE
 
 __all__ = [
     "DEFAULTS",
@@ -49,6 +50,7 @@ class SweepConfig:
     ema_alpha: float = 0.9
     variant: str = "paper"
     target_layer: str | None = None
+    per_sample: str = DEFAULT_PER_SAMPLE
     train_args: list[str] = field(default_factory=list)
     parallel: int | None = None
     threads: int | None = None
@@ -119,6 +121,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 3e-3,
         "batch_size": 32,
         "target_layer": "-2",
+        "per_sample": "exact",  # docs/RESULTS.md's sweeps computed exact per-sample maps
         "parallel": 2,
     },
 }
@@ -179,7 +182,8 @@ def explicit_command(config: SweepConfig) -> str:
              "--epochs", str(config.epochs), "--t0", str(config.t0), "--t1", str(config.t1),
              "--dataset", config.dataset,
              "--learning-rate", f"{config.learning_rate:g}", "--batch-size", str(config.batch_size),
-             "--ema-alpha", f"{config.ema_alpha:g}", "--variant", config.variant]  # fmt: skip
+             "--ema-alpha", f"{config.ema_alpha:g}", "--variant", config.variant,
+             "--per-sample", config.per_sample]  # fmt: skip
     if config.image_size:
         parts += ["--image-size", str(config.image_size)]
     if config.grayscale:

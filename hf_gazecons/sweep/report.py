@@ -230,7 +230,8 @@ def _summary(
                 f"Data `{config.dataset}`, {config.epochs} epochs, T0 {config.t0}, T1 {config.t1}, "
                 f"lr {config.learning_rate:g}, batch {config.batch_size}, "
                 f"image size {config.image_size or 'model default'}, "
-                f"target layer {config.target_layer or 'default'}, variant {config.variant}."
+                f"target layer {config.target_layer or 'default'}, variant {config.variant}, "
+                f"per-sample Grad-CAM gradients {config.per_sample}."
             ),
             "",
         ]
