@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .errors import UsageError
+from .checks import require
 
 __all__ = ["PerSample", "PER_SAMPLE_MODES", "DEFAULT_PER_SAMPLE", "PER_SAMPLE_HELP", "check_per_sample"]
 
@@ -26,6 +26,5 @@ PER_SAMPLE_HELP = (
 
 def check_per_sample(mode: str) -> PerSample:
     """``mode`` if it names a per-sample mode, else a :class:`~hf_gazecons.errors.UsageError` that lists them."""
-    if mode not in PER_SAMPLE_MODES:
-        raise UsageError(f"per_sample must be one of {', '.join(PER_SAMPLE_MODES)}, not {mode!r}")
+    require(mode in PER_SAMPLE_MODES, f"per_sample must be one of {', '.join(PER_SAMPLE_MODES)}, not {mode!r}")
     return mode  # type: ignore[return-value]
