@@ -20,7 +20,7 @@ import torch
 from console import Runs, console_script
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
-from tiny import CONSISTENCY_JSON_KEYS, random_test_resnet
+from tiny import CONSISTENCY_JSON_KEYS, random_test_resnet, without_times
 
 import hf_gazecons.plots as plots
 from hf_gazecons.cli.main import main
@@ -34,7 +34,7 @@ SHAPES = f"builtin:shapes?num_classes=3&size={SIZE}&n_train=4&n_val=6&n_test=2"
 SHAPE_CLASSES = list(SHAPE_NAMES[:3])
 FOLDER_CLASSES = ["bird", "cat", "dog"]  # imagefolder sorts the class folders
 
-JSON_KEYS = CONSISTENCY_JSON_KEYS | {"random_weights"}  # score adds whether the weights were random
+JSON_KEYS = CONSISTENCY_JSON_KEYS | {"random_weights", "seed"}  # what score adds
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -271,6 +271,7 @@ def test_score_json_equals_the_library(model_dir, tmp_path, capsys, options, lib
         data = select_subset(data, kwargs.pop("max_samples"), seed=42)
     library = gaze_consistency(load_model(str(model_dir)), data, progress=False, **kwargs).to_dict()
     library.update(model=str(model_dir), dataset=SHAPES, split="validation", random_weights=False)
+    library.update(seed=42)  # score's default seed
     approx_equal(result, library)
 
 
@@ -533,25 +534,17 @@ def test_output_dir_permissions_follow_the_umask(model_dir, tmp_path, capsys):
 # demo and train
 # ---------------------------------------------------------------------------------------------
 def test_demo_reduced(tmp_path, capsys):
+    """The demo's outputs; run a second time, the same numbers (same seed, same thread count)."""
+
+    def demo(out_dir: Path) -> tuple[int, str, str]:
+        return cli(
+            capsys, "demo", "--epochs", "1", "--t0", "0", "--t1", "1", "--model", "test_resnet",
+            "--image-size", SIZE, "--dataset", f"builtin:shapes?size={SIZE}&n_train=8&n_val=4&n_test=2",
+            "--output-dir", out_dir,
+        )  # fmt: skip
+
     out_dir = tmp_path / "demo"
-    rc, out, err = cli(
-        capsys,
-        "demo",
-        "--epochs",
-        "1",
-        "--t0",
-        "0",
-        "--t1",
-        "1",
-        "--model",
-        "test_resnet",
-        "--image-size",
-        SIZE,
-        "--dataset",
-        f"builtin:shapes?size={SIZE}&n_train=8&n_val=4&n_test=2",
-        "--output-dir",
-        out_dir,
-    )
+    rc, out, err = demo(out_dir)
     assert rc == 0, err
     header = next(line for line in out.splitlines() if "baseline" in line and "robust" in line)
     assert header.split() == ["baseline", "paper", "robust"]
@@ -568,6 +561,14 @@ def test_demo_reduced(tmp_path, capsys):
     assert configs["paper"]["lambda_max"] > 0 and configs["paper"]["variant"] == "paper"
     assert configs["robust"]["lambda_max"] > 0 and configs["robust"]["variant"] == "robust"
     assert json.loads((out_dir / "baseline" / "results.json").read_text())["config"]["lambda_max"] == 0
+
+    rc, again, err = demo(tmp_path / "again")
+    assert rc == 0, err
+    table = out[out.index(header) :].replace(str(out_dir), "OUT")  # the Trainer's log lines before it name times
+    assert again[again.index(header) :].replace(str(tmp_path / "again"), "OUT") == table
+    for name in ("comparison.json", "baseline/results.json", "paper/results.json", "robust/results.json"):
+        first, second = (json.loads((folder / name).read_text()) for folder in (out_dir, tmp_path / "again"))
+        assert without_times(first) == without_times(second), name
 
 
 def test_train_tiny_run(tmp_path, capsys):

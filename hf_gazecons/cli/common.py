@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ..checks import POSITIVE_INT
+from ..checks import POSITIVE_INT, SEED
 from ..output_dir import atomic_directory
 from ..variants import VARIANT_HELP, VARIANTS
 
@@ -27,6 +27,8 @@ __all__ = [
     "add_model_options",
     "add_data_options",
     "add_output_dir",
+    "add_seed_option",
+    "DEFAULT_SEED",
     "add_variant_option",
     "atomic_directory",
     "warn",
@@ -154,6 +156,23 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default=None, help="split to use (default: validation, else test, else train)")
     parser.add_argument("--image-column", default=None, help="image column (default: detected)")
     parser.add_argument("--label-column", default=None, help="label column (default: detected)")
+
+
+DEFAULT_SEED = 42
+"""The default ``--seed`` of ``score`` and ``cam``: transformers' default training seed, so that
+``score --max-samples N`` and ``train --max_eval_samples N`` pick the same images unless told otherwise."""
+
+
+def add_seed_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--seed``: seeds ``random``, numpy and torch (``transformers.set_seed``) before the model is built,
+    so that a bare architecture's random weights are the same in every run; ``what`` says what else it seeds."""
+    parser.add_argument(
+        "--seed",
+        type=SEED,
+        default=DEFAULT_SEED,
+        help=f"seed of the random weights of a bare architecture (or of a new head){what} "
+        f"(default: {DEFAULT_SEED}, train's default seed)",
+    )
 
 
 def add_output_dir(parser: argparse.ArgumentParser, what: str, **kwargs: Any) -> None:

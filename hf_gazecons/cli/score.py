@@ -14,6 +14,7 @@ from .common import (
     add_data_options,
     add_model_options,
     add_output_dir,
+    add_seed_option,
     add_variant_option,
     atomic_directory,
     warn,
@@ -21,10 +22,6 @@ from .common import (
 
 if TYPE_CHECKING:
     from ..consistency_result import ConsistencyResult
-
-DEFAULT_SUBSET_SEED = 42
-"""The default ``--seed``: transformers' default training seed, so that ``score --max-samples N`` and
-``train --max_eval_samples N`` pick the same images unless told otherwise."""
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
@@ -66,12 +63,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         help="score at most this many samples: a random subset drawn with --seed, the one train's "
         "--max_eval_samples takes with the same seed (of a --streaming data set: its first N rows) (default: all)",
     )
-    parser.add_argument(
-        "--seed",
-        type=NON_NEGATIVE_INT,
-        default=DEFAULT_SUBSET_SEED,
-        help=f"seed of the --max-samples subset (default: {DEFAULT_SUBSET_SEED}, train's default seed)",
-    )
+    add_seed_option(parser, " and of the --max-samples subset; recorded in consistency.json")
     parser.add_argument(
         "--streaming",
         action="store_true",
@@ -96,6 +88,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     check_output_dir(args.output_dir)  # before anything is loaded
     import torch
+    from transformers import set_seed
 
     from ..data import (
         align_labels,
@@ -120,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_samples is not None:
         dataset = select_subset(dataset, args.max_samples, args.seed)
     dataset_names = list(dataset.features["label"].names)
+    set_seed(args.seed)  # a bare architecture's random weights, or a new head's
     loaded = load_model(
         args.model,
         label_names=None if parse_model_spec(args.model).has_head(args.pretrained) else dataset_names,
@@ -143,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
         )
         per_class = {name: result.per_class[name] for name in scored}
         result = replace(result, model=args.model, dataset=args.dataset, split=split, per_class=per_class)
-        write_json(staging / "consistency.json", {**result.to_dict(), "random_weights": loaded.random_weights})
+        extra = {"random_weights": loaded.random_weights, "seed": args.seed}
+        write_json(staging / "consistency.json", {**result.to_dict(), **extra})
         means = result.class_means[[aligned.label_names.index(name) for name in scored]]
         plot_class_means({args.model: means}, scored, staging / "class_means.png")
         seen = [aligned.label_names.index(name) for name in scored if per_class[name].n_samples]
