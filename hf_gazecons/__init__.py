@@ -25,6 +25,8 @@ _EXPORTS = {
     "LoadedModel": "models",
     "load_image_dataset": "data",
     "ImageClassificationDataset": "data",
+    "BadImage": "data",
+    "drop_bad_images": "data",
     "GazeConsistencyLoss": "regularizer",
     "LambdaCurriculum": "regularizer",
     "GazeConsistencyTrainer": "trainer",
@@ -32,6 +34,7 @@ _EXPORTS = {
     "GazeConsError": "errors",
     "TargetLayerError": "errors",
     "DataError": "errors",
+    "UnreadableImageError": "errors",
     "ModelLoadError": "errors",
     "MetricError": "errors",
     "HubError": "errors",
@@ -57,7 +60,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from .cam import CAMOutput, GradCAM  # noqa: F401
     from .consistency_result import ConsistencyResult  # noqa: F401
-    from .data import ImageClassificationDataset, load_image_dataset  # noqa: F401
+    from .data import BadImage, ImageClassificationDataset, drop_bad_images, load_image_dataset  # noqa: F401
     from .errors import (  # noqa: F401
         DataError,
         GazeConsError,
@@ -66,6 +69,7 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
         ModelLoadError,
         TargetLayerError,
         TrainingError,
+        UnreadableImageError,
         UsageError,
     )
     from .metric import gaze_consistency  # noqa: F401
