@@ -22,9 +22,17 @@ import transformers
 from transformers import set_seed
 
 from . import __version__
-from .checks import POSITIVE_INT
+from .checks import POSITIVE_INT, UNIT_INTERVAL, require
 from .consistency_result import ConsistencyResult
-from .data import ImageClassificationDataset, default_eval_split, load_image_dataset, select_split, select_subset
+from .data import (
+    ImageClassificationDataset,
+    default_eval_split,
+    drop_bad_images,
+    load_image_dataset,
+    select_split,
+    select_subset,
+)
+from .data.bad_images import DEFAULT_MAX_BAD_SHARE, BadImage
 from .errors import DataError, HubError
 from .filenames import RESULTS_FILE
 from .hub import check_push_access, model_card, push_output
@@ -62,10 +70,24 @@ class ModelDataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training samples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many evaluation samples."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub model's own code to run."})
+    skip_bad_images: bool = field(
+        default=False,
+        metadata={"help": "Leave out the images that cannot be decoded (each split is decoded once before training) "
+                  "and record them in results.json (default: the first one stops the run)."},
+    )  # fmt: skip
+    max_bad_image_share: float | None = field(
+        default=None,
+        metadata={"help": f"With --skip_bad_images: above this share of broken images in a split the run fails "
+                  f"(default: {DEFAULT_MAX_BAD_SHARE})."},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         for option in ("image_size", "max_train_samples", "max_eval_samples"):
             POSITIVE_INT.check(f"--{option}", getattr(self, option))
+        UNIT_INTERVAL.check("--max_bad_image_share", self.max_bad_image_share)
+        require(
+            self.skip_bad_images or self.max_bad_image_share is None, "--max_bad_image_share needs --skip_bad_images"
+        )
 
 
 @dataclass
@@ -143,6 +165,15 @@ def _fit(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments, 
     if checkpoint is not None:
         check_checkpoint_fits(checkpoint, loaded.model)
     prep = loaded.preprocessing
+    skipped: dict[str, list[BadImage]] = {}
+    if data_args.skip_bad_images:
+        parts = {"train": train_data, "eval": eval_data, "test": test_data}
+        share, workers = data_args.max_bad_image_share, args.dataloader_num_workers
+        bar = not args.disable_tqdm and args.process_index == 0  # every process checks (and drops) the same rows
+        for role, part in parts.items():
+            if part is not None:
+                parts[role], skipped[role] = drop_bad_images(part, prep, share, workers, bar)
+        train_data, eval_data, test_data = parts["train"], parts["eval"], parts["test"]
     trainer = GazeConsistencyTrainer(
         model=loaded.model,
         args=args,
@@ -155,7 +186,7 @@ def _fit(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments, 
         trainer.evaluate()
     if test_data is not None:
         trainer.evaluate(ImageClassificationDataset.with_preprocessing(test_data, prep), metric_key_prefix="test")
-    results = _results(trainer, loaded, data_args, eval_split, test_data is not None)
+    results = _results(trainer, loaded, data_args, eval_split, test_data is not None, skipped)
     run = TrainingRun(results, trainer.last_eval_result, Path(args.output_dir))
     if trainer.is_world_process_zero():
         _write_outputs(run, trainer.gaze_state(), loaded)
@@ -189,6 +220,7 @@ def _results(
     data_args: ModelDataArguments,
     eval_split: str,
     has_test: bool,
+    skipped: dict[str, list[BadImage]],
 ) -> RunResults:
     args = trainer.args
     history = epoch_history(trainer.state.log_history)
@@ -224,6 +256,7 @@ def _results(
         history=history,
         pearson_r_kappa_consistency=pearson_r([h.get(kappa) for h in history], [h.get(consistency) for h in history]),
         environment=_environment(args),
+        skipped_images={role: [bad.to_dict() for bad in bad_images] for role, bad_images in skipped.items()},
     )
 
 

@@ -88,7 +88,9 @@ class RunResults:
     ``final_test`` test-split metrics (``test_*``, None without a test split), one ``history`` row
     per logged epoch (:func:`epoch_history`), the Pearson r of kappa and L_CAM over it, and the
     ``environment`` it ran in (versions, device, processes, CPU threads: on CPU, a seed reproduces a
-    run bit for bit with the same code and thread count, not across thread counts)."""
+    run bit for bit with the same code and thread count, not across thread counts) and, with
+    ``--skip_bad_images``, the images left out (``index``, ``path``, ``reason``) of the training, evaluation and
+    test data (``skipped_images``: ``train``, ``eval``, ``test``)."""
 
     config: RunConfig
     final: dict[str, Any]
@@ -96,6 +98,7 @@ class RunResults:
     final_test: dict[str, Any] | None = None
     pearson_r_kappa_consistency: float | None = None
     environment: dict[str, Any] = field(default_factory=dict)
+    skipped_images: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def metric(self, name: str, split: Split = "eval") -> Any:
         """The final value of metric ``name`` (e.g. ``"gaze_consistency"``) on ``split``; None if absent."""
@@ -114,6 +117,7 @@ class RunResults:
             final_test=data.get("final_test"),
             pearson_r_kappa_consistency=data.get("pearson_r_kappa_consistency"),
             environment=dict(data.get("environment") or {}),
+            skipped_images=dict(data.get("skipped_images") or {}),
         )
 
     @classmethod

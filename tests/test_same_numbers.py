@@ -3,8 +3,9 @@ same thread count), writes the same outputs. In one process the global random ge
 on between the two runs, so whatever a command builds without seeding (a bare architecture's
 weights) comes out different the second time and fails these tests.
 
-Checked elsewhere: ``train`` with loader workers ends with the same weights (tests/test_trainer.py);
-``demo`` run twice writes the same results
+Checked elsewhere: ``train`` with loader workers ends with the same weights (tests/test_trainer.py),
+and on a folder with broken images left out it writes the results and weights of a run on the
+folder without them (tests/test_bad_images.py); ``demo`` run twice writes the same results
 (tests/test_cli.py); a sweep and its two shards write the same ``runs.csv`` and
 ``correlation.csv`` (tests/test_sweep.py). Only the fields that name a time differ.
 """

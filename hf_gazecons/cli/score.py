@@ -6,7 +6,7 @@ import argparse
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from ..checks import NON_NEGATIVE_INT, POSITIVE_INT
+from ..checks import NON_NEGATIVE_INT, POSITIVE_INT, UNIT_INTERVAL, require
 from ..formatting import fmt_metric
 from ..output_dir import check_output_dir
 from ..specs import parse_target
@@ -65,6 +65,18 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     )
     add_seed_option(parser, " and of the --max-samples subset; recorded in consistency.json")
     parser.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave out the images that cannot be decoded (every image is decoded once more before the run) and "
+        "record their index and the reason in consistency.json (default: the first one stops the run)",
+    )
+    parser.add_argument(
+        "--max-bad-image-share",
+        type=UNIT_INTERVAL,
+        default=None,
+        help="with --skip-bad-images: above this share of broken images the run fails (default: 0.01, i.e. 1 %%)",
+    )
+    parser.add_argument(
         "--streaming",
         action="store_true",
         help="read the data set as a stream (datasets.load_dataset(..., streaming=True)): memory independent of "
@@ -86,6 +98,12 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require(args.skip_bad_images or args.max_bad_image_share is None, "--max-bad-image-share needs --skip-bad-images")
+    require(
+        not (args.skip_bad_images and args.streaming),
+        "--skip-bad-images decodes every image before the run, which would read a stream twice; "
+        "load the data set without --streaming",
+    )
     check_output_dir(args.output_dir)  # before anything is loaded
     import torch
     from transformers import set_seed
@@ -93,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import (
         align_labels,
         default_eval_split,
+        drop_bad_images,
         load_image_dataset,
         load_streaming_dataset,
         select_split,
@@ -123,10 +142,15 @@ def run(args: argparse.Namespace) -> int:
     )
     aligned = align_labels(dataset, loaded.label_names, args.label_map)
     scored = aligned.model_classes  # the model's classes that the data set has
+    scored_data, skipped = aligned.dataset, []
+    if args.skip_bad_images:
+        scored_data, skipped = drop_bad_images(
+            scored_data, loaded.preprocessing, args.max_bad_image_share, args.num_workers
+        )
     with atomic_directory(args.output_dir) as staging:
         result = gaze_consistency(
             loaded,
-            aligned.dataset,
+            scored_data,
             variant=args.variant,
             grid=tuple(args.grid) if args.grid else None,
             target=parse_target(args.target_layer),
@@ -137,15 +161,22 @@ def run(args: argparse.Namespace) -> int:
         )
         per_class = {name: result.per_class[name] for name in scored}
         result = replace(result, model=args.model, dataset=args.dataset, split=split, per_class=per_class)
-        extra = {"random_weights": loaded.random_weights, "seed": args.seed}
-        write_json(staging / "consistency.json", {**result.to_dict(), **extra})
+        write_json(
+            staging / "consistency.json",
+            {
+                **result.to_dict(),
+                "random_weights": loaded.random_weights,
+                "seed": args.seed,
+                "skipped_images": [bad.to_dict() for bad in skipped],
+            },
+        )
         means = result.class_means[[aligned.label_names.index(name) for name in scored]]
         plot_class_means({args.model: means}, scored, staging / "class_means.png")
         seen = [aligned.label_names.index(name) for name in scored if per_class[name].n_samples]
-        images, labels = example_images(aligned.dataset, per_class=2, classes=seen)
+        images, labels = example_images(scored_data, per_class=2, classes=seen)
         explained = explain(loaded, images, parse_target(args.target_layer), [aligned.label_names[i] for i in labels])
         plot_overlays(explained.images, explained.maps, explained.titles(), staging / "overlays.png")
-    print(summary_table(result))
+    print(summary_table(result, len(skipped)))
     print(f"wrote {args.output_dir}/consistency.json, class_means.png, overlays.png")
     if loaded.random_weights:
         warn(
@@ -167,12 +198,14 @@ def _label_map(text: str) -> dict[str, str]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def summary_table(result: ConsistencyResult) -> str:
-    """A short text table: overall metrics, then one line per class."""
+def summary_table(result: ConsistencyResult, skipped: int = 0) -> str:
+    """A short text table: overall metrics (and how many images were ``skipped`` as unreadable), then
+    one line per class."""
 
     lines = [
         f"target layer {result.target_name}  map {result.cam_size[0]}x{result.cam_size[1]}  variant {result.variant}",
-        f"samples {result.n_samples}  correct {result.n_correct}  accuracy {fmt_metric(result.accuracy)}  "
+        f"samples {result.n_samples}{f'  skipped {skipped} unreadable' if skipped else ''}  "
+        f"correct {result.n_correct}  accuracy {fmt_metric(result.accuracy)}  "
         f"kappa {fmt_metric(result.kappa)}  L_CAM {fmt_metric(result.value)}  "
         f"all-zero maps {result.n_zero_maps} ({fmt_metric(result.zero_map_share, 3)} of the correct)",
     ]

@@ -45,10 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = train(data_args, training_args)
     if training_args.process_index == 0:
         results = run.results
+        skipped = sum(map(len, results.skipped_images.values()))
         print(
             f"accuracy {fmt_metric(results.metric('accuracy'))}  kappa {fmt_metric(results.metric('kappa'))}  "
             f"L_CAM {fmt_metric(results.metric('gaze_consistency'))}  "
-            f"all-zero maps {fmt_metric(results.metric('zero_map_share'), 3)}  -> {training_args.output_dir}"
+            f"all-zero maps {fmt_metric(results.metric('zero_map_share'), 3)}  "
+            + (f"skipped {skipped} unreadable images  " if skipped else "")
+            + f"-> {training_args.output_dir}"
         )
     return 0
 
