@@ -329,3 +329,32 @@ def test_report_scripts_refuse_folders_without_runs(tmp_path, script, arguments,
     command += [a.replace("{empty}", str(tmp_path)) for a in arguments]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, check=False)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_a_sweep_passes_its_floats_exactly(tmp_path):
+    """Values beyond %g's 6 significant digits reach the run unchanged (through train's own parser),
+    keep their own folder, read back from the reproducible command, and a finished run trained with
+    them is not reported as trained with other settings."""
+    from hf_gazecons.cli.train import build_parser as train_parser
+    from hf_gazecons.run_record import RunConfig, RunResults
+
+    lr, alpha, lam = 0.0012345678, 0.123456789, 12.3456789
+    config = resolve_config({"preset": "smoke", "output_dir": str(tmp_path), "backbones": ["test_resnet"],
+                             "lambdas": [lam, 12.3456788], "learning_rate": lr, "ema_alpha": alpha})  # fmt: skip
+    first, second = plan_runs(config)[:2]
+    assert first.directory != second.directory  # %g gave both lambda_12.3457
+    data_args, args = train_parser().parse_args_into_dataclasses(args=train_command(first, config)[4:])
+    assert (args.learning_rate, args.ema_alpha, args.lambda_max) == (lr, alpha, lam)
+    again = build_parser().parse_args(shlex.split(explicit_command(config))[1:])
+    assert (again.learning_rate, again.ema_alpha, again.lambdas[0]) == (lr, alpha, lam)
+
+    recorded = RunConfig(model=data_args.model, lambda_max=args.lambda_max, seed=args.seed, dataset=data_args.dataset,
+                         t0=args.t0, t1=args.t1, epochs=args.num_train_epochs, learning_rate=args.learning_rate,
+                         variant=args.variant, ema_alpha=args.ema_alpha)  # fmt: skip
+    first.directory.mkdir(parents=True)
+    RunResults(config=recorded, final={}).save(first.directory)
+    assert sweep_runner._settings_differ(first.results_path, config) == ""
+    lines = []
+    run_sweep(config, dry_run=True, echo=lines.append)
+    assert any(line.startswith("skip    test_resnet") for line in lines)
+    assert not any("WARNING" in line for line in lines), lines

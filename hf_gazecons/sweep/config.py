@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..formatting import fmt_exact
 
 __all__ = [
     "DEFAULTS",
@@ -149,8 +150,9 @@ def resolve_config(options: Mapping[str, Any]) -> SweepConfig:
 
 
 def format_lambda(value: float) -> str:
-    """``100.0`` -> ``"100"``, ``-0.5`` -> ``"-0.5"`` (folder names and tables)."""
-    return f"{float(value):g}"
+    """``100.0`` -> ``"100"``, ``-0.5`` -> ``"-0.5"`` (folder names, tables and commands): exact, so
+    that two lambdas never share a folder and a run trains at the lambda it was given."""
+    return fmt_exact(value)
 
 
 def recorded_config(output_dir: str | Path) -> SweepConfig | None:
@@ -178,8 +180,8 @@ def explicit_command(config: SweepConfig) -> str:
              "--seeds", *[str(s) for s in config.seeds],
              "--epochs", str(config.epochs), "--t0", str(config.t0), "--t1", str(config.t1),
              "--dataset", config.dataset,
-             "--learning-rate", f"{config.learning_rate:g}", "--batch-size", str(config.batch_size),
-             "--ema-alpha", f"{config.ema_alpha:g}", "--variant", config.variant]  # fmt: skip
+             "--learning-rate", fmt_exact(config.learning_rate), "--batch-size", str(config.batch_size),
+             "--ema-alpha", fmt_exact(config.ema_alpha), "--variant", config.variant]  # fmt: skip
     if config.image_size:
         parts += ["--image-size", str(config.image_size)]
     if config.grayscale:

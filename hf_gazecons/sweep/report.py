@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import DataError
 from ..filenames import RESULTS_FILE
-from ..formatting import fmt_mean_std
+from ..formatting import fmt_exact, fmt_mean_std
 from ..run_record import RunResults, metric_key
 from ..stats import mean_std, pearson_r
 from .config import SweepConfig, explicit_command, format_lambda
@@ -228,7 +228,7 @@ def _summary(
         lines += [
             (
                 f"Data `{config.dataset}`, {config.epochs} epochs, T0 {config.t0}, T1 {config.t1}, "
-                f"lr {config.learning_rate:g}, batch {config.batch_size}, "
+                f"lr {fmt_exact(config.learning_rate)}, batch {config.batch_size}, "
                 f"image size {config.image_size or 'model default'}, "
                 f"target layer {config.target_layer or 'default'}, variant {config.variant}."
             ),
