@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from .run_record import metric_key
-from .variants import Variant
+from .variants import DEFAULT_VARIANT
 
 __all__ = ["ClassConsistency", "ConsistencyResult", "Localization"]
 
@@ -60,7 +60,7 @@ class ConsistencyResult:
     cam_size: tuple[int, int]
     class_means: torch.Tensor
     target_name: str
-    variant: Variant
+    variant: str
     grid: tuple[int, int] | None = None
     localization: Localization | None = None
     model: str | None = None
@@ -82,11 +82,11 @@ class ConsistencyResult:
             "loss": self.loss,
             "accuracy": self.accuracy,
             "kappa": self.kappa,
-            "gaze_consistency": self.values["paper"],
+            "gaze_consistency": self.values[DEFAULT_VARIANT],
             "zero_map_share": self.zero_map_share,
         }
-        values.update({f"{v}_gaze_consistency": value for v, value in self.values.items() if v != "paper"})
-        values.update({f"gaze_consistency_{name}": c.values["paper"] for name, c in self.per_class.items()})
+        values.update({f"{v}_gaze_consistency": value for v, value in self.values.items() if v != DEFAULT_VARIANT})
+        values.update({f"gaze_consistency_{name}": c.values[DEFAULT_VARIANT] for name, c in self.per_class.items()})
         if self.localization is not None:
             values.update(
                 energy_pointing_game=self.localization.energy_pointing_game,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .formatting import fmt_metric
+from .variants import DEFAULT_VARIANT
 
 if TYPE_CHECKING:  # imported in run_demo: the command line reads DemoSettings without loading torch
     from .finetune import TrainingRun
@@ -73,7 +74,7 @@ def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) ->
     label_names = runs["baseline"].results.config.label_names
     plot_class_means(
         {
-            f"{name} (L_CAM {fmt_metric(run.evaluation.values['paper'])})": run.evaluation.class_means
+            f"{name} (L_CAM {fmt_metric(run.evaluation.values[DEFAULT_VARIANT])})": run.evaluation.class_means
             for name, run in runs.items()
         },
         label_names,

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from .errors import DataError
 from .filenames import RESULTS_FILE
 from .jsonio import write_json
+from .variants import DEFAULT_VARIANT
 
 __all__ = ["METRIC_NAMES", "RunConfig", "RunResults", "Split", "epoch_history", "epoch_value", "metric_key"]
 
@@ -61,7 +62,7 @@ class RunConfig:
     dataset: str | None = None
     eval_split: str | None = None
     label_names: list[str] = field(default_factory=list)
-    variant: str = "paper"
+    variant: str = DEFAULT_VARIANT
     base_model: str | None = None
     test_split: str | None = None
     image_size: list[int] | None = None

@@ -41,7 +41,7 @@ from .regularizer import GazeConsistencyLoss, LambdaCurriculum
 from .specs import parse_target
 from .targets import resolve_target, unwrap_model
 from .training_checks import changed_default, check_report_to, check_training_options, complete_defaults
-from .variants import VARIANT_HELP, VARIANTS
+from .variants import COLLAPSE_SAFE, DEFAULT_VARIANT, VARIANT_HELP, VARIANTS
 
 __all__ = ["GazeConsistencyTrainingArguments", "GazeConsistencyTrainer", "ZERO_MAP_ALARM"]
 
@@ -63,7 +63,7 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
     lambda_per_step: bool = field(default=False, metadata={"help": "Ramp lambda with the fractional epoch."})
     ema_alpha: float = field(default=0.9, metadata={"help": "EMA factor of the class maps."})
     variant: str = field(
-        default="paper",
+        default=DEFAULT_VARIANT,
         metadata={"help": f"The penalty's {VARIANT_HELP}.", "choices": list(VARIANTS)},
     )
     second_order: bool = field(default=False, metadata={"help": "Differentiate through the channel weights too."})
@@ -238,7 +238,8 @@ class GazeConsistencyTrainer(Trainer):
             return
         self._zero_map_warned = True
         if self.is_world_process_zero():
-            advice = "" if self.args.variant == "robust" else "; --variant robust makes an all-zero map the worst case"
+            safe = f"; --variant {' or '.join(COLLAPSE_SAFE)} makes an all-zero map the worst case"
+            advice = "" if self.args.variant in COLLAPSE_SAFE else safe
             warnings.warn(
                 f"{share:.0%} of the penalised Grad-CAM maps are all zero at epoch {self.state.epoch:.2f} "
                 f"(lambda {weight:g}, variant {self.args.variant}): the gaze is collapsing, and a collapsed map "

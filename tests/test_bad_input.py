@@ -82,7 +82,7 @@ SETUPS = {
 
 
 def _variants_pattern() -> str:
-    return ".*".join(re.escape(repr(v)) for v in VARIANTS)  # the choices come from hf_gazecons.deviation
+    return ".*".join(re.escape(repr(v)) for v in VARIANTS)  # the choices come from hf_gazecons.variants
 
 
 ERRORS = [

@@ -10,6 +10,7 @@ from ..checks import NON_NEGATIVE_INT, POSITIVE_INT
 from ..formatting import fmt_metric
 from ..output_dir import check_output_dir
 from ..specs import parse_target
+from ..variants import COLLAPSE_SAFE, DEFAULT_VARIANT, KEEPS_MAPS, VARIANTS
 from .common import (
     add_data_options,
     add_model_options,
@@ -46,10 +47,10 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     )
     add_variant_option(
         parser,
-        "paper",
-        "paper",
-        note="; 'reference' keeps the map of every correctly classified sample (4*H'*W' bytes each: 196 B at 7x7) "
-        "and refuses when they would pass half the available memory",
+        DEFAULT_VARIANT,
+        DEFAULT_VARIANT,
+        note=f"; {' and '.join(repr(name) for name in KEEPS_MAPS)} keeps the map of every correctly classified "
+        "sample (4*H'*W' bytes each: 196 B at 7x7) and refuses when they would pass half the available memory",
     )
     parser.add_argument(
         "--grid",
@@ -187,9 +188,10 @@ def summary_table(result: ConsistencyResult) -> str:
             f"pointing game {fmt_metric(result.localization.pointing_game)}"
         )
     if result.n_zero_maps:
+        unsafe = [name for name in VARIANTS if name not in COLLAPSE_SAFE]
         lines.append(
             f"warning: {result.n_zero_maps} of {result.n_correct} correct samples have an all-zero map "
-            "(a collapsed gaze scores as perfectly consistent under the paper and reference variants)"
+            f"(a collapsed gaze scores as perfectly consistent under the {' and '.join(unsafe)} variants)"
         )
     width = max(len(name) for name in result.per_class)
     lines.append(f"{'class':<{width}}  L_CAM   correct/samples")

@@ -22,6 +22,7 @@ from ..checks import FINITE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_IN
 from ..errors import UsageError
 from ..output_dir import check_output_dir
 from ..sweep import DEFAULTS, PRESETS, Shard, recorded_config, resolve_config, run_sweep, sanity_sweep, write_outputs
+from ..variants import DEFAULT_VARIANT
 from .common import add_variant_option
 
 
@@ -108,7 +109,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument(
         "--ema-alpha", type=UNIT_INTERVAL, default=None, help="EMA factor of the class maps (default 0.9)"
     )
-    add_variant_option(parser, None, "the preset's, else paper")
+    add_variant_option(parser, None, f"the preset's, else {DEFAULT_VARIANT}")
     parser.add_argument(
         "--target-layer",
         default=None,

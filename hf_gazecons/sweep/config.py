@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..formatting import fmt_exact
+from ..variants import DEFAULT_VARIANT
 
 __all__ = [
     "DEFAULTS",
@@ -48,7 +49,7 @@ class SweepConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     ema_alpha: float = 0.9
-    variant: str = "paper"
+    variant: str = DEFAULT_VARIANT
     target_layer: str | None = None
     train_args: list[str] = field(default_factory=list)
     parallel: int | None = None
@@ -104,7 +105,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 1e-4,
         "batch_size": 32,
         "ema_alpha": 0.9,
-        "variant": "paper",
+        "variant": DEFAULT_VARIANT,
     },
     # the CPU sweep of docs/RESULTS.md (small jitter; override --dataset for the large-jitter one);
     # 50 runs of ~30 s, two at a time: about 12-15 minutes on 2 free cores
