@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .checks import check_curriculum, check_fields
 from .formatting import fmt_metric
 from .variants import DEFAULT_VARIANT
 
@@ -36,6 +37,10 @@ class DemoSettings:
     learning_rate: float = 3e-3
     batch_size: int = 32
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_curriculum(self.t0, self.t1)
 
 
 #: The demo's runs: name -> (uses the regulariser, deviation variant).

@@ -22,7 +22,7 @@ import transformers
 from transformers import set_seed
 
 from . import __version__
-from .checks import POSITIVE_INT
+from .checks import check_fields
 from .consistency_result import ConsistencyResult
 from .data import ImageClassificationDataset, default_eval_split, load_image_dataset, select_split, select_subset
 from .errors import DataError, HubError
@@ -64,8 +64,7 @@ class ModelDataArguments:
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub model's own code to run."})
 
     def __post_init__(self) -> None:
-        for option in ("image_size", "max_train_samples", "max_eval_samples"):
-            POSITIVE_INT.check(f"--{option}", getattr(self, option))
+        check_fields(self, dash="_")
 
 
 @dataclass

@@ -21,7 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import MetricError, UsageError
+from .checks import UNIT_INTERVAL, check_curriculum
+from .errors import MetricError
 from .variants import DEFAULT_VARIANT, Variant, get_variant, is_zero_map
 
 __all__ = ["GazeConsistencyLoss", "PenaltyOutput", "LambdaCurriculum"]
@@ -83,8 +84,7 @@ class GazeConsistencyLoss(nn.Module):
 
     def __init__(self, num_classes: int, ema_alpha: float = 0.9, variant: str | Variant = DEFAULT_VARIANT) -> None:
         super().__init__()
-        if not 0.0 <= ema_alpha < 1.0:
-            raise UsageError(f"ema_alpha must be in [0, 1), not {ema_alpha}")
+        UNIT_INTERVAL.check("ema_alpha", ema_alpha)
         self.num_classes = num_classes
         self.ema_alpha = ema_alpha
         self.variant = get_variant(variant)
@@ -166,8 +166,7 @@ class LambdaCurriculum:
     per_step: bool = False
 
     def __post_init__(self) -> None:
-        if self.t1 <= self.t0:
-            raise UsageError(f"t1 ({self.t1}) must be greater than t0 ({self.t0})")
+        check_curriculum(self.t0, self.t1, prefix="")
 
     def __call__(self, epoch: float) -> float:
         """Lambda at the 1-based ``epoch`` ``e``."""

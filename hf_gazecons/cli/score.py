@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..checks import NON_NEGATIVE_INT, POSITIVE_INT
 from ..formatting import fmt_metric
 from ..output_dir import check_output_dir
 from ..specs import parse_target
@@ -22,6 +22,7 @@ from .common import (
 
 if TYPE_CHECKING:
     from ..consistency_result import ConsistencyResult
+    from ..models import LoadedModel
 
 DEFAULT_SUBSET_SEED = 42
 """The default ``--seed``: transformers' default training seed, so that ``score --max-samples N`` and
@@ -55,31 +56,11 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument(
         "--grid",
         nargs=2,
-        type=POSITIVE_INT,
         metavar=("H", "W"),
         help="resample maps to a common H x W grid first (default: each model's own map size)",
     )
-    parser.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="images per Grad-CAM forward")
-    parser.add_argument(
-        "--max-samples",
-        type=POSITIVE_INT,
-        default=None,
-        help="score at most this many samples: a random subset drawn with --seed, the one train's "
-        "--max_eval_samples takes with the same seed (of a --streaming data set: its first N rows) (default: all)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=NON_NEGATIVE_INT,
-        default=DEFAULT_SUBSET_SEED,
-        help=f"seed of the --max-samples subset (default: {DEFAULT_SUBSET_SEED}, train's default seed)",
-    )
-    parser.add_argument(
-        "--streaming",
-        action="store_true",
-        help="read the data set as a stream (datasets.load_dataset(..., streaming=True)): memory independent of "
-        "its size; the labels must be a ClassLabel",
-    )
-    parser.add_argument("--num-workers", type=NON_NEGATIVE_INT, default=0, help="data loader worker processes")
+    parser.add_argument("--batch-size", default=32, help="images per Grad-CAM forward")
+    _add_sample_options(parser)
     parser.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),
@@ -94,63 +75,36 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--create-pr", action="store_true", help="with --push-results: open a pull request")
 
 
+def _add_sample_options(parser: argparse.ArgumentParser) -> None:
+    """Which samples are scored, and how they are read."""
+    parser.add_argument(
+        "--max-samples",
+        default=None,
+        help="score at most this many samples: a random subset drawn with --seed, the one train's "
+        "--max_eval_samples takes with the same seed (of a --streaming data set: its first N rows) (default: all)",
+    )
+    parser.add_argument(
+        "--seed",
+        default=DEFAULT_SUBSET_SEED,
+        help=f"seed of the --max-samples subset (default: {DEFAULT_SUBSET_SEED}, train's default seed)",
+    )
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="read the data set as a stream (datasets.load_dataset(..., streaming=True)): memory independent of "
+        "its size; the labels must be a ClassLabel",
+    )
+    parser.add_argument("--num-workers", default=0, help="data loader worker processes")
+
+
 def run(args: argparse.Namespace) -> int:
     check_output_dir(args.output_dir)  # before anything is loaded
-    import torch
-
-    from ..data import (
-        align_labels,
-        default_eval_split,
-        load_image_dataset,
-        load_streaming_dataset,
-        select_split,
-        select_subset,
-    )
-    from ..explain import example_images, explain
     from ..hub import push_results
-    from ..jsonio import write_json
-    from ..metric import gaze_consistency
-    from ..models import load_model
-    from ..plots import plot_class_means, plot_overlays
-    from ..specs import parse_model_spec
 
-    load = load_streaming_dataset if args.streaming else load_image_dataset
-    data = load(args.dataset, image_column=args.image_column, label_column=args.label_column)
-    split = args.split or default_eval_split(list(data))
-    dataset = select_split(data, split, args.dataset)
-    if args.max_samples is not None:
-        dataset = select_subset(dataset, args.max_samples, args.seed)
-    dataset_names = list(dataset.features["label"].names)
-    loaded = load_model(
-        args.model,
-        label_names=None if parse_model_spec(args.model).has_head(args.pretrained) else dataset_names,
-        pretrained=args.pretrained,
-        image_size=args.image_size,
-        trust_remote_code=args.trust_remote_code,
-    )
-    aligned = align_labels(dataset, loaded.label_names, args.label_map)
-    scored = aligned.model_classes  # the model's classes that the data set has
+    dataset, split = _data(args)
+    loaded = _model(args, list(dataset.features["label"].names))
     with atomic_directory(args.output_dir) as staging:
-        result = gaze_consistency(
-            loaded,
-            aligned.dataset,
-            variant=args.variant,
-            grid=tuple(args.grid) if args.grid else None,
-            target=parse_target(args.target_layer),
-            batch_size=args.batch_size,
-            label_names=aligned.label_names,
-            num_workers=args.num_workers,
-            dtype=getattr(torch, args.dtype),
-        )
-        per_class = {name: result.per_class[name] for name in scored}
-        result = replace(result, model=args.model, dataset=args.dataset, split=split, per_class=per_class)
-        write_json(staging / "consistency.json", {**result.to_dict(), "random_weights": loaded.random_weights})
-        means = result.class_means[[aligned.label_names.index(name) for name in scored]]
-        plot_class_means({args.model: means}, scored, staging / "class_means.png")
-        seen = [aligned.label_names.index(name) for name in scored if per_class[name].n_samples]
-        images, labels = example_images(aligned.dataset, per_class=2, classes=seen)
-        explained = explain(loaded, images, parse_target(args.target_layer), [aligned.label_names[i] for i in labels])
-        plot_overlays(explained.images, explained.maps, explained.titles(), staging / "overlays.png")
+        result = _score_into(staging, args, loaded, dataset, split)
     print(summary_table(result))
     print(f"wrote {args.output_dir}/consistency.json, class_means.png, overlays.png")
     if loaded.random_weights:
@@ -162,6 +116,73 @@ def run(args: argparse.Namespace) -> int:
         url = push_results(result.to_dict(), args.push_results, create_pr=args.create_pr)
         print(f"pushed the scores to {args.push_results}: {url}")
     return 0
+
+
+def _data(args: argparse.Namespace) -> tuple[Any, str]:
+    """The split to score (``--split``, else the default evaluation split), streamed or not, and
+    its ``--max-samples`` subset; with the split's name."""
+    from ..data import default_eval_split, load_image_dataset, load_streaming_dataset, select_split, select_subset
+
+    load = load_streaming_dataset if args.streaming else load_image_dataset
+    data = load(args.dataset, image_column=args.image_column, label_column=args.label_column)
+    split = args.split or default_eval_split(list(data))
+    dataset = select_split(data, split, args.dataset)
+    if args.max_samples is not None:
+        dataset = select_subset(dataset, args.max_samples, args.seed)
+    return dataset, split
+
+
+def _model(args: argparse.Namespace, dataset_names: list[str]) -> LoadedModel:
+    """The model; one without a trained head (a bare timm architecture) gets the data set's classes."""
+    from ..models import load_model
+    from ..specs import parse_model_spec
+
+    spec = parse_model_spec(args.model)
+    return load_model(
+        spec,
+        label_names=None if spec.has_head(args.pretrained) else dataset_names,
+        pretrained=args.pretrained,
+        image_size=args.image_size,
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def _score_into(
+    staging: Path, args: argparse.Namespace, loaded: LoadedModel, dataset: Any, split: str
+) -> ConsistencyResult:
+    """Score the data set's classes (matched to the model's by name) and write consistency.json,
+    class_means.png and overlays.png into ``staging``."""
+    import torch
+
+    from ..data import align_labels
+    from ..explain import example_images, explain
+    from ..jsonio import write_json
+    from ..metric import gaze_consistency
+    from ..plots import plot_class_means, plot_overlays
+
+    aligned = align_labels(dataset, loaded.label_names, args.label_map)
+    scored = aligned.model_classes  # the model's classes that the data set has
+    result = gaze_consistency(
+        loaded,
+        aligned.dataset,
+        variant=args.variant,
+        grid=tuple(args.grid) if args.grid else None,
+        target=parse_target(args.target_layer),
+        batch_size=args.batch_size,
+        label_names=aligned.label_names,
+        num_workers=args.num_workers,
+        dtype=getattr(torch, args.dtype),
+    )
+    per_class = {name: result.per_class[name] for name in scored}
+    result = replace(result, model=args.model, dataset=args.dataset, split=split, per_class=per_class)
+    write_json(staging / "consistency.json", {**result.to_dict(), "random_weights": loaded.random_weights})
+    means = result.class_means[[aligned.label_names.index(name) for name in scored]]
+    plot_class_means({args.model: means}, scored, staging / "class_means.png")
+    seen = [aligned.label_names.index(name) for name in scored if per_class[name].n_samples]
+    images, labels = example_images(aligned.dataset, per_class=2, classes=seen)
+    explained = explain(loaded, images, parse_target(args.target_layer), [aligned.label_names[i] for i in labels])
+    plot_overlays(explained.images, explained.maps, explained.titles(), staging / "overlays.png")
+    return result
 
 
 def _label_map(text: str) -> dict[str, str]:

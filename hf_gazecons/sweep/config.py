@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..checks import check_curriculum, check_fields
 from ..errors import UsageError
 from ..formatting import fmt_exact
 from ..variants import DEFAULT_VARIANT
@@ -127,7 +128,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def resolve_config(options: Mapping[str, Any]) -> SweepConfig:
-    """``options`` (``None`` = not given) over the preset's values over :data:`DEFAULTS`."""
+    """``options`` (``None`` = not given) over the preset's values over :data:`DEFAULTS`, each value
+    checked by its option's rule (:mod:`hf_gazecons.checks`), and ``t1 > t0``.
+
+    Raises:
+        UsageError: an unknown preset, no output folder, an empty grid or a value its rule refuses.
+    """
     preset = options.get("preset")
     if preset is not None and preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -138,15 +144,12 @@ def resolve_config(options: Mapping[str, Any]) -> SweepConfig:
         raise UsageError("a sweep needs --output-dir")
     known = {f.name for f in fields(SweepConfig)}
     config = SweepConfig(**{k: v for k, v in values.items() if k in known})
-    config.lambdas = [float(v) for v in config.lambdas]
-    config.seeds = [int(v) for v in config.seeds]
-    config.output_dir = str(config.output_dir)
+    check_fields(config)
+    check_curriculum(config.t0, config.t1)
     if not config.backbones or not config.lambdas or not config.seeds:
         raise UsageError("a sweep needs at least one backbone, one lambda and one seed")
-    if config.epochs < 1:
-        raise UsageError(f"--epochs must be >= 1, got {config.epochs}")
-    if config.parallel is not None and config.parallel < 1:
-        raise UsageError(f"--parallel must be >= 1, got {config.parallel}")
+    config.lambdas = [float(v) for v in config.lambdas]
+    config.output_dir = str(config.output_dir)
     return config
 
 
