@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .checks import check_curriculum, check_fields
 from .formatting import fmt_metric
+from .run_record import variant_metric
 from .variants import DEFAULT_VARIANT
 
 if TYPE_CHECKING:  # imported in run_demo: the command line reads DemoSettings without loading torch
@@ -96,8 +97,8 @@ def comparison_table(runs: dict[str, TrainingRun]) -> str:
     rows = [
         ("accuracy", "accuracy"),
         ("Cohen's kappa", "kappa"),
-        ("L_CAM, paper (lower = more consistent)", "gaze_consistency"),
-        ("L_CAM, robust (1 - cosine)", "robust_gaze_consistency"),
+        ("L_CAM, paper (lower = more consistent)", variant_metric("paper")),
+        ("L_CAM, robust (1 - cosine)", variant_metric("robust")),
         ("all-zero maps (share of correct)", "zero_map_share"),
         ("energy pointing game", "energy_pointing_game"),
         ("pointing game", "pointing_game"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shlex
 from pathlib import Path
 
@@ -358,3 +359,44 @@ def test_a_sweep_passes_its_floats_exactly(tmp_path):
     run_sweep(config, dry_run=True, echo=lines.append)
     assert any(line.startswith("skip    test_resnet") for line in lines)
     assert not any("WARNING" in line for line in lines), lines
+
+
+def test_a_saved_run_scores_again_as_its_own_final_evaluation(tiny_sweep):
+    """SavedRun: the final model, the run's evaluation split and the layer it trained with give the
+    run's own last evaluation; per_class_table scores each class alone and gets that class's value."""
+    from hf_gazecons.run_record import finished_runs
+    from hf_gazecons.saved_run import SavedRun
+
+    out, _, _ = tiny_sweep
+    (directory,) = finished_runs(out / "runs")  # the failed run wrote no results.json
+    assert directory == run_directory(out, "test_resnet", 10.0, 0)
+    run = SavedRun.load(directory)
+    assert run.target == "layer3"  # --target-layer=-2, recorded resolved
+    again = run.score().to_metrics()
+    assert set(again) <= set(run.results.final)  # every metric of the run's own last evaluation
+    for key, value in again.items():
+        recorded = run.results.final[key]
+        if recorded is None:  # undefined (the kappa of a one-class prediction): null in results.json
+            assert value is None or math.isnan(value), key
+        else:
+            assert value == pytest.approx(recorded, rel=1e-5, abs=1e-7), key
+    rows = _script("per_class_table.py").score_run(directory, "validation")
+    assert [row["class"] for row in rows] == list(again.per_class)
+    for row in rows:
+        whole = again.per_class[row["class"]]
+        assert row["lcam_paper"] == pytest.approx(whole.values["paper"], rel=1e-6, abs=1e-9)
+        assert row["lcam_robust"] == pytest.approx(whole.values["robust"], rel=1e-6, abs=1e-9)
+        assert (row["n_samples"], row["n_correct"]) == (whole.n_samples, whole.n_correct)
+
+
+def test_finished_runs_leave_out_an_unreadable_record_and_say_so(tmp_path):
+    from hf_gazecons.run_record import finished_runs
+
+    _fake_run(tmp_path, "resnet10t", 0.0, 0, [0.1, 0.2, 0.3], [0.3, 0.2, 0.1])
+    broken = run_directory(tmp_path, "resnet10t", 5.0, 0)
+    broken.mkdir(parents=True)
+    (broken / "results.json").write_text("{not json")
+    with pytest.warns(UserWarning, match=r"left out: .*lambda_5/seed_0/results.json' is not a readable results.json"):
+        runs = finished_runs(tmp_path / "runs")
+    assert list(runs) == [run_directory(tmp_path, "resnet10t", 0.0, 0)]
+    assert runs[run_directory(tmp_path, "resnet10t", 0.0, 0)].config.model == "resnet10t"

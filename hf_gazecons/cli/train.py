@@ -28,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(0)  # as argparse's --help does
     from ..finetune import train
     from ..formatting import fmt_metric
+    from ..run_record import CONSISTENCY
 
     parser = build_parser()
     store_help("train", parser.format_help())
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run.results
         print(
             f"accuracy {fmt_metric(results.metric('accuracy'))}  kappa {fmt_metric(results.metric('kappa'))}  "
-            f"L_CAM {fmt_metric(results.metric('gaze_consistency'))}  "
+            f"L_CAM {fmt_metric(results.metric(CONSISTENCY))}  "
             f"all-zero maps {fmt_metric(results.metric('zero_map_share'), 3)}  -> {training_args.output_dir}"
         )
     return 0
