@@ -1,8 +1,9 @@
 """hf_gazecons: Grad-CAM gaze consistency of image classifiers on timm, transformers, datasets and the Hub.
 
 Measure (``gaze_consistency``), train with (``GazeConsistencyTrainer``) and publish gaze consistency,
-as defined in SPEC.md (after K. Yonemura, 2026). Names are imported on first use, so that the
-command line starts quickly.
+as defined in docs/METHOD.md, after K. Yonemura, "Definition of a Grad-CAM-based gaze-consistency
+metric and its application to deep learning models", KOSEN Ariake, 2026. Names are imported on
+first use, so that the command line starts quickly.
 
     >>> from hf_gazecons import load_model, load_image_dataset, gaze_consistency
     >>> result = gaze_consistency(load_model("resnet18", num_labels=4), load_image_dataset("builtin:shapes", "test"))

@@ -22,7 +22,7 @@ class ClassConsistency:
     """One class: its mean deviation (None below 2 correct samples) and its counts.
 
     ``n_zero_maps`` counts correct samples whose map is zero everywhere: such a collapsed gaze
-    scores as perfectly consistent under the paper and reference variants (SPEC section 6), so a
+    scores as perfectly consistent under the paper and reference variants (docs/METHOD.md, section 8), so a
     large count makes ``value`` suspect. ``values`` holds the class's value under every variant
     that was computed (``value`` is the one asked for).
     """

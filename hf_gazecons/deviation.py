@@ -1,5 +1,5 @@
 """The per-sample deviation of a map from its class map under any variant, and the common grid
-(docs/METHOD.md, sections 3 and 10).
+(docs/METHOD.md, sections 3 and 9).
 
 The variants themselves (``paper``, ``reference``, ``robust``) are :mod:`hf_gazecons.variants`.
 

@@ -1,4 +1,4 @@
-"""The consistency regulariser (SPEC section 3, paper eq. 11-18): EMA class maps and the lambda curriculum.
+"""The consistency regulariser (docs/METHOD.md, sections 5-7): EMA class maps and the lambda curriculum.
 
     L = L_cls + lambda_t * L_CAM^train
 
@@ -47,7 +47,7 @@ class PenaltyOutput:
 
 
 class GazeConsistencyLoss(nn.Module):
-    """L_CAM^train with one EMA map per class (SPEC eq. 16-17).
+    """L_CAM^train with one EMA map per class (docs/METHOD.md, sections 5 and 6).
 
     Per batch, per class ``c``: ``B_c+`` are the correctly classified samples of ``c``; classes
     with ``|B_c+| >= 2`` take part. Their EMA map is set to the batch class mean on first
@@ -149,8 +149,8 @@ class GazeConsistencyLoss(nn.Module):
 
 @dataclass(frozen=True)
 class LambdaCurriculum:
-    """SPEC eq. (18) over 1-based epochs ``e``: 0 for ``e <= t0``, linear for ``t0 < e < t1``,
-    ``lambda_max`` for ``e >= t1``. A negative ``lambda_max`` asks for gaze *diversity*.
+    """The curriculum (docs/METHOD.md, section 7) over 1-based epochs ``e``: 0 for ``e <= t0``, linear
+    for ``t0 < e < t1``, ``lambda_max`` for ``e >= t1``. A negative ``lambda_max`` asks for gaze *diversity*.
 
     ``per_step=True`` ramps with the fractional progress instead of once per epoch: still 0 through
     epoch ``t0`` and ``lambda_max`` from the start of epoch ``t1``, linear from the end of epoch

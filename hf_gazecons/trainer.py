@@ -1,4 +1,4 @@
-"""GazeConsistencyTrainer: a transformers ``Trainer`` that adds ``lambda_t * L_CAM^train`` (SPEC section 3).
+"""GazeConsistencyTrainer: a transformers ``Trainer`` that adds ``lambda_t * L_CAM^train`` (docs/METHOD.md, section 5).
 
 One forward per step gives the logits (cross-entropy) and the differentiable Grad-CAM maps of the
 true class (penalty). Evaluation scores accuracy, Cohen's kappa and gaze consistency in one pass
@@ -51,7 +51,7 @@ ZERO_MAP_ALARM = 0.10
 
 @dataclass
 class GazeConsistencyTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` with the regulariser's options and the study's defaults (SPEC section 4):
+    """``TrainingArguments`` with the regulariser's options and the thesis's training settings:
     Adam(W without decay) lr 1e-4, ReduceLROnPlateau(factor 0.1, patience 5) on the validation loss,
     batch 32, evaluation and checkpoints every epoch."""
 
@@ -112,7 +112,7 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
 
 
 class GazeConsistencyTrainer(Trainer):
-    """A ``transformers.Trainer`` whose loss is ``CE + lambda_t * L_CAM^train`` (SPEC section 3).
+    """A ``transformers.Trainer`` whose loss is ``CE + lambda_t * L_CAM^train`` (docs/METHOD.md, section 5).
 
     Args:
         *args, **kwargs: those of ``Trainer``; ``args`` must be :class:`GazeConsistencyTrainingArguments`

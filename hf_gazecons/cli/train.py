@@ -69,7 +69,7 @@ def build_parser() -> Any:
         (ModelDataArguments, GazeConsistencyTrainingArguments),
         prog="hf-gazecons train",
         allow_abbrev=False,
-        description="Fine-tune an image classifier with the gaze-consistency regulariser (SPEC section 3). "
+        description="Fine-tune an image classifier with the gaze-consistency regulariser (docs/METHOD.md, section 5). "
         "Options are transformers' TrainingArguments (their defaults, where this project changes them, say so) "
         "plus the model, data and regulariser options; --option_name and --option-name are both accepted.",
     )

@@ -1,8 +1,8 @@
-"""The study's experiment as one resumable sweep: backbones x lambda_max x seeds (SPEC section 4).
+"""The study's experiment as one resumable sweep: backbones x lambda_max x seeds (the thesis's regulariser sweep).
 
 Every run is its own ``hf-gazecons train`` process writing into
 ``OUT/runs/<backbone>/lambda_<value>/seed_<n>/``; finished runs are skipped on a restart and
-interrupted ones resume from their last checkpoint. Four modules:
+interrupted ones resume from their last checkpoint. The modules:
 
 * :mod:`~hf_gazecons.sweep.config` — :class:`SweepConfig`, the defaults and presets, the command
   that reproduces a sweep;

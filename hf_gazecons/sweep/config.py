@@ -90,7 +90,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "target_layer": "-2",
         "parallel": 2,
     },
-    # the study's regulariser sweep (SPEC section 4): five CNNs of increasing depth, pretrained,
+    # the thesis's regulariser sweep: five CNNs of increasing depth, pretrained,
     # grayscale 224 px, Adam 1e-4, batch 32, 50 epochs, T0 2, T1 10, six seeds. Needs GPUs.
     "study": {
         "backbones": ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],

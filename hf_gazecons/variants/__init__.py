@@ -1,4 +1,4 @@
-"""The deviation variants: how far a map lies from its class map (docs/METHOD.md, sections 3 and 7).
+"""The deviation variants: how far a map lies from its class map (docs/METHOD.md, sections 3 and 8).
 
 Each variant is one :class:`~hf_gazecons.variants.base.Variant` subclass in one file of this
 package: ``paper`` (the study's text), ``reference`` (the study's code) and ``robust`` (this
@@ -62,8 +62,9 @@ KEEPS_MAPS: tuple[str, ...] = tuple(name for name in VARIANTS if _CLASSES[name].
 DEFAULT_VARIANT = "paper"
 """The study's variant: the default everywhere, and the one ``<prefix>_gaze_consistency`` reports."""
 
-VARIANT_HELP = "deviation of a map from its class map: " + ", ".join(
-    f"'{name}' ({_CLASSES[name].summary})" for name in VARIANTS
+_DESCRIBED = [f"'{name}' ({_CLASSES[name].summary})" for name in VARIANTS]
+VARIANT_HELP = "deviation of a map from its class map: " + " or ".join(
+    filter(None, [", ".join(_DESCRIBED[:-1]), _DESCRIBED[-1]])
 )
 
 

@@ -1,5 +1,5 @@
 """What a deviation variant is: :class:`Variant`, the per-class sums it is computed from, and the
-zero-map test and revival depth that every variant shares (docs/METHOD.md, sections 3 and 7).
+zero-map test and revival depth that every variant shares (docs/METHOD.md, sections 3 and 8).
 
 Nothing here imports torch at module level (methods that need its functions import it when they
 run), so that the command line can list the variants before torch is loaded.

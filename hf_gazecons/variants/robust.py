@@ -1,5 +1,5 @@
 """``robust``: this project's collapse-safe deviation, ``w_c (1 - cos)`` against the class map of the
-non-zero maps, with the all-zero map as the worst case (docs/METHOD.md, section 7; docs/OBJECTIVES.md)."""
+non-zero maps, with the all-zero map as the worst case (docs/METHOD.md, section 8; docs/OBJECTIVES.md)."""
 
 from __future__ import annotations
 
