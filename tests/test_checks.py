@@ -108,8 +108,26 @@ def _help_cache(tmp_path_factory):
         yield
 
 
+@pytest.fixture
+def no_work(monkeypatch):
+    """Where each command's work starts: reaching it means the command accepted the invalid value."""
+    import hf_gazecons.cli.sweep
+    import hf_gazecons.data
+    import hf_gazecons.demo
+    import hf_gazecons.finetune
+    import hf_gazecons.models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the command accepted the value and started its work")
+
+    for module, name in ((hf_gazecons.data, "load_image_dataset"), (hf_gazecons.data, "load_streaming_dataset"),
+                         (hf_gazecons.models, "load_model"), (hf_gazecons.demo, "run_demo"),
+                         (hf_gazecons.finetune, "train"), (hf_gazecons.cli.sweep, "run_sweep")):  # fmt: skip
+        monkeypatch.setattr(module, name, refuse)
+
+
 @pytest.mark.parametrize(("command", "given", "says"), CASES, ids=[f"{c} {' '.join(g)}" for c, g, _ in CASES])
-def test_every_invalid_value_is_one_error_line_and_writes_nothing(command, given, says, tmp_path, capsys):
+def test_every_invalid_value_is_one_error_line_and_writes_nothing(command, given, says, tmp_path, capsys, no_work):
     out = tmp_path / "out"
     rc, err = _cli(capsys, [command, *(part.format(out=out) for part in MINIMAL[command]), *given])
     lines = [line for line in err.splitlines() if line.strip()]
