@@ -30,6 +30,10 @@ _EXPORTS = {
     "LambdaCurriculum": "regularizer",
     "GazeConsistencyTrainer": "trainer",
     "GazeConsistencyTrainingArguments": "trainer",
+    "Variant": "variants",
+    "get_variant": "variants",
+    "SavedRun": "saved_run",
+    "finished_runs": "run_record",
     "GazeConsError": "errors",
     "TargetLayerError": "errors",
     "DataError": "errors",
@@ -72,4 +76,7 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from .metric import gaze_consistency  # noqa: F401
     from .models import LoadedModel, load_model, save_model  # noqa: F401
     from .regularizer import GazeConsistencyLoss, LambdaCurriculum  # noqa: F401
+    from .run_record import finished_runs  # noqa: F401
+    from .saved_run import SavedRun  # noqa: F401
     from .trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments  # noqa: F401
+    from .variants import Variant, get_variant  # noqa: F401

@@ -31,6 +31,7 @@ from .errors import UsageError
 
 __all__ = [
     "BOOLEAN",
+    "FALSE_WORDS",
     "FINITE_FLOAT",
     "NON_NEGATIVE_INT",
     "OPTION_RULES",
@@ -38,6 +39,7 @@ __all__ = [
     "POSITIVE_INT",
     "Rule",
     "SEED",
+    "TRUE_WORDS",
     "UNIT_INTERVAL",
     "check_curriculum",
     "check_fields",
