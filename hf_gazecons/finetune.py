@@ -22,7 +22,7 @@ import transformers
 from transformers import set_seed
 
 from . import __version__
-from .checks import POSITIVE_INT, UNIT_INTERVAL, require
+from .checks import check_fields, require
 from .consistency_result import ConsistencyResult
 from .data import (
     ImageClassificationDataset,
@@ -39,7 +39,7 @@ from .hub import check_push_access, model_card, push_output
 from .models import LoadedModel, load_model, save_model
 from .output_dir import last_checkpoint, publish_files, removed_on_failure
 from .plots import plot_class_means, plot_kappa_vs_consistency, plot_learning_curves
-from .run_record import RunConfig, RunResults, epoch_history, metric_key
+from .run_record import CONSISTENCY, RunConfig, RunResults, epoch_history, metric_key
 from .specs import parse_model_spec
 from .stats import pearson_r
 from .trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
@@ -82,9 +82,7 @@ class ModelDataArguments:
     )  # fmt: skip
 
     def __post_init__(self) -> None:
-        for option in ("image_size", "max_train_samples", "max_eval_samples"):
-            POSITIVE_INT.check(f"--{option}", getattr(self, option))
-        UNIT_INTERVAL.check("--max_bad_image_share", self.max_bad_image_share)
+        check_fields(self, dash="_")
         require(
             self.skip_bad_images or self.max_bad_image_share is None, "--max_bad_image_share needs --skip_bad_images"
         )
@@ -154,8 +152,9 @@ def _fit(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments, 
     label_names = list(train_data.features["label"].names)
     if len(label_names) < 2:
         raise DataError(f"the data set has one class ({label_names}): a classifier needs at least 2")
+    spec = parse_model_spec(data_args.model)  # once: the load and the model card both need it
     loaded = load_model(
-        data_args.model,
+        spec,
         label_names=label_names,
         pretrained=data_args.pretrained,
         image_size=data_args.image_size,
@@ -186,7 +185,8 @@ def _fit(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments, 
         trainer.evaluate()
     if test_data is not None:
         trainer.evaluate(ImageClassificationDataset.with_preprocessing(test_data, prep), metric_key_prefix="test")
-    results = _results(trainer, loaded, data_args, eval_split, test_data is not None, skipped)
+    base_model = spec.base_model(data_args.pretrained)
+    results = _results(trainer, loaded, base_model, data_args, eval_split, test_data is not None, skipped)
     run = TrainingRun(results, trainer.last_eval_result, Path(args.output_dir))
     if trainer.is_world_process_zero():
         _write_outputs(run, trainer.gaze_state(), loaded)
@@ -217,6 +217,7 @@ def _splits(
 def _results(
     trainer: GazeConsistencyTrainer,
     loaded: LoadedModel,
+    base_model: str | None,
     data_args: ModelDataArguments,
     eval_split: str,
     has_test: bool,
@@ -228,7 +229,7 @@ def _results(
         model=data_args.model,
         architecture=getattr(loaded.model, "default_cfg", {}).get("architecture", type(loaded.model).__name__),
         library=loaded.library,
-        base_model=parse_model_spec(data_args.model).base_model(data_args.pretrained),
+        base_model=base_model,
         dataset=data_args.dataset,
         eval_split=eval_split,
         test_split=TEST_SPLIT if has_test else None,
@@ -248,7 +249,7 @@ def _results(
         batch_size=args.per_device_train_batch_size * args.world_size,
         seed=args.seed,
     )
-    kappa, consistency = metric_key("eval", "kappa"), metric_key("eval", "gaze_consistency")
+    kappa, consistency = metric_key("eval", "kappa"), metric_key("eval", CONSISTENCY)
     return RunResults(
         config=config,
         final=trainer.last_eval_metrics,
