@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .checks import check_curriculum, check_fields
 from .formatting import fmt_metric
+from .run_record import class_metric, reference_metric, variant_metric
+from .variants import DEFAULT_VARIANT
 
 if TYPE_CHECKING:  # imported in run_demo: the command line reads DemoSettings without loading torch
     from .finetune import TrainingRun
@@ -36,6 +39,10 @@ class DemoSettings:
     learning_rate: float = 3e-3
     batch_size: int = 32
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_curriculum(self.t0, self.t1)
 
 
 #: The demo's runs: name -> (uses the regulariser, deviation variant).
@@ -76,7 +83,7 @@ def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) ->
     label_names = runs["baseline"].results.config.label_names
     plot_class_means(
         {
-            f"{name} (L_CAM {fmt_metric(run.evaluation.values['paper'])})": run.evaluation.class_means
+            f"{name} (L_CAM {fmt_metric(run.evaluation.values[DEFAULT_VARIANT])})": run.evaluation.class_means
             for name, run in runs.items()
         },
         label_names,
@@ -99,22 +106,22 @@ def comparison_table(runs: dict[str, TrainingRun]) -> str:
         for label, name in (
             ("accuracy", "accuracy"),
             ("Cohen's kappa", "kappa"),
-            ("L_CAM, paper (lower = more consistent)", "gaze_consistency"),
-            ("L_CAM, robust (1 - cosine)", "robust_gaze_consistency"),
+            ("L_CAM, paper (lower = more consistent)", variant_metric("paper")),
+            ("L_CAM, robust (1 - cosine)", variant_metric("robust")),
             ("all-zero maps (share of correct)", "zero_map_share"),
             ("energy pointing game (EPG)", "energy_pointing_game"),
-            ("  EPG chance (a uniform map)", "chance_energy_pointing_game"),
-            (f"  EPG of the perfect map ({grid})", "perfect_energy_pointing_game"),
+            ("  EPG chance (a uniform map)", reference_metric("chance", "energy_pointing_game")),
+            (f"  EPG of the perfect map ({grid})", reference_metric("perfect", "energy_pointing_game")),
             (f"pointing game (PG, {fmt_metric(tolerance, 0)} px)", "pointing_game"),
-            ("  PG chance (a random peak)", "chance_pointing_game"),
-            (f"  PG of the perfect map ({grid})", "perfect_pointing_game"),
+            ("  PG chance (a random peak)", reference_metric("chance", "pointing_game")),
+            (f"  PG of the perfect map ({grid})", reference_metric("perfect", "pointing_game")),
         )
     ]
     for name in first.results.config.label_names:
         rows += [
-            (f"  PG, {name}", _metric(f"pointing_game_{name}")),
-            (f"    chance, {name}", _metric(f"chance_pointing_game_{name}")),
-            (f"    perfect map, {name}", _metric(f"perfect_pointing_game_{name}")),
+            (f"  PG, {name}", _metric(class_metric(name, "pointing_game"))),
+            (f"    chance, {name}", _metric(class_metric(name, reference_metric("chance", "pointing_game")))),
+            (f"    perfect map, {name}", _metric(class_metric(name, reference_metric("perfect", "pointing_game")))),
         ]
     rows.append(("all-zero maps among those with a mask", _metric("localization_zero_map_share")))
     for metric, label in (("deletion_auc", "deletion AUC (lower = more faithful)"),

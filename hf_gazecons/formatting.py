@@ -13,6 +13,15 @@ def fmt_metric(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
+def fmt_exact(value: float) -> str:
+    """``value`` as text that reads back as the same float: the short ``%g`` form where it is exact
+    (``100.0`` -> ``100``, ``1e-4`` -> ``0.0001``), else ``repr`` (``0.0012345678`` stays whole,
+    where ``%g`` would keep 6 significant digits). For values passed on to another process."""
+    value = float(value)
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
 def fmt_interval(interval: Sequence[float] | None, digits: int = 3) -> str:
     """``[low, high]``; empty without an interval."""
     return "" if interval is None else f"[{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"

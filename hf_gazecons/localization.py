@@ -1,5 +1,5 @@
-"""Localisation of a map against a ground-truth mask, per sample, with the references that make a
-score readable.
+"""Localisation of a map against a ground-truth mask (docs/METHOD.md, section 10), per sample, with
+the references that make a score readable.
 
 * energy pointing game (EPG): the share of the map's mass inside the mask, the map upsampled
   bilinearly to the mask first. Chance: the mask's share of the image (what a uniform map scores).
@@ -14,7 +14,7 @@ score readable.
   draw; its EPG and PG are the figures' other anchor (a sharper map can exceed its EPG).
 
 An all-zero map has no location (its "peak" would be the image centre): :func:`localization_sums`
-leaves such maps out and counts them. ``docs/METHOD.md`` (localisation) has the definitions.
+leaves such maps out and counts them.
 
     >>> energy_pointing_game(maps, masks).mean(), pointing_game(maps, masks, tolerance=15).float().mean()
 """

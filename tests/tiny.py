@@ -138,3 +138,17 @@ LOCALIZATION_JSON_KEYS = {
     *LOCALIZATION_SHARES, "n", "n_zero_maps", "zero_map_share", "pointing_game_interval", "tolerance", "per_class"
 }
 """The keys of ``consistency.json``'s ``localization`` (data with masks)."""
+
+
+TIME_KEY_ENDINGS = ("_runtime", "_per_second")
+"""Keys of a record that name a time (the Trainer's ``eval_runtime``, ``eval_samples_per_second``, ...)."""
+
+
+def without_times(record):
+    """``record`` (nested dicts and lists) without the keys that name a time: what two runs of the same
+    command must have in common."""
+    if isinstance(record, dict):
+        return {k: without_times(v) for k, v in record.items() if not k.endswith(TIME_KEY_ENDINGS)}
+    if isinstance(record, list):
+        return [without_times(v) for v in record]
+    return record
