@@ -14,8 +14,8 @@
 
 Both take a batch of images, their maps (any grid) and the class each map explains, and run the
 perturbed images through the model in chunks of ``batch_size``. A map without a ranking (constant,
-an all-zero map among them) gives NaN: it says nothing about which pixels matter. ``docs/METHOD.md``
-(faithfulness) has the definitions.
+an all-zero map among them) gives NaN: it says nothing about which pixels matter. The definitions are in
+docs/METHOD.md, section 11.
 
     >>> deletion, insertion = deletion_insertion(model, pixel_values, out.maps, out.logits.argmax(1))
     >>> morf, lerf = road(model, pixel_values, out.maps, out.logits.argmax(1))    # (B, 9) each

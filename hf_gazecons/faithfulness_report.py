@@ -5,7 +5,8 @@ by deletion/insertion and ROAD (:mod:`~hf_gazecons.faithfulness`), and so are tw
 same grid for the same image and class: a **random** map (uniform noise per cell, seeded) and, where
 the data has a mask, the **perfect** map (the mask averaged onto the grid). A Grad-CAM figure means
 something only beside them: at the random map's level the map ranks pixels no better than chance.
-Means come with a 95 % Student's t interval over images (cut to the metric's range).
+Means come with a 95 % Student's t interval over images (cut to the metric's range); docs/METHOD.md,
+section 11, has the definitions.
 
     >>> report = evaluate_faithfulness(load_model("out/run"), load_image_dataset("builtin:shapes", "test"))
     >>> report.summary()["gradcam"]["deletion_auc"]["mean"]

@@ -8,8 +8,8 @@ with ``D`` the sum of a pixel's in-image neighbour weights and ``W`` the symmetr
 weights: a principal submatrix of the pixel grid's weighted graph Laplacian. It is symmetric, and
 positive definite as soon as one pixel is kept (every connected part of ``U`` then touches a kept
 pixel). With nothing kept it is singular, its right-hand side is 0, and the image becomes 0 (the
-minimum-norm solution, which pytorch-grad-cam's sparse direct solve returns too). ``docs/METHOD.md``
-(faithfulness) has the equations.
+minimum-norm solution, which pytorch-grad-cam's sparse direct solve returns too). The equations are
+in docs/METHOD.md, section 11.
 
 All systems (images x masks, every colour channel) are solved together by conjugate gradients,
 preconditioned with one symmetric multigrid V-cycle: the operator of each level is a 9-point stencil
