@@ -90,8 +90,15 @@ def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) ->
         output_dir / "class_means_comparison.png",
         title="Class-mean Grad-CAM on the validation split",
     )
-    write_json(output_dir / "comparison.json", {name: run.results.final for name, run in runs.items()})
+    write_json(output_dir / "comparison.json", {name: _recorded(run) for name, run in runs.items()})
     return runs
+
+
+def _recorded(run: TrainingRun) -> dict:
+    """A run's line in comparison.json: its final evaluation's metrics (``eval_*``) and the summary of
+    its maps' faithfulness (deletion/insertion beside a random and the perfect map)."""
+    found = run.results.faithfulness
+    return {**run.results.final, "faithfulness": found["summary"] if found else None}
 
 
 def comparison_table(runs: dict[str, TrainingRun]) -> str:
@@ -100,7 +107,7 @@ def comparison_table(runs: dict[str, TrainingRun]) -> str:
     and the faithfulness of the maps beside a random and the perfect map."""
     first = next(iter(runs.values()))
     grid = "x".join(map(str, first.evaluation.cam_size))
-    tolerance = first.results.metric("pointing_game_tolerance")
+    px = f"{fmt_metric(first.results.metric('pointing_game_tolerance'), 0)} px"
     rows: list[tuple[str, Callable[[TrainingRun], float | None]]] = [
         (label, _metric(name))
         for label, name in (
@@ -109,21 +116,22 @@ def comparison_table(runs: dict[str, TrainingRun]) -> str:
             ("L_CAM, paper (lower = more consistent)", variant_metric("paper")),
             ("L_CAM, robust (1 - cosine)", variant_metric("robust")),
             ("all-zero maps (share of correct)", "zero_map_share"),
-            ("energy pointing game (EPG)", "energy_pointing_game"),
+            ("energy pointing game (EPG, non-zero maps)", "energy_pointing_game"),
             ("  EPG chance (a uniform map)", reference_metric("chance", "energy_pointing_game")),
             (f"  EPG of the perfect map ({grid})", reference_metric("perfect", "energy_pointing_game")),
-            (f"pointing game (PG, {fmt_metric(tolerance, 0)} px)", "pointing_game"),
+            (f"pointing game (PG, {px}, non-zero maps)", "pointing_game"),
             ("  PG chance (a random peak)", reference_metric("chance", "pointing_game")),
             (f"  PG of the perfect map ({grid})", reference_metric("perfect", "pointing_game")),
         )
     ]
     for name in first.results.config.label_names:
         rows += [
-            (f"  PG, {name}", _metric(class_metric(name, "pointing_game"))),
+            (f"  PG ({px}), {name}", _metric(class_metric(name, "pointing_game"))),
             (f"    chance, {name}", _metric(class_metric(name, reference_metric("chance", "pointing_game")))),
             (f"    perfect map, {name}", _metric(class_metric(name, reference_metric("perfect", "pointing_game")))),
         ]
     rows.append(("all-zero maps among those with a mask", _metric("localization_zero_map_share")))
+    rows.append(("maps without a ranking (deletion/insertion)", _unranked))
     for metric, label in (("deletion_auc", "deletion AUC (lower = more faithful)"),
                           ("insertion_auc", "insertion AUC (higher = more faithful)")):  # fmt: skip
         rows += [
@@ -140,6 +148,17 @@ def comparison_table(runs: dict[str, TrainingRun]) -> str:
 
 def _metric(name: str) -> Callable[[TrainingRun], float | None]:
     return lambda run: run.results.metric(name)
+
+
+def _unranked(run: TrainingRun) -> float | None:
+    """The share of the Grad-CAM maps that deletion and insertion could not rank (all-zero or
+    constant: no AUC; the AUC rows are means over the others)."""
+    found = run.results.faithfulness
+    if not found:
+        return None
+    counts = found["summary"]["gradcam"]["deletion_auc"]
+    total = counts["n"] + counts["n_undefined"]
+    return counts["n_undefined"] / total if total else None
 
 
 def _faithful(map_name: str, metric: str) -> Callable[[TrainingRun], float | None]:

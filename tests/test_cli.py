@@ -561,7 +561,11 @@ def test_demo_reduced(tmp_path, capsys):
     assert rc == 0, err
     header = next(line for line in out.splitlines() if "baseline" in line and "robust" in line)
     assert header.split() == ["baseline", "paper", "robust"]
-    for row in ("accuracy", "Cohen's kappa", "L_CAM, paper", "L_CAM, robust", "all-zero maps", "energy pointing game"):
+    rows = ("accuracy", "Cohen's kappa", "L_CAM, paper", "L_CAM, robust", "all-zero maps",
+            "energy pointing game (EPG, non-zero maps)", "  EPG chance", "  EPG of the perfect map",
+            "pointing game (PG, 0 px, non-zero maps)", "  PG (0 px), circle", "    chance, circle",
+            "maps without a ranking", "deletion AUC", "  deletion AUC, random map", "insertion AUC")  # fmt: skip
+    for row in rows:
         line = next((line for line in out.splitlines() if line.startswith(row)), None)
         assert line is not None, f"no {row!r} row in:\n{out}"
         assert len(re.findall(r"(?:-?\d+\.\d{4}|n/a)", line)) == 3, line
@@ -574,6 +578,11 @@ def test_demo_reduced(tmp_path, capsys):
     assert configs["paper"]["lambda_max"] > 0 and configs["paper"]["variant"] == "paper"
     assert configs["robust"]["lambda_max"] > 0 and configs["robust"]["variant"] == "robust"
     assert json.loads((out_dir / "baseline" / "results.json").read_text())["config"]["lambda_max"] == 0
+    comparison = json.loads((out_dir / "comparison.json").read_text())
+    for run in ("baseline", "paper", "robust"):  # each arm's faithfulness, as its results.json has it
+        recorded = json.loads((out_dir / run / "results.json").read_text())["faithfulness"]["summary"]
+        assert comparison[run]["faithfulness"] == recorded
+        assert {"eval_energy_pointing_game", "eval_chance_energy_pointing_game"} <= comparison[run].keys()
 
     rc, again, err = demo(tmp_path / "again")
     assert rc == 0, err
