@@ -35,6 +35,7 @@ from .errors import MetricError
 from .localization import energy_pointing_game, pointing_game
 from .models import LoadedModel
 from .preprocessing import Preprocessing
+from .samples import SampleBatch, SampleRecorder
 from .variants import VARIANTS, Variant, check_variant
 
 __all__ = [
@@ -74,6 +75,7 @@ class ConsistencyStatistics:
     grid: tuple[int, int] | None = None
     max_kept_bytes: int | None = None
     expected_samples: int | None = None
+    recorder: SampleRecorder | None = None
     confusion: torch.Tensor = field(init=False)
     map_sum: torch.Tensor | None = field(init=False, default=None)
     unit_sum: torch.Tensor | None = field(init=False, default=None)
@@ -114,7 +116,10 @@ class ConsistencyStatistics:
             energy = energy_pointing_game(hit_maps, hit_masks).double().sum()
             hits = pointing_game(hit_maps, hit_masks).double().sum()
             self.localization_sums += torch.stack([energy, hits, torch.tensor(float(len(hit_maps)))])
-        grid_maps = on_grid(maps, self.grid)[correct].double()
+        all_grid_maps = on_grid(maps, self.grid)
+        if self.recorder is not None:
+            self.recorder.update(SampleBatch(maps, all_grid_maps, logits, labels, predictions, masks))
+        grid_maps = all_grid_maps[correct].double()
         classes = labels[correct]
         if self.map_sum is None:
             self.map_sum = torch.zeros(self.num_classes, *grid_maps.shape[1:], dtype=torch.float64)
@@ -181,6 +186,10 @@ class ConsistencyStatistics:
         valid = counts >= 2
         variants = [v for v in VARIANTS if v != "reference" or self.variant == "reference"]
         deviation_sums = {v: self._deviation_sums(v, class_means) for v in variants}
+        if self.recorder is not None:
+            live_maps = self.map_sum / (counts - self.zero_maps).clamp(min=1)[:, None, None]  # robust: non-zero maps
+            class_maps = {v: live_maps if v == "robust" else class_means for v in variants}
+            self.recorder.finish(label_names, class_maps, counts > 0, valid)
 
         def class_value(variant: str, c: int) -> float | None:
             return float(deviation_sums[variant][c] / counts[c]) if valid[c] else None
@@ -257,6 +266,7 @@ def gaze_consistency(
     progress: bool = True,
     max_kept_bytes: int | None = None,
     dtype: torch.dtype | None = None,
+    samples: SampleRecorder | None = None,
 ) -> ConsistencyResult:
     """Score ``model``'s gaze consistency, accuracy and kappa on ``data`` in one pass.
 
@@ -283,6 +293,8 @@ def gaze_consistency(
         target: Grad-CAM target layer: a module name, a timm stage index, or None (automatic).
         label_names: the class names in logit order (default: the LoadedModel's, else "0", "1", ...).
         dtype: autocast dtype of the forward (None: full precision).
+        samples: a :class:`~hf_gazecons.samples.SampleRecorder` that collects the per-image table
+            (its ``table`` once this returns).
 
     Returns:
         :class:`~hf_gazecons.consistency_result.ConsistencyResult`: L_CAM (``value``, None when no
@@ -318,7 +330,7 @@ def gaze_consistency(
             num_classes = out.logits.shape[1]
             check_labels(labels, num_classes)
             if statistics is None:
-                statistics = ConsistencyStatistics(num_classes, variant, grid, max_kept_bytes, expected)
+                statistics = ConsistencyStatistics(num_classes, variant, grid, max_kept_bytes, expected, samples)
             statistics.update(out.maps, out.logits, labels, masks)
     if statistics is None:
         statistics = ConsistencyStatistics(len(label_names or []) or 1, variant, grid)

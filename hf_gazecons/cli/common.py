@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ..checks import POSITIVE_INT
+from ..filenames import SAMPLES_FORMATS
 from ..output_dir import atomic_directory
 from ..variants import VARIANT_HELP, VARIANTS
 
@@ -28,6 +29,7 @@ __all__ = [
     "add_data_options",
     "add_output_dir",
     "add_variant_option",
+    "add_samples_options",
     "atomic_directory",
     "warn",
 ]
@@ -126,6 +128,17 @@ def add_variant_option(parser: argparse.ArgumentParser, default: str | None, def
     parser.add_argument(
         "--variant", choices=VARIANTS, default=default, help=f"{VARIANT_HELP}{note} (default: {default_text})"
     )
+
+
+def add_samples_options(parser: argparse.ArgumentParser) -> None:
+    """``--samples-format`` (the per-image table) and ``--no-report`` (the HTML report)."""
+    parser.add_argument(
+        "--samples-format",
+        choices=SAMPLES_FORMATS,
+        default="parquet",
+        help="the per-image table: samples.parquet, samples.csv, or none (then no examples/ either)",
+    )
+    parser.add_argument("--no-report", action="store_true", help="do not write report.html")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

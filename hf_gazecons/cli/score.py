@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..checks import NON_NEGATIVE_INT, POSITIVE_INT
@@ -14,6 +15,7 @@ from .common import (
     add_data_options,
     add_model_options,
     add_output_dir,
+    add_samples_options,
     add_variant_option,
     atomic_directory,
     warn,
@@ -32,7 +34,8 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         name,
         help="score a classifier's gaze consistency, accuracy and kappa on a data set",
         description="One pass over the data: Grad-CAM maps, predictions, accuracy, Cohen's kappa and L_CAM; "
-        "writes consistency.json, class_means.png and overlays.png.",
+        "writes consistency.json, the per-image table samples.parquet, class_maps.safetensors, class_means.png, "
+        "overlays.png, examples/ (each class's most and least consistent images) and report.html.",
     )
     add_model_options(parser)
     add_data_options(parser)
@@ -86,9 +89,13 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         help="precision of the forward: bfloat16 or float16 run it under autocast (maps and statistics stay "
         "float32; bfloat16 is tested against float32, float16 is not tested) (default: float32)",
     )
-    add_output_dir(parser, "consistency.json, class_means.png and overlays.png")
+    add_output_dir(parser, "consistency.json, samples.parquet, class_maps.safetensors, the pictures and report.html")
+    add_samples_options(parser)
     parser.add_argument(
-        "--push-results", metavar="ORG/NAME", help="add the scores to this Hub repo's model card (default: no push)"
+        "--push-results",
+        metavar="ORG/NAME",
+        help="add the scores to this Hub repo's model card and upload consistency.json and the per-image table "
+        "beside it (default: no push)",
     )
     parser.add_argument("--create-pr", action="store_true", help="with --push-results: open a pull request")
 
@@ -97,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.output_dir)  # before anything is loaded
     import torch
 
+    from ..class_maps import save_class_maps
     from ..data import (
         align_labels,
         default_eval_split,
@@ -105,18 +113,23 @@ def run(args: argparse.Namespace) -> int:
         select_split,
         select_subset,
     )
+    from ..data.row_index import with_row_index, with_row_metadata
     from ..explain import example_images, explain
+    from ..extremes import write_extremes
+    from ..filenames import CLASS_MAPS_FILE
     from ..hub import push_results
     from ..jsonio import write_json
     from ..metric import gaze_consistency
     from ..models import load_model
     from ..plots import plot_class_means, plot_overlays
+    from ..report import write_report
+    from ..samples import SampleRecorder, write_samples
     from ..specs import parse_model_spec
 
     load = load_streaming_dataset if args.streaming else load_image_dataset
     data = load(args.dataset, image_column=args.image_column, label_column=args.label_column)
     split = args.split or default_eval_split(list(data))
-    dataset = select_split(data, split, args.dataset)
+    dataset = with_row_index(select_split(data, split, args.dataset))
     if args.max_samples is not None:
         dataset = select_subset(dataset, args.max_samples, args.seed)
     dataset_names = list(dataset.features["label"].names)
@@ -129,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
     )
     aligned = align_labels(dataset, loaded.label_names, args.label_map)
     scored = aligned.model_classes  # the model's classes that the data set has
+    recorder = SampleRecorder() if args.samples_format != "none" else None
+    written = ["consistency.json", CLASS_MAPS_FILE, "class_means.png", "overlays.png"]
     with atomic_directory(args.output_dir) as staging:
         result = gaze_consistency(
             loaded,
@@ -140,25 +155,44 @@ def run(args: argparse.Namespace) -> int:
             label_names=aligned.label_names,
             num_workers=args.num_workers,
             dtype=getattr(torch, args.dtype),
+            samples=recorder,
         )
         per_class = {name: result.per_class[name] for name in scored}
         result = replace(result, model=args.model, dataset=args.dataset, split=split, per_class=per_class)
         write_json(staging / "consistency.json", {**result.to_dict(), "random_weights": loaded.random_weights})
         means = result.class_means[[aligned.label_names.index(name) for name in scored]]
+        save_class_maps(
+            staging / CLASS_MAPS_FILE,
+            means,
+            scored,
+            target_layer=result.target_name,
+            grid=result.grid,
+            variant=result.variant,
+        )
         plot_class_means({args.model: means}, scored, staging / "class_means.png")
         seen = [aligned.label_names.index(name) for name in scored if per_class[name].n_samples]
         images, labels = example_images(aligned.dataset, per_class=2, classes=seen)
         explained = explain(loaded, images, parse_target(args.target_layer), [aligned.label_names[i] for i in labels])
         plot_overlays(explained.images, explained.maps, explained.titles(), staging / "overlays.png")
+        samples = None
+        if recorder is not None:
+            table = with_row_metadata(recorder.table, aligned.dataset)
+            samples = write_samples(table, staging, args.samples_format)
+            write_extremes(loaded, aligned.dataset, table, staging, parse_target(args.target_layer))
+            written += [samples.name, "examples/"]
+        if not args.no_report:
+            written.append(write_report(staging).name)
     print(summary_table(result))
-    print(f"wrote {args.output_dir}/consistency.json, class_means.png, overlays.png")
+    print(f"wrote {args.output_dir}/{', '.join(written)}")
     if loaded.random_weights:
         warn(
             f"{args.model} has random weights (a bare timm architecture without --pretrained): these scores "
             "describe an untrained network (consistency.json records random_weights: true)"
         )
     if args.push_results:
-        url = push_results(result.to_dict(), args.push_results, create_pr=args.create_pr)
+        folder = Path(args.output_dir)
+        files = [folder / "consistency.json"] + ([folder / samples.name] if samples else [])
+        url = push_results(result.to_dict(), args.push_results, create_pr=args.create_pr, files=files)
         print(f"pushed the scores to {args.push_results}: {url}")
     return 0
 
