@@ -23,3 +23,10 @@ def test_pyproject_lists_every_package_and_maps_the_templates():
 def test_the_card_template_is_package_data():
     template = importlib.resources.files("hf_gazecons.templates") / "gazecons_model_card.md"
     assert template.is_file() and "{{ card_data }}" in template.read_text()
+
+
+def test_the_report_template_is_package_data():
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    template = importlib.resources.files("hf_gazecons.report") / "report.html.j2"
+    assert template.is_file() and any(Path(template.name).match(pattern) for pattern in data["hf_gazecons.report"])
+    assert "{% for s in sections %}" in template.read_text()

@@ -35,6 +35,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     ):
         default = defaults[option[2:].replace("-", "_")]
         parser.add_argument(option, type=kind, default=None, help=f"{what} (default: {default})")
+    parser.add_argument("--no-report", action="store_true", help="write no report.html (neither the runs' nor the demo's)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     chosen = {f.name: getattr(args, f.name, None) for f in fields(DemoSettings)}  # the options given
     settings = replace(DemoSettings(), **{k: v for k, v in chosen.items() if v is not None})
     with atomic_directory(args.output_dir) as staging:
-        runs = run_demo(staging, settings)
+        runs = run_demo(staging, settings, report=not args.no_report)
     print(comparison_table(runs))
-    print(f"wrote {', '.join(f'{args.output_dir}/{name}' for name in runs)}, class_means_comparison.png")
+    report = "" if args.no_report else ", report.html"
+    print(f"wrote {', '.join(f'{args.output_dir}/{name}' for name in runs)}, class_means_comparison.png{report}")
     return 0
