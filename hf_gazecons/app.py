@@ -55,11 +55,15 @@ class Reference:
 def load_reference(spec: str) -> Reference:
     """A reference from a score or train output folder, or from a Hub model repo pushed by this
     project (``org/name`` or ``hf-hub:org/name``)."""
+    from .data.loading import looks_like_path
+
     folder = Path(spec).expanduser()
     if folder.is_dir():
         if not (folder / CLASS_MAPS_FILE).is_file():
             raise UsageError(f"{spec!r} has no {CLASS_MAPS_FILE}: name a score or train output (or a pushed model)")
         return _reference(load_class_maps(folder / CLASS_MAPS_FILE), read_samples(folder), spec)
+    if looks_like_path(spec):
+        raise UsageError(f"the reference {spec!r} is not a folder: name a score or train output, or a Hub model")
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
@@ -69,7 +73,7 @@ def load_reference(spec: str) -> Reference:
     check_hub_reachable(f"load the reference {spec!r}")
     try:
         maps = load_class_maps(hf_hub_download(repo_id, CLASS_MAPS_FILE))
-    except (EntryNotFoundError, HfHubHTTPError, OSError) as error:
+    except (EntryNotFoundError, HfHubHTTPError, OSError, ValueError) as error:  # ValueError: not a repo id
         raise UsageError(
             f"cannot read {CLASS_MAPS_FILE} of {spec!r} ({type(error).__name__}): name a score or train output, "
             "or a model pushed by hf-gazecons"
@@ -98,13 +102,18 @@ def read_upload(path: str | os.PathLike | None) -> Image.Image:
     if not path.is_file() or path.stat().st_size == 0:
         raise DataError(f"{path.name} is empty: upload an image (PNG, JPEG, ...)")
     try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise DataError(
-                    f"{path.name} is {image.width}x{image.height} pixels, more than the {MAX_PIXELS:,} this app "
-                    "decodes: upload a smaller image"
-                )
+        image = Image.open(path)
+        width, height = image.size  # from the header: nothing is decoded yet
+        if width * height > MAX_PIXELS:
+            image.close()
+            raise DataError(
+                f"{path.name} is {width}x{height} pixels, more than the {MAX_PIXELS:,} this app decodes: "
+                "upload a smaller image"
+            )
+        with image:
             return image.convert("RGB")
+    except DataError:
+        raise
     except (OSError, Image.DecompressionBombError, ValueError) as error:
         raise DataError(f"{path.name} is not an image that can be read ({type(error).__name__})") from None
 
