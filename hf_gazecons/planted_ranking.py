@@ -13,12 +13,17 @@ that a per-image consistency score has to beat. Chance is ``k / n``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["RANKINGS", "planted_recall", "planted_summary"]
+from .formatting import fmt_mean_std, fmt_metric
+from .stats import mean_std
+
+__all__ = ["RANKINGS", "planted_recall", "planted_runs", "planted_summary", "planted_table"]
 
 RANKINGS = {
     "deviation_paper": "deviation from the class map (paper)",
@@ -52,3 +57,58 @@ def planted_summary(table: pa.Table) -> dict[str, Any] | None:
         return None
     recall = {column: planted_recall(table, column) for column in RANKINGS if column in table.column_names}
     return {"n": table.num_rows, "k": k, "chance": k / table.num_rows, "recall": recall}
+
+
+def planted_runs(runs: Sequence[Path]) -> list[dict[str, Any]]:
+    """Per training output whose table marks planted images: its backbone, lambda_max, variant and
+    seed with :func:`planted_summary`."""
+    from .run_record import RunResults
+    from .samples import read_samples
+
+    found = []
+    for run in runs:
+        table = read_samples(run)
+        summary = None if table is None else planted_summary(table)
+        if summary is not None:
+            config = RunResults.load(run).config
+            found.append({"backbone": config.model, "lambda": config.lambda_max, "variant": config.variant,
+                          "seed": config.seed, **summary})  # fmt: skip
+    return found
+
+
+def planted_table(found: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The table of :func:`planted_runs` as text cells: per (backbone, lambda, variant) the mean ±
+    std over seeds of recall@k of each ranking and in how many seeds the paper deviation beat the
+    loss (``rows``), then each run (``run_rows``); None without planted runs."""
+    if not found:
+        return None
+    columns = [c for c in RANKINGS if any(c in r["recall"] for r in found)]
+    labels = [RANKINGS[c] for c in columns]
+    groups: dict[tuple[str, float, str], list[Mapping[str, Any]]] = {}
+    for row in found:
+        groups.setdefault((row["backbone"], row["lambda"], row["variant"]), []).append(row)
+    rows = []
+    for (backbone, lam, variant), runs in groups.items():
+        beats = sum(_beats_loss(r) for r in runs)
+        cells = [backbone, f"{lam:g}", variant, str(len(runs)), str(sum(r["k"] for r in runs))]
+        cells.append(fmt_mean_std(*mean_std(r["chance"] for r in runs)[:2]))
+        cells += [fmt_mean_std(*mean_std(r["recall"].get(c) for r in runs)[:2]) for c in columns]
+        rows.append([*cells, f"{beats} of {len(runs)}"])
+    run_rows = [
+        [r["backbone"], f"{r['lambda']:g}", r["variant"], str(r["seed"]), f"{r['k']} of {r['n']}"]
+        + [fmt_metric(r["chance"], 3)]
+        + [fmt_metric(r["recall"].get(c), 3) for c in columns]
+        for r in found
+    ]
+    return {
+        "header": ["backbone", "lambda", "variant", "seeds", "planted (all seeds)", "chance k/n", *labels,
+                   "deviation beats the loss"],
+        "rows": rows,
+        "run_header": ["backbone", "lambda", "variant", "seed", "planted", "chance k/n", *labels],
+        "run_rows": run_rows,
+    }  # fmt: skip
+
+
+def _beats_loss(row: Mapping[str, Any]) -> bool:
+    deviation, loss = row["recall"].get("deviation_paper"), row["recall"].get("cross_entropy")
+    return deviation is not None and loss is not None and deviation > loss

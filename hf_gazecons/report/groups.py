@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +13,12 @@ import torch
 from ..class_maps import load_class_maps
 from ..filenames import CLASS_MAPS_FILE, RESULTS_FILE
 from ..formatting import fmt_mean_std, fmt_metric
-from ..planted_ranking import RANKINGS, planted_summary
+from ..planted_ranking import planted_runs, planted_table
 from ..run_record import RunResults
-from ..samples import read_samples
-from ..stats import mean_std
 from .figures import figure_uri, file_uri
 from .run import LOCALISATION, run_section
 
-__all__ = ["demo_context", "planted_rows", "sweep_context"]
+__all__ = ["demo_context", "sweep_context"]
 
 _COMPARED = (
     ("accuracy", "accuracy"),
@@ -76,7 +74,7 @@ def sweep_context(directory: Path) -> dict[str, Any]:
         "rows": rows,
         "pictures": [(caption, uri) for caption, uri in pictures if uri],
         "links": [(str(run.relative_to(directory)), f"{run.relative_to(directory)}/report.html") for run in runs],
-        "planted": _planted_table(planted_rows(runs)),
+        "planted": planted_table(planted_runs(runs)),
     }
     return {"title": f"hf-gazecons sweep: {directory.name}", "kind": "sweep", "group": group, "sections": []}
 
@@ -109,45 +107,3 @@ def _class_means_per_lambda(runs: Sequence[Path]) -> str | None:
         return None
     rows = {key: torch.stack(maps).nanmean(dim=0) for key, maps in grouped.items()}
     return figure_uri(class_means_figure(rows, names, "Class-mean Grad-CAM per lambda (mean over seeds)"))
-
-
-def planted_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
-    """Per run whose table marks planted images: backbone, lambda, seed, k and recall@k of each ranking."""
-    found = []
-    for run in runs:
-        table = read_samples(run)
-        summary = None if table is None else planted_summary(table)
-        if summary is None:
-            continue
-        config = RunResults.load(run).config
-        found.append(
-            {"backbone": config.model, "lambda": config.lambda_max, "seed": config.seed, **summary}
-        )
-    return found
-
-
-def _planted_table(found: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """Mean ± std over seeds of recall@k per (backbone, lambda), and the runs one by one."""
-    if not found:
-        return None
-    columns = [c for c in RANKINGS if any(c in r["recall"] for r in found)]
-    groups: dict[tuple[str, float], list[Mapping[str, Any]]] = {}
-    for row in found:
-        groups.setdefault((row["backbone"], row["lambda"]), []).append(row)
-    summary = []
-    for (backbone, lam), rows in groups.items():
-        cells = [backbone, f"{lam:g}", str(len(rows)), str(sum(r["k"] for r in rows)), fmt_mean_std(*mean_std(r["chance"] for r in rows)[:2])]
-        cells += [fmt_mean_std(*mean_std(r["recall"].get(c) for r in rows)[:2]) for c in columns]
-        summary.append(cells)
-    per_run = [
-        [r["backbone"], f"{r['lambda']:g}", str(r["seed"]), f"{r['k']} of {r['n']}", fmt_metric(r["chance"], 3)]
-        + [fmt_metric(r["recall"].get(c), 3) for c in columns]
-        for r in found
-    ]
-    labels = [RANKINGS[c] for c in columns]
-    return {
-        "header": ["backbone", "lambda", "seeds", "planted (all seeds)", "chance k/n", *labels],
-        "rows": summary,
-        "run_header": ["backbone", "lambda", "seed", "planted", "chance k/n", *labels],
-        "run_rows": per_run,
-    }

@@ -1,0 +1,40 @@
+"""The planted-image table of finished sweeps as Markdown (docs/RESULTS.md): per backbone, lambda
+and variant, recall@k of the planted validation images when the per-image table is sorted by the
+deviation from the class map (paper, robust) and by cross-entropy (the loss baseline), mean ± std
+over seeds, then every run.
+
+    python scripts/planted_table.py out-planted [more sweep folders]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from hf_gazecons.filenames import RESULTS_FILE
+from hf_gazecons.planted_ranking import planted_runs, planted_table
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sweeps", nargs="+", type=Path, help="sweep output folders (OUT/runs/...)")
+    args = parser.parse_args(argv)
+    runs = sorted(p.parent for sweep in args.sweeps for p in (sweep / "runs").glob(f"**/{RESULTS_FILE}"))
+    table = planted_table(planted_runs(runs))
+    if table is None:
+        print(f"error: no run with planted images under {', '.join(map(str, args.sweeps))}", file=sys.stderr)
+        return 2
+    print(markdown(table["header"], table["rows"]))
+    print()
+    print(markdown(table["run_header"], table["run_rows"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
