@@ -34,9 +34,10 @@ def sync_playwright():
     return pytest.importorskip("playwright.sync_api").sync_playwright()
 
 
-def screenshot(page, name: str, clip: dict | None = None) -> bytes:
-    """A PNG of ``page`` (the whole page, or ``clip``), also written to ``$HF_GAZECONS_SCREENSHOTS``."""
-    png = page.screenshot(clip=clip, full_page=clip is None)
+def screenshot(page, name: str, full_page: bool = True) -> bytes:
+    """A PNG of ``page`` (the whole page, or what the viewport shows), also written to
+    ``$HF_GAZECONS_SCREENSHOTS/name``."""
+    png = page.screenshot(full_page=full_page)
     assert png[:8] == PNG_SIGNATURE
     folder = os.environ.get("HF_GAZECONS_SCREENSHOTS")
     if folder:

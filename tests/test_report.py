@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from browser import launch, screenshot, sync_playwright
+from console import in_process
 from tiny import trained_shapes_model
 
 from hf_gazecons.cli.main import main
@@ -25,13 +26,6 @@ from hf_gazecons.sweep import write_outputs
 
 THOUSAND = "builtin:shapes?size=64&n_train=1&n_val=250&n_test=1&planted=0.05"  # 4 x 250 = 1,000 images
 MAX_BYTES = 5 * 2**20
-
-
-def _cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +84,12 @@ def test_the_summary_shows_chance_and_ceiling_where_the_results_have_them(thousa
 
 
 def test_report_command_and_its_errors(thousand, tmp_path, capsys):
-    rc, out, err = _cli(capsys, "report", thousand, "--output", tmp_path / "again.html")
+    rc, out, err = in_process(capsys, "report", thousand, "--output", tmp_path / "again.html")
     assert rc == 0, err
     assert re.fullmatch(rf"wrote {re.escape(str(tmp_path / 'again.html'))} \([\d,]+ bytes\)\n", out)
     (tmp_path / "empty").mkdir()
     for folder in (tmp_path / "empty", tmp_path / "missing"):
-        rc, out, err = _cli(capsys, "report", folder)
+        rc, out, err = in_process(capsys, "report", folder)
         assert rc == 2 and out == ""
         assert err.startswith("error: ") and err.count("\n") == 1 and "score, train, demo or sweep output" in err
     assert report_kind(thousand) == "score"
@@ -176,6 +170,8 @@ def test_the_report_in_a_real_browser(thousand):
             page.fill("input.table-filter", "planted:yes")
             page.click("#table-run th[data-column='deviation_paper']")
             page.click("#table-run th[data-column='deviation_paper']")  # the planted rows, least consistent first
-            screenshot(page, "report.png", clip={"x": 0, "y": 0, "width": 1280, "height": 2000})
+            page.evaluate("[...document.querySelectorAll('h3')].find(h => h.textContent === 'Deviations per class')"
+                          ".scrollIntoView()")
+            screenshot(page, "report.png", full_page=False)
         finally:
             browser.close()

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pytest
 import torch
 import torch.nn.functional as F
+from console import in_process
 from tiny import TRAINED_DATA, trained_shapes_model
 
 from hf_gazecons.cam import GradCAM
@@ -38,13 +39,6 @@ SUBSET = 20
 @pytest.fixture(scope="module")
 def model_dir() -> Path:
     return trained_shapes_model()
-
-
-def _cli(capsys, *argv) -> tuple[int, str, str]:
-    capsys.readouterr()
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture(scope="module")

@@ -16,18 +16,11 @@ from ..formatting import fmt_mean_std, fmt_metric
 from ..planted_ranking import planted_runs, planted_table
 from ..run_record import RunResults
 from .figures import figure_uri, file_uri
-from .run import LOCALISATION, run_section
+from .run import LOCALISATION, SUMMARY, run_section
 
 __all__ = ["demo_context", "sweep_context"]
 
-_COMPARED = (
-    ("accuracy", "accuracy"),
-    ("kappa", "Cohen's kappa"),
-    ("gaze_consistency", "L_CAM, paper (lower = more consistent)"),
-    ("robust_gaze_consistency", "L_CAM, robust (1 - cosine)"),
-    ("zero_map_share", "all-zero maps (share of correct)"),
-    *LOCALISATION.items(),
-)
+_COMPARED = tuple((key, label) for key, label in {**SUMMARY, **LOCALISATION}.items() if not key.startswith("reference"))
 
 
 def demo_context(directory: Path) -> dict[str, Any]:

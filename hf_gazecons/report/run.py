@@ -24,21 +24,22 @@ from ..run_record import RunResults
 from ..samples import read_samples
 from .figures import deviation_histograms, file_uri
 
-__all__ = ["MAX_TABLE_ROWS", "LOCALISATION", "evaluation_metrics", "run_section"]
+__all__ = ["MAX_TABLE_ROWS", "LOCALISATION", "SUMMARY", "evaluation_metrics", "run_section"]
 
 MAX_TABLE_ROWS = 5000
 """Rows of the per-image table in the page; a larger table shows its least consistent rows."""
 
 LOCALISATION = {"energy_pointing_game": "energy pointing game", "pointing_game": "pointing game"}
 
-_SUMMARY = (
-    ("accuracy", "accuracy", 4),
-    ("kappa", "Cohen's kappa", 4),
-    ("gaze_consistency", "L_CAM, paper (lower = more consistent)", 4),
-    ("robust_gaze_consistency", "L_CAM, robust (1 - cosine)", 4),
-    ("reference_gaze_consistency", "L_CAM, reference (unsquared)", 4),
-    ("zero_map_share", "all-zero maps (share of correct)", 4),
-)
+SUMMARY = {
+    "accuracy": "accuracy",
+    "kappa": "Cohen's kappa",
+    "gaze_consistency": "L_CAM, paper (lower = more consistent)",
+    "robust_gaze_consistency": "L_CAM, robust (1 - cosine)",
+    "reference_gaze_consistency": "L_CAM, reference (unsquared)",
+    "zero_map_share": "all-zero maps (share of correct)",
+}
+"""The summary's metrics (flat names, as ``to_metrics`` writes them without the prefix) and labels."""
 _PICTURES = (
     ("class_means.png", "Class-mean Grad-CAM (each class's representative gaze)"),
     ("learning_curves.png", "Learning curves"),
@@ -99,7 +100,7 @@ def run_section(directory: str | Path, kind: str, anchor: str, title: str | None
     """The template's context of one score or train output."""
     directory = Path(directory)
     metrics, facts = evaluation_metrics(directory, kind)
-    summary = [(label, fmt_metric(metrics.get(key), digits)) for key, label, digits in _SUMMARY if key in metrics]
+    summary = [(label, fmt_metric(metrics.get(key))) for key, label in SUMMARY.items() if key in metrics]
     localisation = [
         (label, *(fmt_metric(metrics.get(f"{key}{suffix}")) for suffix in ("", "_chance", "_ceiling")))
         for key, label in LOCALISATION.items()
