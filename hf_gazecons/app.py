@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from .filenames import CLASS_MAPS_FILE
 from .models import LoadedModel
 from .plots import overlay_image
 from .samples import read_samples
+from .targets import resolve_target
 
 __all__ = ["MAX_PIXELS", "Reference", "analyse", "build_app", "launch_app", "load_reference", "read_upload"]
 
@@ -185,6 +187,11 @@ def build_app(
         + (f"; none for {', '.join(missing)}" if missing else "")
         + ")"
     )
+    layer, theirs = resolve_target(loaded.model, target).name, reference.class_maps.target_layer
+    if theirs and layer != theirs:  # maps of two layers are not comparable
+        warning = f"the reference's class maps come from the layer {theirs}, this model's maps from {layer}"
+        warnings.warn(warning, stacklevel=2)
+        header += f"\n\n**warning:** {warning}"
 
     def run(path: str | None) -> tuple[str, Image.Image | None, Image.Image | None, str]:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import struct
 import zlib
@@ -21,7 +22,7 @@ from PIL import Image
 from tiny import TRAINED_DATA, trained_shapes_model
 
 from hf_gazecons.cam import GradCAM, resize_maps
-from hf_gazecons.class_maps import load_class_maps
+from hf_gazecons.class_maps import load_class_maps, save_class_maps
 from hf_gazecons.cli.main import main
 from hf_gazecons.data import load_image_dataset
 from hf_gazecons.models import load_model
@@ -141,3 +142,14 @@ def test_the_app_in_a_real_browser(served, tmp_path):
             screenshot(page, "app.png")
         finally:
             browser.close()
+
+
+def test_a_reference_from_another_layer_is_a_warning(reference, tmp_path):
+    from hf_gazecons.app import build_app
+
+    other = tmp_path / "other"
+    shutil.copytree(reference, other)
+    maps = load_class_maps(other / "class_maps.safetensors")
+    save_class_maps(other / "class_maps.safetensors", maps.maps, maps.label_names, target_layer="layer3")
+    with pytest.warns(UserWarning, match=r"the reference's class maps come from the layer layer3, this model's"):
+        build_app(str(trained_shapes_model()), str(other))
