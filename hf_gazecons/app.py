@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .class_maps import ClassMaps, load_class_maps
@@ -179,7 +178,9 @@ def build_app(
             raise UsageError("name the reference (a score or train output) for a model given as an object")
         reference = model
     reference = reference if isinstance(reference, Reference) else load_reference(reference)
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, pretrained=pretrained, image_size=image_size)
+    if not isinstance(model, LoadedModel):
+        model = load_model(model, pretrained=pretrained, image_size=image_size)
+    loaded = model
     missing = [n for n in loaded.label_names if n not in reference.class_maps.label_names]
     header = (
         f"**Model** `{loaded.spec}` · **reference** `{reference.source}` "

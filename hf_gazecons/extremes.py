@@ -40,7 +40,8 @@ def extreme_rows(
     count in L_CAM with the lowest ``column`` (``kind="most"``) and the highest (``"least"``), most
     extreme first; each row with its ``position`` in the table. A class with fewer rows than
     ``2 * per_class`` shows each row once."""
-    frame = table.select([c for c in ("index", "label", "prediction", "probability", column, "in_l_cam", "compared_class") if c in table.column_names]).to_pandas()
+    wanted = ("index", "label", "prediction", "probability", column, "in_l_cam", "compared_class")
+    frame = table.select([c for c in wanted if c in table.column_names]).to_pandas()
     frame["position"] = range(len(frame))
     counted = frame[frame["in_l_cam"]]
     chosen = []

@@ -79,7 +79,8 @@ class ModelDataArguments:
         for option in ("image_size", "max_train_samples", "max_eval_samples"):
             POSITIVE_INT.check(f"--{option}", getattr(self, option))
         if self.samples_format not in SAMPLES_FORMATS:
-            raise UsageError(f"--samples_format must be one of {', '.join(SAMPLES_FORMATS)}, not {self.samples_format!r}")
+            choices = ", ".join(SAMPLES_FORMATS)
+            raise UsageError(f"--samples_format must be one of {choices}, not {self.samples_format!r}")
 
 
 @dataclass

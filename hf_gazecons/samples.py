@@ -161,7 +161,9 @@ for _column in (
         "cross-entropy of the true class (the loss)",
         lambda b: F.cross_entropy(b.logits.double(), b.labels, reduction="none").numpy(),
     ),
-    SampleColumn("zero_map", pa.bool_(), "the map is zero everywhere", lambda b: (b.maps.flatten(1).amax(1) == 0).numpy()),
+    SampleColumn(
+        "zero_map", pa.bool_(), "the map is zero everywhere", lambda b: (b.maps.flatten(1).amax(1) == 0).numpy()
+    ),
     *(
         SampleColumn(
             f"deviation_{variant}",

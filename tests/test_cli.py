@@ -568,8 +568,8 @@ def test_demo_reduced(tmp_path, capsys):
         for name in ("config.json", "model.safetensors", "results.json", "README.md"):
             assert (out_dir / run / name).is_file(), f"{run}/{name}"
     assert_png(out_dir / "class_means_comparison.png")
-    for report in (out_dir / "report.html", *(out_dir / run / "report.html" for run in ("baseline", "paper", "robust"))):
-        assert report.is_file(), report
+    for folder in (out_dir, out_dir / "baseline", out_dir / "paper", out_dir / "robust"):
+        assert (folder / "report.html").is_file(), folder
     assert 'id="run-robust"' in (out_dir / "report.html").read_text()
     assert_no_staging(tmp_path, "demo")
     configs = {run: json.loads((out_dir / run / "results.json").read_text())["config"] for run in ("paper", "robust")}

@@ -270,7 +270,8 @@ def test_final_metrics_are_those_of_the_saved_model(run):
     split = load_image_dataset(TRAIN_DATA, "validation")
     expected = gaze_consistency(load_model(str(output)), split, progress=False, samples=recorder)
     table = pd.read_parquet(output / "samples.parquet")
-    pd.testing.assert_frame_equal(table.drop(columns="index"), recorder.table.to_pandas().drop(columns="index"), atol=1e-6)
+    one_process = recorder.table.to_pandas().drop(columns="index")
+    pd.testing.assert_frame_equal(table.drop(columns="index"), one_process, atol=1e-6)
     assert table["index"].tolist() == list(range(len(split)))
     assert expected.n_samples == 6
     assert final["eval_accuracy"] == pytest.approx(expected.accuracy, abs=1e-6)

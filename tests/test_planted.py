@@ -54,12 +54,15 @@ def test_a_planted_share_outside_0_1_is_one_line(share):
 
 
 def test_loading_keeps_an_id_and_the_planted_marks(tmp_path):
-    images = [{"bytes": b, "path": None} for b in image_bytes(make_shapes(size=32, n_train=1, n_val=1, n_test=1)["test"])]
+    shapes = make_shapes(size=32, n_train=1, n_val=1, n_test=1)["test"]
+    images = [{"bytes": b, "path": None} for b in image_bytes(shapes)]
     features = Features(
         {"img": Image(), "label": Value("int64"), "file_name": Value("string"), "planted": Value("bool"),
          "other": Value("int64")}
     )  # fmt: skip
-    data = {"img": images, "label": [0, 1, 0, 1], "file_name": list("abcd"), "planted": [False, True] * 2, "other": [1] * 4}
+    data = {
+        "img": images, "label": [0, 1, 0, 1], "file_name": list("abcd"), "planted": [False, True] * 2, "other": [1] * 4
+    }  # fmt: skip
     DatasetDict({"train": Dataset.from_dict(data, features=features)}).save_to_disk(str(tmp_path / "d"))
     loaded = load_image_dataset(str(tmp_path / "d"), "train")
     assert loaded.column_names == ["image", "label", "id", "planted"]

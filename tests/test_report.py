@@ -175,3 +175,11 @@ def test_the_report_in_a_real_browser(thousand):
             screenshot(page, "report.png", full_page=False)
         finally:
             browser.close()
+
+
+def test_report_takes_its_folder_once(thousand, tmp_path, capsys):
+    rc, out, err = in_process(capsys, "report", "--output-dir", thousand, "--output", tmp_path / "again.html")
+    assert rc == 0 and (tmp_path / "again.html").is_file(), err
+    for argv in ([], [thousand, "--output-dir", thousand]):
+        rc, out, err = in_process(capsys, "report", *argv)
+        assert rc == 2 and err == "error: name the output folder once: `hf-gazecons report DIR`\n"

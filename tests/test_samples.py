@@ -65,7 +65,8 @@ def test_the_table_reads_back_and_its_rows_make_the_aggregate(scored):
     assert len(counted) > 4  # the random model gets several images of a class right: the check has rows
     for variant, value in scores["gaze_consistency_by_variant"].items():
         assert counted[f"deviation_{variant}"].mean() == pytest.approx(value, rel=1e-9), variant
-    by_class = counted.groupby("compared_class")[f"deviation_{scores['variant']}"].mean()  # per class: the asked variant
+    asked = f"deviation_{scores['variant']}"  # per class, consistency.json holds the variant asked for
+    by_class = counted.groupby("compared_class")[asked].mean()
     for name, entry in scores["per_class"].items():
         assert entry["n_samples"] == int((frame["label"] == name).sum())
         assert entry["n_correct"] == int((frame["correct"] & (frame["label"] == name)).sum())
@@ -161,7 +162,7 @@ def test_rows_equal_a_plain_per_image_computation(model_dir):
 
 
 def test_csv_format_and_no_table(model_dir, tmp_path, capsys):
-    rc, _, err = _cli(
+    rc, _, err = in_process(
         capsys, "score", "--model", model_dir, "--dataset", DATA, "--samples-format", "csv", "--no-report",
         "--output-dir", tmp_path / "csv",
     )  # fmt: skip
@@ -172,7 +173,7 @@ def test_csv_format_and_no_table(model_dir, tmp_path, capsys):
     assert frame[frame["in_l_cam"]]["deviation_paper"].mean() == pytest.approx(scores["gaze_consistency"], rel=1e-9)
     assert not (tmp_path / "csv" / "report.html").exists()
 
-    rc, out, err = _cli(
+    rc, out, err = in_process(
         capsys, "score", "--model", model_dir, "--dataset", DATA, "--samples-format", "none", "--output-dir",
         tmp_path / "none",
     )  # fmt: skip
@@ -183,7 +184,7 @@ def test_csv_format_and_no_table(model_dir, tmp_path, capsys):
 
 
 def test_a_stream_is_indexed_by_its_position(model_dir, tmp_path, capsys):
-    rc, _, err = _cli(
+    rc, _, err = in_process(
         capsys, "score", "--model", model_dir, "--dataset", DATA, "--streaming", "--no-report",
         "--output-dir", tmp_path / "stream",
     )  # fmt: skip

@@ -35,7 +35,9 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     ):
         default = defaults[option[2:].replace("-", "_")]
         parser.add_argument(option, type=kind, default=None, help=f"{what} (default: {default})")
-    parser.add_argument("--no-report", action="store_true", help="write no report.html (neither the runs' nor the demo's)")
+    parser.add_argument(
+        "--no-report", action="store_true", help="write no report.html (neither the runs' nor the demo's)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

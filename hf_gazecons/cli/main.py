@@ -18,7 +18,8 @@ from .common import Parser
 from .help_cache import asks_for_help, cached_help
 
 COMMANDS = {
-    "score": score, "train": train, "demo": demo, "cam": cam, "push": push, "sweep": sweep, "report": report, "app": app,
+    "score": score, "train": train, "demo": demo, "cam": cam, "push": push, "sweep": sweep,
+    "report": report, "app": app,
 }  # fmt: skip
 
 

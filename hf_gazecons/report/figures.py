@@ -60,7 +60,8 @@ def deviation_histograms(frame: pd.DataFrame, column: str, classes: Sequence[str
         mine = values[values["compared_class"] == name]
         counted = mine[mine["in_l_cam"]][column].to_numpy(dtype=float)
         other = mine[~mine["in_l_cam"]][column].to_numpy(dtype=float)
-        ax.hist([counted, other], bins=bins, stacked=True, color=["tab:blue", "tab:orange"], label=["in L_CAM", "other"])
+        colours, labels = ["tab:blue", "tab:orange"], ["in L_CAM", "other"]
+        ax.hist([counted, other], bins=bins, stacked=True, color=colours, label=labels)
         ax.set_title(f"{name} (n={len(counted)})", fontsize=9)
         ax.tick_params(labelsize=7)
     axes.flat[0].legend(fontsize=7)
