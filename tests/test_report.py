@@ -183,3 +183,15 @@ def test_report_takes_its_folder_once(thousand, tmp_path, capsys):
     for argv in ([], [thousand, "--output-dir", thousand]):
         rc, out, err = in_process(capsys, "report", *argv)
         assert rc == 2 and err == "error: name the output folder once: `hf-gazecons report DIR`\n"
+
+
+def test_a_large_table_shows_its_least_consistent_rows(thousand, tmp_path, monkeypatch):
+    import hf_gazecons.report.run as run
+
+    monkeypatch.setattr(run, "MAX_TABLE_ROWS", 10)
+    page = write_report(thousand, tmp_path / "capped.html").read_text()
+    frame = pd.read_parquet(thousand / "samples.parquet")
+    expected = frame.nlargest(10, "deviation_paper").sort_index()["index"].tolist()
+    body = page.split('id="table-run"')[1].split("</tbody>")[0]
+    assert [int(i) for i in re.findall(r"<tr><td>(\d+)</td>", body)] == expected
+    assert "the 10 least consistent of 1,000 rows" in page
