@@ -37,6 +37,14 @@ _EXPORTS = {
     "HubError": "errors",
     "UsageError": "errors",
     "TrainingError": "errors",
+    "SampleRecorder": "samples",
+    "SampleColumn": "samples",
+    "register_column": "samples",
+    "read_samples": "samples",
+    "load_class_maps": "class_maps",
+    "planted_recall": "planted_ranking",
+    "write_report": "report",
+    "build_app": "app",
 }
 
 __all__ = list(_EXPORTS)
@@ -68,7 +76,12 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
         TrainingError,
         UsageError,
     )
+    from .app import build_app  # noqa: F401
+    from .class_maps import load_class_maps  # noqa: F401
     from .metric import gaze_consistency  # noqa: F401
     from .models import LoadedModel, load_model, save_model  # noqa: F401
+    from .planted_ranking import planted_recall  # noqa: F401
     from .regularizer import GazeConsistencyLoss, LambdaCurriculum  # noqa: F401
+    from .report import write_report  # noqa: F401
+    from .samples import SampleColumn, SampleRecorder, read_samples, register_column  # noqa: F401
     from .trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments  # noqa: F401
