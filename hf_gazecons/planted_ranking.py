@@ -59,15 +59,20 @@ def planted_summary(table: pa.Table) -> dict[str, Any] | None:
     return {"n": table.num_rows, "k": k, "chance": k / table.num_rows, "recall": recall}
 
 
-def planted_runs(runs: Sequence[Path]) -> list[dict[str, Any]]:
+def planted_runs(runs: Sequence[Path], correct_only: bool = False) -> list[dict[str, Any]]:
     """Per training output whose table marks planted images: its backbone, lambda_max, variant and
-    seed with :func:`planted_summary`."""
+    seed with :func:`planted_summary` (``correct_only``: of the correctly classified rows alone, where
+    a model is right and may still look elsewhere)."""
+    import pyarrow.compute as pc
+
     from .run_record import RunResults
     from .samples import read_samples
 
     found = []
     for run in runs:
         table = read_samples(run)
+        if table is not None and correct_only:
+            table = table.filter(pc.field("correct"))
         summary = None if table is None else planted_summary(table)
         if summary is not None:
             config = RunResults.load(run).config

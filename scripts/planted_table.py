@@ -24,9 +24,14 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sweeps", nargs="+", type=Path, help="sweep output folders (OUT/runs/...)")
+    parser.add_argument(
+        "--correct-only",
+        action="store_true",
+        help="rank the correctly classified images alone (k: the planted ones among them)",
+    )
     args = parser.parse_args(argv)
     runs = sorted(p.parent for sweep in args.sweeps for p in (sweep / "runs").glob(f"**/{RESULTS_FILE}"))
-    table = planted_table(planted_runs(runs))
+    table = planted_table(planted_runs(runs, correct_only=args.correct_only))
     if table is None:
         print(f"error: no run with planted images under {', '.join(map(str, args.sweeps))}", file=sys.stderr)
         return 2

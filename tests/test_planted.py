@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from datasets import Dataset, DatasetDict, Features, Image, Value
 from tiny import image_bytes
 
 from hf_gazecons.data import load_image_dataset, make_shapes
 from hf_gazecons.errors import DataError
-from hf_gazecons.planted_ranking import planted_recall, planted_summary
+from hf_gazecons.planted_ranking import planted_recall, planted_runs, planted_summary, planted_table
 
 SIZE = 48
 
@@ -96,3 +99,23 @@ def test_recall_ties_missing_values_and_absent_columns():
     summary = planted_summary(table)
     assert summary == {"n": 4, "k": 2, "chance": 0.5, "recall": {"cross_entropy": 0.5}}
     assert planted_summary(pa.table({"d": [1.0]})) is None
+
+
+def test_planted_runs_rank_all_rows_or_the_correct_ones(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps({"config": {"model": "m", "lambda_max": 5.0, "seed": 3}, "final": {}}))
+    planted = [True, True, False, False, True, False]
+    correct = [True, False, True, True, True, False]
+    deviation = [0.9, 0.1, 0.8, 0.2, 0.05, 0.7]
+    table = _table(planted, deviation_paper=deviation, cross_entropy=[0.1, 2.0, 0.3, 0.2, 0.4, 1.5])
+    pq.write_table(table.append_column("correct", pa.array(correct)), run / "samples.parquet")
+
+    (every,) = planted_runs([run])
+    assert every["k"] == 3 and every["recall"] == {"deviation_paper": 1 / 3, "cross_entropy": 2 / 3}
+    (among_correct,) = planted_runs([run], correct_only=True)
+    assert among_correct["k"] == 2 and among_correct["n"] == 4
+    assert among_correct["recall"] == {"deviation_paper": 0.5, "cross_entropy": 0.5}
+    assert (among_correct["backbone"], among_correct["lambda"], among_correct["seed"]) == ("m", 5.0, 3)
+    rows = planted_table([every, among_correct])["run_rows"]
+    assert rows[0] == ["m", "5", "paper", "3", "3 of 6", "0.500", "0.333", "0.667"]
