@@ -182,7 +182,7 @@ def test_report_takes_its_folder_once(thousand, tmp_path, capsys):
     assert rc == 0 and (tmp_path / "again.html").is_file(), err
     for argv in ([], [thousand, "--output-dir", thousand]):
         rc, out, err = in_process(capsys, "report", *argv)
-        assert rc == 2 and err == "error: name the output folder once: `hf-gazecons report DIR`\n"
+        assert rc == 2 and err == "error: name the output folder once: `hf-gazecons report OUTPUT_DIR`\n"
 
 
 def test_a_large_table_shows_its_least_consistent_rows(thousand, tmp_path, monkeypatch):
