@@ -1,4 +1,4 @@
-"""Grad-CAM from one forward pass (SPEC eq. 1-2).
+"""Grad-CAM from one forward pass (docs/METHOD.md, section 1).
 
 Two modes share one code path:
 
@@ -55,7 +55,7 @@ class CAMOutput:
 
 
 def normalize_maps(cam: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Per-sample min-max normalisation of (B, H', W') maps to [0, 1] (SPEC section 1)."""
+    """Per-sample min-max normalisation of (B, H', W') maps to [0, 1] (docs/METHOD.md (1.4))."""
     flat = cam.flatten(1)
     low = flat.min(dim=1).values[:, None, None]
     high = flat.max(dim=1).values[:, None, None]
@@ -76,13 +76,13 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def class_activation(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
-    """SPEC eq. (1)-(2) before the ReLU, on (B, C, H', W') tensors: ``sum_k alpha_k A^k``."""
-    alpha = gradients.mean(dim=(2, 3), keepdim=True)  # eq. (1): (1/Z) sum_ij dy^c/dA^k_ij
+    """docs/METHOD.md (1.1)-(1.2), the map before the ReLU, on (B, C, H', W') tensors: ``sum_k alpha_k A^k``."""
+    alpha = gradients.mean(dim=(2, 3), keepdim=True)  # (1.1): (1/P) sum_ij dy^c/dA^k_ij
     return (alpha * activations).sum(dim=1)
 
 
 class GradCAM:
-    """Grad-CAM of ``model`` at ``target`` (SPEC eq. 1-2), from one forward pass.
+    """Grad-CAM of ``model`` at ``target`` (docs/METHOD.md, section 1), from one forward pass.
 
     Args:
         model: a classifier (timm, transformers or a plain module); wrapped models (DDP, accelerate,
@@ -150,7 +150,7 @@ class GradCAM:
             )
         with torch.set_grad_enabled(self.differentiable):
             raw = class_activation(to_spatial_map(activations, self.target, input_size).float(), gradients.float())
-            maps = normalize_maps(F.relu(raw))  # eq. (2) and the min-max of SPEC section 1
+            maps = normalize_maps(F.relu(raw))  # docs/METHOD.md (1.3) and (1.4)
         if not self.differentiable:
             logits, raw = logits.detach(), raw.detach()
         return CAMOutput(maps=maps, logits=logits, raw=raw)
@@ -158,7 +158,7 @@ class GradCAM:
     def _score_gradients(
         self, logits: torch.Tensor, activations: torch.Tensor, targets: torch.Tensor, coupled: bool
     ) -> torch.Tensor | None:
-        """``dy_i^{c_i} / dA_i`` for every sample ``i`` (eq. 1 before the spatial mean)."""
+        """``dy_i^{c_i} / dA_i`` for every sample ``i`` (docs/METHOD.md (1.1) before the spatial mean)."""
         retain, create = self.differentiable, self.second_order
         if not coupled:  # samples independent after the target: one backward of the summed scores
             score = logits.gather(1, targets.view(-1, 1)).sum()

@@ -5,7 +5,7 @@ object sits away from its class's usual place. Rank every row of the per-image t
 highest first (ties: earlier rows first; rows without a value last), and count the planted rows
 among the first ``k``: ``recall@k = |planted ∩ top k| / k``. The deviation from the class map
 (least consistent first) is compared with the loss (highest cross-entropy first), the baseline
-that a per-image consistency score has to beat. Chance is ``k / n``.
+that a per-image consistency score has to beat. Chance is ``k / n`` (docs/METHOD.md, section 14).
 
 >>> planted_recall(table, "deviation_paper"), planted_recall(table, "cross_entropy")
 (0.9, 0.35)
@@ -15,13 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from .formatting import fmt_mean_std, fmt_metric
 from .stats import mean_std
+
+if TYPE_CHECKING:
+    from .run_record import RunResults
 
 __all__ = ["RANKINGS", "planted_recall", "planted_runs", "planted_summary", "planted_table"]
 
@@ -59,23 +62,23 @@ def planted_summary(table: pa.Table) -> dict[str, Any] | None:
     return {"n": table.num_rows, "k": k, "chance": k / table.num_rows, "recall": recall}
 
 
-def planted_runs(runs: Sequence[Path], correct_only: bool = False) -> list[dict[str, Any]]:
-    """Per training output whose table marks planted images: its backbone, lambda_max, variant and
-    seed with :func:`planted_summary` (``correct_only``: of the correctly classified rows alone, where
-    a model is right and may still look elsewhere)."""
+def planted_runs(runs: Mapping[Path, RunResults], correct_only: bool = False) -> list[dict[str, Any]]:
+    """Per training output (run folder -> its record, as :func:`~hf_gazecons.run_record.finished_runs`
+    gives them) whose table marks planted images: its backbone, lambda_max, variant and seed with
+    :func:`planted_summary` (``correct_only``: of the correctly classified rows alone, where a model
+    is right and may still look elsewhere)."""
     import pyarrow.compute as pc
 
-    from .run_record import RunResults
     from .samples import read_samples
 
     found = []
-    for run in runs:
+    for run, results in runs.items():
         table = read_samples(run)
         if table is not None and correct_only:
             table = table.filter(pc.field("correct"))
         summary = None if table is None else planted_summary(table)
         if summary is not None:
-            config = RunResults.load(run).config
+            config = results.config
             found.append({"backbone": config.model, "lambda": config.lambda_max, "variant": config.variant,
                           "seed": config.seed, **summary})  # fmt: skip
     return found

@@ -15,7 +15,7 @@ back once, in chunks, at the end. The rows themselves are kept in memory (about 
 plus the class names). Deviations are defined for every row whose compared class (the predicted
 one: the map is the predicted class's) has a class map; ``in_l_cam`` marks the rows that L_CAM
 averages (correct, and their class has at least 2 correct images), so the mean of those rows is
-L_CAM and the mean per class is the class's value (docs/METHOD.md, the per-image table).
+L_CAM and the mean per class is the class's value (docs/METHOD.md, section 14).
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .deviation import per_sample_deviation
 from .errors import MetricError, UsageError
 from .filenames import SAMPLES_FORMATS
 from .localization import energy_pointing_game, pointing_game
-from .variants import VARIANTS
+from .variants import VARIANTS, get_variant, is_zero_map
 
 __all__ = [
     "SAMPLES_FORMATS",
@@ -51,6 +50,7 @@ __all__ = [
     "samples_path",
     "write_samples",
 ]
+
 
 @dataclass
 class SampleBatch:
@@ -131,7 +131,7 @@ def _deviation(variant: str) -> Callable[[SampleChunk], Any]:
         if variant not in chunk.class_maps:
             return None
         class_maps = chunk.class_maps[variant].double()[chunk.compared]
-        values = per_sample_deviation(chunk.grid_maps, class_maps, variant).numpy()
+        values = get_variant(variant).deviation(chunk.grid_maps, class_maps).numpy()
         defined = chunk.defined[chunk.compared].numpy()
         return pa.array(np.where(defined, values, 0.0), mask=~defined)
 
@@ -161,9 +161,7 @@ for _column in (
         "cross-entropy of the true class (the loss)",
         lambda b: F.cross_entropy(b.logits.double(), b.labels, reduction="none").numpy(),
     ),
-    SampleColumn(
-        "zero_map", pa.bool_(), "the map is zero everywhere", lambda b: (b.maps.flatten(1).amax(1) == 0).numpy()
-    ),
+    SampleColumn("zero_map", pa.bool_(), "the map is zero everywhere", lambda b: is_zero_map(b.maps).numpy()),
     *(
         SampleColumn(
             f"deviation_{variant}",

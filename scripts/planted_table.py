@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from hf_gazecons.filenames import RESULTS_FILE
 from hf_gazecons.planted_ranking import planted_runs, planted_table
+from hf_gazecons.run_record import finished_runs
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         help="rank the correctly classified images alone (k: the planted ones among them)",
     )
     args = parser.parse_args(argv)
-    runs = sorted(p.parent for sweep in args.sweeps for p in (sweep / "runs").glob(f"**/{RESULTS_FILE}"))
+    runs = {run: record for sweep in args.sweeps for run, record in finished_runs(sweep / "runs").items()}
     table = planted_table(planted_runs(runs, correct_only=args.correct_only))
     if table is None:
         print(f"error: no run with planted images under {', '.join(map(str, args.sweeps))}", file=sys.stderr)

@@ -136,8 +136,10 @@ def test_the_app_in_a_real_browser(served, tmp_path):
             page.goto(url, wait_until="networkidle")
             page.set_input_files("input[type=file]", str(path))
             page.wait_for_selector("text=percentile", timeout=60_000)
-            page.wait_for_function("document.querySelectorAll('img').length >= 2 && "
-                                   "[...document.querySelectorAll('img')].every(i => i.complete && i.naturalWidth > 0)")
+            page.wait_for_function(
+                "document.querySelectorAll('img').length >= 2 && "
+                "[...document.querySelectorAll('img')].every(i => i.complete && i.naturalWidth > 0)"
+            )
             assert "prediction" in page.inner_text("body")
             screenshot(page, "app.png")
         finally:

@@ -15,6 +15,7 @@ from tiny import image_bytes
 from hf_gazecons.data import load_image_dataset, make_shapes
 from hf_gazecons.errors import DataError
 from hf_gazecons.planted_ranking import planted_recall, planted_runs, planted_summary, planted_table
+from hf_gazecons.run_record import finished_runs
 
 SIZE = 48
 
@@ -111,9 +112,9 @@ def test_planted_runs_rank_all_rows_or_the_correct_ones(tmp_path):
     table = _table(planted, deviation_paper=deviation, cross_entropy=[0.1, 2.0, 0.3, 0.2, 0.4, 1.5])
     pq.write_table(table.append_column("correct", pa.array(correct)), run / "samples.parquet")
 
-    (every,) = planted_runs([run])
+    (every,) = planted_runs(finished_runs(tmp_path))
     assert every["k"] == 3 and every["recall"] == {"deviation_paper": 1 / 3, "cross_entropy": 2 / 3}
-    (among_correct,) = planted_runs([run], correct_only=True)
+    (among_correct,) = planted_runs(finished_runs(tmp_path), correct_only=True)
     assert among_correct["k"] == 2 and among_correct["n"] == 4
     assert among_correct["recall"] == {"deviation_paper": 0.5, "cross_entropy": 0.5}
     assert (among_correct["backbone"], among_correct["lambda"], among_correct["seed"]) == ("m", 5.0, 3)

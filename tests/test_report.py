@@ -115,7 +115,7 @@ def test_a_sweep_report_has_the_finals_the_class_means_and_the_planted_table(tho
     assert "Class-mean Grad-CAM per backbone and lambda" in page
     frame = pd.read_parquet(thousand / "samples.parquet")
     k = int(frame["planted"].sum())
-    assert f"<td class=\"n\">{2 * k}</td>" in page  # planted images over both seeds
+    assert f'<td class="n">{2 * k}</td>' in page  # planted images over both seeds
     assert 'href="runs/test_resnet/lambda_0/seed_0/report.html"' in page
 
 
@@ -170,8 +170,10 @@ def test_the_report_in_a_real_browser(thousand):
             page.fill("input.table-filter", "planted:yes")
             page.click("#table-run th[data-column='deviation_paper']")
             page.click("#table-run th[data-column='deviation_paper']")  # the planted rows, least consistent first
-            page.evaluate("[...document.querySelectorAll('h3')].find(h => h.textContent === 'Deviations per class')"
-                          ".scrollIntoView()")
+            page.evaluate(
+                "[...document.querySelectorAll('h3')].find(h => h.textContent === 'Deviations per class')"
+                ".scrollIntoView()"
+            )
             screenshot(page, "report.png", full_page=False)
         finally:
             browser.close()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..checks import POSITIVE_INT
-
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser = commands.add_parser(
@@ -28,11 +26,9 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument(
         "--target-layer", default=None, help="Grad-CAM target: module name or timm stage index (default: automatic)"
     )
-    parser.add_argument(
-        "--image-size", type=POSITIVE_INT, default=None, help="square input size (default: the model's)"
-    )
+    parser.add_argument("--image-size", default=None, help="square input size (default: the model's)")
     parser.add_argument("--host", default="127.0.0.1", help="address to serve on")
-    parser.add_argument("--port", type=POSITIVE_INT, default=7860, help="port to serve on")
+    parser.add_argument("--port", default=7860, help="port to serve on")
 
 
 def run(args: argparse.Namespace) -> int:

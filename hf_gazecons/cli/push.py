@@ -12,8 +12,8 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         name,
         help="upload a training output (weights, configs, scores, pictures, card) to the Hub",
         description="One commit with the safetensors weights, config.json, the EMA state, results.json, "
-        "class_maps.safetensors, the per-image table, the pictures and the model card. Checkpoints and pickle files stay local. The token comes from HF_TOKEN or "
-        "`hf auth login`.",
+        "class_maps.safetensors, the per-image table, the pictures and the model card. Checkpoints and pickle "
+        "files stay local. The token comes from HF_TOKEN or `hf auth login`.",
     )
     add_existing_output_dir(parser, "a folder written by `hf-gazecons train`")
     parser.add_argument("--repo-id", required=True, help="ORG/NAME")

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Image, IterableDataset, IterableDatasetDict, Value
 
+from ..checks import parse_bool
 from ..errors import DataError, first_line
 from ..hub import check_hub_reachable
 from .brain import make_brain
@@ -36,9 +37,6 @@ MASK_NAMES = ("mask", "masks", "segmentation_mask")
 ID_NAMES = ("id", "image_id", "img_id", "uid", "file_name", "filename")
 PLANTED = "planted"
 EVAL_SPLITS = ("validation", "valid", "val", "test", "train")
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 def load_image_dataset(
@@ -179,11 +177,7 @@ def _parse_options(name: str, query: str, generator: Callable) -> dict:
 
 def _convert(name: str, key: str, text: str, kind: type):
     try:
-        if kind is bool:
-            if text.lower() in _TRUE | _FALSE:
-                return text.lower() in _TRUE
-            raise ValueError(text)
-        return kind(text)
+        return parse_bool(text) if kind is bool else kind(text)
     except ValueError:
         raise DataError(f"option '{key}' of builtin:{name} must be {kind.__name__}, got '{text}'") from None
 

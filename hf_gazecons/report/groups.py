@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +14,13 @@ from ..class_maps import load_class_maps
 from ..filenames import CLASS_MAPS_FILE, RESULTS_FILE
 from ..formatting import fmt_mean_std, fmt_metric
 from ..planted_ranking import planted_runs, planted_table
-from ..run_record import RunResults
+from ..run_record import RunResults, finished_runs, metric_key
 from .figures import figure_uri, file_uri
 from .run import LOCALISATION, SUMMARY, run_section
 
 __all__ = ["demo_context", "sweep_context"]
 
-_COMPARED = tuple((key, label) for key, label in {**SUMMARY, **LOCALISATION}.items() if not key.startswith("reference"))
+_COMPARED = tuple({**SUMMARY, **LOCALISATION}.items())
 
 
 def demo_context(directory: Path) -> dict[str, Any]:
@@ -28,9 +28,9 @@ def demo_context(directory: Path) -> dict[str, Any]:
     comparison = json.loads((directory / "comparison.json").read_text())
     names = [name for name in comparison if (directory / name / RESULTS_FILE).is_file()]
     rows = [
-        (label, [fmt_metric(comparison[name].get(f"eval_{key}")) for name in names])
+        (label, [fmt_metric(comparison[name].get(metric_key("eval", key))) for name in names])
         for key, label in _COMPARED
-        if any(comparison[name].get(f"eval_{key}") is not None for name in names)
+        if any(comparison[name].get(metric_key("eval", key)) is not None for name in names)
     ]
     group = {
         "header": ["", *names],
@@ -47,14 +47,15 @@ def sweep_context(directory: Path) -> dict[str, Any]:
     """A sweep: the finals per backbone and lambda, the pictures the sweep drew, the class means per
     lambda (mean over seeds), the planted images found per run (where the data has them), and
     links to each run's own report."""
-    from ..sweep.report import collect_rows, final_rows
+    from ..sweep import collect_rows, final_rows
 
     finals = final_rows(collect_rows(directory))
-    runs = sorted(p.parent for p in (directory / "runs").glob(f"**/{RESULTS_FILE}"))
-    header = ["backbone", "lambda", "seeds", *(label for _, label in _COMPARED)]
+    runs = finished_runs(directory / "runs")
+    compared = [(key, label) for key, label in _COMPARED if f"{key}_mean" in (finals[0] if finals else {})]
+    header = ["backbone", "lambda", "seeds", *(label for _, label in compared)]
     rows = [
         [f["backbone"], f"{f['lambda']:g}", str(f["n_seeds"])]
-        + [fmt_mean_std(f.get(f"{key}_mean"), f.get(f"{key}_std"), 4) for key, _ in _COMPARED]
+        + [fmt_mean_std(f.get(f"{key}_mean"), f.get(f"{key}_std"), 4) for key, _ in compared]
         for f in finals
     ]
     pictures = [_picture(directory, p.name) for p in sorted(directory.glob("curves_*.png"))]
@@ -81,16 +82,16 @@ def _picture(directory: Path, name: str) -> tuple[str, str | None]:
     return caption, file_uri(directory / name)
 
 
-def _class_means_per_lambda(runs: Sequence[Path]) -> str | None:
+def _class_means_per_lambda(runs: Mapping[Path, RunResults]) -> str | None:
     """One row of class-mean maps per (backbone, lambda), the mean over its seeds' final maps."""
     from ..plots import class_means_figure
 
     grouped: dict[str, list[torch.Tensor]] = {}
     names: list[str] | None = None
-    for run in runs:
+    for run, results in runs.items():
         if not (run / CLASS_MAPS_FILE).is_file():
             continue
-        config = RunResults.load(run).config
+        config = results.config
         maps = load_class_maps(run / CLASS_MAPS_FILE)
         if names is None:
             names = maps.label_names

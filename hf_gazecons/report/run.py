@@ -20,8 +20,9 @@ from ..extremes import EXAMPLES_FILE
 from ..filenames import EXAMPLES_DIR
 from ..formatting import fmt_metric
 from ..planted_ranking import RANKINGS, planted_summary
-from ..run_record import RunResults
+from ..run_record import RunResults, metric_key, variant_metric
 from ..samples import read_samples
+from ..variants import DEFAULT_VARIANT, VARIANTS
 from .figures import deviation_histograms, file_uri
 
 __all__ = ["MAX_TABLE_ROWS", "LOCALISATION", "SUMMARY", "evaluation_metrics", "run_section"]
@@ -34,9 +35,10 @@ LOCALISATION = {"energy_pointing_game": "energy pointing game", "pointing_game":
 SUMMARY = {
     "accuracy": "accuracy",
     "kappa": "Cohen's kappa",
-    "gaze_consistency": "L_CAM, paper (lower = more consistent)",
-    "robust_gaze_consistency": "L_CAM, robust (1 - cosine)",
-    "reference_gaze_consistency": "L_CAM, reference (unsquared)",
+    **{
+        variant_metric(v): f"L_CAM, {v}" + (" (lower = more consistent)" if v == DEFAULT_VARIANT else "")
+        for v in sorted(VARIANTS, key=lambda v: v != DEFAULT_VARIANT)
+    },
     "zero_map_share": "all-zero maps (share of correct)",
 }
 """The summary's metrics (flat names, as ``to_metrics`` writes them without the prefix) and labels."""
@@ -53,7 +55,8 @@ def evaluation_metrics(directory: Path, kind: str) -> tuple[dict[str, Any], dict
     ``..._ceiling``) and what was evaluated (model, data, split, target layer, ...)."""
     if kind == "train":
         results = RunResults.load(directory)
-        metrics = {k.removeprefix("eval_"): v for k, v in results.final.items() if k.startswith("eval_")}
+        prefix = metric_key("eval", "")
+        metrics = {k.removeprefix(prefix): v for k, v in results.final.items() if k.startswith(prefix)}
         config = results.config
         facts = {
             "model": config.model,
@@ -65,12 +68,7 @@ def evaluation_metrics(directory: Path, kind: str) -> tuple[dict[str, Any], dict
         return metrics, {k: str(v) for k, v in facts.items() if v is not None}
     scores = json.loads((directory / "consistency.json").read_text())
     metrics = {"accuracy": scores.get("accuracy"), "kappa": scores.get("kappa")}
-    metrics.update(
-        {
-            ("gaze_consistency" if v == "paper" else f"{v}_gaze_consistency"): value
-            for v, value in (scores.get("gaze_consistency_by_variant") or {}).items()
-        }
-    )
+    metrics.update({variant_metric(v): value for v, value in (scores.get("gaze_consistency_by_variant") or {}).items()})
     metrics["zero_map_share"] = scores.get("zero_map_share")
     metrics.update(_flat(scores.get("localization") or {}))
     size = "x".join(map(str, scores.get("cam_size") or []))
