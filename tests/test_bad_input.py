@@ -133,6 +133,12 @@ ERRORS = [
     Case("sweep-ema-alpha-2", ("sweep", "--ema-alpha", "2", "--output-dir", "{out}"), r"--ema-alpha.*\[0, 1\)"),
     Case("sweep-t1-before-t0", ("sweep", "--t0", "5", "--t1", "2", "--output-dir", "{out}"), r"--t1 \(2\).*--t0 \(5\)"),
     Case("train-variant-typo", (*TRAIN, "--variant", "papr"), r"invalid choice: 'papr'.*" + _variants_pattern()),
+    Case("train-per-sample-typo", (*TRAIN, "--per_sample", "held"), r"invalid choice: 'held'.*held_stats.*exact"),
+    Case(
+        "sweep-per-sample-typo",
+        ("sweep", "--per-sample", "loop", "--output-dir", "{out}"),
+        r"invalid choice: 'loop'.*held_stats.*exact",
+    ),
     Case("train-max-train-samples-0", (*TRAIN, "--max_train_samples", "0"), r"--max_train_samples.*positive"),
     Case("train-image-size-negative", (*TRAIN, "--image_size=-5"), r"--image_size must be a positive integer"),
     Case("train-ema-alpha-2", (*TRAIN, "--ema_alpha", "2"), r"--ema_alpha must be a number in \[0, 1\), got 2"),

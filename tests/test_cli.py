@@ -635,6 +635,7 @@ def test_train_tiny_run(tmp_path, capsys):
     config = json.loads((out_dir / "results.json").read_text())["config"]
     assert config["lambda_max"] == 5 and config["t0"] == 0 and config["t1"] == 1
     assert config["ema_alpha"] == 0.5 and config["variant"] == "reference"
+    assert (config["per_sample"], config["per_sample_path"]) == ("held_stats", "independent")  # the head's map
     assert config["label_names"] == SHAPE_CLASSES
     reloaded = load_model(str(out_dir))
     assert reloaded.label_names == SHAPE_CLASSES

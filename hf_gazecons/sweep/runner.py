@@ -265,6 +265,7 @@ def _settings_differ(results_path: Path, config: SweepConfig) -> str:
         "learning_rate": config.learning_rate,
         "variant": config.variant,
         "ema_alpha": config.ema_alpha,
+        "per_sample": config.per_sample,
     }
     return ", ".join(
         f"{key} {getattr(saved, key)!r} != {value!r}"
