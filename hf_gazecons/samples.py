@@ -23,7 +23,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -223,6 +223,8 @@ class SampleRecorder:
         """Add one batch's rows and write its grid maps to the temporary file."""
         if self.table is not None:
             raise MetricError("this SampleRecorder has finished: use a new one for another pass")
+        if batch.masks is not None:  # a loader of the caller's may hand them over on the model's device
+            batch = replace(batch, masks=batch.masks.cpu())
         grid = batch.grid_maps.detach().float().cpu().contiguous()
         if self._map_shape is None:
             self._map_shape = tuple(grid.shape[1:])
