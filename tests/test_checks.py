@@ -239,3 +239,42 @@ def test_an_option_with_a_rule_takes_no_other_type():
 
     with pytest.raises(TypeError, match="--image-size has a rule"):
         Parser().add_argument("--image-size", type=int)
+
+
+# What each option means, written out here and not taken from the rules, so that a rule given to
+# the wrong option (ema_alpha allowed to reach 1, t1 or epochs allowed to be 0) or a rule dropped
+# fails: (texts it must refuse, texts it must accept).
+COUNT = (["0", "-3", "1.5"], ["1", "64"])
+WORKERS = (["-1", "0.5"], ["0", "4"])
+SEED_VALUES = (["-1", str(2**32), "1.5"], ["0", "42", str(2**32 - 1)])
+SWITCH = (["maybe", "2"], ["true", "no", "1", "off"])
+WHAT_EACH_OPTION_TAKES = {
+    **{name: COUNT for name in (
+        "image_size", "grid", "batch_size", "per_device_train_batch_size", "per_device_eval_batch_size",
+        "gradient_accumulation_steps", "max_samples", "max_train_samples", "max_eval_samples",
+        "sanity_samples", "epochs", "parallel", "threads", "t1")},  # fmt: skip
+    "num_workers": WORKERS,
+    "dataloader_num_workers": WORKERS,
+    "t0": WORKERS,  # epochs without the penalty: none is allowed
+    "max_bad_image_share": (["1", "1.5", "-0.01", "nan"], ["0", "0.01", "0.5"]),  # all broken is never a result
+    "ema_alpha": (["1", "1.5", "-0.1", "nan"], ["0", "0.9", "0.99"]),  # alpha 1 never updates the class maps
+    "lambda_max": (["nan", "inf"], ["0", "50", "2.5"]),
+    "lambdas": (["nan", "-inf"], ["0", "5", "500"]),
+    "learning_rate": (["0", "-0.001", "nan", "inf"], ["3e-3", "1e-5"]),
+    "num_train_epochs": (["nan", "inf"], ["0.5", "10"]),
+    "seed": SEED_VALUES,
+    "seeds": SEED_VALUES,
+    "grayscale": SWITCH,
+    "pretrained": SWITCH,
+}
+
+
+def test_every_rule_is_the_one_its_option_needs():
+    assert set(OPTION_RULES) == set(WHAT_EACH_OPTION_TAKES), "an option gained or lost its rule: say here what it takes"
+    for name, (refused, accepted) in WHAT_EACH_OPTION_TAKES.items():
+        rule = OPTION_RULES[name]
+        for text in refused:
+            with pytest.raises(argparse.ArgumentTypeError):
+                rule(text)
+        for text in accepted:
+            rule(text)
