@@ -266,6 +266,7 @@ WHAT_EACH_OPTION_TAKES = {
     "seeds": SEED_VALUES,
     "grayscale": SWITCH,
     "pretrained": SWITCH,
+    "port": (["0", "65536", "-1", "8.5", "x"], ["1", "7860", "65535"]),  # the app's TCP port
 }
 
 
