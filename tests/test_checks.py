@@ -40,6 +40,7 @@ MINIMAL = {
     "demo": ["--output-dir", "{out}"],
     "sweep": ["--output-dir", "{out}"],
     "train": ["--model", "test_resnet", "--dataset", "builtin:shapes", "--output_dir", "{out}"],
+    "app": ["--model", "test_resnet", "--reference", "{out}"],
 }
 
 
@@ -90,7 +91,8 @@ def _cli(capsys, argv: list[str]) -> tuple[int, str]:
 
 def test_the_walk_covers_every_command_and_rule():
     commands = {command for command, _, _ in CASES}
-    assert commands == {"score", "cam", "demo", "sweep", "train"}  # push has no option with a rule or choices
+    # push and report have no option with a rule or choices
+    assert commands == {"score", "cam", "demo", "sweep", "train", "app"}
     walked = {(command, argv[0].partition("=")[0]) for command, argv, _ in CASES}
     for option in ("--image_size", "--seed", "--learning_rate", "--ema_alpha", "--t0", "--t1", "--lambda_max",
                    "--grayscale", "--max_eval_samples", "--dataloader_num_workers", "--num_train_epochs"):  # fmt: skip
@@ -264,6 +266,7 @@ WHAT_EACH_OPTION_TAKES = {
     "seeds": SEED_VALUES,
     "grayscale": SWITCH,
     "pretrained": SWITCH,
+    "port": (["0", "65536", "-1", "8.5", "x"], ["1", "7860", "65535"]),  # the app's TCP port
 }
 
 
