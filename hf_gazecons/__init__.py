@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "CAM": "cam",
     "GradCAM": "cam",
     "CAMOutput": "cam",
+    "cam_methods": "cam_family",
     "gaze_consistency": "metric",
     "ConsistencyResult": "consistency_result",
     "load_model": "models",
@@ -55,7 +57,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
-    from .cam import CAMOutput, GradCAM  # noqa: F401
+    from .cam import CAM, CAMOutput, GradCAM  # noqa: F401
+    from .cam_family import cam_methods  # noqa: F401
     from .consistency_result import ConsistencyResult  # noqa: F401
     from .data import ImageClassificationDataset, load_image_dataset  # noqa: F401
     from .errors import (  # noqa: F401

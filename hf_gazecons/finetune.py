@@ -211,6 +211,7 @@ def _results(
         variant=args.variant,
         second_order=args.second_order,
         target_layer=trainer.target_name,
+        cam_method=args.cam_method,
         epochs=args.num_train_epochs,
         learning_rate=args.learning_rate,
         batch_size=args.per_device_train_batch_size * args.world_size,
@@ -250,7 +251,12 @@ def _write_outputs(run: TrainingRun, gaze_state: dict[str, torch.Tensor], loaded
         title = f"{results.config.architecture}  lambda_max={results.config.lambda_max}"
         plot_learning_curves(results.history, output_dir / "learning_curves.png", title)
         plot_kappa_vs_consistency(results.history, output_dir / "kappa_vs_consistency.png", title)
-        plot_class_means({title: run.evaluation.class_means}, loaded.label_names, output_dir / "class_means.png")
+        plot_class_means(
+            {title: run.evaluation.class_means},
+            loaded.label_names,
+            output_dir / "class_means.png",
+            title=f"Class-mean maps ({results.config.cam_method}, representative gaze)",
+        )
         model_card(results).save(output_dir / "README.md")
         publish_files(output_dir, run.output_dir, last=RESULTS_FILE)
     finally:

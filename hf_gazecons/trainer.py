@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, Subset
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
-from .cam import GradCAM, model_logits
+from .cam import CAM, model_logits
+from .cam_family import CAM_METHOD_HELP, DEFAULT_CAM_METHOD, cam_methods
 from .consistency_result import ConsistencyResult
 from .errors import ModelLoadError, TrainingError, UsageError
 from .filenames import GAZE_STATE_FILE
@@ -69,6 +70,13 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
     second_order: bool = field(default=False, metadata={"help": "Differentiate through the channel weights too."})
     target_layer: str | None = field(
         default=None, metadata={"help": "Grad-CAM target: module name or timm stage index."}
+    )
+    cam_method: str = field(
+        default=DEFAULT_CAM_METHOD,
+        metadata={
+            "help": f"The penalty's and the evaluation's {CAM_METHOD_HELP}; training needs a differentiable one.",
+            "choices": list(cam_methods()),
+        },
     )
 
     overwrite_output_dir: bool = field(
@@ -144,7 +152,7 @@ class GazeConsistencyTrainer(Trainer):
         self.regularizer = GazeConsistencyLoss(num_classes, self.args.ema_alpha, self.args.variant).to(self.args.device)
         self.curriculum = LambdaCurriculum(self.args.lambda_max, self.args.t0, self.args.t1, self.args.lambda_per_step)
         self.target_name = resolve_target(model, self.args.target).name
-        self._cam: GradCAM | None = None
+        self._cam: CAM | None = None
         self.evaluations: dict[str, ConsistencyResult] = {}  # the last result per metric prefix
         self.evaluation_metrics: dict[str, dict[str, float]] = {}
         self.last_eval_step = -1
@@ -186,9 +194,11 @@ class GazeConsistencyTrainer(Trainer):
         )
         return (loss, {"logits": out.logits}) if return_outputs else loss
 
-    def _gradcam(self, model: nn.Module) -> GradCAM:
+    def _gradcam(self, model: nn.Module) -> CAM:
         if self._cam is None or self._cam.model is not model:
-            self._cam = GradCAM(model, self.args.target, differentiable=True, second_order=self.args.second_order)
+            self._cam = CAM(
+                model, self.args.target, self.args.cam_method, differentiable=True, second_order=self.args.second_order
+            )
         return self._cam
 
     def training_step(
@@ -240,7 +250,7 @@ class GazeConsistencyTrainer(Trainer):
         if self.is_world_process_zero():
             advice = "" if self.args.variant == "robust" else "; --variant robust makes an all-zero map the worst case"
             warnings.warn(
-                f"{share:.0%} of the penalised Grad-CAM maps are all zero at epoch {self.state.epoch:.2f} "
+                f"{share:.0%} of the penalised CAM maps are all zero at epoch {self.state.epoch:.2f} "
                 f"(lambda {weight:g}, variant {self.args.variant}): the gaze is collapsing, and a collapsed map "
                 f"scores as perfectly consistent{advice}",
                 stacklevel=2,
@@ -279,6 +289,7 @@ class GazeConsistencyTrainer(Trainer):
             target=self.args.target,
             label_names=self.class_names,
             progress=False,
+            cam_method=self.args.cam_method,
         )
         metrics = result.to_metrics(metric_key_prefix)
         self.evaluations[metric_key_prefix], self.evaluation_metrics[metric_key_prefix] = result, metrics

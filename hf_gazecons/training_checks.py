@@ -21,6 +21,7 @@ from safetensors import safe_open
 from torch import nn
 from transformers import TrainingArguments
 
+from .cam_family import check_cam_method
 from .checks import FINITE_FLOAT, NON_NEGATIVE_INT, POSITIVE_INT, SEED, UNIT_INTERVAL, require
 from .errors import UsageError
 from .output_dir import check_output_dir, last_checkpoint
@@ -64,6 +65,10 @@ def check_training_options(args: Any) -> None:
     NON_NEGATIVE_INT.check("--t0", args.t0)
     require(args.t1 > args.t0, f"--t1 ({args.t1}) must be greater than --t0 ({args.t0})")
     UNIT_INTERVAL.check("--ema_alpha", args.ema_alpha)
+    try:
+        check_cam_method(args.cam_method, training=True)
+    except UsageError as error:
+        raise UsageError(f"--cam_method: {error}") from None
     for option in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
         POSITIVE_INT.check(f"--{option}", getattr(args, option))
     NON_NEGATIVE_INT.check("--dataloader_num_workers", args.dataloader_num_workers)

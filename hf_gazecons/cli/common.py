@@ -16,7 +16,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from ..cam_family import ALL_METHODS, CAM_METHOD_HELP, DEFAULT_CAM_METHOD, cam_methods, check_cam_method
 from ..checks import POSITIVE_INT
+from ..errors import UsageError
 from ..output_dir import atomic_directory
 from ..variants import VARIANT_HELP, VARIANTS
 
@@ -28,6 +30,7 @@ __all__ = [
     "add_data_options",
     "add_output_dir",
     "add_variant_option",
+    "add_cam_method_option",
     "atomic_directory",
     "warn",
 ]
@@ -125,6 +128,28 @@ def add_variant_option(parser: argparse.ArgumentParser, default: str | None, def
     """``--variant``, one of :data:`hf_gazecons.variants.VARIANTS` (``note``: what else the command says of them)."""
     parser.add_argument(
         "--variant", choices=VARIANTS, default=default, help=f"{VARIANT_HELP}{note} (default: {default_text})"
+    )
+
+
+def add_cam_method_option(parser: argparse.ArgumentParser, *, training: bool = False, allow_all: bool = False) -> None:
+    """``--cam-method``, one of :func:`hf_gazecons.cam_family.cam_methods` (``training``: a
+    differentiable one; ``allow_all``: or ``all``); a bad value is one line saying why."""
+
+    def method(value: str) -> str:
+        try:
+            return check_cam_method(value, training=training, allow_all=allow_all)
+        except UsageError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    names = cam_methods(differentiable=True if training else None) + ((ALL_METHODS,) if allow_all else ())
+    note = "; 'all': every method in one pass, with their agreement" if allow_all else ""
+    note += "; the regularised runs train with it" if training else ""
+    parser.add_argument(
+        "--cam-method",
+        type=method,
+        default=DEFAULT_CAM_METHOD,
+        metavar="{" + ",".join(names) + "}",
+        help=f"{CAM_METHOD_HELP}{note}",
     )
 
 

@@ -9,7 +9,7 @@ from dataclasses import fields
 from ..checks import FINITE_FLOAT, NON_NEGATIVE_INT, POSITIVE_INT, SEED
 from ..demo import DemoSettings
 from ..output_dir import check_output_dir
-from .common import add_output_dir, atomic_directory
+from .common import add_cam_method_option, add_output_dir, atomic_directory
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
@@ -35,6 +35,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     ):
         default = defaults[option[2:].replace("-", "_")]
         parser.add_argument(option, type=kind, default=None, help=f"{what} (default: {default})")
+    add_cam_method_option(parser, training=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,11 +6,13 @@ import argparse
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from ..cam_family import ALL_METHODS, get_cam_method
 from ..checks import NON_NEGATIVE_INT, POSITIVE_INT
 from ..formatting import fmt_metric
 from ..output_dir import check_output_dir
 from ..specs import parse_target
 from .common import (
+    add_cam_method_option,
     add_data_options,
     add_model_options,
     add_output_dir,
@@ -21,6 +23,7 @@ from .common import (
 
 if TYPE_CHECKING:
     from ..consistency_result import ConsistencyResult
+    from ..method_comparison import MethodComparison
 
 DEFAULT_SUBSET_SEED = 42
 """The default ``--seed``: transformers' default training seed, so that ``score --max-samples N`` and
@@ -31,8 +34,10 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser = commands.add_parser(
         name,
         help="score a classifier's gaze consistency, accuracy and kappa on a data set",
-        description="One pass over the data: Grad-CAM maps, predictions, accuracy, Cohen's kappa and L_CAM; "
-        "writes consistency.json, class_means.png and overlays.png.",
+        description="One pass over the data: CAM maps (Grad-CAM unless --cam-method says otherwise), predictions, "
+        "accuracy, Cohen's kappa and L_CAM; writes consistency.json, class_means.png and overlays.png. "
+        "--cam-method all scores every method in the same pass and adds how much the methods agree on which "
+        "images are inconsistent (it keeps every correct image's map under every method: 4*H'*W' bytes each).",
     )
     add_model_options(parser)
     add_data_options(parser)
@@ -51,6 +56,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         note="; 'reference' keeps the map of every correctly classified sample (4*H'*W' bytes each: 196 B at 7x7) "
         "and refuses when they would pass half the available memory",
     )
+    add_cam_method_option(parser, allow_all=True)
     parser.add_argument(
         "--grid",
         nargs=2,
@@ -58,7 +64,12 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         metavar=("H", "W"),
         help="resample maps to a common H x W grid first (default: each model's own map size)",
     )
-    parser.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="images per Grad-CAM forward")
+    parser.add_argument(
+        "--batch-size",
+        type=POSITIVE_INT,
+        default=32,
+        help="images per forward (and Score-CAM's masked inputs per forward)",
+    )
     parser.add_argument(
         "--max-samples",
         type=POSITIVE_INT,
@@ -108,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from ..explain import example_images, explain
     from ..hub import push_results
     from ..jsonio import write_json
+    from ..method_comparison import compare_cam_methods
     from ..metric import gaze_consistency
     from ..models import load_model
     from ..plots import plot_class_means, plot_overlays
@@ -129,28 +141,49 @@ def run(args: argparse.Namespace) -> int:
     )
     aligned = align_labels(dataset, loaded.label_names, args.label_map)
     scored = aligned.model_classes  # the model's classes that the data set has
+    options = dict(
+        variant=args.variant,
+        grid=tuple(args.grid) if args.grid else None,
+        target=parse_target(args.target_layer),
+        batch_size=args.batch_size,
+        label_names=aligned.label_names,
+        num_workers=args.num_workers,
+        dtype=getattr(torch, args.dtype),
+    )
+    comparison = None
     with atomic_directory(args.output_dir) as staging:
-        result = gaze_consistency(
-            loaded,
-            aligned.dataset,
-            variant=args.variant,
-            grid=tuple(args.grid) if args.grid else None,
-            target=parse_target(args.target_layer),
-            batch_size=args.batch_size,
-            label_names=aligned.label_names,
-            num_workers=args.num_workers,
-            dtype=getattr(torch, args.dtype),
+        if args.cam_method == ALL_METHODS:
+            comparison = compare_cam_methods(loaded, aligned.dataset, **options)
+            results = comparison.results
+        else:
+            scores = gaze_consistency(loaded, aligned.dataset, cam_method=args.cam_method, **options)
+            results = {args.cam_method: scores}
+        for method, scores in results.items():
+            per_class = {name: scores.per_class[name] for name in scored}
+            results[method] = replace(scores, model=args.model, dataset=args.dataset, split=split, per_class=per_class)
+        result = next(iter(results.values()))  # --cam-method all: the first, Grad-CAM
+        extra = comparison.to_dict() if comparison else {}
+        write_json(
+            staging / "consistency.json", {**result.to_dict(), **extra, "random_weights": loaded.random_weights}
         )
-        per_class = {name: result.per_class[name] for name in scored}
-        result = replace(result, model=args.model, dataset=args.dataset, split=split, per_class=per_class)
-        write_json(staging / "consistency.json", {**result.to_dict(), "random_weights": loaded.random_weights})
-        means = result.class_means[[aligned.label_names.index(name) for name in scored]]
-        plot_class_means({args.model: means}, scored, staging / "class_means.png")
-        seen = [aligned.label_names.index(name) for name in scored if per_class[name].n_samples]
+        rows = {
+            method if comparison else args.model: r.class_means[[aligned.label_names.index(name) for name in scored]]
+            for method, r in results.items()
+        }
+        plot_class_means(rows, scored, staging / "class_means.png", title=_class_means_title(result, comparison))
+        seen = [aligned.label_names.index(name) for name in scored if result.per_class[name].n_samples]
         images, labels = example_images(aligned.dataset, per_class=2, classes=seen)
-        explained = explain(loaded, images, parse_target(args.target_layer), [aligned.label_names[i] for i in labels])
+        explained = explain(
+            loaded,
+            images,
+            parse_target(args.target_layer),
+            [aligned.label_names[i] for i in labels],
+            cam_method=result.cam_method,
+        )
         plot_overlays(explained.images, explained.maps, explained.titles(), staging / "overlays.png")
     print(summary_table(result))
+    if comparison is not None:
+        print(comparison.table())
     print(f"wrote {args.output_dir}/consistency.json, class_means.png, overlays.png")
     if loaded.random_weights:
         warn(
@@ -172,11 +205,18 @@ def _label_map(text: str) -> dict[str, str]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _class_means_title(result: ConsistencyResult, comparison: MethodComparison | None) -> str:
+    if comparison is not None:
+        return "Class-mean maps (representative gaze) under each CAM method"
+    return f"Class-mean {get_cam_method(result.cam_method).title} (representative gaze)"
+
+
 def summary_table(result: ConsistencyResult) -> str:
     """A short text table: overall metrics, then one line per class."""
 
     lines = [
-        f"target layer {result.target_name}  map {result.cam_size[0]}x{result.cam_size[1]}  variant {result.variant}",
+        f"target layer {result.target_name}  map {result.cam_size[0]}x{result.cam_size[1]}  variant {result.variant}  "
+        f"CAM method {result.cam_method}",
         f"samples {result.n_samples}  correct {result.n_correct}  accuracy {fmt_metric(result.accuracy)}  "
         f"kappa {fmt_metric(result.kappa)}  L_CAM {fmt_metric(result.value)}  "
         f"all-zero maps {result.n_zero_maps} ({fmt_metric(result.zero_map_share, 3)} of the correct)",

@@ -22,7 +22,7 @@ from ..checks import FINITE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_IN
 from ..errors import UsageError
 from ..output_dir import check_output_dir
 from ..sweep import DEFAULTS, PRESETS, Shard, recorded_config, resolve_config, run_sweep, sanity_sweep, write_outputs
-from .common import add_variant_option
+from .common import add_cam_method_option, add_variant_option
 
 
 def _bool(value: str) -> bool:
@@ -109,6 +109,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         "--ema-alpha", type=UNIT_INTERVAL, default=None, help="EMA factor of the class maps (default 0.9)"
     )
     add_variant_option(parser, None, "the preset's, else paper")
+    add_cam_method_option(parser, training=True)
     parser.add_argument(
         "--target-layer",
         default=None,
@@ -169,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
         for key in (
             "preset", "output_dir", "backbones", "lambdas", "seeds", "epochs", "t0", "t1", "dataset",
             "image_size", "grayscale", "pretrained", "learning_rate", "batch_size", "max_train_samples",
-            "max_eval_samples", "ema_alpha", "variant", "target_layer", "parallel", "threads", "keep_checkpoints",
+            "max_eval_samples", "ema_alpha", "variant", "target_layer", "cam_method", "parallel", "threads",
+            "keep_checkpoints",
         )
     }  # fmt: skip
     if args.train_args is not None:

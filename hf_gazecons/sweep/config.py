@@ -49,6 +49,7 @@ class SweepConfig:
     ema_alpha: float = 0.9
     variant: str = "paper"
     target_layer: str | None = None
+    cam_method: str = "gradcam"
     train_args: list[str] = field(default_factory=list)
     parallel: int | None = None
     threads: int | None = None
@@ -179,7 +180,8 @@ def explicit_command(config: SweepConfig) -> str:
              "--epochs", str(config.epochs), "--t0", str(config.t0), "--t1", str(config.t1),
              "--dataset", config.dataset,
              "--learning-rate", f"{config.learning_rate:g}", "--batch-size", str(config.batch_size),
-             "--ema-alpha", f"{config.ema_alpha:g}", "--variant", config.variant]  # fmt: skip
+             "--ema-alpha", f"{config.ema_alpha:g}", "--variant", config.variant,
+             "--cam-method", config.cam_method]  # fmt: skip
     if config.image_size:
         parts += ["--image-size", str(config.image_size)]
     if config.grayscale:

@@ -240,6 +240,7 @@ def _settings_differ(results_path: Path, config: SweepConfig) -> str:
         "learning_rate": config.learning_rate,
         "variant": config.variant,
         "ema_alpha": config.ema_alpha,
+        "cam_method": config.cam_method,
     }
     return ", ".join(
         f"{key} {getattr(saved, key)!r} != {value!r}"
