@@ -156,16 +156,14 @@ def run(args: argparse.Namespace) -> int:
             comparison = compare_cam_methods(loaded, aligned.dataset, **options)
             results = comparison.results
         else:
-            scores = gaze_consistency(loaded, aligned.dataset, cam_method=args.cam_method, **options)
-            results = {args.cam_method: scores}
-        for method, scores in results.items():
-            per_class = {name: scores.per_class[name] for name in scored}
-            results[method] = replace(scores, model=args.model, dataset=args.dataset, split=split, per_class=per_class)
+            single = gaze_consistency(loaded, aligned.dataset, cam_method=args.cam_method, **options)
+            results = {args.cam_method: single}
+        for method, found in results.items():
+            per_class = {name: found.per_class[name] for name in scored}
+            results[method] = replace(found, model=args.model, dataset=args.dataset, split=split, per_class=per_class)
         result = next(iter(results.values()))  # --cam-method all: the first, Grad-CAM
-        extra = comparison.to_dict() if comparison else {}
-        write_json(
-            staging / "consistency.json", {**result.to_dict(), **extra, "random_weights": loaded.random_weights}
-        )
+        scores = {**result.to_dict(), **(comparison.to_dict() if comparison else {})}
+        write_json(staging / "consistency.json", {**scores, "random_weights": loaded.random_weights})
         rows = {
             method if comparison else args.model: r.class_means[[aligned.label_names.index(name) for name in scored]]
             for method, r in results.items()
@@ -191,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
             "describe an untrained network (consistency.json records random_weights: true)"
         )
     if args.push_results:
-        url = push_results(result.to_dict(), args.push_results, create_pr=args.create_pr)
+        url = push_results(scores, args.push_results, create_pr=args.create_pr)
         print(f"pushed the scores to {args.push_results}: {url}")
     return 0
 
