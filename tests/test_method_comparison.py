@@ -5,18 +5,25 @@ and the rank correlations are scipy's on them."""
 from __future__ import annotations
 
 import functools
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
 import timm
 import torch
 from scipy.stats import spearmanr
+from tiny import random_test_resnet
 from torch import nn
 
 from hf_gazecons.cam import CAM
+from hf_gazecons.data import load_image_dataset
 from hf_gazecons.errors import MetricError
 from hf_gazecons.method_comparison import compare_cam_methods, per_image_deviations
 from hf_gazecons.metric import gaze_consistency
+from hf_gazecons.models import load_model, save_model
+from hf_gazecons.run_record import RunConfig, RunResults
+from hf_gazecons.sweep.files import read_csv
 
 METHODS = ["gradcam", "gradcampp", "layercam", "hirescam", "eigencam"]
 GRID = (3, 3)
@@ -123,3 +130,33 @@ def test_rank_correlations_are_scipys(comparison):
 def test_kept_maps_beyond_the_limit_are_refused():
     with pytest.raises(MetricError, match=r"keeps every correct sample's map under every method.*--max-samples"):
         compare_cam_methods(model(), batches(), METHODS, target="layer3", max_kept_bytes=1000, progress=False)
+
+
+def test_cam_transfer_script_rescores_runs_under_each_method(tmp_path, capsys):
+    """scripts/cam_transfer.py: every run below the folders, under each method, as the library scores it;
+    the table compares the regularised arm with the lambda-0 arm per method."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / "cam_transfer.py"
+    spec = importlib.util.spec_from_file_location("cam_transfer", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    dataset = "builtin:shapes?num_classes=3&size=48&n_train=2&n_val=6&n_test=2"
+    labels = ["circle", "square", "triangle"]
+    for i, (lam, seed) in enumerate(((0.0, 0), (0.0, 1), (50.0, 0), (50.0, 1))):
+        run = tmp_path / "demo" / f"lambda{lam:g}" / f"seed{seed}"
+        save_model(random_test_resnet(labels, 48, seed=i), run)
+        config = RunConfig(model="test_resnet", lambda_max=lam, seed=seed, dataset=dataset, eval_split="validation",
+                           label_names=labels, target_layer="layer3", cam_method="gradcam")  # fmt: skip
+        RunResults(config, final={}).save(run)
+    out = tmp_path / "out"
+    assert script.main([str(tmp_path / "demo"), "--methods", "gradcam", "eigencam", "--output-dir", str(out)]) == 0
+    rows = read_csv(out / "cam_transfer.csv")
+    assert len(rows) == 8 and {r["cam_method"] for r in rows} == {"gradcam", "eigencam"}
+    row = next(r for r in rows if r["cam_method"] == "eigencam" and r["lambda_max"] == 50 and r["seed"] == 1)
+    data = load_image_dataset(dataset, "validation")
+    expected = gaze_consistency(load_model(row["run"]), data, target="layer3", cam_method="eigencam", progress=False)
+    assert row["gaze_consistency"] == pytest.approx(expected.value, rel=1e-5)
+    assert row["n_correct"] == expected.n_correct and row["trained_cam_method"] == "gradcam"
+    assert len(read_csv(out / "rank_correlations.csv")) == 4  # one pair per run
+    printed = capsys.readouterr().out
+    assert "lambda_max 50, variant paper, trained under gradcam" in printed
+    assert sum(line.strip().startswith(("gradcam ", "eigencam ")) for line in printed.splitlines()) == 2
