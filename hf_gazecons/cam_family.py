@@ -202,13 +202,7 @@ def gradcam_elementwise(x: CAMInputs) -> Tensor:
     return (x.gradients * x.activations).relu().sum(dim=1)
 
 
-@register(
-    "scorecam",
-    "Score-CAM",
-    "Wang et al., Score-CAM, CVPR Workshops 2020",
-    uses_gradients=False,
-    differentiable=False,
-)
+@register("scorecam", "Score-CAM", "Wang et al., Score-CAM, CVPR-W 2020", uses_gradients=False, differentiable=False)
 def scorecam(x: CAMInputs) -> Tensor:
     """Score-CAM (Wang et al., "Score-CAM: Score-Weighted Visual Explanations for Convolutional
     Neural Networks", CVPR Workshops 2020): each channel, min-max normalised and upsampled to the
@@ -222,13 +216,7 @@ def scorecam(x: CAMInputs) -> Tensor:
     return _weighted_sum(weights, x.activations)
 
 
-@register(
-    "eigencam",
-    "Eigen-CAM",
-    "Muhammad & Yeasin, Eigen-CAM, IJCNN 2020",
-    uses_gradients=False,
-    differentiable=False,
-)
+@register("eigencam", "Eigen-CAM", "Muhammad & Yeasin, IJCNN 2020", uses_gradients=False, differentiable=False)
 def eigencam(x: CAMInputs) -> Tensor:
     """Eigen-CAM (Muhammad and Yeasin, "Eigen-CAM: Class Activation Map using Principal
     Components", IJCNN 2020): the activations as an (H'W', C) matrix, each channel centred over the

@@ -34,9 +34,8 @@ from .consistency_result import ConsistencyResult
 from .deviation import on_grid, per_sample_deviation
 from .errors import MetricError
 from .formatting import fmt_metric
-from .metric import REFERENCE_BYTES_PER_PIXEL, reference_memory_limit, scoring_pass
+from .metric import REFERENCE_BYTES_PER_PIXEL, reference_memory_limit, scoring_options, scoring_pass
 from .models import LoadedModel
-from .preprocessing import Preprocessing
 from .variants import Variant
 
 __all__ = ["KeptMaps", "MethodComparison", "compare_cam_methods", "per_image_deviations"]
@@ -169,25 +168,12 @@ class MethodComparison:
 
 
 def compare_cam_methods(
-    model: nn.Module | LoadedModel,
-    data: Iterable[Any],
-    methods: Sequence[str] | None = None,
-    *,
-    preprocessing: Preprocessing | None = None,
-    variant: Variant = "paper",
-    grid: tuple[int, int] | None = None,
-    target: str | int | None = None,
-    batch_size: int = 32,
-    label_names: list[str] | None = None,
-    num_workers: int = 0,
-    progress: bool = True,
-    max_kept_bytes: int | None = None,
-    dtype: torch.dtype | None = None,
+    model: nn.Module | LoadedModel, data: Iterable[Any], methods: Sequence[str] | None = None, **options: Any
 ) -> MethodComparison:
     """Score ``model`` under each of ``methods`` (default: all) in one pass over ``data`` and
-    correlate the methods' per-image deviations (under ``variant``). The other arguments are
-    :func:`~hf_gazecons.metric.gaze_consistency`'s; ``max_kept_bytes`` also bounds the kept maps
-    (see the module docstring).
+    correlate the methods' per-image deviations (under the ``variant`` option). ``options`` are
+    :func:`~hf_gazecons.metric.gaze_consistency`'s keyword arguments; ``max_kept_bytes`` also bounds
+    the kept maps (see the module docstring).
 
     Raises:
         MetricError: the kept maps would not fit in ``max_kept_bytes``; see also
@@ -199,25 +185,13 @@ def compare_cam_methods(
     methods = list(methods or cam_methods())
     for method in methods:
         get_cam_method(method)
-    kept = KeptMaps(grid, max_kept_bytes, data_length(data))
-    results = scoring_pass(
-        model,
-        data,
-        methods,
-        preprocessing=preprocessing,
-        variant=variant,
-        grid=grid,
-        target=target,
-        batch_size=batch_size,
-        label_names=label_names,
-        num_workers=num_workers,
-        progress=progress,
-        max_kept_bytes=max_kept_bytes,
-        dtype=dtype,
-        on_batch=kept,
-    )
+    settings = scoring_options(**options)
+    kept = KeptMaps(settings["grid"], settings["max_kept_bytes"], data_length(data))
+    results = scoring_pass(model, data, methods, on_batch=kept, **options)
     maps, classes = kept.gathered()
-    deviations = {m: per_image_deviations(maps[m], classes, variant).numpy() for m in methods if m in maps}
+    deviations = {
+        m: per_image_deviations(maps[m], classes, settings["variant"]).numpy() for m in methods if m in maps
+    }
     return MethodComparison(results, deviations, _rank_correlations(deviations))
 
 

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import warnings
@@ -309,22 +310,22 @@ def gaze_consistency(
         >>> result = gaze_consistency(load_model("out/run"), load_image_dataset("builtin:shapes", "test"))
         >>> result.value, result.accuracy, result.zero_map_share
     """
-    results = scoring_pass(
-        model,
-        data,
-        [cam_method],
-        preprocessing=preprocessing,
-        variant=variant,
-        grid=grid,
-        target=target,
-        batch_size=batch_size,
-        label_names=label_names,
-        num_workers=num_workers,
-        progress=progress,
-        max_kept_bytes=max_kept_bytes,
-        dtype=dtype,
-    )
-    return results[cam_method]
+    options = {name: value for name, value in locals().items() if name not in ("model", "data", "cam_method")}
+    return scoring_pass(model, data, [cam_method], **options)[cam_method]
+
+
+def scoring_options(**options: Any) -> dict[str, Any]:
+    """:func:`gaze_consistency`'s keyword arguments (but ``cam_method``), its defaults filled in.
+
+    Raises:
+        TypeError: an argument that :func:`gaze_consistency` does not take.
+    """
+    parameters = inspect.signature(gaze_consistency).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY and p.name != "cam_method"}
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {unknown}; the scoring options are {sorted(defaults)}")
+    return {**defaults, **options}
 
 
 def scoring_pass(
@@ -332,34 +333,29 @@ def scoring_pass(
     data: Iterable[Any],
     cam_methods: Sequence[str],
     *,
-    preprocessing: Preprocessing | None = None,
-    variant: Variant = "paper",
-    grid: tuple[int, int] | None = None,
-    target: str | int | None = None,
-    batch_size: int = 32,
-    label_names: list[str] | None = None,
-    num_workers: int = 0,
-    progress: bool = True,
-    max_kept_bytes: int | None = None,
-    dtype: torch.dtype | None = None,
     on_batch: Callable[[dict[str, CAMOutput], torch.Tensor], None] | None = None,
+    **options: Any,
 ) -> dict[str, ConsistencyResult]:
     """:func:`gaze_consistency` under each of ``cam_methods`` in ONE pass over ``data``: per batch one
     forward (and one gradient) serves every method (:meth:`~hf_gazecons.cam.CAM.maps`); they share
-    the predictions. ``on_batch(outputs, labels)`` sees each batch's maps (per method). The
-    arguments are :func:`gaze_consistency`'s."""
+    the predictions. ``on_batch(outputs, labels)`` sees each batch's maps (per method). ``options``
+    are :func:`gaze_consistency`'s keyword arguments (see :func:`scoring_options`)."""
+    settings = scoring_options(**options)
+    preprocessing, label_names, batch_size = settings["preprocessing"], settings["label_names"], settings["batch_size"]
+    variant, grid, max_kept_bytes, dtype = (settings[k] for k in ("variant", "grid", "max_kept_bytes", "dtype"))
     if isinstance(model, LoadedModel):
         preprocessing = preprocessing or model.preprocessing
         label_names = label_names or model.label_names
         model = model.model
-    cam = CAM(model, target=target, method=cam_methods[0], masked_batch_size=batch_size)
+    cam = CAM(model, target=settings["target"], method=cam_methods[0], masked_batch_size=batch_size)
     device = next(model.parameters()).device
     expected = data_length(data)
-    batches = batch_source(data, preprocessing, batch_size, num_workers, pin_memory=device.type == "cuda")
+    workers = settings["num_workers"]
+    batches = batch_source(data, preprocessing, batch_size, workers, pin_memory=device.type == "cuda")
     statistics: dict[str, ConsistencyStatistics] = {}
     rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     with eval_mode(model):
-        bar = None if progress and rank0 else True  # None: a bar on terminals, none in logs and pipes
+        bar = None if settings["progress"] and rank0 else True  # None: a bar on terminals, none in logs and pipes
         for batch in tqdm(batches, desc="gaze consistency", unit="batch", disable=bar):
             pixel_values, labels, masks = unpack_batch(batch)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype not in (None, torch.float32)):

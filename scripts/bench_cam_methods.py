@@ -32,15 +32,13 @@ from hf_gazecons.cam_family import cam_methods
 from hf_gazecons.method_comparison import compare_cam_methods
 from hf_gazecons.metric import gaze_consistency
 
-PGC_CLASSES = {
-    "gradcam": "GradCAM",
-    "gradcampp": "GradCAMPlusPlus",
-    "xgradcam": "XGradCAM",
-    "layercam": "LayerCAM",
-    "hirescam": "HiResCAM",
-    "gradcam_elementwise": "GradCAMElementWise",
-    "eigencam": "EigenCAM",
-}
+PGC_CLASSES = dict(
+    zip(
+        (*cam_methods(differentiable=True), "eigencam"),
+        ("GradCAM", "GradCAMPlusPlus", "XGradCAM", "LayerCAM", "HiResCAM", "GradCAMElementWise", "EigenCAM"),
+    )
+)
+"""pytorch-grad-cam's class of each method it implements (Score-CAM is compared with torchcam's)."""
 TORCHCAM_CLASSES = {"gradcampp": "GradCAMpp", "xgradcam": "XGradCAM", "layercam": "LayerCAM"}
 TORCHCAM_SCORECAM_BATCH = 32  # torchcam's ScoreCAM default batch_size, and ours for the comparison
 GRADCAMPP_SCALE = 1e4  # pytorch-grad-cam's 1e-6 in Grad-CAM++ made negligible for the agreement check
