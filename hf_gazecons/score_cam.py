@@ -6,15 +6,17 @@ masks the input: ``x_bk = U(norm(A_bk)) * x_b``. The channel's weight is the sof
 the target class's logit on ``x_bk`` (Wang et al., Score-CAM, CVPR Workshops 2020; torchcam
 0.5.0's conventions). The ``(b, k)`` pairs are flattened into one list and forwarded in chunks of
 ``batch_size`` masked inputs, so memory is that of one forward of ``batch_size`` images whatever
-the number of channels or images. Three things make it cheaper than torchcam's loop, with the
-same weights:
+the number of channels or images (plus the folded convolutions' weights, below). These make it
+cheaper than torchcam's loop, with the same weights:
 
 * a channel that is constant over its positions normalises to zero everywhere, so its masked input
   is the all-zero image for every sample: it is forwarded once;
-* the forwards run on an inference copy of the model (eval mode, each Conv/BatchNorm pair folded
-  into one convolution with ``torch.fx``, channels-last memory), used only after it gave the
-  model's logits on a few unmasked images; where tracing fails, or under autocast, the model itself
-  runs in eval mode;
+* the forwards run on an inference view of the model (eval mode, each Conv/BatchNorm pair folded
+  into one new channels-last convolution with ``torch.fx``; every other module is the model's own),
+  used only after it gave the model's logits on a few unmasked images; where tracing fails, or
+  under autocast, the model itself runs in eval mode;
+* the masked inputs are written into one reused buffer, each run of a sample's channels from its
+  image by broadcasting (no gathered copy of the images);
 * torchcam's extra forward of the unmasked batch, whose logit it subtracts before the softmax, is
   left out: a shift by a per-sample constant leaves a softmax unchanged.
 
@@ -23,7 +25,6 @@ same weights:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import torch
@@ -34,7 +35,7 @@ from .batching import eval_mode
 from .cam import model_logits
 from .targets import unwrap_model
 
-__all__ = ["MASK_EPS", "channel_masks", "inference_forward", "score_cam_weights"]
+__all__ = ["MASK_EPS", "channel_masks", "folded_view", "inference_forward", "score_cam_weights"]
 
 MASK_EPS = 1e-8
 """Added to each channel's range in its min-max normalisation (torchcam's value)."""
@@ -57,24 +58,36 @@ def score_cam_weights(
     the (B,) ``targets``, from masked forwards of at most ``batch_size`` inputs each."""
     masks = channel_masks(activations.detach().float())
     constant = masks.flatten(2).amax(dim=2) == 0  # (B, C): masked input all zero
-    forward = inference_forward(model, pixel_values)
+    forward, memory_format = inference_forward(model, pixel_values)
     scores = masks.new_zeros(constant.shape)
     if constant.any():
         zero_logits = forward(torch.zeros_like(pixel_values[:1])).float()[0]
         scores = torch.where(constant, zero_logits[targets][:, None], scores)
-    size = tuple(pixel_values.shape[-2:])
-    for chunk in (~constant).nonzero().split(batch_size):
+    pairs = (~constant).nonzero()
+    shape = (min(batch_size, len(pairs)), *pixel_values.shape[1:])
+    buffer = torch.empty(shape, dtype=pixel_values.dtype, device=pixel_values.device, memory_format=memory_format)
+    for chunk in pairs.split(batch_size):
         samples, channels = chunk.unbind(dim=1)
-        upsampled = F.interpolate(masks[samples, channels][:, None], size=size, mode="bilinear", align_corners=False)
-        logits = forward(upsampled.to(pixel_values.dtype) * pixel_values[samples])
-        scores[samples, channels] = logits.float().gather(1, targets[samples, None])[:, 0]
+        upsampled = F.interpolate(
+            masks[samples, channels][:, None], size=shape[-2:], mode="bilinear", align_corners=False
+        ).to(pixel_values.dtype)
+        inputs = buffer[: len(chunk)]
+        start = 0
+        for sample, count in zip(*torch.unique_consecutive(samples, return_counts=True)):
+            stop = start + int(count)  # a run of one sample's channels: its image, broadcast, no gathered copy
+            torch.mul(upsampled[start:stop], pixel_values[sample], out=inputs[start:stop])
+            start = stop
+        scores[samples, channels] = forward(inputs).float().gather(1, targets[samples, None])[:, 0]
     return scores.softmax(dim=1)
 
 
-def inference_forward(model: nn.Module, pixel_values: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A function from inputs to ``model``'s eval-mode logits: an inference copy (folded
-    BatchNorm, channels-last) when it reproduces the model's logits on the first images of
-    ``pixel_values``, else the model itself in eval mode (see the module docstring)."""
+def inference_forward(
+    model: nn.Module, pixel_values: torch.Tensor
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.memory_format]:
+    """A function from inputs to ``model``'s eval-mode logits, and the memory format its inputs
+    should have: an inference view of the model (its Conv/BatchNorm pairs folded into new
+    channels-last convolutions, :func:`folded_view`) when it reproduces the model's logits on the
+    first images of ``pixel_values``, else the model itself (see the module docstring)."""
     base = unwrap_model(model)
 
     def reference(inputs: torch.Tensor) -> torch.Tensor:
@@ -82,28 +95,53 @@ def inference_forward(model: nn.Module, pixel_values: torch.Tensor) -> Callable[
             return model_logits(base, inputs)
 
     if pixel_values.ndim != 4 or torch.is_autocast_enabled(pixel_values.device.type):
-        return reference
-    folded = _folded_copy(base)
+        return reference, torch.contiguous_format
+    folded = folded_view(base)
     if folded is None:
-        return reference
+        return reference, torch.contiguous_format
 
     def fast(inputs: torch.Tensor) -> torch.Tensor:
-        return model_logits(folded, inputs.contiguous(memory_format=torch.channels_last))
+        with eval_mode(base):  # the view's other modules are the model's own
+            return model_logits(folded, inputs.contiguous(memory_format=torch.channels_last))
 
     probe = pixel_values[:_CHECK_IMAGES]
     with torch.no_grad():
         expected, got = reference(probe).float(), fast(probe).float()
     scale = float(expected.abs().max()) or 1.0
-    return fast if float((got - expected).abs().max()) <= _CHECK_TOLERANCE * scale else reference
+    if float((got - expected).abs().max()) > _CHECK_TOLERANCE * scale:
+        return reference, torch.contiguous_format
+    return fast, torch.channels_last
 
 
-def _folded_copy(model: nn.Module) -> nn.Module | None:
-    """An eval-mode copy of ``model`` with Conv/BatchNorm pairs folded and channels-last memory;
-    None where ``torch.fx`` cannot trace it (transformers models, data-dependent control flow)."""
-    from torch.fx.experimental.optimization import fuse
+def folded_view(model: nn.Module) -> nn.Module | None:
+    """``model`` traced with ``torch.fx``, each ``Conv2d`` followed only by a ``BatchNorm2d`` (exactly
+    that class, with running statistics) replaced by one new channels-last convolution with the
+    BatchNorm folded in (``torch.nn.utils.fusion.fuse_conv_bn_eval``, eval-mode statistics). Its
+    other modules ARE the model's (not copies): only the folded convolutions take new memory, and
+    the model itself is not changed. None where ``torch.fx`` cannot trace it (transformers models,
+    data-dependent control flow)."""
+    from torch import fx
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     try:
-        folded = fuse(copy.deepcopy(model).eval(), inplace=True)
+        traced = fx.symbolic_trace(model)  # new containers around the model's own leaf modules
     except Exception:  # noqa: BLE001 - torch.fx raises many kinds on an untraceable model; the model itself is used
         return None
-    return folded.to(memory_format=torch.channels_last)
+    modules = dict(traced.named_modules())
+    with eval_mode(model):
+        for node in list(traced.graph.nodes):
+            norm = modules.get(node.target) if node.op == "call_module" else None
+            source = node.args[0] if node.args else None
+            if type(norm) is not nn.BatchNorm2d or norm.running_mean is None or not isinstance(source, fx.Node):
+                continue
+            conv = modules.get(source.target) if source.op == "call_module" else None
+            if type(conv) is not nn.Conv2d or len(source.users) != 1:
+                continue
+            folded = fuse_conv_bn_eval(conv, norm).to(memory_format=torch.channels_last)
+            parent, _, name = source.target.rpartition(".")
+            setattr(traced.get_submodule(parent), name, folded)  # a container of the trace, not of the model
+            node.replace_all_uses_with(source)
+            traced.graph.erase_node(node)
+    traced.recompile()
+    traced.delete_all_unused_submodules()  # the folded BatchNorms (from the trace's containers only)
+    return traced

@@ -33,6 +33,7 @@ from tiny import TINY_TRANSFORMERS
 from torch import nn
 
 import hf_gazecons
+from hf_gazecons.batching import eval_mode
 from hf_gazecons.cam import CAM, GradCAM
 from hf_gazecons.cam_family import CAMInputs, cam_methods, get_cam_method, register
 from hf_gazecons.deviation import per_sample_deviation
@@ -336,7 +337,7 @@ def test_scorecam_batches_masked_inputs_in_bounded_chunks_and_forwards_zero_mask
             sizes.append(len(inputs))
             return model(inputs)
 
-        return forward
+        return forward, torch.contiguous_format
 
     monkeypatch.setattr(score_cam, "inference_forward", recording)
     weights = score_cam.score_cam_weights(case.model, x, activations, torch.tensor([0, 1]), batch_size=7)
@@ -346,18 +347,41 @@ def test_scorecam_batches_masked_inputs_in_bounded_chunks_and_forwards_zero_mask
 
 
 @pytest.mark.parametrize("case_id,folded", [("timm-test_resnet", True), ("hf-resnet", False)])
-def test_scorecam_inference_copy_is_used_where_it_reproduces_the_model(case_id, folded):
-    """timm CNNs get the folded, channels-last copy; an untraceable model (transformers) runs itself."""
+def test_scorecam_inference_view_is_used_where_it_reproduces_the_model(case_id, folded):
+    """timm CNNs get the folded, channels-last view; an untraceable model (transformers) runs itself."""
     from hf_gazecons.score_cam import inference_forward
 
     case = CASES[case_id]()
     x = images(case.size, batch=2)
-    forward = inference_forward(case.model, x)
+    forward, memory_format = inference_forward(case.model, x)
     assert (forward.__name__ == "fast") == folded
+    assert memory_format == (torch.channels_last if folded else torch.contiguous_format)
     with torch.no_grad():
         expected = case.peer_model(x)
         torch.testing.assert_close(forward(x), expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
     assert not case.model.training
+
+
+def test_folded_view_leaves_the_model_as_it_was_and_shares_its_other_modules():
+    from hf_gazecons.score_cam import folded_view
+
+    torch.manual_seed(0)
+    model = randomize_batchnorm(timm.create_model("test_resnet", num_classes=3)).train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    modules = [(n, type(m), m.training) for n, m in model.named_modules()]
+    view = folded_view(model)
+    after = model.state_dict()
+    assert after.keys() == state.keys() and all(torch.equal(after[k], v) for k, v in state.items())  # statistics too
+    assert [(n, type(m), m.training) for n, m in model.named_modules()] == modules
+    assert all(p.is_contiguous() for p in model.parameters())
+    convs = [m for m in view.modules() if isinstance(m, nn.Conv2d)]
+    folded = [m for m in convs if m.weight.is_contiguous(memory_format=torch.channels_last)]
+    assert len(folded) == sum(isinstance(m, nn.Conv2d) for m in model.modules())  # every conv has its BatchNorm
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in view.modules())
+    assert view.get_submodule("fc") is model.fc  # shared, not copied
+    x = images(96, batch=2)
+    with torch.no_grad(), eval_mode(model):
+        torch.testing.assert_close(view(x), model(x), rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
