@@ -219,22 +219,30 @@ def scorecam(x: CAMInputs) -> Tensor:
 @register("eigencam", "Eigen-CAM", "Muhammad & Yeasin, IJCNN 2020", uses_gradients=False, differentiable=False)
 def eigencam(x: CAMInputs) -> Tensor:
     """Eigen-CAM (Muhammad and Yeasin, "Eigen-CAM: Class Activation Map using Principal
-    Components", IJCNN 2020): the activations as an (H'W', C) matrix, each channel centred over the
-    positions, projected on their first right singular vector ``v``. Class-agnostic: every target
-    gets the same map. Sign convention (a singular vector's sign is arbitrary): ``sum_k v_k >= 0``,
-    i.e. the map correlates non-negatively with the channel sum of the activations. Computed in
-    float64. Scoring only (the SVD's gradient is unstable where singular values are close)."""
+    Components", IJCNN 2020): the activations as an (H'W', C) matrix ``X``, each channel centred over
+    the positions, projected on their first right singular vector ``v``: ``X v``. Class-agnostic:
+    every target gets the same map. Sign convention (a singular vector's sign is arbitrary):
+    ``sum_k v_k >= 0``, i.e. the map correlates non-negatively with the channel sum of the
+    activations. Computed in float64 from the top eigenvector of the smaller of ``X X^T`` and
+    ``X^T X`` (``X v = sqrt(lambda_1) u_1`` for ``X X^T``): a batched SVD of the whole matrix costs
+    far more on a CPU. Scoring only (the gradient of an eigenvector is unstable where eigenvalues
+    are close)."""
     import torch
 
     a = x.activations
-    batch, channels, height, width = a.shape
+    batch, _, height, width = a.shape
     matrix = a.detach().double().flatten(2).transpose(1, 2)  # (B, H'W', C)
     matrix = matrix - matrix.mean(dim=1, keepdim=True)
-    _, _, vh = torch.linalg.svd(matrix, full_matrices=False)
-    direction = vh[:, 0, :]  # (B, C)
-    sign = torch.where(direction.sum(dim=1, keepdim=True) >= 0, 1.0, -1.0).to(direction)
-    projection = matrix @ (direction * sign)[:, :, None]
-    return projection.reshape(batch, height, width).to(a.dtype)
+    if matrix.shape[1] <= matrix.shape[2]:  # fewer positions than channels: the (H'W', H'W') Gram matrix
+        values, vectors = torch.linalg.eigh(matrix @ matrix.transpose(1, 2))
+        projection = vectors[..., -1] * values[..., -1:].clamp(min=0).sqrt()
+        total = (matrix.transpose(1, 2) @ vectors[..., -1:]).sum(dim=(1, 2))  # sqrt(lambda_1) * sum_k v_k
+    else:
+        _, vectors = torch.linalg.eigh(matrix.transpose(1, 2) @ matrix)
+        projection = (matrix @ vectors[..., -1:])[..., 0]
+        total = vectors[..., -1].sum(dim=1)
+    sign = torch.where(total >= 0, 1.0, -1.0).to(projection)[:, None]
+    return (projection * sign).reshape(batch, height, width).to(a.dtype)
 
 
 CAM_METHOD_HELP = (
