@@ -1,4 +1,5 @@
-"""Class activation maps from one forward pass: Grad-CAM (SPEC eq. 1-2) and the CAM family.
+"""Class activation maps from one forward pass: Grad-CAM (docs/METHOD.md, section 1) and the CAM family
+(section 12).
 
 :class:`CAM` computes the maps of any method of :mod:`~hf_gazecons.cam_family` (Grad-CAM++,
 LayerCAM, Score-CAM, ...); :class:`GradCAM` is its Grad-CAM case. One forward (and, for the gradient
@@ -61,7 +62,7 @@ class CAMOutput:
 
 
 def normalize_maps(cam: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Per-sample min-max normalisation of (B, H', W') maps to [0, 1] (SPEC section 1)."""
+    """Per-sample min-max normalisation of (B, H', W') maps to [0, 1] (docs/METHOD.md (1.4))."""
     flat = cam.flatten(1)
     low = flat.min(dim=1).values[:, None, None]
     high = flat.max(dim=1).values[:, None, None]
@@ -190,14 +191,14 @@ class CAM:
         for method in chosen:
             with torch.set_grad_enabled(self.differentiable):
                 raw = method.compute(inputs)
-                maps = normalize_maps(F.relu(raw))  # eq. (2) and the min-max of SPEC section 1
+                maps = normalize_maps(F.relu(raw))  # docs/METHOD.md (1.3) and (1.4)
             outputs[method.name] = CAMOutput(maps=maps, logits=logits, raw=raw if self.differentiable else raw.detach())
         return outputs
 
     def _score_gradients(
         self, logits: torch.Tensor, activations: torch.Tensor, targets: torch.Tensor, coupled: bool
     ) -> torch.Tensor | None:
-        """``dy_i^{c_i} / dA_i`` for every sample ``i`` (eq. 1 before the spatial mean)."""
+        """``dy_i^{c_i} / dA_i`` for every sample ``i`` (docs/METHOD.md (1.1) before the spatial mean)."""
         retain, create = self.differentiable, self.second_order
         if not coupled:  # samples independent after the target: one backward of the summed scores
             score = logits.gather(1, targets.view(-1, 1)).sum()
@@ -274,7 +275,7 @@ class CAM:
 
 
 class GradCAM(CAM):
-    """Grad-CAM of ``model`` at ``target`` (SPEC eq. 1-2): ``CAM(model, target, "gradcam", ...)``.
+    """Grad-CAM of ``model`` at ``target`` (docs/METHOD.md, section 1): ``CAM(model, target, "gradcam", ...)``.
 
     Example::
 

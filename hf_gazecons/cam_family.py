@@ -3,7 +3,7 @@
 Every method turns the target layer's activations ``A`` (B, C, H', W') — and, for the gradient
 methods, every sample's own gradient ``G = dy_i^{c_i} / dA_i`` — into a map before the ReLU
 (B, H', W'); :class:`~hf_gazecons.cam.CAM` then applies the ReLU and the per-sample min-max, the
-same for all. docs/METHOD.md (the CAM family) has the equations and sign conventions.
+same for all. docs/METHOD.md, section 12, has the equations and sign conventions.
 
 =======================  ===============================================  ===========  ==========
 name                     map before the ReLU                              gradients    training

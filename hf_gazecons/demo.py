@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .cam_family import DEFAULT_CAM_METHOD, check_cam_method
+from .checks import check_curriculum, check_fields
 from .formatting import fmt_metric
+from .run_record import variant_metric
+from .variants import DEFAULT_VARIANT
 
 if TYPE_CHECKING:  # imported in run_demo: the command line reads DemoSettings without loading torch
     from .finetune import TrainingRun
@@ -35,7 +39,12 @@ class DemoSettings:
     learning_rate: float = 3e-3
     batch_size: int = 32
     seed: int = 0
-    cam_method: str = "gradcam"
+    cam_method: str = DEFAULT_CAM_METHOD
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_curriculum(self.t0, self.t1)
+        check_cam_method(self.cam_method, training=True)
 
 
 #: The demo's runs: name -> (uses the regulariser, deviation variant).
@@ -78,7 +87,7 @@ def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) ->
     label_names = runs["baseline"].results.config.label_names
     plot_class_means(
         {
-            f"{name} (L_CAM {fmt_metric(run.evaluation.values['paper'])})": run.evaluation.class_means
+            f"{name} (L_CAM {fmt_metric(run.evaluation.values[DEFAULT_VARIANT])})": run.evaluation.class_means
             for name, run in runs.items()
         },
         label_names,
@@ -95,8 +104,8 @@ def comparison_table(runs: dict[str, TrainingRun]) -> str:
     rows = [
         ("accuracy", "accuracy"),
         ("Cohen's kappa", "kappa"),
-        ("L_CAM, paper (lower = more consistent)", "gaze_consistency"),
-        ("L_CAM, robust (1 - cosine)", "robust_gaze_consistency"),
+        ("L_CAM, paper (lower = more consistent)", variant_metric("paper")),
+        ("L_CAM, robust (1 - cosine)", variant_metric("robust")),
         ("all-zero maps (share of correct)", "zero_map_share"),
         ("energy pointing game", "energy_pointing_game"),
         ("pointing game", "pointing_game"),

@@ -33,7 +33,7 @@ from .cam_family import DEFAULT_CAM_METHOD, get_cam_method
 from .errors import HubError, first_line
 from .filenames import RESULTS_FILE
 from .formatting import fmt_metric
-from .run_record import RunResults, metric_key
+from .run_record import CONSISTENCY, RunResults, class_metric, metric_key
 
 __all__ = [
     "model_card",
@@ -54,10 +54,10 @@ CARD_TEMPLATE = importlib.resources.files("hf_gazecons.templates") / "gazecons_m
 """The Jinja template of the model card: ``model_cards/gazecons_model_card.md`` in a checkout, package
 data of ``hf_gazecons.templates`` once installed."""
 
-_METRICS = (
+_METRICS = (  # model-index type, its name, and the metric's name in the run record
     ("accuracy", "Accuracy", "accuracy"),
     ("cohen_kappa", "Cohen's kappa", "kappa"),
-    ("gaze_consistency", "Gaze consistency under {method} (L_CAM, lower is more consistent)", "gaze_consistency"),
+    (CONSISTENCY, "Gaze consistency under {method} (L_CAM, lower is more consistent)", CONSISTENCY),
 )
 
 
@@ -76,7 +76,7 @@ def eval_results(
             metric_type=metric_type,
             metric_name=name.format(method=get_cam_method(cam_method).title),
             metric_value=metrics[metric_key(prefix, key)],
-            metric_config=cam_method if metric_type == "gaze_consistency" else None,
+            metric_config=cam_method if metric_type == CONSISTENCY else None,
         )
         for metric_type, name, key in _METRICS
         if metrics.get(metric_key(prefix, key)) is not None
@@ -116,7 +116,7 @@ def model_card(results: RunResults, repo_id: str | None = None) -> ModelCard:
         variant=config.variant,
         cam_method=method,
         evaluations=[(s, _Attrs(_unprefixed(m, p))) for s, p, m in evaluations],
-        per_class=[(label, results.metric(f"gaze_consistency_{label}")) for label in config.label_names],
+        per_class=[(label, results.metric(class_metric(label))) for label in config.label_names],
         pearson_r=results.pearson_r_kappa_consistency,
         config=config,
         fmt=fmt_metric,
@@ -214,7 +214,7 @@ def push_results(
     results = eval_results(metrics, scores["dataset"], split, "score", scores.get("cam_method") or DEFAULT_CAM_METHOD)
     for method, other in (scores.get("by_cam_method") or {}).items():  # score --cam-method all
         if method != scores.get("cam_method"):
-            value = {metric_key("score", "gaze_consistency"): other.get("gaze_consistency")}
+            value = {metric_key("score", CONSISTENCY): other.get(CONSISTENCY)}
             results += eval_results(value, scores["dataset"], split, "score", method)
     if not results:
         raise HubError("the scores hold no metric to push")

@@ -31,12 +31,12 @@ from torch import nn
 from .cam import CAMOutput
 from .cam_family import cam_methods, get_cam_method
 from .consistency_result import ConsistencyResult
-from .deviation import on_grid, per_sample_deviation
+from .deviation import on_grid
 from .errors import MetricError
 from .formatting import fmt_metric
 from .metric import REFERENCE_BYTES_PER_PIXEL, reference_memory_limit, scoring_options, scoring_pass
 from .models import LoadedModel
-from .variants import Variant
+from .variants import DEFAULT_VARIANT, Variant, get_variant, is_zero_map
 
 __all__ = ["KeptMaps", "MethodComparison", "compare_cam_methods", "per_image_deviations"]
 
@@ -95,22 +95,21 @@ class KeptMaps:
         return maps, classes
 
 
-def per_image_deviations(maps: torch.Tensor, classes: torch.Tensor, variant: Variant = "paper") -> torch.Tensor:
-    """(N,) ``l(x, c)`` of each (N, H', W') map from the final class map of its class: the mean of
-    the class's maps (``paper``, ``reference``) or of its non-zero maps (``robust``; all-zero maps
-    deviate by ``w_c``); NaN for a class with fewer than 2 maps (left out of L_CAM)."""
+def per_image_deviations(
+    maps: torch.Tensor, classes: torch.Tensor, variant: str | Variant = DEFAULT_VARIANT
+) -> torch.Tensor:
+    """(N,) ``l(x, c)`` of each (N, H', W') map from the final class map of its class under
+    ``variant`` (the variant's own class-map rule: the mean of the class's maps, or of its non-zero
+    ones); NaN for a class with fewer than 2 maps (left out of L_CAM)."""
+    rule = get_variant(variant)
     deviations = torch.full((len(maps),), math.nan, dtype=torch.float64)
     for c in classes.unique().tolist():
         members = classes == c
         if int(members.sum()) < 2:
             continue
         own = maps[members].double()
-        if variant == "robust":
-            live = own.flatten(1).amax(dim=1) > 0
-            class_map = own[live].mean(dim=0) if live.any() else torch.zeros_like(own[0])
-        else:
-            class_map = own.mean(dim=0)
-        deviations[members] = per_sample_deviation(own, class_map, variant)
+        averaged = rule.class_map_count(own.new_tensor(len(own)), is_zero_map(own).sum().double())
+        deviations[members] = rule.deviation(own, own.sum(dim=0) / averaged.clamp(min=1))
     return deviations
 
 

@@ -1,4 +1,4 @@
-"""GazeConsistencyTrainer: a transformers ``Trainer`` that adds ``lambda_t * L_CAM^train`` (SPEC section 3).
+"""GazeConsistencyTrainer: a transformers ``Trainer`` that adds ``lambda_t * L_CAM^train`` (docs/METHOD.md, section 5).
 
 One forward per step gives the logits (cross-entropy) and the differentiable Grad-CAM maps of the
 true class (penalty). Evaluation scores accuracy, Cohen's kappa and gaze consistency in one pass
@@ -42,7 +42,7 @@ from .regularizer import GazeConsistencyLoss, LambdaCurriculum
 from .specs import parse_target
 from .targets import resolve_target, unwrap_model
 from .training_checks import changed_default, check_report_to, check_training_options, complete_defaults
-from .variants import VARIANT_HELP, VARIANTS
+from .variants import COLLAPSE_SAFE, DEFAULT_VARIANT, VARIANT_HELP, VARIANTS
 
 __all__ = ["GazeConsistencyTrainingArguments", "GazeConsistencyTrainer", "ZERO_MAP_ALARM"]
 
@@ -52,7 +52,7 @@ ZERO_MAP_ALARM = 0.10
 
 @dataclass
 class GazeConsistencyTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` with the regulariser's options and the study's defaults (SPEC section 4):
+    """``TrainingArguments`` with the regulariser's options and the thesis's training settings:
     Adam(W without decay) lr 1e-4, ReduceLROnPlateau(factor 0.1, patience 5) on the validation loss,
     batch 32, evaluation and checkpoints every epoch."""
 
@@ -64,7 +64,7 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
     lambda_per_step: bool = field(default=False, metadata={"help": "Ramp lambda with the fractional epoch."})
     ema_alpha: float = field(default=0.9, metadata={"help": "EMA factor of the class maps."})
     variant: str = field(
-        default="paper",
+        default=DEFAULT_VARIANT,
         metadata={"help": f"The penalty's {VARIANT_HELP}.", "choices": list(VARIANTS)},
     )
     second_order: bool = field(default=False, metadata={"help": "Differentiate through the channel weights too."})
@@ -120,7 +120,7 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
 
 
 class GazeConsistencyTrainer(Trainer):
-    """A ``transformers.Trainer`` whose loss is ``CE + lambda_t * L_CAM^train`` (SPEC section 3).
+    """A ``transformers.Trainer`` whose loss is ``CE + lambda_t * L_CAM^train`` (docs/METHOD.md, section 5).
 
     Args:
         *args, **kwargs: those of ``Trainer``; ``args`` must be :class:`GazeConsistencyTrainingArguments`
@@ -248,7 +248,8 @@ class GazeConsistencyTrainer(Trainer):
             return
         self._zero_map_warned = True
         if self.is_world_process_zero():
-            advice = "" if self.args.variant == "robust" else "; --variant robust makes an all-zero map the worst case"
+            safe = f"; --variant {' or '.join(COLLAPSE_SAFE)} makes an all-zero map the worst case"
+            advice = "" if self.args.variant in COLLAPSE_SAFE else safe
             warnings.warn(
                 f"{share:.0%} of the penalised CAM maps are all zero at epoch {self.state.epoch:.2f} "
                 f"(lambda {weight:g}, variant {self.args.variant}): the gaze is collapsing, and a collapsed map "

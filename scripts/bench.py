@@ -66,7 +66,7 @@ _CHEST_XRAYS = {"model": "resnet18", "size": 224, "batch": 32, "n_images": 2048,
 """What train_epoch and scoring_scale share: the model and the generated image folder they read."""
 _TINY_FOLDER = {"model": "test_resnet", "size": 64, "batch": 8, "n_images": 48, "image_px": 96, "workers": 1}
 _CAM_METHODS = {"model": "resnet18", "size": 224, "batch": 32}
-"""The issue's setting: resnet18 at 224 px, batch 32; Score-CAM on the first ``scorecam_images`` of the batch."""
+"""The comparison's setting: resnet18 at 224 px, batch 32; Score-CAM on the first ``scorecam_images`` of the batch."""
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "full": {

@@ -8,6 +8,8 @@ import copy
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -202,19 +204,71 @@ def bench_train_epoch(
     untimed steps (its own copy), then a fresh copy trains ``epochs`` timed epochs; ``reps``
     repetitions in rotating order, medians.
     """
+    inputs = _epoch_inputs(model, size, n_images, image_px, n_train, device, data_dir)
+    scratch = tempfile.TemporaryDirectory(prefix="hf_gazecons_bench_")
+    penalty: dict[str, Any] = {}
+    setting = _EpochSetting(scratch.name, device, precision, epochs, batch, workers)
+    builders = _epoch_contenders(inputs, setting, lam, penalty)
+    with scratch:
+        if warmup_steps:
+            for build in builders.values():
+                build(max_steps=warmup_steps)()
+        medians = timeit_interleaved(builders, reps, warmup=0, sync=lambda: synchronize(device), prepare=True)
+    rate = {name: epochs * len(inputs.rows) / seconds for name, seconds in medians.items()}
+    n_loader = min(loader_images, len(inputs.rows))
+    result: dict[str, Any] = {
+        "gazecons_images_per_s": rate["gazecons"],
+        "trainer_images_per_s": rate["trainer"],
+        "timm_loop_images_per_s": rate["timm_loop"],
+        "ratio_vs_timm_loop": ratio(rate["gazecons"], rate["timm_loop"]),
+        "ratio_vs_trainer": ratio(rate["gazecons"], rate["trainer"]),
+        "loader_images_per_s": loader_rate(inputs.train_items, n_loader, batch),
+        "timm_loader_images_per_s": loader_rate(inputs.timm_items, n_loader, batch),
+    }
+    result["met"] = goals_met("train_epoch", result)
+    result["_extra"] = {"data": str(inputs.folder), "n_train": len(inputs.rows), "penalty": penalty}
+    return result
+
+
+@dataclass
+class _EpochInputs:
+    """What every contender of the epoch benchmark starts from: the same images and initial weights."""
+
+    folder: Path
+    rows: Any  # the datasets.Dataset of the chosen training images
+    names: list[str]
+    base: torch.nn.Module
+    train_items: Any  # the Trainers' torch Dataset
+    timm_items: Any  # the timm loop's torch Dataset of the same files
+
+
+@dataclass
+class _EpochSetting:
+    """How every contender trains: where it writes, on what device, at what precision, for how long."""
+
+    scratch: str
+    device: torch.device
+    precision: str
+    epochs: int
+    batch: int
+    workers: int
+
+
+def _epoch_inputs(
+    model: str, size: int, n_images: int, image_px: int, n_train: int, device: torch.device, data_dir: str | None
+) -> _EpochInputs:
+    """``n_train`` images of the benchmark folder, read the Trainers' way and timm's way, and the model."""
     import datasets as hf_datasets
-    from transformers import Trainer, TrainingArguments
 
     from hf_gazecons.data import ImageClassificationDataset, load_image_dataset, select_subset
     from hf_gazecons.models import load_model
-    from hf_gazecons.trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
 
     folder = bench_folder(data_dir, n_images, image_px)
     rows = select_subset(load_image_dataset(str(folder), "train"), n_train, seed=0)
     names = list(rows.features["label"].names)
     torch.manual_seed(0)
     loaded = load_model(model, label_names=names, image_size=size, grayscale=True)
-    base, prep = loaded.model.to(device), loaded.preprocessing
+    prep = loaded.preprocessing
     train_items = ImageClassificationDataset.with_preprocessing(rows, prep, train=True)
     chosen = {value["path"] for value in rows.cast_column("image", hf_datasets.Image(decode=False))["image"]}
     timm_all = timm.data.ImageDataset(str(folder / "train"), input_img_mode=prep.mode, transform=prep.train_transform)
@@ -223,17 +277,30 @@ def bench_train_epoch(
     )
     if len(timm_items) != len(rows):
         raise RuntimeError(f"the timm loop would read {len(timm_items)} images, the Trainers {len(rows)}")
-    scratch = tempfile.TemporaryDirectory(prefix="hf_gazecons_bench_")
-    penalty: dict[str, Any] = {}
+    return _EpochInputs(folder, rows, names, loaded.model.to(device), train_items, timm_items)
+
+
+def _epoch_contenders(
+    inputs: _EpochInputs, setting: _EpochSetting, lam: float, penalty: dict[str, Any]
+) -> dict[str, Callable[..., Callable[[], Any]]]:
+    """Builders of each contender's timed run (``max_steps`` for the warm-up): our Trainer (its
+    epoch's penalty log goes into ``penalty``), the plain Trainer and the timm loop."""
+    from transformers import Trainer, TrainingArguments
+
+    from hf_gazecons.trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
+
+    s = setting
+    common = {"num_train_epochs": s.epochs, "per_device_train_batch_size": s.batch, "dataloader_num_workers": s.workers}
 
     def gazecons(max_steps: int = -1) -> Callable[[], Any]:
         args = trainer_arguments(
-            GazeConsistencyTrainingArguments, scratch.name, device, precision, lambda_max=lam, t0=0, t1=1,
-            num_train_epochs=epochs, max_steps=max_steps, per_device_train_batch_size=batch,
-            dataloader_num_workers=workers,
+            GazeConsistencyTrainingArguments, s.scratch, s.device, s.precision, lambda_max=lam, t0=0, t1=1,
+            max_steps=max_steps, **common,
         )  # fmt: skip
         trainer = quiet(
-            GazeConsistencyTrainer(model=copy.deepcopy(base), args=args, train_dataset=train_items, label_names=names)
+            GazeConsistencyTrainer(
+                model=copy.deepcopy(inputs.base), args=args, train_dataset=inputs.train_items, label_names=inputs.names
+            )
         )
 
         def run() -> None:
@@ -244,34 +311,14 @@ def bench_train_epoch(
         return run
 
     def plain_trainer(max_steps: int = -1) -> Callable[[], Any]:
-        args = trainer_arguments(
-            TrainingArguments, scratch.name, device, precision, num_train_epochs=epochs, max_steps=max_steps,
-            per_device_train_batch_size=batch, dataloader_num_workers=workers,
-        )  # fmt: skip
-        return quiet(Trainer(model=WithLoss(copy.deepcopy(base)), args=args, train_dataset=train_items)).train
+        args = trainer_arguments(TrainingArguments, s.scratch, s.device, s.precision, max_steps=max_steps, **common)
+        model = WithLoss(copy.deepcopy(inputs.base))
+        return quiet(Trainer(model=model, args=args, train_dataset=inputs.train_items)).train
 
     def timm_loop(max_steps: int | None = None) -> Callable[[], Any]:
         return timm_training_loop(
-            copy.deepcopy(base), timm_items, batch, workers, device, precision, epochs=epochs, max_steps=max_steps
-        )
+            copy.deepcopy(inputs.base), inputs.timm_items, s.batch, s.workers, s.device, s.precision,
+            epochs=s.epochs, max_steps=max_steps,
+        )  # fmt: skip
 
-    builders = {"gazecons": gazecons, "trainer": plain_trainer, "timm_loop": timm_loop}
-    with scratch:
-        if warmup_steps:
-            for build in builders.values():
-                build(max_steps=warmup_steps)()
-        medians = timeit_interleaved(builders, reps, warmup=0, sync=lambda: synchronize(device), prepare=True)
-    rate = {name: epochs * len(rows) / seconds for name, seconds in medians.items()}
-    n_loader = min(loader_images, len(rows))
-    result: dict[str, Any] = {
-        "gazecons_images_per_s": rate["gazecons"],
-        "trainer_images_per_s": rate["trainer"],
-        "timm_loop_images_per_s": rate["timm_loop"],
-        "ratio_vs_timm_loop": ratio(rate["gazecons"], rate["timm_loop"]),
-        "ratio_vs_trainer": ratio(rate["gazecons"], rate["trainer"]),
-        "loader_images_per_s": loader_rate(train_items, n_loader, batch),
-        "timm_loader_images_per_s": loader_rate(timm_items, n_loader, batch),
-    }
-    result["met"] = goals_met("train_epoch", result)
-    result["_extra"] = {"data": str(folder), "n_train": len(rows), "penalty": penalty}
-    return result
+    return {"gazecons": gazecons, "trainer": plain_trainer, "timm_loop": timm_loop}

@@ -34,7 +34,7 @@ from hf_gazecons.cam_family import cam_methods  # noqa: E402
 from hf_gazecons.errors import GazeConsError, UsageError  # noqa: E402
 from hf_gazecons.filenames import RESULTS_FILE  # noqa: E402
 from hf_gazecons.formatting import fmt_difference, fmt_mean_std  # noqa: E402
-from hf_gazecons.run_record import RunResults  # noqa: E402
+from hf_gazecons.run_record import finished_runs  # noqa: E402
 from hf_gazecons.stats import mean_std  # noqa: E402
 from hf_gazecons.sweep.files import write_csv  # noqa: E402
 
@@ -47,34 +47,23 @@ CORRELATION_COLUMNS = ("run", "cam_method_a", "cam_method_b", "spearman")
 
 
 def find_runs(folders: list[Path]) -> list[Path]:
-    """The run folders (with results.json) among and below ``folders``, each once, sorted."""
-    runs = {path.parent for folder in folders for path in folder.glob(f"**/{RESULTS_FILE}")}
-    return sorted(runs)
+    """The run folders (with results.json) among and below ``folders``, each once, in path order."""
+    return sorted({run for folder in folders for run in finished_runs(folder)})
 
 
 def rescore(run: Path, methods: list[str], split: str, max_samples: int | None, batch_size: int) -> tuple[list, list]:
-    """One run under every method: its rows of the two CSVs."""
-    from hf_gazecons.data import align_labels, load_image_dataset, select_split, select_subset
+    """One run under every method, on its split at the layer it trained with: its rows of the two CSVs."""
+    from hf_gazecons.data import select_subset
     from hf_gazecons.method_comparison import compare_cam_methods
-    from hf_gazecons.models import load_model
-    from hf_gazecons.specs import parse_target
+    from hf_gazecons.saved_run import SavedRun
 
-    record = RunResults.load(run)
-    config = record.config
+    saved = SavedRun.load(run)
+    config = saved.results.config
     name = config.test_split if split == "test" else config.eval_split
     if name is None:
         raise UsageError(f"{run} has no {split} split in its results.json")
-    dataset = select_subset(select_split(load_image_dataset(config.dataset), name, config.dataset), max_samples, 42)
-    loaded = load_model(str(run))
-    aligned = align_labels(dataset, loaded.label_names, None)
-    comparison = compare_cam_methods(
-        loaded,
-        aligned.dataset,
-        methods,
-        target=parse_target(config.target_layer),
-        batch_size=batch_size,
-        label_names=aligned.label_names,
-    )
+    data = select_subset(saved.split(name), max_samples, 42)
+    comparison = compare_cam_methods(saved.loaded, data, methods, target=saved.target, batch_size=batch_size)
     arm = {
         "run": str(run), "model": config.model, "lambda_max": config.lambda_max, "variant": config.variant,
         "trained_cam_method": config.cam_method, "seed": config.seed,

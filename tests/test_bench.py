@@ -1,6 +1,8 @@
 """scripts/bench.py runs end to end with tiny settings and writes the documented JSON.
 
-Only the code paths and the schema are checked here, never a timing goal.
+The code paths, the schema and what each section measured are checked here: every ratio is the
+quotient of the times (or memories) it reports, every "met" follows from its goals, and the maps
+and values timed against each other agree. Never a timing goal.
 """
 
 import importlib.util
@@ -117,35 +119,55 @@ def test_section_keys(report, section):
 
 def test_gradcam_numbers_and_agreement(report, common):
     g = report["gradcam"]
-    assert _positive(g["forward_s"]) and _positive(g["ours_s"]) and _positive(g["ratio_vs_forward"])
+    assert _positive(g["forward_s"]) and _positive(g["ours_s"])
+    assert g["ratio_vs_forward"] == pytest.approx(g["ours_s"] / g["forward_s"])
     for peer in PEERS:
         if common.peer_available(peer):
-            assert _positive(g[f"{peer}_s"]) and _positive(g[f"speedup_vs_{peer}"])
+            assert _positive(g[f"{peer}_s"])
+            assert g[f"speedup_vs_{peer}"] == pytest.approx(g[f"{peer}_s"] / g["ours_s"])
             assert 0 <= g[f"max_abs_diff_vs_{peer}"] <= 1e-4, peer  # the same maps are being timed
         else:
             assert g[f"{peer}_s"] is None and g[f"speedup_vs_{peer}"] is None
+    assert g["met"] == common.goals_met("gradcam", g)
 
 
 def test_memory_numbers(report, common):
+    """Peak growth of fresh processes: ours against inference (and captum), as the ratios say."""
     m = report["memory"]
     assert m["ours_mb"] >= 0 and m["inference_mb"] >= 0
+    assert m["ratio_vs_inference"] == common.ratio(m["ours_mb"], m["inference_mb"])
     if common.peer_available("captum"):
-        assert m["captum_mb"] >= 0
-    assert report["settings"]["memory"]["method"]
+        assert m["captum_mb"] >= 0 and m["ratio_vs_captum"] == common.ratio(m["ours_mb"], m["captum_mb"])
+    else:
+        assert m["captum_mb"] is None and m["ratio_vs_captum"] is None
+    assert report["settings"]["memory"]["method"].startswith(("VmHWM", "ru_maxrss", "torch.cuda"))
+    assert m["met"] == common.goals_met("memory", m)
 
 
-def test_dataset_scoring_values_agree(report):
+def test_dataset_scoring_values_agree(report, common):
     d = report["dataset_scoring"]
-    assert _positive(d["ours_s"]) and _positive(d["study_way_s"]) and _positive(d["speedup"])
+    assert _positive(d["ours_s"]) and _positive(d["study_way_s"])
+    assert d["speedup"] == pytest.approx(d["study_way_s"] / d["ours_s"])
     assert d["values_agree"] is True
     assert d["ours_value"] == pytest.approx(d["study_way_value"], abs=1e-5)
     assert d["ours_value"] > 0
+    assert d["met"] == common.goals_met("dataset_scoring", d)
 
 
-def test_train_step_numbers(report):
+def test_train_step_numbers(report, common):
     t = report["train_step"]
-    assert _positive(t["plain_s"]) and _positive(t["regularised_s"]) and _positive(t["overhead"])
-    assert _positive(t["regularised_stage_s"]) and _positive(t["overhead_stage"])
+    assert _positive(t["plain_s"]) and _positive(t["regularised_s"]) and _positive(t["regularised_stage_s"])
+    assert t["overhead"] == pytest.approx(t["regularised_s"] / t["plain_s"])
+    assert t["overhead_stage"] == pytest.approx(t["regularised_stage_s"] / t["plain_s"])
+    assert t["met"] == common.goals_met("train_step", t)
+
+
+def test_cli_help_timed_fresh_processes(report, common):
+    c = report["cli_help"]
+    for key in ("train_help_cold_s", "train_help_cached_s", "help_s"):
+        assert _positive(c[key]), key
+    assert report["settings"]["cli_help"]["reps"] == 1  # the tiny profile
+    assert c["met"] == common.goals_met("cli_help", c)
 
 
 def test_cam_methods_numbers_and_agreement(report, common):
@@ -189,15 +211,20 @@ def test_train_epoch_numbers_and_penalty(report, data_dir):
     for key in SECTION_KEYS["train_epoch"][:-1]:
         assert _positive(t[key]), key
     assert t["ratio_vs_timm_loop"] == pytest.approx(t["gazecons_images_per_s"] / t["timm_loop_images_per_s"])
+    assert t["ratio_vs_trainer"] == pytest.approx(t["gazecons_images_per_s"] / t["trainer_images_per_s"])
     assert settings["n_train"] == 24 and Path(settings["data"]).parent == data_dir
     assert settings["penalty"]["lambda"] == 100.0 and settings["penalty"]["penalty_samples"] >= 2  # it took part
 
 
-def test_scoring_scale_numbers_and_probes(report):
+def test_scoring_scale_numbers_and_probes(report, common):
     c, settings = report["scoring_scale"], report["settings"]["scoring_scale"]
-    for key in ("paper_images_per_s", "paper_grid_images_per_s", "inference_images_per_s", "throughput_ratio"):
+    for key in ("paper_images_per_s", "paper_grid_images_per_s", "inference_images_per_s"):
         assert _positive(c[key]), key
-    assert c["rss_small_mb"] >= 0 and c["rss_large_mb"] >= 0
+    assert c["throughput_ratio"] == pytest.approx(c["paper_images_per_s"] / c["inference_images_per_s"])
+    assert c["throughput_ratio_grid"] == pytest.approx(c["paper_grid_images_per_s"] / c["inference_images_per_s"])
+    assert c["rss_small_mb"] > 0 and c["rss_large_mb"] > 0  # the peak resident memory of a whole process
+    assert c["rss_growth"] == pytest.approx(c["rss_large_mb"] / c["rss_small_mb"])
+    assert c["met"] == common.goals_met("scoring_scale", c)
     small, large = settings["probes"]
     assert (small["n"], small["n_samples"], large["n"], large["n_samples"]) == (16, 16, 64, 64)  # every image scored
 

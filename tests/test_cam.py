@@ -1,4 +1,4 @@
-"""GradCAM against a plain autograd Grad-CAM written here (SPEC section 1), on timm and transformers.
+"""GradCAM against a plain autograd Grad-CAM written here (docs/METHOD.md, section 1), on timm and transformers.
 
 Every model is randomly initialised (no weights can be downloaded) and runs in eval mode on CPU.
 """

@@ -1,4 +1,4 @@
-"""GazeConsistencyTrainer and the end-to-end training run (SPEC section 3), on tiny CPU models.
+"""GazeConsistencyTrainer and the end-to-end training run (docs/METHOD.md, section 5), on tiny CPU models.
 
 * lambda_max = 0 trains bit-for-bit like the plain ``transformers.Trainer``;
 * with lambda_max > 0 the penalty is logged and follows the per-epoch curriculum, evaluation logs
