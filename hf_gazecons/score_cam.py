@@ -119,7 +119,8 @@ def folded_view(model: nn.Module) -> nn.Module | None:
     BatchNorm folded in (``torch.nn.utils.fusion.fuse_conv_bn_eval``, eval-mode statistics). Its
     other modules ARE the model's (not copies): only the folded convolutions take new memory, and
     the model itself is not changed. None where ``torch.fx`` cannot trace it (transformers models,
-    data-dependent control flow)."""
+    data-dependent control flow) or nothing folds (e.g. timm's ``BatchNormAct2d``, which applies its
+    activation too, is left alone)."""
     from torch import fx
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -128,6 +129,7 @@ def folded_view(model: nn.Module) -> nn.Module | None:
     except Exception:  # noqa: BLE001 - torch.fx raises many kinds on an untraceable model; the model itself is used
         return None
     modules = dict(traced.named_modules())
+    folds = 0
     with eval_mode(model):
         for node in list(traced.graph.nodes):
             norm = modules.get(node.target) if node.op == "call_module" else None
@@ -142,6 +144,9 @@ def folded_view(model: nn.Module) -> nn.Module | None:
             setattr(traced.get_submodule(parent), name, folded)  # a container of the trace, not of the model
             node.replace_all_uses_with(source)
             traced.graph.erase_node(node)
+            folds += 1
+    if not folds:
+        return None
     traced.recompile()
     traced.delete_all_unused_submodules()  # the folded BatchNorms (from the trace's containers only)
     return traced

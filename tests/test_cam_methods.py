@@ -346,9 +346,12 @@ def test_scorecam_batches_masked_inputs_in_bounded_chunks_and_forwards_zero_mask
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(2))
 
 
-@pytest.mark.parametrize("case_id,folded", [("timm-test_resnet", True), ("hf-resnet", False)])
+@pytest.mark.parametrize(
+    "case_id,folded", [("timm-test_resnet", True), ("timm-test_efficientnet", False), ("hf-resnet", False)]
+)
 def test_scorecam_inference_view_is_used_where_it_reproduces_the_model(case_id, folded):
-    """timm CNNs get the folded, channels-last view; an untraceable model (transformers) runs itself."""
+    """A timm ResNet gets the folded, channels-last view; a model where nothing folds (timm's
+    EfficientNet: BatchNormAct2d) or that cannot be traced (transformers) runs itself."""
     from hf_gazecons.score_cam import inference_forward
 
     case = CASES[case_id]()
