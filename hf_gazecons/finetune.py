@@ -243,6 +243,8 @@ def _results(
         ema_alpha=args.ema_alpha,
         variant=args.variant,
         second_order=args.second_order,
+        per_sample=args.per_sample,
+        per_sample_path=trainer.per_sample_path,
         target_layer=trainer.target_name,
         cam_method=args.cam_method,
         epochs=args.num_train_epochs,

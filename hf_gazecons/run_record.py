@@ -90,7 +90,10 @@ def history_key(log: str) -> str:
 @dataclass
 class RunConfig:
     """How a run was trained (``results.json``'s ``config``): what ``train`` writes; a record needs
-    at least the model, lambda_max and seed to be a run of a sweep."""
+    at least the model, lambda_max and seed to be a run of a sweep. ``per_sample`` is the Grad-CAM
+    mode asked for and ``per_sample_path`` the way training's maps were computed
+    (``GradCAM.per_sample_path``); both are None in records written before they existed, whose
+    training maps were exact."""
 
     model: str
     lambda_max: float
@@ -110,6 +113,8 @@ class RunConfig:
     lambda_per_step: bool = False
     ema_alpha: float | None = None
     second_order: bool = False
+    per_sample: str | None = None
+    per_sample_path: str | None = None
     target_layer: str | None = None
     cam_method: str = DEFAULT_CAM_METHOD
     epochs: float | None = None

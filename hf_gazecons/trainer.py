@@ -38,6 +38,7 @@ from .errors import ModelLoadError, TrainingError, UsageError
 from .filenames import GAZE_STATE_FILE
 from .metric import gaze_consistency
 from .output_dir import match_umask
+from .per_sample_modes import DEFAULT_PER_SAMPLE, PER_SAMPLE_HELP, PER_SAMPLE_MODES, check_per_sample
 from .regularizer import GazeConsistencyLoss, LambdaCurriculum
 from .specs import parse_target
 from .targets import resolve_target, unwrap_model
@@ -68,6 +69,10 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
         metadata={"help": f"The penalty's {VARIANT_HELP}.", "choices": list(VARIANTS)},
     )
     second_order: bool = field(default=False, metadata={"help": "Differentiate through the channel weights too."})
+    per_sample: str = field(
+        default=DEFAULT_PER_SAMPLE,
+        metadata={"help": f"Per-sample Grad-CAM gradients: {PER_SAMPLE_HELP}.", "choices": list(PER_SAMPLE_MODES)},
+    )
     target_layer: str | None = field(
         default=None, metadata={"help": "Grad-CAM target: module name or timm stage index."}
     )
@@ -107,6 +112,7 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         check_training_options(self)
+        check_per_sample(self.per_sample)
         complete_defaults(self)
         super().__post_init__()
         check_report_to(self.report_to)
@@ -169,6 +175,12 @@ class GazeConsistencyTrainer(Trainer):
     def last_eval_metrics(self) -> dict[str, float]:
         return self.evaluation_metrics.get("eval", {})
 
+    @property
+    def per_sample_path(self) -> str | None:
+        """How the last training step's Grad-CAM got its per-sample gradients (``GradCAM.per_sample_path``);
+        None before the first step."""
+        return None if self._cam is None else self._cam.per_sample_path
+
     def compute_loss(
         self,
         model: nn.Module,
@@ -197,8 +209,9 @@ class GazeConsistencyTrainer(Trainer):
     def _gradcam(self, model: nn.Module) -> CAM:
         if self._cam is None or self._cam.model is not model:
             self._cam = CAM(
-                model, self.args.target, self.args.cam_method, differentiable=True, second_order=self.args.second_order
-            )
+                model, self.args.target, self.args.cam_method, differentiable=True,
+                second_order=self.args.second_order, per_sample=self.args.per_sample,
+            )  # fmt: skip
         return self._cam
 
     def training_step(

@@ -157,6 +157,12 @@ ERRORS = [
         (*TRAIN, "--cam_method", "scorecam"),
         r"--cam_method: scorecam \(Score-CAM\) is scoring only: its maps cannot be differentiated",
     ),
+    Case("train-per-sample-typo", (*TRAIN, "--per_sample", "held"), r"invalid choice: 'held'.*held_stats.*exact"),
+    Case(
+        "sweep-per-sample-typo",
+        ("sweep", "--per-sample", "loop", "--output-dir", "{out}"),
+        r"invalid choice: 'loop'.*held_stats.*exact",
+    ),
     Case("train-max-train-samples-0", (*TRAIN, "--max_train_samples", "0"), r"--max_train_samples.*positive"),
     Case("train-image-size-negative", (*TRAIN, "--image_size=-5"), r"--image_size must be a positive integer"),
     Case("train-ema-alpha-2", (*TRAIN, "--ema_alpha", "2"), r"--ema_alpha must be a number in \[0, 1\), got 2"),

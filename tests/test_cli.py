@@ -677,6 +677,7 @@ def test_train_tiny_run(tmp_path, capsys):
     assert config["cam_method"] == "layercam"  # the penalty's and the evaluation's maps
     card = (out_dir / "README.md").read_text()
     assert "**LayerCAM**" in card and "cam_method: layercam" in card and "config: layercam" in card  # model-index
+    assert (config["per_sample"], config["per_sample_path"]) == ("held_stats", "independent")  # the head's map
     assert config["label_names"] == SHAPE_CLASSES
     reloaded = load_model(str(out_dir))
     assert reloaded.label_names == SHAPE_CLASSES

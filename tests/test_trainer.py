@@ -524,6 +524,18 @@ def test_second_order_trains_and_differs_from_first_order(base, shapes, names, t
     assert not torch.allclose(a["fc.weight"], b["fc.weight"], rtol=0, atol=1e-7)
 
 
+def test_per_sample_mode_reaches_grad_cam_and_the_results(tmp_path):
+    """``--per_sample exact`` at stage -2 (train-mode BatchNorm after it): the exact path, recorded."""
+    data_args = ModelDataArguments(model="test_resnet", dataset=SHAPES, image_size=SIZE)
+    options = dict(COMMON, lambda_max=5.0, t0=0, t1=1, num_train_epochs=1, save_strategy="no")
+    args = GazeConsistencyTrainingArguments(str(tmp_path), **options, target_layer="-2", per_sample="exact")
+    train(data_args, args)
+    config = json.loads((tmp_path / "results.json").read_text())["config"]
+    assert (config["per_sample"], config["per_sample_path"], config["target_layer"]) == ("exact", "exact", "layer3")
+    with pytest.raises(GazeConsError, match="per_sample must be one of held_stats, exact"):
+        GazeConsistencyTrainingArguments(str(tmp_path / "x"), **options, per_sample="loop")
+
+
 # ------------------------------------------------------------------------------------------------
 # 8. loader workers keep training deterministic
 # ------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from dataclasses import fields
 from ..errors import UsageError
 from ..formatting import fmt_exact
 from ..output_dir import check_output_dir
+from ..per_sample_modes import PER_SAMPLE_HELP, PER_SAMPLE_MODES
 from ..sweep import (
     DEFAULTS,
     PRESETS,
@@ -99,6 +100,12 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Grad-CAM target: module name or timm stage index; write --target-layer=-2 for negatives "
         "(default: the preset's, else the model's last spatial map)",
+    )
+    parser.add_argument(
+        "--per-sample",
+        choices=PER_SAMPLE_MODES,
+        default=None,
+        help=f"{PER_SAMPLE_HELP} (default: the preset's, else held_stats)",
     )
     parser.add_argument(
         "--train-args",

@@ -17,6 +17,7 @@ from typing import Any
 from ..checks import check_curriculum, check_fields
 from ..errors import UsageError
 from ..formatting import fmt_exact
+from ..per_sample_modes import DEFAULT_PER_SAMPLE
 from ..variants import DEFAULT_VARIANT
 
 __all__ = [
@@ -53,6 +54,7 @@ class SweepConfig:
     variant: str = DEFAULT_VARIANT
     target_layer: str | None = None
     cam_method: str = "gradcam"
+    per_sample: str = DEFAULT_PER_SAMPLE
     train_args: list[str] = field(default_factory=list)
     parallel: int | None = None
     threads: int | None = None
@@ -123,6 +125,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 3e-3,
         "batch_size": 32,
         "target_layer": "-2",
+        "per_sample": "exact",  # docs/RESULTS.md's sweeps computed exact per-sample maps
         "parallel": 2,
     },
 }
@@ -187,7 +190,7 @@ def explicit_command(config: SweepConfig) -> str:
              "--dataset", config.dataset,
              "--learning-rate", fmt_exact(config.learning_rate), "--batch-size", str(config.batch_size),
              "--ema-alpha", fmt_exact(config.ema_alpha), "--variant", config.variant,
-             "--cam-method", config.cam_method]  # fmt: skip
+             "--cam-method", config.cam_method, "--per-sample", config.per_sample]  # fmt: skip
     if config.image_size:
         parts += ["--image-size", str(config.image_size)]
     if config.grayscale:

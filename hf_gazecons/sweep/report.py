@@ -71,7 +71,8 @@ def _command_section(config: SweepConfig, invoked_as: Sequence[str] | None) -> l
         f"Data `{config.dataset}`, {config.epochs} epochs, T0 {config.t0}, T1 {config.t1}, "
         f"lr {fmt_exact(config.learning_rate)}, batch {config.batch_size}, "
         f"image size {config.image_size or 'model default'}, "
-        f"target layer {config.target_layer or 'default'}, variant {config.variant}.",
+        f"target layer {config.target_layer or 'default'}, variant {config.variant}, "
+        f"per-sample Grad-CAM gradients {config.per_sample}.",
         "",
     ]
     return lines

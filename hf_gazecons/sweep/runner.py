@@ -266,6 +266,7 @@ def _settings_differ(results_path: Path, config: SweepConfig) -> str:
         "variant": config.variant,
         "ema_alpha": config.ema_alpha,
         "cam_method": config.cam_method,
+        "per_sample": config.per_sample,
     }
     return ", ".join(
         f"{key} {getattr(saved, key)!r} != {value!r}"
