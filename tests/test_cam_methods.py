@@ -23,12 +23,14 @@ Differences from the peers that are compensated here, each stated where it is us
 from __future__ import annotations
 
 import functools
+from contextlib import nullcontext
 from typing import Callable, NamedTuple
 
 import numpy as np
 import pytest
 import timm
 import torch
+from test_cam import held_batch_norms, per_sample_loop_gradients, train_mode_model
 from tiny import TINY_TRANSFORMERS
 from torch import nn
 
@@ -292,6 +294,25 @@ def test_maps_of_many_methods_share_one_forward_and_equal_single_calls():
         single = CAM(case.model, case.target, method)(x)
         assert torch.equal(out.maps, single.maps), method
         assert torch.equal(out.logits, everything["gradcam"].logits)
+
+
+@pytest.mark.parametrize("per_sample", ["exact", "held_stats"])
+def test_every_gradient_method_weighs_each_sample_by_its_own_gradient_in_train_mode(per_sample):
+    """At stage -2 of a train-mode ResNet, BatchNorm after the target couples the samples: each
+    gradient method's maps equal its formula on the per-sample loop's gradients (``exact``: the full
+    derivative; ``held_stats``: the batch statistics after the target held, test_cam's definition)."""
+    model = train_mode_model("test_resnet")
+    x, targets = images(64, batch=6, seed=1), torch.tensor([0, 1, 2, 3, 0, 1])
+    cam = CAM(model, -2, per_sample=per_sample)
+    got = cam.maps(x, targets, methods=GRADIENT_METHODS)
+    assert cam.per_sample_path == per_sample
+    with held_batch_norms(model, model.layer3, x) if per_sample == "held_stats" else nullcontext():
+        activations, gradients = per_sample_loop_gradients(model, model.layer3, x, targets, create_graph=False)
+    inputs = CAMInputs(activations.detach(), gradients, x, targets, model)
+    for method in GRADIENT_METHODS:
+        expected = normalize(get_cam_method(method).compute(inputs).relu())
+        assert expected.flatten(1).amax(dim=1).gt(0).sum() >= 4, f"{method}: too many all-zero maps to compare"
+        assert (got[method].maps - expected).abs().max() <= TOL, method
 
 
 def test_gradcam_is_the_gradcam_method_and_exported():
