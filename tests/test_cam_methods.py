@@ -18,6 +18,9 @@ Differences from the peers that are compensated here, each stated where it is us
   pytorch-grad-cam's projection is compared up to its sign.
 * Score-CAM: torchcam subtracts the unmasked input's score before the softmax, which a softmax
   ignores; nothing to compensate.
+
+A test that needs a peer skips, with the reason, where the peers extra is not installed; the
+others (the registry, the per-sample gradients, the penalty's gradient) run without it.
 """
 
 from __future__ import annotations
@@ -44,11 +47,11 @@ from hf_gazecons.errors import UsageError
 TOL = 1e-4
 GRADIENT_METHODS = cam_methods(differentiable=True)
 
-torchcam = pytest.importorskip("torchcam", reason="the peers extra (pip install -e '.[peers]') is not installed")
-pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam", reason="the peers extra is not installed")
 
-from pytorch_grad_cam.utils.image import scale_cam_image  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+
+def peer(module: str):
+    """A peer's module, or a skip of the test that needs it (the other tests here need no peer)."""
+    return pytest.importorskip(module, reason="the peers extra (pip install -e '.[peers]') is not installed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,8 +151,9 @@ def pgc_maps(case: Case, x: torch.Tensor, method: type, targets: torch.Tensor, s
     """pytorch-grad-cam's map at the target's resolution (its get_cam_image on the activations and
     gradients it captured, then its ReLU and scale_cam_image); ``scale`` c feeds its code
     ``(A / c, c G)`` (see the module docstring). Returns the raw map (before the ReLU) and the map."""
+    model_targets, image = peer("pytorch_grad_cam.utils.model_targets"), peer("pytorch_grad_cam.utils.image")
     module = case.peer_model.get_submodule(case.module)
-    chosen = [ClassifierOutputTarget(int(c)) for c in targets]
+    chosen = [model_targets.ClassifierOutputTarget(int(c)) for c in targets]
     with method(model=case.peer_model, target_layers=[module]) as cam:
         cam(input_tensor=x, targets=chosen)
         store = cam.activations_and_grads
@@ -158,7 +162,7 @@ def pgc_maps(case: Case, x: torch.Tensor, method: type, targets: torch.Tensor, s
         if gradients is not None:
             activations, gradients = activations / scale, gradients * scale
         raw = cam.get_cam_image(x, module, chosen, activations, gradients, eigen_smooth=False)
-    return raw, scale_cam_image(np.maximum(raw, 0))
+    return raw, image.scale_cam_image(np.maximum(raw, 0))
 
 
 TORCHCAM = {"gradcam": "GradCAM", "xgradcam": "XGradCAM", "layercam": "LayerCAM"}
@@ -175,13 +179,13 @@ PGC = {
 @pytest.mark.parametrize("case_id", CASES)
 @pytest.mark.parametrize("method", list(TORCHCAM))
 def test_gradient_methods_match_torchcam(case_id, method):
-    import torchcam.methods
+    torchcam_methods = peer("torchcam.methods")
 
     case = CASES[case_id]()
     x = images(case.size)
     targets = strongest_targets(case, x, method)
-    peer = torchcam_maps(case, x, getattr(torchcam.methods, TORCHCAM[method]), targets)
-    assert max_diff(ours(case, x, method, targets), peer) <= TOL
+    theirs = torchcam_maps(case, x, getattr(torchcam_methods, TORCHCAM[method]), targets)
+    assert max_diff(ours(case, x, method, targets), theirs) <= TOL
 
 
 @pytest.mark.parametrize("case_id", CASES)
@@ -191,23 +195,23 @@ def test_gradient_methods_match_pytorch_grad_cam(case_id, method):
     x = images(case.size)
     targets = strongest_targets(case, x, method)
     scale = 1e4 if method == "gradcampp" else 1.0  # its 1e-6 made negligible, the formula unchanged
-    _, peer = pgc_maps(case, x, getattr(pytorch_grad_cam, PGC[method]), targets, scale)
-    assert max_diff(ours(case, x, method, targets), torch.from_numpy(peer)) <= TOL
+    _, expected = pgc_maps(case, x, getattr(peer("pytorch_grad_cam"), PGC[method]), targets, scale)
+    assert max_diff(ours(case, x, method, targets), torch.from_numpy(expected)) <= TOL
 
 
 def test_gradcampp_differs_from_torchcam_which_skips_its_alpha_division():
     """torchcam 0.5.0's GradCAMpp equals sum_ij G^2 relu(G) weights (its alpha division acts on a
     copy); ours follows the paper (and pytorch-grad-cam), so they differ."""
-    import torchcam.methods
+    torchcam_methods = peer("torchcam.methods")
 
     case = CASES["timm-test_resnet-layer3"]()
     x = images(case.size)
     targets = strongest_targets(case, x, "gradcampp")
-    peer = torchcam_maps(case, x, torchcam.methods.GradCAMpp, targets)
+    theirs = torchcam_maps(case, x, torchcam_methods.GradCAMpp, targets)
     activations, gradients = captured(case, x, targets)
     numerator_only = ((gradients.pow(2) * gradients.relu()).sum(dim=(2, 3), keepdim=True) * activations).sum(dim=1)
-    assert max_diff(normalize(numerator_only.relu()), peer) <= TOL
-    assert max_diff(ours(case, x, "gradcampp", targets), peer) > 0.01
+    assert max_diff(normalize(numerator_only.relu()), theirs) <= TOL
+    assert max_diff(ours(case, x, "gradcampp", targets), theirs) > 0.01
 
 
 def test_gradcampp_is_the_papers_formula_without_epsilon():
@@ -225,13 +229,13 @@ def test_gradcampp_is_the_papers_formula_without_epsilon():
 
 @pytest.mark.parametrize("case_id", ["timm-test_resnet", "timm-test_efficientnet", "hf-resnet"])
 def test_scorecam_matches_torchcam(case_id):
-    import torchcam.methods
+    torchcam_methods = peer("torchcam.methods")
 
     case = CASES[case_id]()
     x = images(case.size, batch=2)
     targets = strongest_targets(case, x, "gradcam")  # (Score-CAM's own would cost 3 Score-CAMs; ours() checks)
-    peer = torchcam_maps(case, x, torchcam.methods.ScoreCAM, targets, batch_size=32)
-    assert max_diff(ours(case, x, "scorecam", targets), peer) <= TOL
+    theirs = torchcam_maps(case, x, torchcam_methods.ScoreCAM, targets, batch_size=32)
+    assert max_diff(ours(case, x, "scorecam", targets), theirs) <= TOL
 
 
 @pytest.mark.parametrize("case_id", CASES)
@@ -239,10 +243,11 @@ def test_eigencam_matches_pytorch_grad_cam_up_to_its_sign(case_id):
     case = CASES[case_id]()
     x = images(case.size)
     out = CAM(case.model, case.target, "eigencam")(x)
-    peer_raw, _ = pgc_maps(case, x, pytorch_grad_cam.EigenCAM, out.logits.argmax(dim=1))
+    peer_raw, _ = pgc_maps(case, x, peer("pytorch_grad_cam").EigenCAM, out.logits.argmax(dim=1))
     peer_raw = torch.from_numpy(peer_raw)
     sign = torch.sign((out.raw * peer_raw).flatten(1).sum(dim=1))[:, None, None]
     assert max_diff(out.raw, sign * peer_raw) <= TOL * out.raw.abs().max()
+    scale_cam_image = peer("pytorch_grad_cam.utils.image").scale_cam_image
     assert max_diff(out.maps, torch.from_numpy(scale_cam_image(np.maximum((sign * peer_raw).numpy(), 0)))) <= TOL
     # the sign convention: the map correlates non-negatively with the channel sum of the activations
     activations, _ = captured(case, x, None)
