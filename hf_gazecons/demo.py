@@ -51,16 +51,21 @@ class DemoSettings:
 RUNS = {"baseline": (False, "paper"), "paper": (True, "paper"), "robust": (True, "robust")}
 
 
-def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) -> dict[str, TrainingRun]:
+def run_demo(
+    output_dir: str | Path, settings: DemoSettings = DemoSettings(), report: bool = True
+) -> dict[str, TrainingRun]:
     """Train ``baseline`` (lambda_max = 0), ``paper`` and ``robust`` (``settings.lambda_max`` with
-    that variant) into ``output_dir``, with the same seed and data."""
+    that variant) into ``output_dir``, with the same seed and data; with ``report``, each run's
+    ``report.html`` and one of the three (``output_dir/report.html``)."""
     from .finetune import ModelDataArguments, train
     from .jsonio import write_json
     from .plots import plot_class_means
     from .trainer import GazeConsistencyTrainingArguments
 
     output_dir = Path(output_dir)
-    data_args = ModelDataArguments(model=settings.model, dataset=settings.dataset, image_size=settings.image_size)
+    data_args = ModelDataArguments(
+        model=settings.model, dataset=settings.dataset, image_size=settings.image_size, report=report
+    )
     runs = {}
     for name, (regularised, variant) in RUNS.items():
         lambda_max = settings.lambda_max if regularised else 0.0
@@ -95,6 +100,10 @@ def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) ->
         title=f"Class-mean maps ({settings.cam_method}) on the validation split",
     )
     write_json(output_dir / "comparison.json", {name: run.results.final for name, run in runs.items()})
+    if report:
+        from .report import write_report
+
+        write_report(output_dir)
     return runs
 
 
