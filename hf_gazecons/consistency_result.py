@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .cam_family import DEFAULT_CAM_METHOD
 from .localization import Localization
 from .run_record import CONSISTENCY, class_metric, metric_key, reference_metric, variant_metric
 from .variants import DEFAULT_VARIANT
@@ -39,7 +40,8 @@ class ClassConsistency:
 class ConsistencyResult:
     """L_CAM (``value``; lower = more consistent) beside accuracy, kappa and the mean cross-entropy
     ``loss``, per class and overall. ``values`` holds L_CAM under every variant that one pass could
-    compute: always ``paper`` and ``robust`` (they need only sums), ``reference`` when asked for."""
+    compute: always ``paper`` and ``robust`` (they need only sums), ``reference`` when asked for.
+    ``cam_method`` is the saliency method of the maps (:func:`~hf_gazecons.cam_family.cam_methods`)."""
 
     value: float | None
     per_class: dict[str, ClassConsistency]
@@ -59,6 +61,7 @@ class ConsistencyResult:
     dataset: str | None = None
     split: str | None = None
     values: dict[str, float | None] = field(default_factory=dict)
+    cam_method: str = DEFAULT_CAM_METHOD
 
     @property
     def zero_map_share(self) -> float | None:
@@ -105,6 +108,7 @@ class ConsistencyResult:
             "dataset": self.dataset,
             "split": self.split,
             "variant": self.variant,
+            "cam_method": self.cam_method,
             "grid": list(self.grid) if self.grid else None,
             "target_layer": self.target_name,
             "cam_size": list(self.cam_size),

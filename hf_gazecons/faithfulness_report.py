@@ -1,6 +1,6 @@
 """Faithfulness of a model's Grad-CAM over a data set, each figure beside its references.
 
-For every image, the Grad-CAM map of the predicted class (at the target layer's own grid) is scored
+For every image, the CAM map (Grad-CAM unless another method is asked for) of the predicted class (at the target layer's own grid) is scored
 by deletion/insertion and ROAD (:mod:`~hf_gazecons.faithfulness`), and so are two references of the
 same grid for the same image and class: a **random** map (uniform noise per cell, seeded) and, where
 the data has a mask, the **perfect** map (the mask averaged onto the grid). A Grad-CAM figure means
@@ -24,7 +24,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .batching import batch_source, eval_mode, unpack_batch
-from .cam import GradCAM
+from .cam import CAM
+from .cam_family import DEFAULT_CAM_METHOD
 from .faithfulness import ROAD_PERCENTILES, deletion_insertion, road
 from .localization import perfect_maps
 from .models import LoadedModel
@@ -149,6 +150,7 @@ def evaluate_faithfulness(
     batch_size: int = 32,
     num_workers: int = 0,
     progress: bool = True,
+    cam_method: str = DEFAULT_CAM_METHOD,
 ) -> FaithfulnessResult:
     """Score the faithfulness of ``model``'s Grad-CAM (predicted class) on ``data`` beside a random
     and a perfect map (see the module).
@@ -160,6 +162,7 @@ def evaluate_faithfulness(
         settings: which tests and their settings.
         target: Grad-CAM target layer (None: automatic).
         batch_size: images per Grad-CAM forward; the perturbed images go through the model 64 at a time.
+        cam_method: the CAM method whose maps are scored (``gradcam`` by default; the key stays ``gradcam``).
 
     Returns:
         :class:`FaithfulnessResult`.
@@ -167,7 +170,7 @@ def evaluate_faithfulness(
     if isinstance(model, LoadedModel):
         preprocessing = preprocessing or model.preprocessing
         model = model.model
-    cam = GradCAM(model, target=target)
+    cam = CAM(model, target=target, method=cam_method, masked_batch_size=batch_size)
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(settings.seed)
     result = FaithfulnessResult(settings)

@@ -30,6 +30,10 @@ warm-up; medians are reported):
 * ``faithfulness``    — deletion/insertion of a batch (ours vs torchcam's DeletionInsertionMetric) and
                         ROAD (ours vs pytorch-grad-cam's), same model, images, maps and classes, with a
                         check that they compute the same numbers.
+* ``cam_methods``     — every CAM method on one batch against today's Grad-CAM and the peers' own
+                        implementations (pytorch-grad-cam, torchcam), with a check of the maps;
+                        Score-CAM against torchcam's (time, and peak memory in fresh processes); every
+                        method in one pass (``score --cam-method all``) against the slowest single one.
 
 ``train_epoch`` and ``scoring_scale`` generate their image folder once (scripts/bench_data.py: 2048
 grayscale JPEGs of 512 px) under ``--data-dir`` (default ~/.cache/hf_gazecons/bench). Peers that are not installed are
@@ -57,6 +61,7 @@ SCRIPTS = Path(__file__).resolve().parent
 if str(SCRIPTS) not in sys.path:  # the bench_* modules beside it (tests load this file by its path)
     sys.path.insert(0, str(SCRIPTS))
 
+from bench_cam_methods import bench_cam_methods, scorecam_memory_probe  # noqa: E402
 from bench_common import GOALS, REPO_ROOT, device_info, goals_met  # noqa: E402  (also: the repo root on the path)
 from bench_faithfulness import bench_faithfulness  # noqa: E402
 from bench_gradcam import bench_gradcam, bench_memory, memory_probe  # noqa: E402
@@ -69,6 +74,8 @@ _CHEST_XRAYS = {"model": "resnet18", "size": 224, "batch": 32, "n_images": 2048,
 _TINY_FOLDER = {"model": "test_resnet", "size": 64, "batch": 8, "n_images": 48, "image_px": 96, "workers": 1}
 _FAITHFULNESS = {"model": "resnet18", "grid": 7, "steps": 20, "percentiles": [10, 20, 30, 40, 50, 60, 70, 80, 90]}
 """torchcam's and pytorch-grad-cam's defaults; resnet18's 7 x 7 map at 224 px."""
+_CAM_METHODS = {"model": "resnet18", "size": 224, "batch": 32}
+"""The comparison's setting: resnet18 at 224 px, batch 32; Score-CAM on the first ``scorecam_images`` of the batch."""
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
@@ -104,6 +111,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         },
         "cli_help": {"reps": 5},
         "faithfulness": {**_FAITHFULNESS, "size": 224, "batch": 32, "reps": 2, "road_reps": 1},
+        "cam_methods": {**_CAM_METHODS, "reps": 5, "scorecam_images": 2, "scorecam_reps": 3},
     },
     "quick": {
         "gradcam": {"model": "resnet18", "size": 224, "batch": 32, "reps": 5},
@@ -138,6 +146,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         },
         "cli_help": {"reps": 3},
         "faithfulness": {**_FAITHFULNESS, "size": 112, "batch": 8, "grid": 4, "reps": 2, "road_reps": 1},
+        "cam_methods": {**_CAM_METHODS, "reps": 3, "scorecam_images": 1, "scorecam_reps": 2},
     },
     "tiny": {  # for tests/test_bench.py: the code paths and the schema, not the numbers
         "gradcam": {"model": "test_resnet", "size": 96, "batch": 4, "reps": 2},
@@ -161,6 +170,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             **_FAITHFULNESS, "model": "test_resnet", "size": 32, "batch": 2, "grid": 3, "steps": 5, "percentiles": [50],
             "reps": 1, "road_reps": 1,
         },  # fmt: skip
+        "cam_methods": {"model": "test_resnet", "size": 96, "batch": 4, "reps": 1, "scorecam_images": 1,
+                        "scorecam_reps": 1},  # fmt: skip
     },
 }
 
@@ -194,6 +205,7 @@ SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "scoring_scale": bench_scoring_scale,
     "cli_help": bench_cli_help,
     "faithfulness": bench_faithfulness,
+    "cam_methods": bench_cam_methods,
 }
 DATA_SECTIONS = ("train_epoch", "scoring_scale")  # read the generated image folder
 
@@ -239,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--_memory-probe", dest="memory_probe", choices=("ours", "inference", "captum"), help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--_scorecam-probe", dest="scorecam_probe", choices=("ours", "torchcam"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--_probe-model", dest="probe_model", help=argparse.SUPPRESS)
     parser.add_argument("--_probe-size", dest="probe_size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--_probe-batch", dest="probe_batch", type=int, help=argparse.SUPPRESS)
@@ -252,6 +267,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.memory_probe:
         print(json.dumps(memory_probe(args.memory_probe, args.probe_model, args.probe_size, args.probe_batch, device)))
+        return 0
+    if args.scorecam_probe:
+        probe = scorecam_memory_probe(args.scorecam_probe, args.probe_model, args.probe_size, args.probe_batch, device)
+        print(json.dumps(probe))
         return 0
     if args.scoring_probe:
         print(json.dumps(scoring_memory_probe(**json.loads(args.scoring_probe), device=device)))

@@ -54,6 +54,14 @@ GOALS: dict[str, dict[str, dict[str, Any]]] = {
         "speedup_vs_torchcam": {"op": ">=", "value": 2.0},
         "speedup_vs_pytorch_grad_cam": {"op": ">=", "value": 10.0},
     },
+    "cam_methods": {
+        "max_ratio_vs_gradcam": {"op": "<=", "value": 1.15},
+        "min_speedup_vs_pytorch_grad_cam": {"op": ">=", "value": 2.5},
+        "scorecam_speedup_vs_torchcam": {"op": ">=", "value": 2.0},
+        "scorecam_memory_ratio_vs_torchcam": {"op": "<=", "value": 1.10},
+        "all_ratio_vs_slowest": {"op": "<=", "value": 1.5},
+        "all_one_forward_ratio_vs_slowest": {"op": "<=", "value": 1.5},
+    },
 }
 
 
