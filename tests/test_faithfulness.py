@@ -230,3 +230,19 @@ def test_a_data_set_report_scores_each_image_and_its_references(model):
     assert report.to_dict()["summary"]["perfect"]["deletion_auc"]["n"] == 3
     with pytest.raises(ValueError, match="faithfulness tests"):
         FaithfulnessSettings(tests=("insertion",))
+
+
+@pytest.mark.parametrize("method", ["hirescam", "layercam"])
+def test_a_data_set_report_scores_the_maps_of_the_method_asked_for(model, method):
+    """With cam_method, the scored maps are that method's (CAM(model, method=...)), not Grad-CAM's."""
+    from hf_gazecons.cam import CAM
+    from hf_gazecons.faithfulness_report import FaithfulnessSettings, evaluate_faithfulness
+
+    images = torch.randn(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(7))
+    batches = [{"pixel_values": images, "labels": torch.tensor([0, 1, 2])}]
+    settings = FaithfulnessSettings(tests=("deletion",), steps=5)
+    report = evaluate_faithfulness(model, batches, settings, target="layer3", progress=False, cam_method=method)
+    out = CAM(model, target="layer3", method=method)(images)
+    deletion, insertion = deletion_insertion(model, images, out.maps.detach(), out.logits.argmax(1), steps=5)
+    assert [row["gradcam"]["deletion_auc"] for row in report.images] == pytest.approx(deletion.tolist(), abs=1e-6)
+    assert [row["gradcam"]["insertion_auc"] for row in report.images] == pytest.approx(insertion.tolist(), abs=1e-6)
