@@ -47,7 +47,7 @@ class Localization:
 class ConsistencyResult:
     """L_CAM (``value``; lower = more consistent) beside accuracy, kappa and the mean cross-entropy
     ``loss``, per class and overall. ``values`` holds L_CAM under every variant that one pass could
-    compute: always ``paper`` and ``robust`` (they need only sums), ``reference`` when asked for."""
+    compute: always ``paper``, ``robust`` and ``pearson`` (they need only sums), ``reference`` when asked for."""
 
     value: float | None
     per_class: dict[str, ClassConsistency]

@@ -1,6 +1,6 @@
 """The per-sample deviation of a map from its class map (SPEC eq. 9 and 15), and the common grid.
 
-Three variants:
+Four variants:
 
 * ``"paper"`` (default) — the text's squared L2 per pixel:
   ``l(x, c) = (1/(H'W')) * ||CAM^c(x) - mean_c||_2^2``;
@@ -17,6 +17,8 @@ Three variants:
   distance makes it a *best* case whenever ``||CAM||^2 > 2 <CAM, mean_c>``. The values are on the
   paper variant's scale (the two agree for maps of their class map's energy), so the study's
   lambda values carry over. docs/OBJECTIVES.md has the derivation and the measurements behind it.
+* ``"pearson"`` — half of one minus the Pearson correlation with the class map, blind to a map's
+  energy and to the inversion of a class's maps; its equations are in :mod:`hf_gazecons.pearson`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import torch
 
 from .cam import resize_maps
+from .pearson import pearson_deviation
 from .variants import Variant, check_variant
 
 __all__ = [
@@ -39,6 +42,8 @@ __all__ = [
 def per_sample_deviation(maps: torch.Tensor, class_map: torch.Tensor, variant: Variant = "paper") -> torch.Tensor:
     """``l(x, c)`` for each of the (N, H', W') ``maps`` against ``class_map`` ((H', W') or (N, H', W'))."""
     variant = check_variant(variant)
+    if variant == "pearson":
+        return pearson_deviation(maps, class_map)
     if variant == "robust":
         maps, class_map = maps.flatten(1), class_map.reshape(-1, maps[0].numel())
         cosine = (unit_maps(maps) * unit_maps(class_map)).sum(dim=1)

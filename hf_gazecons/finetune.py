@@ -210,6 +210,7 @@ def _results(
         ema_alpha=args.ema_alpha,
         variant=args.variant,
         second_order=args.second_order,
+        follow_flips=args.follow_flips,
         target_layer=trainer.target_name,
         epochs=args.num_train_epochs,
         learning_rate=args.learning_rate,

@@ -34,6 +34,7 @@ from .deviation import class_deviation_sum, on_grid, per_sample_deviation, robus
 from .errors import MetricError
 from .localization import energy_pointing_game, pointing_game
 from .models import LoadedModel
+from .pearson import centred_unit_maps, has_direction, pearson_deviation_sum
 from .preprocessing import Preprocessing
 from .variants import VARIANTS, Variant, check_variant
 
@@ -60,7 +61,7 @@ def cohen_kappa(confusion: torch.Tensor) -> float:
 class ConsistencyStatistics:
     """Running, mergeable statistics of the metric for ``num_classes`` classes.
 
-    The paper and robust variants need only sums (both are always computed). The reference
+    The paper, robust and pearson variants need only sums (all are always computed). The reference
     variant's unsquared norm needs the final class mean before any distance, so it also keeps every
     correct sample's map on the CPU: ``REFERENCE_BYTES_PER_PIXEL * H' * W'`` bytes a map (196 B at
     7x7: 10 000 maps are 2 MB; 12.5 kB at 56x56: 100 000 maps are 1.25 GB). It refuses with a
@@ -77,6 +78,8 @@ class ConsistencyStatistics:
     confusion: torch.Tensor = field(init=False)
     map_sum: torch.Tensor | None = field(init=False, default=None)
     unit_sum: torch.Tensor | None = field(init=False, default=None)
+    centred_sum: torch.Tensor | None = field(init=False, default=None)
+    live_maps: torch.Tensor = field(init=False)
     square_sum: torch.Tensor = field(init=False)
     localization_sums: torch.Tensor = field(init=False)
     loss_sum: torch.Tensor = field(init=False)
@@ -94,6 +97,7 @@ class ConsistencyStatistics:
         self.localization_sums = torch.zeros(3, dtype=torch.float64)  # energy, hits, count
         self.loss_sum = torch.zeros((), dtype=torch.float64)  # cross-entropy summed over samples
         self.zero_maps = torch.zeros(k, dtype=torch.float64)  # correct samples whose map is all zero
+        self.live_maps = torch.zeros(k, dtype=torch.float64)  # correct samples whose grid map is not constant
         self.kept_maps = [[] for _ in range(k)]
 
     def update(
@@ -119,8 +123,11 @@ class ConsistencyStatistics:
         if self.map_sum is None:
             self.map_sum = torch.zeros(self.num_classes, *grid_maps.shape[1:], dtype=torch.float64)
             self.unit_sum = torch.zeros_like(self.map_sum)
+            self.centred_sum = torch.zeros_like(self.map_sum)
         self.map_sum.index_add_(0, classes, grid_maps)
         self.unit_sum.index_add_(0, classes, unit_maps(grid_maps))
+        self.centred_sum.index_add_(0, classes, centred_unit_maps(grid_maps))
+        self.live_maps.index_add_(0, classes, has_direction(grid_maps).double())
         self.square_sum.index_add_(0, classes, grid_maps.flatten(1).pow(2).sum(dim=1))
         self.zero_maps.index_add_(0, classes, (maps[correct].flatten(1).amax(dim=1) == 0).double())
         if self.variant == "reference":
@@ -157,8 +164,10 @@ class ConsistencyStatistics:
         if shape is not None and self.map_sum is None:
             self.map_sum = torch.zeros(self.num_classes, *shape, dtype=torch.float64)
             self.unit_sum = torch.zeros_like(self.map_sum)
+            self.centred_sum = torch.zeros_like(self.map_sum)
         device = _collective_device()
-        for name in ("confusion", "map_sum", "unit_sum", "square_sum", "localization_sums", "loss_sum", "zero_maps"):
+        names = ("confusion", "map_sum", "unit_sum", "centred_sum", "square_sum", "localization_sums", "loss_sum")
+        for name in (*names, "zero_maps", "live_maps"):
             tensor = getattr(self, name)
             if tensor is None:
                 continue
@@ -236,6 +245,8 @@ class ConsistencyStatistics:
         if variant == "robust":
             counts = self.confusion.diag()
             return robust_deviation_sum(counts, counts - self.zero_maps, self.map_sum, self.unit_sum)
+        if variant == "pearson":
+            return pearson_deviation_sum(self.confusion.diag(), self.live_maps, self.centred_sum)
         sums = torch.zeros(self.num_classes, dtype=torch.float64)
         for c, maps in enumerate(self.kept_maps):
             for part in maps:  # batch by batch: no second copy of the kept maps
@@ -277,8 +288,8 @@ def gaze_consistency(
         model: a :class:`LoadedModel` (brings its preprocessing and label names) or any classifier
             module whose output (or ``.logits``) are the class logits.
         data: batches, or a ``datasets`` data set (then ``preprocessing`` is needed).
-        variant: the deviation L_CAM reports (``paper``, ``reference`` or ``robust``); ``paper`` and
-            ``robust`` are always computed (``result.values``).
+        variant: the deviation L_CAM reports (``paper``, ``reference``, ``robust`` or ``pearson``);
+            all but ``reference`` are always computed (``result.values``).
         grid: resample every map to this ``(H, W)`` by averaging areas, to compare backbones.
         target: Grad-CAM target layer: a module name, a timm stage index, or None (automatic).
         label_names: the class names in logit order (default: the LoadedModel's, else "0", "1", ...).

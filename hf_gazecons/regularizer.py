@@ -24,6 +24,7 @@ from torch import nn
 
 from .deviation import per_sample_deviation, worst_robust_deviation
 from .errors import MetricError, UsageError
+from .pearson import PEARSON_WORST, centred_unit_maps
 from .variants import Variant, check_variant
 
 __all__ = ["GazeConsistencyLoss", "PenaltyOutput", "LambdaCurriculum"]
@@ -64,6 +65,12 @@ class GazeConsistencyLoss(nn.Module):
     leaves its EMA as it is), and, given the maps' pre-ReLU ``raw`` values, a participating sample
     whose map is zero everywhere adds ``w_c * relu(-max raw) / mean|raw|`` to its (worst-case)
     deviation, so that the penalty has a gradient that brings a collapsed map back.
+    ``variant="pearson"`` (:mod:`hf_gazecons.pearson`) does the same, with the EMA of the batch
+    means of the non-zero maps' centred unit vectors as its class map and the worst value 1.
+
+    Given ``flipped`` (one flag per sample: the augmentation mirrored the image horizontally), the
+    maps and ``raw`` of the flipped samples are mirrored back before anything else: the class map
+    lives in the frame of the un-augmented images, and a flipped image meets it flipped.
 
     Args:
         num_classes: the classifier's number of classes.
@@ -94,10 +101,19 @@ class GazeConsistencyLoss(nn.Module):
         self.register_buffer("initialized", torch.zeros(num_classes, dtype=torch.bool))
 
     def forward(
-        self, maps: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, raw: torch.Tensor | None = None
+        self,
+        maps: torch.Tensor,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        raw: torch.Tensor | None = None,
+        flipped: torch.Tensor | None = None,
     ) -> PenaltyOutput:
         """``maps``: (B, H', W') differentiable Grad-CAM of the true class; ``logits``: (B, K);
-        ``raw``: the maps before ReLU and normalisation (``CAMOutput.raw``; used by ``robust``)."""
+        ``raw``: the maps before ReLU and normalisation (``CAMOutput.raw``; used by ``robust`` and
+        ``pearson``); ``flipped``: (B,) bool, the samples whose image was mirrored horizontally."""
+        if flipped is not None:
+            maps = _mirror_back(maps, flipped)
+            raw = None if raw is None else _mirror_back(raw, flipped)
         correct = logits.detach().argmax(dim=1) == labels
         classes = labels[correct]
         k = self.num_classes
@@ -105,7 +121,8 @@ class GazeConsistencyLoss(nn.Module):
         zero = (maps.detach()[correct].flatten(1).amax(dim=1) == 0).to(maps.dtype)
         zeros = torch.zeros(k, dtype=maps.dtype, device=maps.device).index_add_(0, classes, zero)
         sums = torch.zeros(k, *maps.shape[1:], dtype=maps.dtype, device=maps.device)
-        sums.index_add_(0, classes, maps.detach()[correct])
+        averaged_maps = maps.detach()[correct]
+        sums.index_add_(0, classes, centred_unit_maps(averaged_maps) if self.variant == "pearson" else averaged_maps)
         world = 1
         if dist.is_available() and dist.is_initialized():
             world = dist.get_world_size()
@@ -113,7 +130,8 @@ class GazeConsistencyLoss(nn.Module):
             dist.all_reduce(packed)
             counts, zeros, sums = packed[:k], packed[k : 2 * k], packed[2 * k :].view_as(sums)
         taking_part = counts >= 2
-        averaged = counts - zeros if self.variant == "robust" else counts  # robust: the non-zero maps' mean
+        collapse_safe = self.variant in ("robust", "pearson")
+        averaged = counts - zeros if collapse_safe else counts  # the non-zero maps' mean
         self._update_ema(sums, averaged, taking_part & (averaged > 0))
         selected = correct & taking_part[labels]
         n_classes = int(taking_part.sum())
@@ -124,10 +142,9 @@ class GazeConsistencyLoss(nn.Module):
             return PenaltyOutput(loss, n_samples, n_classes, n_zero_maps)
         class_maps = self.ema[labels[selected]]
         deviations = per_sample_deviation(maps[selected], class_maps, self.variant)
-        if self.variant == "robust" and raw is not None:
-            deviations = deviations + worst_robust_deviation(class_maps) * _collapse_depth(
-                maps[selected], raw[selected]
-            )
+        if collapse_safe and raw is not None:
+            worst = worst_robust_deviation(class_maps) if self.variant == "robust" else PEARSON_WORST
+            deviations = deviations + worst * _collapse_depth(maps[selected], raw[selected])
         return PenaltyOutput(deviations.sum() * (world / n_samples), n_samples, n_classes, n_zero_maps)
 
     @torch.no_grad()
@@ -151,6 +168,11 @@ class GazeConsistencyLoss(nn.Module):
         if prefix + "ema" in state_dict:  # the map size is only known once saved
             self.ema = torch.empty_like(state_dict[prefix + "ema"], device=self.ema.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _mirror_back(maps: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
+    """(B, H', W') ``maps`` with those of the ``flipped`` samples mirrored along the width."""
+    return torch.where(flipped.to(maps.device, torch.bool)[:, None, None], maps.flip(-1), maps)
 
 
 def _collapse_depth(maps: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:

@@ -71,6 +71,7 @@ class RunConfig:
     lambda_per_step: bool = False
     ema_alpha: float | None = None
     second_order: bool = False
+    follow_flips: bool = False
     target_layer: str | None = None
     epochs: float | None = None
     learning_rate: float | None = None

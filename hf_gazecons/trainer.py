@@ -66,6 +66,10 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
         default="paper",
         metadata={"help": f"The penalty's {VARIANT_HELP}.", "choices": list(VARIANTS)},
     )
+    follow_flips: bool = field(
+        default=False,
+        metadata={"help": "Compare the map of a horizontally flipped training image with the flipped class map."},
+    )
     second_order: bool = field(default=False, metadata={"help": "Differentiate through the channel weights too."})
     target_layer: str | None = field(
         default=None, metadata={"help": "Grad-CAM target: module name or timm stage index."}
@@ -176,7 +180,7 @@ class GazeConsistencyTrainer(Trainer):
         out = self._gradcam(model)(pixel_values, targets=labels)
         loss = F.cross_entropy(out.logits, labels, label_smoothing=self.args.label_smoothing_factor)
         cross_entropy = float(loss.detach())
-        penalty = self.regularizer(out.maps, out.logits, labels, out.raw)
+        penalty = self.regularizer(out.maps, out.logits, labels, out.raw, self._flips(inputs))
         weight = self.curriculum.at_progress(self.state.epoch or 0.0)
         if weight != 0.0:
             loss = loss + weight * penalty.loss
@@ -185,6 +189,17 @@ class GazeConsistencyTrainer(Trainer):
             [float(penalty.loss.detach()), weight, *counts, cross_entropy, 1.0], dtype=torch.float64
         )
         return (loss, {"logits": out.logits}) if return_outputs else loss
+
+    def _flips(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The batch's horizontal-flip flags when ``follow_flips`` asks for them."""
+        if not self.args.follow_flips:
+            return None
+        if "flipped" not in inputs:
+            raise TrainingError(
+                "--follow_flips needs training items that report their horizontal flip ('flipped'): timm "
+                "preprocessing reports it, a transformers processor's own training transforms do not"
+            )
+        return inputs["flipped"]
 
     def _gradcam(self, model: nn.Module) -> GradCAM:
         if self._cam is None or self._cam.model is not model:

@@ -12,12 +12,14 @@ from .errors import UsageError
 
 __all__ = ["Variant", "VARIANTS", "VARIANT_HELP", "check_variant"]
 
-Variant = Literal["paper", "reference", "robust"]
-VARIANTS: tuple[Variant, ...] = ("paper", "reference", "robust")
+Variant = Literal["paper", "reference", "robust", "pearson"]
+VARIANTS: tuple[Variant, ...] = ("paper", "reference", "robust", "pearson")
 
 VARIANT_HELP = (
     "deviation of a map from its class map: 'paper' (mean squared difference, the study's text), "
-    "'reference' (unsquared norm, the study's code) or 'robust' (1 - cosine; an all-zero map is the worst case)"
+    "'reference' (unsquared norm, the study's code), 'robust' (1 - cosine; an all-zero map is the worst case) "
+    "or 'pearson' ((1 - Pearson correlation) / 2: blind to a map's energy and polarity; an all-zero map is the "
+    "worst case)"
 )
 
 

@@ -524,6 +524,25 @@ def test_second_order_trains_and_differs_from_first_order(base, shapes, names, t
     assert not torch.allclose(a["fc.weight"], b["fc.weight"], rtol=0, atol=1e-7)
 
 
+def test_follow_flips_hands_each_batch_s_flip_flags_to_the_penalty(base, shapes, names, tmp_path, monkeypatch):
+    options = dict(follow_flips=True, variant="pearson", num_train_epochs=1, **NO_EVAL)
+    unflagged = gaze_trainer(base, shapes, names, tmp_path / "a", **options)
+    with pytest.raises(GazeConsError, match="--follow_flips needs training items that report"):
+        unflagged.train()  # these items do not say whether they were flipped
+    trainer = gaze_trainer(base, shapes, names, tmp_path / "b", **options)
+    trainer.train_dataset = ImageClassificationDataset.with_preprocessing(shapes["train"], base.preprocessing, True)
+    forward, seen = trainer.regularizer.forward, []
+
+    def spy(maps, logits, labels, raw, flipped):
+        seen.append(flipped)
+        return forward(maps, logits, labels, raw, flipped)
+
+    monkeypatch.setattr(trainer.regularizer, "forward", spy)
+    trainer.train()
+    flags = torch.cat(seen)
+    assert len(flags) == len(shapes["train"]) and flags.dtype == torch.bool and 0 < int(flags.sum()) < len(flags)
+
+
 # ------------------------------------------------------------------------------------------------
 # 8. loader workers keep training deterministic
 # ------------------------------------------------------------------------------------------------
