@@ -253,7 +253,8 @@ class GazeConsistencyTrainer(Trainer):
             return
         self._zero_map_warned = True
         if self.is_world_process_zero():
-            advice = "" if self.args.variant == "robust" else "; --variant robust makes an all-zero map the worst case"
+            safe = ("robust", "pearson")
+            advice = "" if self.args.variant in safe else "; --variant pearson makes an all-zero map the worst case"
             warnings.warn(
                 f"{share:.0%} of the penalised Grad-CAM maps are all zero at epoch {self.state.epoch:.2f} "
                 f"(lambda {weight:g}, variant {self.args.variant}): the gaze is collapsing, and a collapsed map "

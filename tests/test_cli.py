@@ -553,20 +553,22 @@ def test_demo_reduced(tmp_path, capsys):
         out_dir,
     )
     assert rc == 0, err
-    header = next(line for line in out.splitlines() if "baseline" in line and "robust" in line)
-    assert header.split() == ["baseline", "paper", "robust"]
-    for row in ("accuracy", "Cohen's kappa", "L_CAM, paper", "L_CAM, robust", "all-zero maps", "energy pointing game"):
+    header = next(line for line in out.splitlines() if "baseline" in line and "pearson" in line)
+    assert header.split() == ["baseline", "paper", "pearson"]
+    for row in ("accuracy", "Cohen's kappa", "L_CAM, paper", "L_CAM, pearson", "all-zero maps", "energy pointing game"):
         line = next((line for line in out.splitlines() if line.startswith(row)), None)
         assert line is not None, f"no {row!r} row in:\n{out}"
         assert len(re.findall(r"(?:-?\d+\.\d{4}|n/a)", line)) == 3, line
-    for run in ("baseline", "paper", "robust"):
+    for run in ("baseline", "paper", "pearson"):
         for name in ("config.json", "model.safetensors", "results.json", "README.md"):
             assert (out_dir / run / name).is_file(), f"{run}/{name}"
     assert_png(out_dir / "class_means_comparison.png")
     assert_no_staging(tmp_path, "demo")
-    configs = {run: json.loads((out_dir / run / "results.json").read_text())["config"] for run in ("paper", "robust")}
+    configs = {run: json.loads((out_dir / run / "results.json").read_text())["config"] for run in ("paper", "pearson")}
     assert configs["paper"]["lambda_max"] > 0 and configs["paper"]["variant"] == "paper"
-    assert configs["robust"]["lambda_max"] > 0 and configs["robust"]["variant"] == "robust"
+    assert not configs["paper"]["follow_flips"]
+    assert configs["pearson"]["lambda_max"] > 0 and configs["pearson"]["variant"] == "pearson"
+    assert configs["pearson"]["follow_flips"]
     assert json.loads((out_dir / "baseline" / "results.json").read_text())["config"]["lambda_max"] == 0
 
 

@@ -253,7 +253,7 @@ def test_collapse_is_logged_and_warned_about_once(base, shapes, names, tmp_path,
         return dataclasses.replace(out, n_zero_maps=out.n_samples)
 
     monkeypatch.setattr(trainer.regularizer, "forward", collapsed)
-    with pytest.warns(UserWarning, match="all zero.*--variant robust") as caught:
+    with pytest.warns(UserWarning, match="all zero.*--variant pearson") as caught:
         trainer.train()
     assert len([w for w in caught if "all zero" in str(w.message)]) == 1
     shares = [e["zero_map_share"] for e in train_logs(trainer)]

@@ -42,6 +42,7 @@ RUNS_COLUMNS = (
     "pointing_game",
     "zero_map_share",
     "robust_gaze_consistency",
+    "pearson_gaze_consistency",
     "train_zero_map_share",
     "test_accuracy",
     "test_kappa",
@@ -49,14 +50,15 @@ RUNS_COLUMNS = (
     "test_zero_map_share",
 )
 """Columns of ``runs.csv`` (``lambda`` is lambda_max, ``lambda_t`` the epoch's curriculum value).
-``gaze_consistency`` is the paper variant's L_CAM, ``robust_gaze_consistency`` the robust one's,
+``gaze_consistency`` is the paper variant's L_CAM, ``robust_gaze_consistency`` and
+``pearson_gaze_consistency`` those of the robust and pearson variants,
 ``zero_map_share`` the all-zero maps among the correct validation samples and
 ``train_zero_map_share`` among the penalised training samples. The ``test_*`` columns hold the
 final model's scores on the data set's test split, on each run's last row only."""
 
 _EVAL_COLUMNS = (
     "accuracy", "kappa", "gaze_consistency", "energy_pointing_game", "pointing_game", "zero_map_share",
-    "robust_gaze_consistency",
+    "robust_gaze_consistency", "pearson_gaze_consistency",
 )  # fmt: skip
 _HISTORY_COLUMNS = {
     **{column: metric_key("eval", column) for column in _EVAL_COLUMNS},
@@ -142,6 +144,7 @@ _FINAL_METRICS = (
     "kappa",
     "gaze_consistency",
     "robust_gaze_consistency",
+    "pearson_gaze_consistency",
     "zero_map_share",
     "energy_pointing_game",
     "pointing_game",
@@ -238,11 +241,13 @@ def _summary(
     has_test = any(f.get("test_accuracy_mean") is not None for f in finals)
     lines += ["## Final evaluation", ""]
     lines += [
-        "Validation split. L_CAM is the paper variant's, robust L_CAM the robust variant's (docs/OBJECTIVES.md); "
-        "all-zero maps are the share of correct validation samples whose Grad-CAM map is zero everywhere.",
+        "Validation split. L_CAM is the paper variant's, robust and pearson L_CAM those variants' "
+        "(docs/OBJECTIVES.md); all-zero maps are the share of correct validation samples whose Grad-CAM map is "
+        "zero everywhere.",
         "",
     ]
-    head = ["backbone", "lambda", "seeds", "accuracy", "kappa", "L_CAM", "robust L_CAM", "all-zero maps"]
+    head = ["backbone", "lambda", "seeds", "accuracy", "kappa", "L_CAM", "robust L_CAM", "pearson L_CAM"]
+    head += ["all-zero maps"]
     if has_masks:
         head += ["energy pointing game", "pointing game"]
     if has_test:
@@ -257,6 +262,7 @@ def _summary(
             fmt_mean_std(f["kappa_mean"], f["kappa_std"]),
             fmt_mean_std(f["gaze_consistency_mean"], f["gaze_consistency_std"], 4),
             fmt_mean_std(f["robust_gaze_consistency_mean"], f["robust_gaze_consistency_std"]),
+            fmt_mean_std(f["pearson_gaze_consistency_mean"], f["pearson_gaze_consistency_std"]),
             fmt_mean_std(f["zero_map_share_mean"], f["zero_map_share_std"]),
         ]
         if has_masks:
