@@ -34,6 +34,7 @@ COLUMNS = (
     ("accuracy", "accuracy", 3),
     ("L_CAM (paper)", "gaze_consistency", 4),
     ("robust L_CAM", "robust_gaze_consistency", 4),
+    ("pearson L_CAM", "pearson_gaze_consistency", 4),
     ("all-zero maps", "zero_map_share", 3),
     ("EPG", "energy_pointing_game", 3),
     ("PG", "pointing_game", 3),
