@@ -268,7 +268,7 @@ def test_evaluation_reports_the_training_variant_beside_the_paper_one(base, shap
     for variant, key in (("paper", "eval_gaze_consistency"), ("reference", "eval_reference_gaze_consistency")):
         expected = gaze_consistency(trainer.model, loader, variant=variant, label_names=names, progress=False).value
         assert metrics[key] == pytest.approx(expected, abs=1e-6), key
-    assert metrics["eval_robust_gaze_consistency"] is not None
+    assert metrics["eval_robust_gaze_consistency"] is not None and metrics["eval_pearson_gaze_consistency"] is not None
 
 
 def test_penalty_changes_training(base, shapes, names, tmp_path):
