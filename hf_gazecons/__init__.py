@@ -1,8 +1,9 @@
 """hf_gazecons: Grad-CAM gaze consistency of image classifiers on timm, transformers, datasets and the Hub.
 
 Measure (``gaze_consistency``), train with (``GazeConsistencyTrainer``) and publish gaze consistency,
-as defined in SPEC.md (after K. Yonemura, 2026). Names are imported on first use, so that the
-command line starts quickly.
+as defined in docs/METHOD.md, after K. Yonemura, "Definition of a Grad-CAM-based gaze-consistency
+metric and its application to deep learning models", KOSEN Ariake, 2026. Names are imported on
+first use, so that the command line starts quickly.
 
     >>> from hf_gazecons import load_model, load_image_dataset, gaze_consistency
     >>> result = gaze_consistency(load_model("resnet18", num_labels=4), load_image_dataset("builtin:shapes", "test"))
@@ -25,13 +26,20 @@ _EXPORTS = {
     "LoadedModel": "models",
     "load_image_dataset": "data",
     "ImageClassificationDataset": "data",
+    "BadImage": "data",
+    "drop_bad_images": "data",
     "GazeConsistencyLoss": "regularizer",
     "LambdaCurriculum": "regularizer",
     "GazeConsistencyTrainer": "trainer",
     "GazeConsistencyTrainingArguments": "trainer",
+    "Variant": "variants",
+    "get_variant": "variants",
+    "SavedRun": "saved_run",
+    "finished_runs": "run_record",
     "GazeConsError": "errors",
     "TargetLayerError": "errors",
     "DataError": "errors",
+    "UnreadableImageError": "errors",
     "ModelLoadError": "errors",
     "MetricError": "errors",
     "HubError": "errors",
@@ -57,7 +65,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from .cam import CAMOutput, GradCAM  # noqa: F401
     from .consistency_result import ConsistencyResult  # noqa: F401
-    from .data import ImageClassificationDataset, load_image_dataset  # noqa: F401
+    from .data import BadImage, ImageClassificationDataset, drop_bad_images, load_image_dataset  # noqa: F401
     from .errors import (  # noqa: F401
         DataError,
         GazeConsError,
@@ -66,9 +74,13 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
         ModelLoadError,
         TargetLayerError,
         TrainingError,
+        UnreadableImageError,
         UsageError,
     )
     from .metric import gaze_consistency  # noqa: F401
     from .models import LoadedModel, load_model, save_model  # noqa: F401
     from .regularizer import GazeConsistencyLoss, LambdaCurriculum  # noqa: F401
+    from .run_record import finished_runs  # noqa: F401
+    from .saved_run import SavedRun  # noqa: F401
     from .trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments  # noqa: F401
+    from .variants import Variant, get_variant  # noqa: F401

@@ -1,4 +1,4 @@
-"""Grad-CAM from one forward pass (SPEC eq. 1-2).
+"""Grad-CAM from one forward pass (docs/METHOD.md, section 1).
 
 Two modes share one code path:
 
@@ -11,11 +11,12 @@ Two modes share one code path:
   ``second_order=True``.
 
 Both modes give every sample the channel weights of its *own* score, ``dy_i/dA_i``. One backward
-of the summed scores gives exactly that when the samples are independent after the target. A
-batch-norm layer that normalises with batch statistics (train mode) after the target couples them
-(sample ``i`` would receive ``sum_j dy_j/dA_i``); it is detected during the forward, and then the
-per-sample gradients come from batched vector-Jacobian products (``is_grads_batched``), of which
-the diagonal is kept.
+of the summed scores gives exactly that when the samples are independent after the target. A layer
+after the target that mixes the samples (BatchNorm in train mode) would give sample ``i``
+``sum_j dy_j/dA_i``; a probe on the first call finds such coupling by what the layers do, and
+``per_sample`` chooses how to undo it (:mod:`~hf_gazecons.per_sample`): ``"held_stats"`` (default)
+holds batch-norm statistics constant in the score gradient, still one backward; ``"exact"`` takes
+the full derivative from batched vector-Jacobian products, at B times the cost.
 
 Example::
 
@@ -27,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +39,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ModelLoadError, TargetLayerError, UsageError
+from .per_sample import (
+    GradientPath,
+    HeldStatistics,
+    coupling_key,
+    find_path,
+    known_path,
+    remember_path,
+    score_gradients,
+    synchronised_batch_norms,
+)
+from .per_sample_modes import DEFAULT_PER_SAMPLE, PerSample, check_per_sample
 from .targets import TargetLayer, resolve_target, to_spatial_map, unwrap_model
 
 __all__ = ["GradCAM", "CAMOutput", "model_logits", "normalize_maps", "resize_maps", "is_compiled"]
@@ -55,7 +68,7 @@ class CAMOutput:
 
 
 def normalize_maps(cam: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Per-sample min-max normalisation of (B, H', W') maps to [0, 1] (SPEC section 1)."""
+    """Per-sample min-max normalisation of (B, H', W') maps to [0, 1] (docs/METHOD.md (1.4))."""
     flat = cam.flatten(1)
     low = flat.min(dim=1).values[:, None, None]
     high = flat.max(dim=1).values[:, None, None]
@@ -76,13 +89,13 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def class_activation(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
-    """SPEC eq. (1)-(2) before the ReLU, on (B, C, H', W') tensors: ``sum_k alpha_k A^k``."""
-    alpha = gradients.mean(dim=(2, 3), keepdim=True)  # eq. (1): (1/Z) sum_ij dy^c/dA^k_ij
+    """docs/METHOD.md (1.1)-(1.2), the map before the ReLU, on (B, C, H', W') tensors: ``sum_k alpha_k A^k``."""
+    alpha = gradients.mean(dim=(2, 3), keepdim=True)  # (1.1): (1/P) sum_ij dy^c/dA^k_ij
     return (alpha * activations).sum(dim=1)
 
 
 class GradCAM:
-    """Grad-CAM of ``model`` at ``target`` (SPEC eq. 1-2), from one forward pass.
+    """Grad-CAM of ``model`` at ``target`` (docs/METHOD.md, section 1), from one forward pass.
 
     Args:
         model: a classifier (timm, transformers or a plain module); wrapped models (DDP, accelerate,
@@ -91,14 +104,21 @@ class GradCAM:
             or a timm stage index.
         differentiable: maps that carry gradients to the parameters (training).
         second_order: differentiate through the channel weights too (needs ``differentiable``).
+        per_sample: where a layer after the target mixes the samples of a batch, ``"held_stats"``
+            (batch-norm statistics held constant in ``dy_i/dA_i``; one backward) or ``"exact"`` (the
+            full derivative; B vector-Jacobian products). Without such a layer (eval mode, GroupNorm,
+            LayerNorm) both are the same single backward.
 
     Calling ``cam(pixel_values, targets=None)`` returns :class:`CAMOutput`; ``targets=None``
     explains the predicted class. The model's train/eval mode and its hooks are left as found.
+    ``per_sample_path`` tells how the last call got its per-sample gradients (one of
+    :data:`~hf_gazecons.per_sample.GRADIENT_PATHS`). A coupling layer whose statistics cannot be held
+    (anything but batch norm) is differentiated exactly, with a warning on the first call.
 
     Raises:
         TargetLayerError: the target cannot be resolved, yields no spatial map, or (differentiable)
             the model is compiled.
-        UsageError: ``second_order`` without ``differentiable``.
+        UsageError: ``second_order`` without ``differentiable``, or an unknown ``per_sample``.
 
     Example::
 
@@ -113,6 +133,7 @@ class GradCAM:
         target: str | int | None = None,
         differentiable: bool = False,
         second_order: bool = False,
+        per_sample: PerSample = DEFAULT_PER_SAMPLE,
     ) -> None:
         if second_order and not differentiable:
             raise UsageError("second_order=True needs differentiable=True")
@@ -126,6 +147,8 @@ class GradCAM:
         self.target: TargetLayer = resolve_target(model, target)
         self.differentiable = differentiable
         self.second_order = second_order
+        self.per_sample = check_per_sample(per_sample)
+        self.per_sample_path: GradientPath | None = None
 
     @property
     def target_name(self) -> str:
@@ -133,7 +156,12 @@ class GradCAM:
 
     def __call__(self, pixel_values: torch.Tensor, targets: torch.Tensor | None = None) -> CAMOutput:
         input_size = tuple(pixel_values.shape[-2:])
-        with self._tap() as captured, torch.set_grad_enabled(self.differentiable):
+        key = coupling_key(self.model, self.target_name, self.per_sample)
+        path = known_path(self.model, key)
+        if path is None and is_compiled(self.model):
+            path = self._probe_compiled(pixel_values, key)
+        statistics = self._held_statistics(path)
+        with self._tap(statistics) as captured, torch.set_grad_enabled(self.differentiable):
             logits = model_logits(self.model, pixel_values)
         if "A" not in captured:
             raise TargetLayerError(f"target {self.target_name!r} did not run during the forward pass")
@@ -141,7 +169,13 @@ class GradCAM:
         if targets is None:
             targets = logits.detach().argmax(dim=1)
         with torch.enable_grad():  # also inside a caller's no_grad (evaluation loops)
-            gradients = self._score_gradients(logits, activations, targets.to(logits.device), captured["coupled"])
+            if path is None:
+                path = self._find_path(logits, activations, statistics, key)
+            gradients = score_gradients(
+                path, logits, activations, targets.to(logits.device), statistics,
+                retain_graph=self.differentiable, create_graph=self.second_order,
+            )  # fmt: skip
+        self.per_sample_path = path
         gradients = None if gradients is None else to_spatial_map(gradients, self.target, input_size)
         if gradients is None or not gradients.any():
             raise TargetLayerError(
@@ -150,54 +184,79 @@ class GradCAM:
             )
         with torch.set_grad_enabled(self.differentiable):
             raw = class_activation(to_spatial_map(activations, self.target, input_size).float(), gradients.float())
-            maps = normalize_maps(F.relu(raw))  # eq. (2) and the min-max of SPEC section 1
+            maps = normalize_maps(F.relu(raw))  # docs/METHOD.md (1.3) and (1.4)
         if not self.differentiable:
             logits, raw = logits.detach(), raw.detach()
         return CAMOutput(maps=maps, logits=logits, raw=raw)
 
-    def _score_gradients(
-        self, logits: torch.Tensor, activations: torch.Tensor, targets: torch.Tensor, coupled: bool
-    ) -> torch.Tensor | None:
-        """``dy_i^{c_i} / dA_i`` for every sample ``i`` (eq. 1 before the spatial mean)."""
-        retain, create = self.differentiable, self.second_order
-        if not coupled:  # samples independent after the target: one backward of the summed scores
-            score = logits.gather(1, targets.view(-1, 1)).sum()
-            (gradients,) = torch.autograd.grad(
-                score, activations, retain_graph=retain, create_graph=create, allow_unused=True
+    def _held_statistics(self, path: GradientPath | None) -> HeldStatistics | None:
+        """The mode that can hold batch-norm statistics in this call, where the mode and path want it
+        (the first call, before the path is known, too); never for a compiled model."""
+        if self.per_sample != "held_stats" or is_compiled(self.model) or path in ("independent", "exact"):
+            return None
+        return HeldStatistics()
+
+    def _find_path(
+        self, logits: torch.Tensor, activations: torch.Tensor, statistics: HeldStatistics | None, key: tuple
+    ) -> GradientPath:
+        """Probe the coupling after the target (first call), keep the answer, warn where batch-norm
+        statistics cannot account for it in ``held_stats`` mode."""
+        path, lasting = find_path(logits, activations, statistics)
+        if lasting:
+            remember_path(self.model, key, path)
+            if self.per_sample == "held_stats" and path in ("exact", "held_stats+exact"):
+                warnings.warn(
+                    f"a layer after the Grad-CAM target {self.target_name!r} mixes the samples of a batch and is "
+                    "not a batch norm whose statistics can be held: each sample's map comes from the exact "
+                    "derivative (one vector-Jacobian product per sample, a cost that grows with the square of "
+                    "the batch)",
+                    stacklevel=3,
+                )
+        return path
+
+    def _probe_compiled(self, pixel_values: torch.Tensor, key: tuple) -> GradientPath:
+        """The path of a compiled model, whose graph allows one backward only: probed on a separate
+        forward of its eager module over the first two samples, after which the module's buffers
+        (BatchNorm running statistics) and the random state are restored. Batched products cannot
+        run through a compiled graph, so coupling after the target is refused."""
+        eager = unwrap_model(self.model)
+        buffers = [(buffer, buffer.clone()) for buffer in eager.buffers()]
+        devices = [pixel_values.device] if pixel_values.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices):
+                with self._tap(None) as captured, torch.no_grad():
+                    logits = model_logits(eager, pixel_values[:2])
+                if "A" not in captured:
+                    raise TargetLayerError(f"target {self.target_name!r} did not run during the forward pass")
+                with torch.enable_grad():
+                    path, lasting = find_path(logits, captured["A"], None)
+        finally:
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
+        if not lasting:  # one sample, or scores that do not depend on A (refused later): nothing to couple
+            return "independent"
+        if path == "independent":
+            remember_path(self.model, key, path)
+        else:
+            raise TargetLayerError(
+                f"a layer after the Grad-CAM target {self.target_name!r} mixes the samples of a batch (BatchNorm in "
+                "train mode?), and per-sample maps cannot be taken through a compiled graph: score the model in "
+                "eval mode, or pass the module before torch.compile"
             )
-            return gradients
-        batch = logits.shape[0]
-        rows = _chunk_size(activations)
-        parts = []
-        for start in range(0, batch, rows):
-            index = torch.arange(start, min(start + rows, batch), device=logits.device)
-            one_hot = torch.zeros(len(index), *logits.shape, dtype=logits.dtype, device=logits.device)
-            one_hot[torch.arange(len(index)), index, targets[index]] = 1.0  # row k selects y_i, i = index[k]
-            last = start + rows >= batch
-            (batched,) = torch.autograd.grad(
-                logits,
-                activations,
-                grad_outputs=one_hot,
-                is_grads_batched=True,
-                retain_graph=retain or not last,
-                create_graph=create,
-                allow_unused=True,
-            )
-            if batched is None:
-                return None
-            parts.append(batched[torch.arange(len(index)), index])  # the diagonal: dy_i / dA_i
-        return torch.cat(parts)
+        return path
 
     @contextmanager
-    def _tap(self) -> Iterator[dict[str, Any]]:
+    def _tap(self, statistics: HeldStatistics | None) -> Iterator[dict[str, Any]]:
         """Capture the target activation ``A``; downstream layers get a copy (in-place safe).
 
         In scoring mode the forward runs under ``no_grad`` and grad is switched on at the target,
         so only the target->logits part of the network builds a graph, with ``A`` as its leaf.
-        ``captured["coupled"]`` tells whether a batch-statistics normalisation ran after ``A``.
+        ``statistics`` (if any) is active from the target to the end of the forward.
         """
-        captured: dict[str, Any] = {"coupled": False}
+        captured: dict[str, Any] = {}
         differentiable = self.differentiable
+        entered: list[HeldStatistics] = []
 
         def capture(output: Any) -> Any:
             tensor = output[0] if isinstance(output, (tuple, list)) else output
@@ -205,16 +264,25 @@ class GradCAM:
                 torch.set_grad_enabled(True)
                 tensor = tensor.detach().requires_grad_()
             captured["A"] = tensor
+            if statistics is not None and not entered:
+                statistics.__enter__()
+                entered.append(statistics)
             copy = tensor.clone()
             if isinstance(output, (tuple, list)):
                 return type(output)([copy, *output[1:]])
             return copy
 
-        def after_target(module: nn.Module, args: Any) -> None:
+        def synchronised_after_target(module: nn.Module, args: Any) -> None:
             if "A" in captured:
-                captured["coupled"] = True
+                raise TargetLayerError(
+                    f"a SyncBatchNorm after the Grad-CAM target {self.target_name!r} shares batch statistics across "
+                    "processes, through which no per-sample map can be taken; choose a target after it, or "
+                    "train with BatchNorm (statistics per process)"
+                )
 
-        handles = [m.register_forward_pre_hook(after_target) for m in batch_coupled_modules(self.model)]
+        handles = [
+            m.register_forward_pre_hook(synchronised_after_target) for m in synchronised_batch_norms(self.model)
+        ]
         owner, method = self.target.owner, self.target.method
         patched_before = vars(owner).get(method) if method else None
         if method is None:
@@ -225,6 +293,8 @@ class GradCAM:
         try:
             yield captured
         finally:
+            for mode in entered:
+                mode.__exit__(None, None, None)
             for handle in handles:
                 handle.remove()
             if method is not None:
@@ -243,25 +313,6 @@ def is_compiled(model: nn.Module) -> bool:
         if not isinstance(inner, nn.Module):
             return False
         model = inner
-
-
-def batch_coupled_modules(model: nn.Module) -> list[nn.Module]:
-    """The batch-norm layers of ``model`` that normalise with the statistics of the batch: in train
-    mode, or without running statistics. Through them a sample's score depends on the other samples."""
-    return [
-        module
-        for module in model.modules()
-        if isinstance(module, nn.modules.batchnorm._BatchNorm)
-        and (module.training or module.running_mean is None or module.running_var is None)
-    ]
-
-
-_BATCHED_GRADIENT_ELEMENTS = 2**26  # 256 MiB of float32 per chunk of per-sample gradients
-
-
-def _chunk_size(activations: torch.Tensor) -> int:
-    """How many samples' batched gradients (each the size of the whole ``A``) to take at once."""
-    return max(1, min(activations.shape[0], _BATCHED_GRADIENT_ELEMENTS // max(1, activations.numel())))
 
 
 def model_logits(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:

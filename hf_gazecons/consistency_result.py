@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from .run_record import metric_key
-from .variants import Variant
+from .run_record import CONSISTENCY, class_metric, metric_key, variant_metric
+from .variants import DEFAULT_VARIANT
 
 __all__ = ["ClassConsistency", "ConsistencyResult", "Localization"]
 
@@ -22,7 +22,7 @@ class ClassConsistency:
     """One class: its mean deviation (None below 2 correct samples) and its counts.
 
     ``n_zero_maps`` counts correct samples whose map is zero everywhere: such a collapsed gaze
-    scores as perfectly consistent under the paper and reference variants (SPEC section 6), so a
+    scores as perfectly consistent under the paper and reference variants (docs/METHOD.md, section 8), so a
     large count makes ``value`` suspect. ``values`` holds the class's value under every variant
     that was computed (``value`` is the one asked for).
     """
@@ -47,7 +47,8 @@ class Localization:
 class ConsistencyResult:
     """L_CAM (``value``; lower = more consistent) beside accuracy, kappa and the mean cross-entropy
     ``loss``, per class and overall. ``values`` holds L_CAM under every variant that one pass could
-    compute: always ``paper``, ``robust`` and ``pearson`` (they need only sums), ``reference`` when asked for."""
+    compute: always ``paper``, ``pearson`` and ``robust`` (they need only sums), ``reference`` when
+    asked for."""
 
     value: float | None
     per_class: dict[str, ClassConsistency]
@@ -60,7 +61,7 @@ class ConsistencyResult:
     cam_size: tuple[int, int]
     class_means: torch.Tensor
     target_name: str
-    variant: Variant
+    variant: str
     grid: tuple[int, int] | None = None
     localization: Localization | None = None
     model: str | None = None
@@ -74,19 +75,19 @@ class ConsistencyResult:
         return self.n_zero_maps / self.n_correct if self.n_correct else None
 
     def to_metrics(self, prefix: str = "eval") -> dict[str, float | None]:
-        """Flat ``{prefix}_<name>`` metrics (:data:`~hf_gazecons.run_record.METRIC_NAMES`), as the Trainer logs them:
-        ``gaze_consistency`` is the paper variant (per class too, as ``gaze_consistency_<class>``),
-        the other variants computed beside it come as ``<variant>_gaze_consistency``; localisation
-        only where the data has masks."""
+        """Flat ``{prefix}_<name>`` metrics (the names of :mod:`~hf_gazecons.run_record`), as the Trainer
+        logs them: ``gaze_consistency`` is the paper variant (per class too, as
+        ``gaze_consistency_<class>``), the other variants computed beside it come as
+        ``<variant>_gaze_consistency``; localisation only where the data has masks."""
         values: dict[str, float | None] = {
             "loss": self.loss,
             "accuracy": self.accuracy,
             "kappa": self.kappa,
-            "gaze_consistency": self.values["paper"],
+            CONSISTENCY: self.values[DEFAULT_VARIANT],
             "zero_map_share": self.zero_map_share,
         }
-        values.update({f"{v}_gaze_consistency": value for v, value in self.values.items() if v != "paper"})
-        values.update({f"gaze_consistency_{name}": c.values["paper"] for name, c in self.per_class.items()})
+        values.update({variant_metric(v): value for v, value in self.values.items() if v != DEFAULT_VARIANT})
+        values.update({class_metric(name): c.values[DEFAULT_VARIANT] for name, c in self.per_class.items()})
         if self.localization is not None:
             values.update(
                 energy_pointing_game=self.localization.energy_pointing_game,

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .checks import check_curriculum, check_fields
 from .formatting import fmt_metric
+from .run_record import variant_metric
+from .variants import DEFAULT_VARIANT
 
 if TYPE_CHECKING:  # imported in run_demo: the command line reads DemoSettings without loading torch
     from .finetune import TrainingRun
@@ -38,6 +41,10 @@ class DemoSettings:
     learning_rate: float = 3e-3
     batch_size: int = 32
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_curriculum(self.t0, self.t1)
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) ->
     label_names = runs["baseline"].results.config.label_names
     plot_class_means(
         {
-            f"{name} (L_CAM {fmt_metric(run.evaluation.values['paper'])})": run.evaluation.class_means
+            f"{name} (L_CAM {fmt_metric(run.evaluation.values[DEFAULT_VARIANT])})": run.evaluation.class_means
             for name, run in runs.items()
         },
         label_names,
@@ -109,8 +116,8 @@ def comparison_table(runs: dict[str, TrainingRun]) -> str:
     rows = [
         ("accuracy", "accuracy"),
         ("Cohen's kappa", "kappa"),
-        ("L_CAM, paper (lower = more consistent)", "gaze_consistency"),
-        ("L_CAM, pearson ((1 - r) / 2)", "pearson_gaze_consistency"),
+        ("L_CAM, paper (lower = more consistent)", variant_metric("paper")),
+        ("L_CAM, pearson ((1 - r) / 2)", variant_metric("pearson")),
         ("all-zero maps (share of correct)", "zero_map_share"),
         ("energy pointing game", "energy_pointing_game"),
         ("pointing game", "pointing_game"),

@@ -11,12 +11,14 @@ __all__ = [
     "GazeConsError",
     "TargetLayerError",
     "DataError",
+    "UnreadableImageError",
     "ModelLoadError",
     "MetricError",
     "HubError",
     "UsageError",
     "TrainingError",
     "first_line",
+    "one_line",
 ]
 
 
@@ -39,6 +41,19 @@ class DataError(GazeConsError, ValueError):
 
     ``error: the data set has no split 'valid'; it has train, validation, test (--split)``
     """
+
+
+class UnreadableImageError(DataError):
+    """One row's image (or mask) cannot be decoded; ``path`` (None for images stored as bytes) and
+    the decoder's ``reason`` say which and why (``--skip-bad-images`` leaves such rows out).
+
+    ``error: image 3 of the validation split (/data/xray/validation/cat/a.jpg) cannot be read: image
+    file is truncated (53 bytes not processed)``
+    """
+
+    def __init__(self, message: str, path: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message)  # one positional argument: torch's DataLoader re-raises a worker's error with it
+        self.path, self.reason = path, reason or message
 
 
 class ModelLoadError(GazeConsError, ValueError):
@@ -85,3 +100,15 @@ def first_line(error: BaseException) -> str:
     """The first line of an error's message (its class name when the message is empty): how a
     foreign error (a library's, an OS one) is quoted inside one ``error:`` line."""
     return (str(error).strip() or type(error).__name__).splitlines()[0]
+
+
+def one_line(error: GazeConsError) -> str:
+    """What the command line prints after ``error:``: the message on one line. An error raised in a
+    torch DataLoader worker comes back as ``Caught <class> in DataLoader worker process N.`` followed
+    by the worker's traceback, whose last line is ``<module>.<class>: <message>``: the message is that."""
+    text = str(error).strip()
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+        last = text.splitlines()[-1]
+        prefix = f"{type(error).__module__}.{type(error).__qualname__}: "
+        text = last[len(prefix) :] if last.startswith(prefix) else text
+    return text.replace("\n", " ")

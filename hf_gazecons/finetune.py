@@ -22,16 +22,24 @@ import transformers
 from transformers import set_seed
 
 from . import __version__
-from .checks import POSITIVE_INT
+from .checks import check_fields, require
 from .consistency_result import ConsistencyResult
-from .data import ImageClassificationDataset, default_eval_split, load_image_dataset, select_split, select_subset
+from .data import (
+    ImageClassificationDataset,
+    default_eval_split,
+    drop_bad_images,
+    load_image_dataset,
+    select_split,
+    select_subset,
+)
+from .data.bad_images import DEFAULT_MAX_BAD_SHARE, BadImage
 from .errors import DataError, HubError
 from .filenames import RESULTS_FILE
 from .hub import check_push_access, model_card, push_output
 from .models import LoadedModel, load_model, save_model
 from .output_dir import last_checkpoint, publish_files, removed_on_failure
 from .plots import plot_class_means, plot_kappa_vs_consistency, plot_learning_curves
-from .run_record import RunConfig, RunResults, epoch_history, metric_key
+from .run_record import CONSISTENCY, RunConfig, RunResults, epoch_history, metric_key
 from .specs import parse_model_spec
 from .stats import pearson_r
 from .trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
@@ -62,10 +70,22 @@ class ModelDataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use at most this many training samples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use at most this many evaluation samples."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub model's own code to run."})
+    skip_bad_images: bool = field(
+        default=False,
+        metadata={"help": "Leave out the images that cannot be decoded (each split is decoded once before training) "
+                  "and record them in results.json (default: the first one stops the run)."},
+    )  # fmt: skip
+    max_bad_image_share: float | None = field(
+        default=None,
+        metadata={"help": f"With --skip_bad_images: above this share of broken images in a split the run fails "
+                  f"(default: {DEFAULT_MAX_BAD_SHARE})."},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
-        for option in ("image_size", "max_train_samples", "max_eval_samples"):
-            POSITIVE_INT.check(f"--{option}", getattr(self, option))
+        check_fields(self, dash="_")
+        require(
+            self.skip_bad_images or self.max_bad_image_share is None, "--max_bad_image_share needs --skip_bad_images"
+        )
 
 
 @dataclass
@@ -132,8 +152,9 @@ def _fit(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments, 
     label_names = list(train_data.features["label"].names)
     if len(label_names) < 2:
         raise DataError(f"the data set has one class ({label_names}): a classifier needs at least 2")
+    spec = parse_model_spec(data_args.model)  # once: the load and the model card both need it
     loaded = load_model(
-        data_args.model,
+        spec,
         label_names=label_names,
         pretrained=data_args.pretrained,
         image_size=data_args.image_size,
@@ -143,6 +164,15 @@ def _fit(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments, 
     if checkpoint is not None:
         check_checkpoint_fits(checkpoint, loaded.model)
     prep = loaded.preprocessing
+    skipped: dict[str, list[BadImage]] = {}
+    if data_args.skip_bad_images:
+        parts = {"train": train_data, "eval": eval_data, "test": test_data}
+        share, workers = data_args.max_bad_image_share, args.dataloader_num_workers
+        bar = not args.disable_tqdm and args.process_index == 0  # every process checks (and drops) the same rows
+        for role, part in parts.items():
+            if part is not None:
+                parts[role], skipped[role] = drop_bad_images(part, prep, share, workers, bar)
+        train_data, eval_data, test_data = parts["train"], parts["eval"], parts["test"]
     trainer = GazeConsistencyTrainer(
         model=loaded.model,
         args=args,
@@ -155,7 +185,8 @@ def _fit(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments, 
         trainer.evaluate()
     if test_data is not None:
         trainer.evaluate(ImageClassificationDataset.with_preprocessing(test_data, prep), metric_key_prefix="test")
-    results = _results(trainer, loaded, data_args, eval_split, test_data is not None)
+    base_model = spec.base_model(data_args.pretrained)
+    results = _results(trainer, loaded, base_model, data_args, eval_split, test_data is not None, skipped)
     run = TrainingRun(results, trainer.last_eval_result, Path(args.output_dir))
     if trainer.is_world_process_zero():
         _write_outputs(run, trainer.gaze_state(), loaded)
@@ -186,9 +217,11 @@ def _splits(
 def _results(
     trainer: GazeConsistencyTrainer,
     loaded: LoadedModel,
+    base_model: str | None,
     data_args: ModelDataArguments,
     eval_split: str,
     has_test: bool,
+    skipped: dict[str, list[BadImage]],
 ) -> RunResults:
     args = trainer.args
     history = epoch_history(trainer.state.log_history)
@@ -196,7 +229,7 @@ def _results(
         model=data_args.model,
         architecture=getattr(loaded.model, "default_cfg", {}).get("architecture", type(loaded.model).__name__),
         library=loaded.library,
-        base_model=parse_model_spec(data_args.model).base_model(data_args.pretrained),
+        base_model=base_model,
         dataset=data_args.dataset,
         eval_split=eval_split,
         test_split=TEST_SPLIT if has_test else None,
@@ -211,13 +244,15 @@ def _results(
         variant=args.variant,
         second_order=args.second_order,
         follow_flips=args.follow_flips,
+        per_sample=args.per_sample,
+        per_sample_path=trainer.per_sample_path,
         target_layer=trainer.target_name,
         epochs=args.num_train_epochs,
         learning_rate=args.learning_rate,
         batch_size=args.per_device_train_batch_size * args.world_size,
         seed=args.seed,
     )
-    kappa, consistency = metric_key("eval", "kappa"), metric_key("eval", "gaze_consistency")
+    kappa, consistency = metric_key("eval", "kappa"), metric_key("eval", CONSISTENCY)
     return RunResults(
         config=config,
         final=trainer.last_eval_metrics,
@@ -225,6 +260,7 @@ def _results(
         history=history,
         pearson_r_kappa_consistency=pearson_r([h.get(kappa) for h in history], [h.get(consistency) for h in history]),
         environment=_environment(args),
+        skipped_images={role: [bad.to_dict() for bad in bad_images] for role, bad_images in skipped.items()},
     )
 
 

@@ -13,6 +13,15 @@ def fmt_metric(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
+def fmt_exact(value: float) -> str:
+    """``value`` as text that reads back as the same float: the short ``%g`` form where it is exact
+    (``100.0`` -> ``100``, ``1e-4`` -> ``0.0001``), else ``repr`` (``0.0012345678`` stays whole,
+    where ``%g`` would keep 6 significant digits). For values passed on to another process."""
+    value = float(value)
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
 def fmt_mean_std(mean: float | None, std: float | None, digits: int = 3) -> str:
     """``mean ± std`` (``mean`` alone without a std; ``n/a`` without a mean)."""
     if mean is None:

@@ -32,7 +32,7 @@ from huggingface_hub.utils import get_session
 from .errors import HubError, first_line
 from .filenames import RESULTS_FILE
 from .formatting import fmt_metric
-from .run_record import RunResults, metric_key
+from .run_record import CONSISTENCY, RunResults, class_metric, metric_key
 
 __all__ = [
     "model_card",
@@ -53,10 +53,10 @@ CARD_TEMPLATE = importlib.resources.files("hf_gazecons.templates") / "gazecons_m
 """The Jinja template of the model card: ``model_cards/gazecons_model_card.md`` in a checkout, package
 data of ``hf_gazecons.templates`` once installed."""
 
-_METRICS = (
+_METRICS = (  # model-index type, its name, and the metric's name in the run record
     ("accuracy", "Accuracy", "accuracy"),
     ("cohen_kappa", "Cohen's kappa", "kappa"),
-    ("gaze_consistency", "Gaze consistency (L_CAM, lower is more consistent)", "gaze_consistency"),
+    (CONSISTENCY, "Gaze consistency (L_CAM, lower is more consistent)", CONSISTENCY),
 )
 
 
@@ -109,7 +109,7 @@ def model_card(results: RunResults, repo_id: str | None = None) -> ModelCard:
         split=config.eval_split,
         variant=config.variant,
         evaluations=[(s, _Attrs(_unprefixed(m, p))) for s, p, m in evaluations],
-        per_class=[(label, results.metric(f"gaze_consistency_{label}")) for label in config.label_names],
+        per_class=[(label, results.metric(class_metric(label))) for label in config.label_names],
         pearson_r=results.pearson_r_kappa_consistency,
         config=config,
         fmt=fmt_metric,

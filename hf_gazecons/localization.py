@@ -1,4 +1,4 @@
-"""Localisation of a map against a ground-truth mask (SPEC section 6), per sample.
+"""Localisation of a map against a ground-truth mask (docs/METHOD.md, section 10), per sample.
 
 * energy pointing game: the share of the map's mass inside the mask;
 * pointing game: whether the map's maximum lies inside the mask.

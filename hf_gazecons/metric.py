@@ -1,10 +1,10 @@
-"""The gaze-consistency metric over a data set (SPEC eq. 5-10), with accuracy and Cohen's kappa.
+"""The gaze-consistency metric over a data set (docs/METHOD.md, section 4), with accuracy and Cohen's kappa.
 
 One pass over the data: each batch's single Grad-CAM forward gives the predictions and the maps.
-For the paper variant, memory does not grow with the data set: per class the count ``|D_c+|``
-(the confusion matrix's diagonal), the map sum ``S_c`` and the squared-norm sum ``Q_c`` are enough
-(see :func:`~hf_gazecons.deviation.class_deviation_sum`). These sums merge by addition, across
-batches and across processes.
+For every variant but ``reference``, memory does not grow with the data set: per class the count
+``|D_c+|`` (the confusion matrix's diagonal), the map sum and each variant's own sums are enough
+(see :class:`~hf_gazecons.variants.ClassSums`). These sums merge by addition, across batches and
+across processes.
 
 Example::
 
@@ -30,13 +30,12 @@ from tqdm.auto import tqdm
 from .batching import batch_source, check_labels, data_length, eval_mode, unpack_batch
 from .cam import GradCAM
 from .consistency_result import ClassConsistency, ConsistencyResult, Localization
-from .deviation import class_deviation_sum, on_grid, per_sample_deviation, robust_deviation_sum, unit_maps
+from .deviation import on_grid
 from .errors import MetricError
 from .localization import energy_pointing_game, pointing_game
 from .models import LoadedModel
-from .pearson import centred_unit_maps, has_direction, pearson_deviation_sum
 from .preprocessing import Preprocessing
-from .variants import VARIANTS, Variant, check_variant
+from .variants import DEFAULT_VARIANT, VARIANTS, ClassSums, Variant, get_variant, is_zero_map
 
 __all__ = [
     "ConsistencyStatistics",
@@ -61,43 +60,48 @@ def cohen_kappa(confusion: torch.Tensor) -> float:
 class ConsistencyStatistics:
     """Running, mergeable statistics of the metric for ``num_classes`` classes.
 
-    The paper, robust and pearson variants need only sums (all are always computed). The reference
-    variant's unsquared norm needs the final class mean before any distance, so it also keeps every
-    correct sample's map on the CPU: ``REFERENCE_BYTES_PER_PIXEL * H' * W'`` bytes a map (196 B at
-    7x7: 10 000 maps are 2 MB; 12.5 kB at 56x56: 100 000 maps are 1.25 GB). It refuses with a
-    :class:`MetricError` when they would pass ``max_kept_bytes`` (None: half the memory available
-    when the statistics are made): at the first batch when ``expected_samples`` (the data set's
-    length) is known, else as soon as the kept maps pass it.
+    Per class: the confusion matrix (its diagonal is ``|D_c+|``), the map sum, the all-zero count
+    and each variant's own sums (:class:`~hf_gazecons.variants.ClassSums`); every variant that
+    needs only sums is computed beside the one asked for. A variant that ``keeps_maps`` (the
+    reference variant's unsquared norm needs the final class mean before any distance) also keeps
+    every correct sample's map on the CPU: ``REFERENCE_BYTES_PER_PIXEL * H' * W'`` bytes a map
+    (196 B at 7x7: 10 000 maps are 2 MB; 12.5 kB at 56x56: 100 000 maps are 1.25 GB). It refuses
+    with a :class:`MetricError` when they would pass ``max_kept_bytes`` (None: half the memory
+    available when the statistics are made): at the first batch when ``expected_samples`` (the
+    data set's length) is known, else as soon as the kept maps pass it.
     """
 
     num_classes: int
-    variant: Variant = "paper"
+    variant: str = DEFAULT_VARIANT
     grid: tuple[int, int] | None = None
     max_kept_bytes: int | None = None
     expected_samples: int | None = None
     confusion: torch.Tensor = field(init=False)
     map_sum: torch.Tensor | None = field(init=False, default=None)
-    unit_sum: torch.Tensor | None = field(init=False, default=None)
-    centred_sum: torch.Tensor | None = field(init=False, default=None)
-    live_maps: torch.Tensor = field(init=False)
-    square_sum: torch.Tensor = field(init=False)
+    terms: dict[str, torch.Tensor] = field(init=False, default_factory=dict)
     localization_sums: torch.Tensor = field(init=False)
     loss_sum: torch.Tensor = field(init=False)
     zero_maps: torch.Tensor = field(init=False)
     kept_maps: list[list[torch.Tensor]] = field(init=False)
     kept_samples: int = field(init=False, default=0)
+    variants: dict[str, Variant] = field(init=False)
+    keeps_maps: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        check_variant(self.variant)
-        if self.variant == "reference" and self.max_kept_bytes is None:
+        asked = get_variant(self.variant)
+        self.variants = {
+            name: variant
+            for name, variant in ((name, get_variant(name)) for name in VARIANTS)
+            if not variant.keeps_maps or name == asked.name
+        }  # the variant asked for, and every one that sums suffice for
+        self.keeps_maps = asked.keeps_maps
+        if self.keeps_maps and self.max_kept_bytes is None:
             self.max_kept_bytes = reference_memory_limit()
         k = self.num_classes
         self.confusion = torch.zeros(k, k, dtype=torch.float64)
-        self.square_sum = torch.zeros(k, dtype=torch.float64)
         self.localization_sums = torch.zeros(3, dtype=torch.float64)  # energy, hits, count
         self.loss_sum = torch.zeros((), dtype=torch.float64)  # cross-entropy summed over samples
         self.zero_maps = torch.zeros(k, dtype=torch.float64)  # correct samples whose map is all zero
-        self.live_maps = torch.zeros(k, dtype=torch.float64)  # correct samples whose grid map is not constant
         self.kept_maps = [[] for _ in range(k)]
 
     def update(
@@ -110,33 +114,37 @@ class ConsistencyStatistics:
         self.loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
         self.confusion.index_put_((labels, predictions), torch.ones(len(labels), dtype=torch.float64), accumulate=True)
         correct = predictions == labels
-        # localisation: correct samples whose mask marks an object (builtin:brain's no_tumour has none:
-        # there is nothing to point at, and counting it as a miss would dilute the score)
+        self._add_localization(maps, masks, correct)
+        grid_maps = on_grid(maps, self.grid)[correct].double()
+        classes = labels[correct]
+        terms = {k: v for variant in self.variants.values() for k, v in variant.sample_terms(grid_maps).items()}
+        if self.map_sum is None:
+            self.map_sum, self.terms = self._zeros(grid_maps), {key: self._zeros(value) for key, value in terms.items()}
+        self.map_sum.index_add_(0, classes, grid_maps)
+        for key, value in terms.items():
+            self.terms[key].index_add_(0, classes, value)
+        self.zero_maps.index_add_(0, classes, is_zero_map(maps[correct]).double())
+        if self.keeps_maps:
+            self._check_kept_memory(tuple(grid_maps.shape[1:]), len(classes))
+            for c in classes.unique().tolist():
+                self.kept_maps[c].append(grid_maps[classes == c].float())
+
+    def _zeros(self, samples: torch.Tensor) -> torch.Tensor:
+        """Per-class sums of the per-sample ``samples`` (first dim N), all zero."""
+        return torch.zeros(self.num_classes, *samples.shape[1:], dtype=torch.float64)
+
+    def _add_localization(self, maps: torch.Tensor, masks: torch.Tensor | None, correct: torch.Tensor) -> None:
+        """Localisation over the correct samples whose mask marks an object (builtin:brain's no_tumour
+        has none: there is nothing to point at, and counting it as a miss would dilute the score)."""
         located = correct & masks.cpu().flatten(1).any(dim=1) if masks is not None else None
         if located is not None and located.any():
             hit_maps, hit_masks = maps[located], masks.cpu()[located]
             energy = energy_pointing_game(hit_maps, hit_masks).double().sum()
             hits = pointing_game(hit_maps, hit_masks).double().sum()
             self.localization_sums += torch.stack([energy, hits, torch.tensor(float(len(hit_maps)))])
-        grid_maps = on_grid(maps, self.grid)[correct].double()
-        classes = labels[correct]
-        if self.map_sum is None:
-            self.map_sum = torch.zeros(self.num_classes, *grid_maps.shape[1:], dtype=torch.float64)
-            self.unit_sum = torch.zeros_like(self.map_sum)
-            self.centred_sum = torch.zeros_like(self.map_sum)
-        self.map_sum.index_add_(0, classes, grid_maps)
-        self.unit_sum.index_add_(0, classes, unit_maps(grid_maps))
-        self.centred_sum.index_add_(0, classes, centred_unit_maps(grid_maps))
-        self.live_maps.index_add_(0, classes, has_direction(grid_maps).double())
-        self.square_sum.index_add_(0, classes, grid_maps.flatten(1).pow(2).sum(dim=1))
-        self.zero_maps.index_add_(0, classes, (maps[correct].flatten(1).amax(dim=1) == 0).double())
-        if self.variant == "reference":
-            self._check_kept_memory(tuple(grid_maps.shape[1:]), len(classes))
-            for c in classes.unique().tolist():
-                self.kept_maps[c].append(grid_maps[classes == c].float())
 
     def _check_kept_memory(self, size: tuple[int, int], adding: int) -> None:
-        """Refuse the reference variant before its kept maps pass ``max_kept_bytes`` (see the class)."""
+        """Refuse a variant that keeps maps before they pass ``max_kept_bytes`` (see the class)."""
         if self.max_kept_bytes is None:
             return
         per_map = REFERENCE_BYTES_PER_PIXEL * size[0] * size[1]
@@ -148,39 +156,36 @@ class ConsistencyStatistics:
         else:
             return
         raise MetricError(
-            f"the reference variant keeps the {size[0]}x{size[1]} map of every correctly classified sample "
+            f"the {self.variant} variant keeps the {size[0]}x{size[1]} map of every correctly classified sample "
             f"({per_map} bytes each): {need}, more than the {_bytes_text(self.max_kept_bytes)} it may use; "
-            "use the paper variant (--variant paper: constant memory), a coarser --grid, or fewer samples "
-            "(--max-samples, --max_eval_samples)"
+            f"use the {DEFAULT_VARIANT} variant (--variant {DEFAULT_VARIANT}: constant memory), a coarser --grid, "
+            "or fewer samples (--max-samples, --max_eval_samples)"
         )
 
     def all_reduce(self) -> None:
         """Sum the statistics of every process (``torch.distributed``); a no-op in one process."""
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
-        sizes: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(sizes, None if self.map_sum is None else tuple(self.map_sum.shape[1:]))
-        shape = next((s for s in sizes if s is not None), None)
-        if shape is not None and self.map_sum is None:
-            self.map_sum = torch.zeros(self.num_classes, *shape, dtype=torch.float64)
-            self.unit_sum = torch.zeros_like(self.map_sum)
-            self.centred_sum = torch.zeros_like(self.map_sum)
+        shapes: list[Any] = [None] * dist.get_world_size()
+        mine = None if self.map_sum is None else {"map_sum": tuple(self.map_sum.shape)}
+        mine = mine and {**mine, **{key: tuple(value.shape) for key, value in self.terms.items()}}
+        dist.all_gather_object(shapes, mine)
+        known = next((s for s in shapes if s is not None), None)
+        if known is not None and self.map_sum is None:  # this rank saw no batch
+            self.map_sum = torch.zeros(known.pop("map_sum"), dtype=torch.float64)
+            self.terms = {key: torch.zeros(shape, dtype=torch.float64) for key, shape in known.items()}
         device = _collective_device()
-        names = ("confusion", "map_sum", "unit_sum", "centred_sum", "square_sum", "localization_sums", "loss_sum")
-        for name in (*names, "zero_maps", "live_maps"):
-            tensor = getattr(self, name)
-            if tensor is None:
-                continue
-            reduced = tensor.to(device)
-            dist.all_reduce(reduced)
-            setattr(self, name, reduced.cpu())
-        if self.variant == "reference":
+        for name in ("confusion", "map_sum", "localization_sums", "loss_sum", "zero_maps"):
+            if getattr(self, name) is not None:
+                setattr(self, name, _summed(getattr(self, name), device))
+        self.terms = {key: _summed(value, device) for key, value in self.terms.items()}
+        if self.keeps_maps:
             gathered: list[Any] = [None] * dist.get_world_size()
             dist.all_gather_object(gathered, self.kept_maps)
             self.kept_maps = [[m for rank in gathered for m in rank[c]] for c in range(self.num_classes)]
 
     def result(self, label_names: list[str], target_name: str) -> ConsistencyResult:
-        """Finish: per-class values (eq. 9, classes with >= 2 correct samples) and L_CAM (eq. 10)."""
+        """Finish: per-class values (classes with >= 2 correct samples) and L_CAM (docs/METHOD.md, section 4)."""
         counts = self.confusion.diag()
         n_samples = self.confusion.sum(dim=1)
         if self.map_sum is None:
@@ -188,8 +193,8 @@ class ConsistencyStatistics:
         class_means = self.map_sum / counts.clamp(min=1)[:, None, None]
         class_means[counts == 0] = math.nan
         valid = counts >= 2
-        variants = [v for v in VARIANTS if v != "reference" or self.variant == "reference"]
-        deviation_sums = {v: self._deviation_sums(v, class_means) for v in variants}
+        sums = ClassSums(counts, self.zero_maps, self.map_sum, self.terms, self.kept_maps)
+        deviation_sums = {name: variant.deviation_sums(sums) for name, variant in self.variants.items()}
 
         def class_value(variant: str, c: int) -> float | None:
             return float(deviation_sums[variant][c] / counts[c]) if valid[c] else None
@@ -200,23 +205,16 @@ class ConsistencyStatistics:
                 int(counts[c]),
                 int(n_samples[c]),
                 int(self.zero_maps[c]),
-                {v: class_value(v, c) for v in variants},
+                {v: class_value(v, c) for v in self.variants},
             )
             for c, name in enumerate(label_names)
         }
         values = {
-            v: float(deviation_sums[v][valid].sum() / counts[valid].sum()) if valid.any() else None for v in variants
+            v: float(deviation_sums[v][valid].sum() / counts[valid].sum()) if valid.any() else None
+            for v in self.variants
         }
         value = values[self.variant]
-        if value is None:
-            reason = "no sample was classified correctly" if counts.sum() == 0 else "no class has 2 correct samples"
-            warnings.warn(f"gaze consistency is undefined: {reason}", stacklevel=2)
-        if self.map_sum[0].numel() < 9:
-            warnings.warn(
-                f"the maps are only {'x'.join(map(str, self.map_sum.shape[1:]))}: they carry little spatial "
-                "information; use a larger input size or an earlier target layer",
-                stacklevel=2,
-            )
+        self._warn_if_unreliable(value, counts)
         energy, hits, located = self.localization_sums.tolist()
         localization = Localization(energy / located, hits / located, int(located)) if located else None
         total = float(n_samples.sum())
@@ -238,20 +236,17 @@ class ConsistencyStatistics:
             values=values,
         )
 
-    def _deviation_sums(self, variant: Variant, class_means: torch.Tensor) -> torch.Tensor:
-        """Per class: ``sum_{x in D_c+} l(x, c)`` under ``variant``."""
-        if variant == "paper":
-            return class_deviation_sum(self.confusion.diag(), self.map_sum, self.square_sum)
-        if variant == "robust":
-            counts = self.confusion.diag()
-            return robust_deviation_sum(counts, counts - self.zero_maps, self.map_sum, self.unit_sum)
-        if variant == "pearson":
-            return pearson_deviation_sum(self.confusion.diag(), self.live_maps, self.centred_sum)
-        sums = torch.zeros(self.num_classes, dtype=torch.float64)
-        for c, maps in enumerate(self.kept_maps):
-            for part in maps:  # batch by batch: no second copy of the kept maps
-                sums[c] += per_sample_deviation(part.double(), class_means[c], "reference").sum()
-        return sums
+    def _warn_if_unreliable(self, value: float | None, counts: torch.Tensor) -> None:
+        """Warn where L_CAM is undefined, or its maps are too small to carry a place."""
+        if value is None:
+            reason = "no sample was classified correctly" if counts.sum() == 0 else "no class has 2 correct samples"
+            warnings.warn(f"gaze consistency is undefined: {reason}", stacklevel=3)
+        if self.map_sum[0].numel() < 9:
+            warnings.warn(
+                f"the maps are only {'x'.join(map(str, self.map_sum.shape[1:]))}: they carry little spatial "
+                "information; use a larger input size or an earlier target layer",
+                stacklevel=3,
+            )
 
 
 def gaze_consistency(
@@ -259,7 +254,7 @@ def gaze_consistency(
     data: Iterable[Any],
     *,
     preprocessing: Preprocessing | None = None,
-    variant: Variant = "paper",
+    variant: str = DEFAULT_VARIANT,
     grid: tuple[int, int] | None = None,
     target: str | int | None = None,
     batch_size: int = 32,
@@ -365,6 +360,13 @@ def _bytes_text(n_bytes: int) -> str:
     if n_bytes < 2**10:
         return f"{n_bytes} B"
     return f"{n_bytes / 2**10:,.1f} KiB" if n_bytes < 2**20 else f"{n_bytes / 2**20:,.1f} MiB"
+
+
+def _summed(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` summed over every process (on ``device`` for the collective), back on the CPU."""
+    reduced = tensor.to(device)
+    dist.all_reduce(reduced)
+    return reduced.cpu()
 
 
 def _collective_device() -> torch.device:

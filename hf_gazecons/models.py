@@ -42,7 +42,7 @@ from .preprocessing import (
     processor_preprocessing,
     timm_preprocessing,
 )
-from .specs import parse_model_spec
+from .specs import ModelSpec, parse_model_spec
 
 __all__ = ["LoadedModel", "load_model", "save_model", "GAZE_STATE_FILE"]
 
@@ -69,7 +69,7 @@ class LoadedModel:
 
 
 def load_model(
-    spec: str,
+    spec: str | ModelSpec,
     num_labels: int | None = None,
     label_names: list[str] | None = None,
     *,
@@ -83,12 +83,13 @@ def load_model(
 
     Args:
         spec: a timm architecture (``resnet18``), ``hf-hub:org/name[@revision]``, a Hub id
-            ``org/name`` (timm or transformers) or a local folder (see :func:`~hf_gazecons.specs.parse_model_spec`).
+            ``org/name`` (timm or transformers) or a local folder, or such a spec already parsed
+            (:func:`~hf_gazecons.specs.parse_model_spec`).
         num_labels, label_names: the classes; a head of another size is replaced.
         pretrained: with a timm architecture, timm's pretrained weights (they must be reachable).
         image_size: a square input size instead of the model's own.
         grayscale: a 1-channel timm model normalised with mean/std 0.5 (the study's input).
-        revision: the Hub revision of a Hub id.
+        revision: the Hub revision of a Hub id (of a parsed spec: its own).
         trust_remote_code: let a Hub model's own code run (off unless asked for).
 
     Returns:
@@ -109,7 +110,8 @@ def load_model(
             raise ModelLoadError(f"num_labels={num_labels} but {len(label_names)} label names were given")
         num_labels = len(label_names)
     options = _Options(num_labels, label_names, image_size, grayscale)
-    parsed = parse_model_spec(spec, revision)
+    parsed = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec, revision)
+    spec, revision = parsed.text or parsed.name, parsed.revision
     try:
         if parsed.kind == "folder":
             path = Path(parsed.name)

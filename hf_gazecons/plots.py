@@ -21,6 +21,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .cam import resize_maps  # noqa: E402
+from .run_record import CONSISTENCY, history_key, metric_key  # noqa: E402
 from .stats import pearson_r  # noqa: E402
 
 __all__ = [
@@ -129,10 +130,10 @@ def learning_curves_figure(history: Sequence[Mapping[str, float | None]], title:
         return [np.nan if h.get(key) is None else h[key] for h in history]
 
     panels = [
-        ("loss", ["train_loss", "train_cross_entropy", "eval_loss"]),
-        ("accuracy / kappa", ["eval_accuracy", "eval_kappa"]),
-        ("gaze consistency L_CAM (lower = more consistent)", ["eval_gaze_consistency"]),
-        ("lambda (left) and penalty (right)", ["lambda"]),
+        ("loss", [history_key("loss"), history_key("cross_entropy"), metric_key("eval", "loss")]),
+        ("accuracy / kappa", [metric_key("eval", "accuracy"), metric_key("eval", "kappa")]),
+        ("gaze consistency L_CAM (lower = more consistent)", [metric_key("eval", CONSISTENCY)]),
+        ("lambda (left) and penalty (right)", [history_key("lambda")]),
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     for ax, (name, keys) in zip(axes, panels):
@@ -142,7 +143,8 @@ def learning_curves_figure(history: Sequence[Mapping[str, float | None]], title:
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     penalty_axis = axes[-1].twinx()
-    penalty_axis.plot(epochs, values("train_penalty"), marker="s", color="tab:red", label="train_penalty")
+    penalty = history_key("penalty")
+    penalty_axis.plot(epochs, values(penalty), marker="s", color="tab:red", label=penalty)
     penalty_axis.set_ylabel("penalty", color="tab:red")
     lines = axes[-1].get_lines() + penalty_axis.get_lines()
     axes[-1].legend(lines, [line.get_label() for line in lines], fontsize=7)
@@ -154,8 +156,8 @@ def learning_curves_figure(history: Sequence[Mapping[str, float | None]], title:
 
 def plot_kappa_vs_consistency(history: Sequence[Mapping[str, float | None]], path: str | Path, title: str = "") -> Path:
     """Cohen's kappa against L_CAM over epochs, with Pearson r (the study's Table 2 statistic)."""
-    kappa = [h.get("eval_kappa") for h in history]
-    consistency = [h.get("eval_gaze_consistency") for h in history]
+    kappa = [h.get(metric_key("eval", "kappa")) for h in history]
+    consistency = [h.get(metric_key("eval", CONSISTENCY)) for h in history]
     r = pearson_r(kappa, consistency)
     fig, ax = plt.subplots(figsize=(4.6, 4))
     points = ax.scatter(
@@ -189,7 +191,7 @@ __all__ += ["plot_sweep_curves", "plot_sweep_finals"]
 _SWEEP_PANELS = (
     ("accuracy", "accuracy"),
     ("kappa", "Cohen's kappa"),
-    ("gaze_consistency", "L_CAM (lower = more consistent)"),
+    (CONSISTENCY, "L_CAM (lower = more consistent)"),
 )
 
 
@@ -233,27 +235,21 @@ def plot_sweep_curves(rows: Sequence[Mapping[str, float | str | None]], path: st
     return _save(fig, path)
 
 
-def plot_sweep_finals(rows: Sequence[Mapping[str, float | str | None]], path: str | Path, title: str = "") -> Path:
+def plot_sweep_finals(finals: Sequence[Mapping[str, float | str | None]], path: str | Path, title: str = "") -> Path:
     """Final (last epoch) L_CAM, accuracy and kappa against lambda: one line per backbone, error bars
-    = standard deviation over seeds. Lambdas are placed evenly (their labels give the values)."""
-    last: dict[tuple[str, float, object], Mapping[str, float | str | None]] = {}
-    for r in rows:
-        key = (str(r["backbone"]), float(r["lambda"]), r["seed"])
-        if key not in last or float(r["epoch"]) > float(last[key]["epoch"]):
-            last[key] = r
-    backbones = list(dict.fromkeys(k[0] for k in last))
-    lambdas = sorted({k[1] for k in last})
-    panels = (("gaze_consistency", "final L_CAM"), ("accuracy", "final accuracy"), ("kappa", "final kappa"))
+    = standard deviation over seeds. ``finals`` are :func:`~hf_gazecons.sweep.tables.final_rows`;
+    lambdas are placed evenly (their labels give the values)."""
+    by_setting = {(str(f["backbone"]), float(f["lambda"])): f for f in finals}
+    backbones = list(dict.fromkeys(backbone for backbone, _ in by_setting))
+    lambdas = sorted({lam for _, lam in by_setting})
+    panels = ((CONSISTENCY, "final L_CAM"), ("accuracy", "final accuracy"), ("kappa", "final kappa"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.5))
     offsets = np.linspace(-0.08, 0.08, len(backbones)) if len(backbones) > 1 else [0.0]
     for offset, backbone in zip(offsets, backbones):
         for ax, (key, name) in zip(axes, panels):
-            means, stds = [], []
-            for lam in lambdas:
-                values = [_sweep_value(r.get(key)) for k, r in last.items() if k[0] == backbone and k[1] == lam]
-                values = [v for v in values if not np.isnan(v)]
-                means.append(np.mean(values) if values else np.nan)
-                stds.append(np.std(values, ddof=1) if len(values) > 1 else 0.0)
+            found = [by_setting.get((backbone, lam), {}) for lam in lambdas]
+            means = [_sweep_value(f.get(f"{key}_mean")) for f in found]
+            stds = [f.get(f"{key}_std") or 0.0 for f in found]  # one seed: no spread
             ax.errorbar(np.arange(len(lambdas)) + offset, means, yerr=stds, marker="o", capsize=3, label=backbone)
             ax.set_title(name, fontsize=9)
     for ax in axes:

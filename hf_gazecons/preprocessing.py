@@ -29,7 +29,7 @@ __all__ = ["Preprocessing", "timm_preprocessing", "processor_preprocessing", "pl
 Transform = Callable[[Image.Image], torch.Tensor]
 
 STUDY_MEAN_STD = ((0.5,), (0.5,))
-"""The study's normalisation for its 1-channel images (SPEC section 4)."""
+"""The thesis's normalisation for its 1-channel images."""
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The consistency regulariser (SPEC section 3, paper eq. 11-18): EMA class maps and the lambda curriculum.
+"""The consistency regulariser (docs/METHOD.md, sections 5-7): EMA class maps and the lambda curriculum.
 
     L = L_cls + lambda_t * L_CAM^train
 
@@ -19,13 +19,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
-from .deviation import per_sample_deviation, worst_robust_deviation
-from .errors import MetricError, UsageError
-from .pearson import PEARSON_WORST, centred_unit_maps
-from .variants import Variant, check_variant
+from .checks import UNIT_INTERVAL, check_curriculum
+from .errors import MetricError
+from .variants import DEFAULT_VARIANT, Variant, get_variant, is_zero_map
 
 __all__ = ["GazeConsistencyLoss", "PenaltyOutput", "LambdaCurriculum"]
 
@@ -49,7 +47,7 @@ class PenaltyOutput:
 
 
 class GazeConsistencyLoss(nn.Module):
-    """L_CAM^train with one EMA map per class (SPEC eq. 16-17).
+    """L_CAM^train with one EMA map per class (docs/METHOD.md, sections 5 and 6).
 
     Per batch, per class ``c``: ``B_c+`` are the correctly classified samples of ``c``; classes
     with ``|B_c+| >= 2`` take part. Their EMA map is set to the batch class mean on first
@@ -60,13 +58,11 @@ class GazeConsistencyLoss(nn.Module):
     holds the same EMA maps and the batch is the union of the processes' batches (see
     :class:`PenaltyOutput`).
 
-    ``variant="robust"`` (docs/OBJECTIVES.md) differs in two places beside its distance: the EMA
-    follows the mean of the class's *non-zero* maps (a class whose maps are all zero in a batch
-    leaves its EMA as it is), and, given the maps' pre-ReLU ``raw`` values, a participating sample
-    whose map is zero everywhere adds ``w_c * relu(-max raw) / mean|raw|`` to its (worst-case)
-    deviation, so that the penalty has a gradient that brings a collapsed map back.
-    ``variant="pearson"`` (:mod:`hf_gazecons.pearson`) does the same, with the EMA of the batch
-    means of the non-zero maps' centred unit vectors as its class map and the worst value 1.
+    The variant decides the rest: the deviation, which maps the EMA follows (``robust``: the mean
+    of the class's *non-zero* maps, a class whose maps are all zero in a batch then leaving its EMA
+    as it is; ``pearson``: the mean of their centred unit vectors) and whether, given the maps' pre-ReLU ``raw`` values, a participating sample whose
+    map is zero everywhere gets the revival term on top of its deviation
+    (:meth:`~hf_gazecons.variants.base.Variant.penalty`), a gradient that brings it back.
 
     Given ``flipped`` (one flag per sample: the augmentation mirrored the image horizontally), the
     maps and ``raw`` of the flipped samples are mirrored back before anything else: the class map
@@ -75,7 +71,7 @@ class GazeConsistencyLoss(nn.Module):
     Args:
         num_classes: the classifier's number of classes.
         ema_alpha: the EMA factor of the class maps, in [0, 1).
-        variant: the deviation (:data:`~hf_gazecons.variants.VARIANTS`).
+        variant: the deviation, a name of :data:`~hf_gazecons.variants.VARIANTS` or a variant.
 
     Raises:
         UsageError: ``ema_alpha`` outside [0, 1) or an unknown variant.
@@ -90,13 +86,12 @@ class GazeConsistencyLoss(nn.Module):
     ema: torch.Tensor
     initialized: torch.Tensor
 
-    def __init__(self, num_classes: int, ema_alpha: float = 0.9, variant: Variant = "paper") -> None:
+    def __init__(self, num_classes: int, ema_alpha: float = 0.9, variant: str | Variant = DEFAULT_VARIANT) -> None:
         super().__init__()
-        if not 0.0 <= ema_alpha < 1.0:
-            raise UsageError(f"ema_alpha must be in [0, 1), not {ema_alpha}")
+        UNIT_INTERVAL.check("ema_alpha", ema_alpha)
         self.num_classes = num_classes
         self.ema_alpha = ema_alpha
-        self.variant = check_variant(variant)
+        self.variant = get_variant(variant)
         self.register_buffer("ema", torch.zeros(0))  # (K, H', W') once the map size is known
         self.register_buffer("initialized", torch.zeros(num_classes, dtype=torch.bool))
 
@@ -109,8 +104,8 @@ class GazeConsistencyLoss(nn.Module):
         flipped: torch.Tensor | None = None,
     ) -> PenaltyOutput:
         """``maps``: (B, H', W') differentiable Grad-CAM of the true class; ``logits``: (B, K);
-        ``raw``: the maps before ReLU and normalisation (``CAMOutput.raw``; used by ``robust`` and
-        ``pearson``); ``flipped``: (B,) bool, the samples whose image was mirrored horizontally."""
+        ``raw``: the maps before ReLU and normalisation (``CAMOutput.raw``; used by the variants that
+        revive collapsed maps); ``flipped``: (B,) bool, the samples whose image was mirrored horizontally."""
         if flipped is not None:
             maps = _mirror_back(maps, flipped)
             raw = None if raw is None else _mirror_back(raw, flipped)
@@ -118,11 +113,10 @@ class GazeConsistencyLoss(nn.Module):
         classes = labels[correct]
         k = self.num_classes
         counts = torch.bincount(classes, minlength=k).to(maps.dtype)
-        zero = (maps.detach()[correct].flatten(1).amax(dim=1) == 0).to(maps.dtype)
+        zero = is_zero_map(maps[correct]).to(maps.dtype)
         zeros = torch.zeros(k, dtype=maps.dtype, device=maps.device).index_add_(0, classes, zero)
         sums = torch.zeros(k, *maps.shape[1:], dtype=maps.dtype, device=maps.device)
-        averaged_maps = maps.detach()[correct]
-        sums.index_add_(0, classes, centred_unit_maps(averaged_maps) if self.variant == "pearson" else averaged_maps)
+        sums.index_add_(0, classes, self.variant.averaged_maps(maps.detach()[correct]))
         world = 1
         if dist.is_available() and dist.is_initialized():
             world = dist.get_world_size()
@@ -130,8 +124,7 @@ class GazeConsistencyLoss(nn.Module):
             dist.all_reduce(packed)
             counts, zeros, sums = packed[:k], packed[k : 2 * k], packed[2 * k :].view_as(sums)
         taking_part = counts >= 2
-        collapse_safe = self.variant in ("robust", "pearson")
-        averaged = counts - zeros if collapse_safe else counts  # the non-zero maps' mean
+        averaged = self.variant.class_map_count(counts, zeros)
         self._update_ema(sums, averaged, taking_part & (averaged > 0))
         selected = correct & taking_part[labels]
         n_classes = int(taking_part.sum())
@@ -141,10 +134,7 @@ class GazeConsistencyLoss(nn.Module):
             loss = torch.zeros((), device=maps.device, dtype=maps.dtype)
             return PenaltyOutput(loss, n_samples, n_classes, n_zero_maps)
         class_maps = self.ema[labels[selected]]
-        deviations = per_sample_deviation(maps[selected], class_maps, self.variant)
-        if collapse_safe and raw is not None:
-            worst = worst_robust_deviation(class_maps) if self.variant == "robust" else PEARSON_WORST
-            deviations = deviations + worst * _collapse_depth(maps[selected], raw[selected])
+        deviations = self.variant.penalty(maps[selected], class_maps, None if raw is None else raw[selected])
         return PenaltyOutput(deviations.sum() * (world / n_samples), n_samples, n_classes, n_zero_maps)
 
     @torch.no_grad()
@@ -175,19 +165,10 @@ def _mirror_back(maps: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
     return torch.where(flipped.to(maps.device, torch.bool)[:, None, None], maps.flip(-1), maps)
 
 
-def _collapse_depth(maps: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
-    """For maps that are zero everywhere: how far below zero the best position of ``raw`` lies, in
-    units of its mean magnitude (a constant); 0 for the others. Differentiable through ``raw``."""
-    raw = raw.flatten(1)
-    collapsed = maps.detach().flatten(1).amax(dim=1) == 0
-    scale = raw.detach().abs().mean(dim=1).clamp(min=torch.finfo(raw.dtype).tiny)
-    return torch.where(collapsed, F.relu(-raw.amax(dim=1)) / scale, torch.zeros_like(scale))
-
-
 @dataclass(frozen=True)
 class LambdaCurriculum:
-    """SPEC eq. (18) over 1-based epochs ``e``: 0 for ``e <= t0``, linear for ``t0 < e < t1``,
-    ``lambda_max`` for ``e >= t1``. A negative ``lambda_max`` asks for gaze *diversity*.
+    """The curriculum (docs/METHOD.md, section 7) over 1-based epochs ``e``: 0 for ``e <= t0``, linear
+    for ``t0 < e < t1``, ``lambda_max`` for ``e >= t1``. A negative ``lambda_max`` asks for gaze *diversity*.
 
     ``per_step=True`` ramps with the fractional progress instead of once per epoch: still 0 through
     epoch ``t0`` and ``lambda_max`` from the start of epoch ``t1``, linear from the end of epoch
@@ -203,8 +184,7 @@ class LambdaCurriculum:
     per_step: bool = False
 
     def __post_init__(self) -> None:
-        if self.t1 <= self.t0:
-            raise UsageError(f"t1 ({self.t1}) must be greater than t0 ({self.t0})")
+        check_curriculum(self.t0, self.t1, prefix="")
 
     def __call__(self, epoch: float) -> float:
         """Lambda at the 1-based ``epoch`` ``e``."""

@@ -1,10 +1,12 @@
 """The record of one training run, ``results.json``: what was trained how, and what it scored.
 
 :class:`RunResults` is written by ``hf-gazecons train`` and read by the sweep's tables, the sanity
-pass, the model card and the demo; nobody else reads or writes the file. Metrics are flat
-``{prefix}_{name}`` keys (``eval_`` for the evaluation split, ``test_`` for the test split), with
-the names of :data:`METRIC_NAMES` (written by ``ConsistencyResult.to_metrics``);
-:meth:`RunResults.metric` reads them.
+pass, the model card and the demo; nobody else reads or writes the file, and
+:func:`finished_runs` finds them under a folder. Metrics are flat ``{prefix}_{name}`` keys
+(``eval_`` for the evaluation split, ``test_`` for the test split, ``train_`` for the training
+batches' logs), and every key and name is built here: :data:`METRIC_NAMES`, :func:`metric_key`,
+:func:`variant_metric`, :func:`class_metric` and :func:`history_key`. ``ConsistencyResult.to_metrics``
+writes them and :meth:`RunResults.metric` reads them.
 
     >>> record = RunResults.load("out/resnet18-l100")
     >>> record.config.lambda_max, record.metric("gaze_consistency"), record.metric("accuracy", "test")
@@ -14,6 +16,7 @@ the names of :data:`METRIC_NAMES` (written by ``ConsistencyResult.to_metrics``);
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -21,22 +24,39 @@ from typing import Any, Literal
 from .errors import DataError
 from .filenames import RESULTS_FILE
 from .jsonio import write_json
+from .variants import DEFAULT_VARIANT
 
-__all__ = ["METRIC_NAMES", "RunConfig", "RunResults", "Split", "epoch_history", "epoch_value", "metric_key"]
+__all__ = [
+    "CONSISTENCY",
+    "METRIC_NAMES",
+    "RunConfig",
+    "RunResults",
+    "Split",
+    "class_metric",
+    "epoch_history",
+    "epoch_value",
+    "finished_runs",
+    "history_key",
+    "metric_key",
+    "variant_metric",
+]
 
 Split = Literal["eval", "test"]
+
+CONSISTENCY = "gaze_consistency"
+"""The name of L_CAM under the study's variant (docs/METHOD.md, section 4)."""
 
 METRIC_NAMES = (
     "loss",
     "accuracy",
     "kappa",
-    "gaze_consistency",
+    CONSISTENCY,
     "zero_map_share",
     "energy_pointing_game",
     "pointing_game",
 )
-"""The metrics of an evaluation, besides ``<variant>_gaze_consistency`` (the other deviation
-variants) and ``gaze_consistency_<class>`` (per class, paper variant)."""
+"""The metrics of an evaluation, besides :func:`variant_metric` (the other deviation variants) and
+:func:`class_metric` (per class, the study's variant)."""
 
 # Trainer log keys that the history keeps; those that describe the training batches get "train_"
 _TRAINING_LOGS = ("loss", "cross_entropy", "penalty", "lambda", "learning_rate", "zero_map_share")
@@ -48,10 +68,31 @@ def metric_key(prefix: str, name: str) -> str:
     return f"{prefix}_{name}"
 
 
+def variant_metric(variant: str) -> str:
+    """The name of L_CAM under ``variant``: ``gaze_consistency`` for the study's, ``robust_gaze_consistency``
+    for another."""
+    return CONSISTENCY if variant == DEFAULT_VARIANT else f"{variant}_{CONSISTENCY}"
+
+
+def class_metric(label: str) -> str:
+    """The name of class ``label``'s L_CAM (the study's variant): ``gaze_consistency_<label>``."""
+    return f"{CONSISTENCY}_{label}"
+
+
+def history_key(log: str) -> str:
+    """The key of the Trainer log ``log`` in a history row: ``train_<log>`` for what describes the
+    training batches (``loss``, ``cross_entropy``, ``penalty``, ``zero_map_share``), else ``log``
+    (``lambda``, ``learning_rate``)."""
+    return metric_key("train", log) if log in _TRAINING_BATCH_LOGS else log
+
+
 @dataclass
 class RunConfig:
     """How a run was trained (``results.json``'s ``config``): what ``train`` writes; a record needs
-    at least the model, lambda_max and seed to be a run of a sweep."""
+    at least the model, lambda_max and seed to be a run of a sweep. ``per_sample`` is the Grad-CAM
+    mode asked for and ``per_sample_path`` the way training's maps were computed
+    (``GradCAM.per_sample_path``); both are None in records written before they existed, whose
+    training maps were exact."""
 
     model: str
     lambda_max: float
@@ -61,7 +102,7 @@ class RunConfig:
     dataset: str | None = None
     eval_split: str | None = None
     label_names: list[str] = field(default_factory=list)
-    variant: str = "paper"
+    variant: str = DEFAULT_VARIANT
     base_model: str | None = None
     test_split: str | None = None
     image_size: list[int] | None = None
@@ -72,6 +113,8 @@ class RunConfig:
     ema_alpha: float | None = None
     second_order: bool = False
     follow_flips: bool = False
+    per_sample: str | None = None
+    per_sample_path: str | None = None
     target_layer: str | None = None
     epochs: float | None = None
     learning_rate: float | None = None
@@ -89,7 +132,9 @@ class RunResults:
     ``final_test`` test-split metrics (``test_*``, None without a test split), one ``history`` row
     per logged epoch (:func:`epoch_history`), the Pearson r of kappa and L_CAM over it, and the
     ``environment`` it ran in (versions, device, processes, CPU threads: on CPU, a seed reproduces a
-    run bit for bit with the same code and thread count, not across thread counts)."""
+    run bit for bit with the same code and thread count, not across thread counts) and, with
+    ``--skip_bad_images``, the images left out (``index``, ``path``, ``reason``) of the training, evaluation and
+    test data (``skipped_images``: ``train``, ``eval``, ``test``)."""
 
     config: RunConfig
     final: dict[str, Any]
@@ -97,6 +142,7 @@ class RunResults:
     final_test: dict[str, Any] | None = None
     pearson_r_kappa_consistency: float | None = None
     environment: dict[str, Any] = field(default_factory=dict)
+    skipped_images: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def metric(self, name: str, split: Split = "eval") -> Any:
         """The final value of metric ``name`` (e.g. ``"gaze_consistency"``) on ``split``; None if absent."""
@@ -115,6 +161,7 @@ class RunResults:
             final_test=data.get("final_test"),
             pearson_r_kappa_consistency=data.get("pearson_r_kappa_consistency"),
             environment=dict(data.get("environment") or {}),
+            skipped_images=dict(data.get("skipped_images") or {}),
         )
 
     @classmethod
@@ -152,10 +199,10 @@ def epoch_history(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
         epoch = epoch_value(entry["epoch"])
         row = by_epoch.setdefault(epoch, {"epoch": epoch})
         for key, value in entry.items():
-            if key.startswith("eval_") and not key.endswith(("_runtime", "_per_second")):
+            if key.startswith(metric_key("eval", "")) and not key.endswith(("_runtime", "_per_second")):
                 row[key] = value
             elif key in _TRAINING_LOGS:
-                row["train_" + key if key in _TRAINING_BATCH_LOGS else key] = value
+                row[history_key(key)] = value
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
@@ -163,3 +210,15 @@ def epoch_value(epoch: float) -> int | float:
     """``Trainer.state.epoch`` as a history key: a whole number as an int, a fraction to 4 decimals."""
     epoch = round(float(epoch), 4)
     return int(epoch) if epoch.is_integer() else epoch
+
+
+def finished_runs(folder: str | Path) -> dict[Path, RunResults]:
+    """Every finished run under ``folder`` (a ``results.json`` at any depth), by run folder, in path
+    order. A ``results.json`` that cannot be read is left out with a warning."""
+    runs = {}
+    for path in sorted(Path(folder).glob(f"**/{RESULTS_FILE}")):
+        try:
+            runs[path.parent] = RunResults.load(path)
+        except DataError as error:
+            warnings.warn(f"left out: {error}", stacklevel=2)
+    return runs

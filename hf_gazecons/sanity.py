@@ -1,4 +1,4 @@
-"""Sanity checks for Grad-CAM gaze (SPEC section 6): do the maps still depend on the model?
+"""Sanity checks for Grad-CAM gaze (docs/METHOD.md, section 13): do the maps still depend on the model?
 
 A consistency objective can be satisfied by maps that ignore what the network computes (every image
 gets the same map). :func:`cascading_randomization` is the model-parameter randomisation test of

@@ -8,7 +8,7 @@ ModelSpec(kind='hf-hub', name='my-org/resnet18-gazecons', revision='dev')
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -35,12 +35,14 @@ class ModelSpec:
     ``kind``: ``folder`` (a local folder written by timm or ``save_pretrained``), ``hf-hub`` (timm's
     ``hf-hub:org/name[@revision]``), ``timm`` (a timm architecture, ``resnet18`` or
     ``resnet18.a1_in1k``) or ``hub`` (a Hub id ``org/name``, timm or transformers). ``name`` is the
-    folder path, the repo id or the architecture.
+    folder path, the repo id or the architecture; ``text`` the spec as it was given (for messages).
+    Parse once, and pass the spec on (``load_model`` takes it).
     """
 
     kind: ModelKind
     name: str
     revision: str | None = None
+    text: str = field(default="", repr=False, compare=False)
 
     def base_model(self, pretrained: bool) -> str | None:
         """The Hub repo training starts from, for a model card (``timm/<name>`` for timm's
@@ -66,14 +68,14 @@ def parse_model_spec(spec: str, revision: str | None = None) -> ModelSpec:
     """
     path = Path(spec).expanduser()
     if path.is_dir():
-        return ModelSpec("folder", str(path))
+        return ModelSpec("folder", str(path), text=spec)
     if spec.startswith("hf-hub:"):
         repo_id, _, rev = spec[len("hf-hub:") :].partition("@")
-        return ModelSpec("hf-hub", repo_id, rev or revision)
+        return ModelSpec("hf-hub", repo_id, rev or revision, text=spec)
     if "/" not in spec and _is_timm_architecture(spec):
-        return ModelSpec("timm", spec)
+        return ModelSpec("timm", spec, text=spec)
     if spec.count("/") == 1 and all(spec.split("/")):
-        return ModelSpec("hub", spec, revision)
+        return ModelSpec("hub", spec, revision, text=spec)
     raise ModelLoadError(
         f"unknown model {spec!r}: expected a timm architecture (see timm.list_models()), "
         "'hf-hub:org/name', a Hub id 'org/name', or a local folder with config.json"

@@ -1,6 +1,6 @@
 """Where to look: resolve the Grad-CAM target layer of a model and the layout of its map.
 
-A target is the activation ``A`` of SPEC eq. (1)-(2). It is read either from a module's output
+A target is the activation ``A`` of docs/METHOD.md (1.1)-(1.2). It is read either from a module's output
 (a forward hook) or from a timm model's ``forward_features`` method, which returns the map that
 the classifier head pools. Maps come in three layouts, all turned into ``(B, C, H', W')``:
 

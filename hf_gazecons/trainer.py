@@ -1,4 +1,4 @@
-"""GazeConsistencyTrainer: a transformers ``Trainer`` that adds ``lambda_t * L_CAM^train`` (SPEC section 3).
+"""GazeConsistencyTrainer: a transformers ``Trainer`` that adds ``lambda_t * L_CAM^train`` (docs/METHOD.md, section 5).
 
 One forward per step gives the logits (cross-entropy) and the differentiable Grad-CAM maps of the
 true class (penalty). Evaluation scores accuracy, Cohen's kappa and gaze consistency in one pass
@@ -37,11 +37,12 @@ from .errors import ModelLoadError, TrainingError, UsageError
 from .filenames import GAZE_STATE_FILE
 from .metric import gaze_consistency
 from .output_dir import match_umask
+from .per_sample_modes import DEFAULT_PER_SAMPLE, PER_SAMPLE_HELP, PER_SAMPLE_MODES, check_per_sample
 from .regularizer import GazeConsistencyLoss, LambdaCurriculum
 from .specs import parse_target
 from .targets import resolve_target, unwrap_model
 from .training_checks import changed_default, check_report_to, check_training_options, complete_defaults
-from .variants import VARIANT_HELP, VARIANTS
+from .variants import COLLAPSE_SAFE, DEFAULT_VARIANT, VARIANT_HELP, VARIANTS
 
 __all__ = ["GazeConsistencyTrainingArguments", "GazeConsistencyTrainer", "ZERO_MAP_ALARM"]
 
@@ -51,7 +52,7 @@ ZERO_MAP_ALARM = 0.10
 
 @dataclass
 class GazeConsistencyTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` with the regulariser's options and the study's defaults (SPEC section 4):
+    """``TrainingArguments`` with the regulariser's options and the thesis's training settings:
     Adam(W without decay) lr 1e-4, ReduceLROnPlateau(factor 0.1, patience 5) on the validation loss,
     batch 32, evaluation and checkpoints every epoch."""
 
@@ -63,7 +64,7 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
     lambda_per_step: bool = field(default=False, metadata={"help": "Ramp lambda with the fractional epoch."})
     ema_alpha: float = field(default=0.9, metadata={"help": "EMA factor of the class maps."})
     variant: str = field(
-        default="paper",
+        default=DEFAULT_VARIANT,
         metadata={"help": f"The penalty's {VARIANT_HELP}.", "choices": list(VARIANTS)},
     )
     follow_flips: bool = field(
@@ -71,6 +72,10 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
         metadata={"help": "Compare the map of a horizontally flipped training image with the flipped class map."},
     )
     second_order: bool = field(default=False, metadata={"help": "Differentiate through the channel weights too."})
+    per_sample: str = field(
+        default=DEFAULT_PER_SAMPLE,
+        metadata={"help": f"Per-sample Grad-CAM gradients: {PER_SAMPLE_HELP}.", "choices": list(PER_SAMPLE_MODES)},
+    )
     target_layer: str | None = field(
         default=None, metadata={"help": "Grad-CAM target: module name or timm stage index."}
     )
@@ -103,6 +108,7 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
 
     def __post_init__(self) -> None:
         check_training_options(self)
+        check_per_sample(self.per_sample)
         complete_defaults(self)
         super().__post_init__()
         check_report_to(self.report_to)
@@ -116,7 +122,7 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
 
 
 class GazeConsistencyTrainer(Trainer):
-    """A ``transformers.Trainer`` whose loss is ``CE + lambda_t * L_CAM^train`` (SPEC section 3).
+    """A ``transformers.Trainer`` whose loss is ``CE + lambda_t * L_CAM^train`` (docs/METHOD.md, section 5).
 
     Args:
         *args, **kwargs: those of ``Trainer``; ``args`` must be :class:`GazeConsistencyTrainingArguments`
@@ -165,6 +171,12 @@ class GazeConsistencyTrainer(Trainer):
     def last_eval_metrics(self) -> dict[str, float]:
         return self.evaluation_metrics.get("eval", {})
 
+    @property
+    def per_sample_path(self) -> str | None:
+        """How the last training step's Grad-CAM got its per-sample gradients (``GradCAM.per_sample_path``);
+        None before the first step."""
+        return None if self._cam is None else self._cam.per_sample_path
+
     def compute_loss(
         self,
         model: nn.Module,
@@ -203,7 +215,10 @@ class GazeConsistencyTrainer(Trainer):
 
     def _gradcam(self, model: nn.Module) -> GradCAM:
         if self._cam is None or self._cam.model is not model:
-            self._cam = GradCAM(model, self.args.target, differentiable=True, second_order=self.args.second_order)
+            self._cam = GradCAM(
+                model, self.args.target, differentiable=True, second_order=self.args.second_order,
+                per_sample=self.args.per_sample,
+            )  # fmt: skip
         return self._cam
 
     def training_step(
@@ -253,8 +268,8 @@ class GazeConsistencyTrainer(Trainer):
             return
         self._zero_map_warned = True
         if self.is_world_process_zero():
-            safe = ("robust", "pearson")
-            advice = "" if self.args.variant in safe else "; --variant pearson makes an all-zero map the worst case"
+            safe = f"; --variant {' or '.join(COLLAPSE_SAFE)} makes an all-zero map the worst case"
+            advice = "" if self.args.variant in COLLAPSE_SAFE else safe
             warnings.warn(
                 f"{share:.0%} of the penalised Grad-CAM maps are all zero at epoch {self.state.epoch:.2f} "
                 f"(lambda {weight:g}, variant {self.args.variant}): the gaze is collapsing, and a collapsed map "
@@ -272,8 +287,8 @@ class GazeConsistencyTrainer(Trainer):
     ) -> EvalLoopOutput:
         """Accuracy, kappa, gaze consistency and loss in one pass over this rank's shard.
 
-        ``{prefix}_gaze_consistency`` is the paper variant (the study's metric); the robust one (and
-        the reference one, for a run trained with it) come as ``{prefix}_<variant>_gaze_consistency``."""
+        ``{prefix}_gaze_consistency`` is the paper variant (the study's metric); the pearson and robust
+        ones (and the reference one, for a run trained with it) come as ``{prefix}_<variant>_gaze_consistency``."""
         dataset = dataloader.dataset
         if dist.is_available() and dist.is_initialized():
             rank, world = dist.get_rank(), dist.get_world_size()

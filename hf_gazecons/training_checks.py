@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import math
 import os
 from dataclasses import MISSING, Field, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from safetensors import safe_open
 from torch import nn
 from transformers import TrainingArguments
 
-from .checks import FINITE_FLOAT, NON_NEGATIVE_INT, POSITIVE_INT, SEED, UNIT_INTERVAL, require
+from .checks import check_curriculum, check_fields, parse_bool, require
 from .errors import UsageError
 from .output_dir import check_output_dir, last_checkpoint
 
@@ -36,8 +35,6 @@ __all__ = [
     "prepare_run",
     "resolve_checkpoint",
 ]
-
-_TRUE, _FALSE = ("true", "yes", "last"), ("false", "no", "")
 
 _INTEGRATION_MODULES = {"azure_ml": "azureml", "flyte": "flytekit"}  # not covered by transformers' own detection
 _INTEGRATION_PACKAGES = {"azure_ml": "azureml-core", "flyte": "flytekit", "kubeflow": "kubeflow-training"}
@@ -57,21 +54,15 @@ def changed_default(name: str, default: Any, why: str) -> Field:
 
 
 def check_training_options(args: Any) -> None:
-    """The regulariser's options and the ``TrainingArguments`` that would otherwise fail mid-run.
+    """The regulariser's options and the ``TrainingArguments`` that would otherwise fail mid-run: each
+    option by its rule, then the rules that relate options.
 
-    Runs before ``TrainingArguments.__post_init__`` (so values may still be plain strings)."""
-    FINITE_FLOAT.check("--lambda_max", args.lambda_max)
-    NON_NEGATIVE_INT.check("--t0", args.t0)
-    require(args.t1 > args.t0, f"--t1 ({args.t1}) must be greater than --t0 ({args.t0})")
-    UNIT_INTERVAL.check("--ema_alpha", args.ema_alpha)
-    for option in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
-        POSITIVE_INT.check(f"--{option}", getattr(args, option))
-    NON_NEGATIVE_INT.check("--dataloader_num_workers", args.dataloader_num_workers)
-    SEED.check("--seed", args.seed)
+    Runs before ``TrainingArguments.__post_init__`` (so enum options may still be plain strings)."""
+    check_fields(args, dash="_")  # each option's own rule (hf_gazecons.checks.OPTION_RULES)
+    check_curriculum(args.t0, args.t1)
     epochs, steps = args.num_train_epochs, args.max_steps
     require(
-        math.isfinite(epochs) and (epochs > 0 or steps > 0),
-        f"--num_train_epochs must be a finite number > 0 (or --max_steps > 0), got {epochs}",
+        epochs > 0 or steps > 0, f"--num_train_epochs must be a finite number > 0 (or --max_steps > 0), got {epochs}"
     )
     require(
         args.lambda_max == 0 or steps > 0 or epochs > args.t0,
@@ -84,8 +75,6 @@ def check_training_options(args: Any) -> None:
         "activation, which a compiled graph does not expose; train without it (hf-gazecons score works on a "
         "compiled model)",
     )
-    rate = args.learning_rate
-    require(math.isfinite(rate) and rate >= 0, f"--learning_rate must be a finite number >= 0, got {rate}")
     if _value(args.eval_strategy) == "no" and _value(args.lr_scheduler_type) == "reduce_lr_on_plateau":
         raise UsageError(
             "--eval_strategy no leaves the default learning-rate schedule, reduce_lr_on_plateau (the study's), "
@@ -147,12 +136,18 @@ def prepare_run(args: Any) -> str | None:
 
 
 def resolve_checkpoint(value: str | None, output_dir: Path) -> str | None:
-    """``--resume_from_checkpoint``: true (the last complete ``checkpoint-N`` of ``output_dir``, see
-    :func:`~hf_gazecons.output_dir.last_checkpoint`), false/None (start afresh) or a checkpoint
-    folder, which must exist."""
-    if value is None or str(value).strip().lower() in _FALSE:
+    """``--resume_from_checkpoint``: true or ``last`` (the last complete ``checkpoint-N`` of
+    ``output_dir``, see :func:`~hf_gazecons.output_dir.last_checkpoint`), false, empty or None
+    (start afresh), or a checkpoint folder, which must exist. True and false are the words of
+    :func:`~hf_gazecons.checks.parse_bool`."""
+    word = "" if value is None else str(value).strip().lower()
+    try:
+        resume = word == "last" or (word != "" and parse_bool(word))
+    except ValueError:
+        resume = None  # a folder
+    if resume is False:
         return None
-    if str(value).strip().lower() in _TRUE:
+    if resume:
         last = last_checkpoint(output_dir) if output_dir.is_dir() else None
         if last is None:
             raise UsageError(

@@ -15,7 +15,10 @@ warm-up; medians are reported):
                         fresh subprocess;
 * ``dataset_scoring`` — ``gaze_consistency`` (one pass) vs the study's way (prediction pass, then a
                         full-backward Grad-CAM pass per class over its correct samples), same L_CAM;
-* ``train_step``      — a plain cross-entropy optimizer step vs the consistency-regularised step;
+* ``train_step``      — a plain cross-entropy optimizer step vs the consistency-regularised step at
+                        batches 8, 32 and 128: at the default target, and at stage -2 (train-mode
+                        BatchNorm after it) with held statistics and exact per-sample gradients
+                        (``--quick``: exact up to batch 32 only, its cost grows with the batch squared);
 * ``train_epoch``     — images/s of training epochs on an image folder shaped like the study's chest
                         X-rays: GazeConsistencyTrainer (lambda > 0) vs the plain transformers Trainer vs
                         a hand-written timm loop, same images, same loader workers;
@@ -73,7 +76,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "num_classes": 4,
             "reps": 5,
         },  # fmt: skip
-        "train_step": {"model": "resnet18", "size": 112, "batch": 32, "num_classes": 4, "reps": 10, "lam": 100.0},
+        "train_step": {
+            "model": "resnet18", "size": 112, "batches": [8, 32, 128], "num_classes": 4, "reps": 5, "lam": 100.0,
+            "exact_batches": [8, 32, 128], "exact_reps": 2,
+        },  # fmt: skip
         "train_epoch": {
             **_CHEST_XRAYS,
             "lam": 100.0,
@@ -103,7 +109,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "num_classes": 4,
             "reps": 3,
         },  # fmt: skip
-        "train_step": {"model": "resnet18", "size": 112, "batch": 32, "num_classes": 4, "reps": 8, "lam": 100.0},
+        "train_step": {
+            "model": "resnet18", "size": 112, "batches": [8, 32, 128], "num_classes": 4, "reps": 3, "lam": 100.0,
+            "exact_batches": [8, 32], "exact_reps": 1,
+        },  # fmt: skip
         "train_epoch": {
             **_CHEST_XRAYS,
             "lam": 100.0,
@@ -133,7 +142,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "num_classes": 4,
             "reps": 2,
         },  # fmt: skip
-        "train_step": {"model": "test_resnet", "size": 96, "batch": 8, "num_classes": 4, "reps": 2, "lam": 100.0},
+        "train_step": {
+            "model": "test_resnet", "size": 96, "batches": [4, 8], "num_classes": 4, "reps": 2, "lam": 100.0,
+            "exact_batches": [4, 8], "exact_reps": 1,
+        },  # fmt: skip
         "train_epoch": {**_TINY_FOLDER, "lam": 100.0, "n_train": 24, "warmup_steps": 1, "reps": 1, "loader_images": 8},
         "scoring_scale": {**_TINY_FOLDER, "grid": [3, 3], "per_rep": 32, "reps": 2, "rss_small": 16, "rss_large": 64},
         "cli_help": {"reps": 1},

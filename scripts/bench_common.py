@@ -30,7 +30,7 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without installing
 BENCH_SCRIPT = Path(__file__).resolve().with_name("bench.py")
 """The script the probes re-run in fresh processes (its hidden ``--_*-probe`` options)."""
 
-EPS = 1e-8  # SPEC section 1: the min-max epsilon every contender's maps are normalised with
+EPS = 1e-8  # docs/METHOD.md (1.4): the min-max epsilon every contender's maps are normalised with
 MAP_TOLERANCE = 1e-4  # maps of different implementations must agree to this (max abs difference)
 VALUE_TOLERANCE = 1e-5  # L_CAM of ours and of the study's way must agree to this (abs difference)
 PEERS = ("pytorch_grad_cam", "captum", "torchcam")
@@ -42,7 +42,7 @@ GOALS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "memory": {"ratio_vs_inference": {"op": "<=", "value": 1.15}, "ratio_vs_captum": {"op": "<=", "value": 0.5}},
     "dataset_scoring": {"speedup": {"op": ">=", "value": 2.0}},
-    "train_step": {"overhead": {"op": "<=", "value": 1.10}},
+    "train_step": {"overhead": {"op": "<=", "value": 1.10}, "overhead_stage": {"op": "<=", "value": 1.5}},
     "train_epoch": {"ratio_vs_timm_loop": {"op": ">=", "value": 0.90}},
     "scoring_scale": {
         "rss_growth": {"op": "<=", "value": 1.10},
@@ -91,7 +91,7 @@ def timeit_interleaved(
 
 
 def normalize(cam: torch.Tensor, eps: float = EPS) -> torch.Tensor:
-    """Per-sample min-max of (B, H, W) maps, as SPEC section 1 (written here, not imported)."""
+    """Per-sample min-max of (B, H, W) maps, as docs/METHOD.md (1.4) (written here, not imported)."""
     flat = cam.flatten(1)
     low = flat.min(dim=1).values[:, None, None]
     high = flat.max(dim=1).values[:, None, None]

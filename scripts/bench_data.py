@@ -7,7 +7,7 @@
         validation/NORMAL/...           validation/PNEUMONIA/...
 
 2 classes, grayscale JPEGs (mode "L", quality 90) of ``size`` x ``size`` pixels, as the study's
-Chest X-Ray pneumonia data (SPEC section 4): a bright body with two dark lung fields, a spine,
+Chest X-Ray pneumonia data (the thesis's second data set): a bright body with two dark lung fields, a spine,
 ribs and film noise; PNEUMONIA images add a diffuse opacity in one lung. The content only has to
 cost what real X-rays cost to decode and to be learnable; it is deterministic (same arguments,
 same Pillow: byte-identical files). The folder appears atomically (written beside it, then renamed),

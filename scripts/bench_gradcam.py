@@ -48,55 +48,9 @@ def bench_gradcam(model: str, size: int, batch: int, reps: int, device: torch.de
 
     contenders: dict[str, Callable[[], Any]] = {"forward": forward, "ours": lambda: ours(x).maps}
     peer_maps: dict[str, Callable[[], torch.Tensor]] = {}  # a peer's raw map, normalised like ours
-
-    if peer_available("pytorch_grad_cam"):
-        from pytorch_grad_cam import GradCAM as PGCGradCAM
-        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-        pgc_targets = [ClassifierOutputTarget(int(c)) for c in predicted]
-
-        def pytorch_grad_cam() -> Any:
-            with PGCGradCAM(model=net, target_layers=[net.layer4[-1]]) as cam:
-                return cam(input_tensor=x, targets=pgc_targets)  # (B, H, W) maps resized to the input
-
-        def pytorch_grad_cam_maps() -> torch.Tensor:
-            # its output is resized to the input and min-maxed with eps 1e-7; compare at the
-            # target's resolution instead: its own Grad-CAM of the stored activations/gradients
-            with PGCGradCAM(model=net, target_layers=[net.layer4[-1]]) as cam:
-                cam(input_tensor=x, targets=pgc_targets)
-                store = cam.activations_and_grads
-                activations, gradients = (t[0].cpu().numpy() for t in (store.activations, store.gradients))
-                raw = cam.get_cam_image(x, net.layer4[-1], pgc_targets, activations, gradients)
-            return normalize(F.relu(torch.as_tensor(raw)))
-
-        contenders["pytorch_grad_cam"] = pytorch_grad_cam
-        peer_maps["pytorch_grad_cam"] = pytorch_grad_cam_maps
-
-    if peer_available("captum"):
-        from captum.attr import LayerGradCam
-
-        layer_gradcam = LayerGradCam(net, net.layer4)
-
-        def captum() -> torch.Tensor:
-            attribution = layer_gradcam.attribute(x, target=predicted, relu_attributions=True)
-            return normalize(attribution[:, 0].detach())
-
-        contenders["captum"] = captum
-        peer_maps["captum"] = captum
-
-    if peer_available("torchcam"):
-        from torchcam.methods import GradCAM as TorchCAMGradCAM
-
-        classes = predicted.tolist()
-
-        def torchcam() -> torch.Tensor:
-            with TorchCAMGradCAM(net, "layer4", input_shape=(3, size, size)) as extractor:
-                scores = net(x)
-                (cam,) = extractor(class_idx=classes, scores=scores, normalized=False)
-            return normalize(cam)
-
-        contenders["torchcam"] = torchcam
-        peer_maps["torchcam"] = torchcam
+    for peer, build in (("pytorch_grad_cam", _pytorch_grad_cam), ("captum", _captum), ("torchcam", _torchcam)):
+        if peer_available(peer):
+            contenders[peer], peer_maps[peer] = build(net, x, predicted)
 
     medians = timeit_interleaved(contenders, reps, sync=lambda: synchronize(device))
 
@@ -115,6 +69,59 @@ def bench_gradcam(model: str, size: int, batch: int, reps: int, device: torch.de
             result[f"max_abs_diff_vs_{peer}"] = None
     result["met"] = goals_met("gradcam", result)
     return result
+
+
+Contender = tuple[Callable[[], Any], Callable[[], torch.Tensor]]
+"""A peer's timed call (its documented use) and its maps at the target's resolution, normalised like ours."""
+
+
+def _pytorch_grad_cam(net: torch.nn.Module, x: torch.Tensor, predicted: torch.Tensor) -> Contender:
+    from pytorch_grad_cam import GradCAM as PGCGradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    targets = [ClassifierOutputTarget(int(c)) for c in predicted]
+
+    def timed() -> Any:
+        with PGCGradCAM(model=net, target_layers=[net.layer4[-1]]) as cam:
+            return cam(input_tensor=x, targets=targets)  # (B, H, W) maps resized to the input
+
+    def maps() -> torch.Tensor:
+        # its output is resized to the input and min-maxed with eps 1e-7; compare at the
+        # target's resolution instead: its own Grad-CAM of the stored activations/gradients
+        with PGCGradCAM(model=net, target_layers=[net.layer4[-1]]) as cam:
+            cam(input_tensor=x, targets=targets)
+            store = cam.activations_and_grads
+            activations, gradients = (t[0].cpu().numpy() for t in (store.activations, store.gradients))
+            raw = cam.get_cam_image(x, net.layer4[-1], targets, activations, gradients)
+        return normalize(F.relu(torch.as_tensor(raw)))
+
+    return timed, maps
+
+
+def _captum(net: torch.nn.Module, x: torch.Tensor, predicted: torch.Tensor) -> Contender:
+    from captum.attr import LayerGradCam
+
+    layer_gradcam = LayerGradCam(net, net.layer4)
+
+    def timed() -> torch.Tensor:
+        attribution = layer_gradcam.attribute(x, target=predicted, relu_attributions=True)
+        return normalize(attribution[:, 0].detach())
+
+    return timed, timed
+
+
+def _torchcam(net: torch.nn.Module, x: torch.Tensor, predicted: torch.Tensor) -> Contender:
+    from torchcam.methods import GradCAM as TorchCAMGradCAM
+
+    classes = predicted.tolist()
+
+    def timed() -> torch.Tensor:
+        with TorchCAMGradCAM(net, "layer4", input_shape=tuple(x.shape[1:])) as extractor:
+            scores = net(x)
+            (cam,) = extractor(class_idx=classes, scores=scores, normalized=False)
+        return normalize(cam)
+
+    return timed, timed
 
 
 def memory_probe(kind: str, model: str, size: int, batch: int, device: torch.device) -> dict[str, Any]:

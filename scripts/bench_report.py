@@ -12,6 +12,10 @@ def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _times(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}x"
+
+
 def _goal_line(section: str, values: dict[str, Any]) -> str:
     parts = []
     for key, goal in GOALS[section].items():
@@ -76,14 +80,21 @@ def _print_dataset_scoring(d: dict[str, Any], s: dict[str, Any]) -> None:
 
 
 def _print_train_step(t: dict[str, Any], s: dict[str, Any]) -> None:
-    print(f"\n[train_step] {s['model']}, {s['size']} px, batch {s['batch']}, lambda {s['lam']}, {s['reps']} reps")
-    print(f"  {'plain CE step':<22}{_fmt(t['plain_s'], '.4f'):>10} s")
-    print(f"  {'regularised step':<22}{_fmt(t['regularised_s'], '.4f'):>10} s   (default target, the head's map)")
     print(
-        f"  {'regularised, stage -2':<22}{_fmt(t['regularised_stage_s'], '.4f'):>10} s   "
-        f"({_fmt(t['overhead_stage'], '.2f')}x: per-sample maps through train-mode BatchNorm; no goal)"
+        f"\n[train_step] {s['model']}, {s['size']} px, lambda {s['lam']}, {s['reps']} reps "
+        f"(exact: {s['exact_reps']}); regularised step / cross-entropy step"
     )
-    print(_goal_line("train_step", t))
+    print(f"  {'batch':>5}{'CE step (s)':>13}{'default target':>16}{'stage -2 held_stats':>21}{'2nd order':>11}"
+          f"{'stage -2 exact':>16}{'probe (s)':>11}{'|held - exact| mean / max':>27}")  # fmt: skip
+    for row in t["rows"]:
+        print(
+            f"  {row['batch']:>5}{_fmt(row['plain_s'], '.4f'):>13}{_times(row['default_ratio']):>16}"
+            f"{_times(row['stage_held_stats_ratio']):>21}{_times(row['stage_second_order_ratio']):>11}"
+            f"{_times(row['stage_exact_ratio']):>16}"
+            f"{_fmt(row['probe_s'], '.4f'):>11}"
+            f"{_fmt(row['maps_mean_abs_diff'], '.4f') + ' / ' + _fmt(row['maps_max_abs_diff'], '.4f'):>27}"
+        )
+    print(_goal_line("train_step", t) + f" (the worst of batches >= {s['goal_min_batch']})")
 
 
 def _print_rates(rows: tuple[tuple[str, str], ...], values: dict[str, Any]) -> None:
@@ -153,9 +164,14 @@ NOTES: dict[str, str] = {
     "train_step": (
         "labels = train-mode argmax of the initial model's logits on the batch (all correct at the start); "
         "3 untimed warm-up steps; Adam lr 1e-4; each contender trains its own copy of the same initial model; "
-        "'penalty' = samples/classes that took part in the last regularised step; 'regularised_stage' "
-        "penalises the maps of timm stage -2, after which train-mode BatchNorm layers couple the samples, so "
-        "their exact per-sample Grad-CAM needs batched vector-Jacobian products"
+        "'penalty' = samples/classes that took part in the last regularised step; stage -2 is followed by "
+        "train-mode BatchNorm layers that couple the samples: 'held_stats' holds their statistics in the score "
+        "gradient (one backward; also timed with second_order=True), 'exact' takes one vector-Jacobian product "
+        "per sample, timed against its own "
+        "interleaved plain steps (stage_exact_plain_s); 'per_sample_paths' = the path each GradCAM took; "
+        "'probe_s' = one coupling probe at stage -2, paid on a GradCAM's first call only; 'maps_*_abs_diff' = "
+        "held_stats against exact maps at stage -2 on the initial model and batch (scoring mode); overhead and "
+        "overhead_stage = the worst ratio at the batches >= goal_min_batch"
     ),
     "train_epoch": (
         "random-init timm model, 1 channel; the Trainers read the folder through load_image_dataset and "

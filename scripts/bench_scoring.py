@@ -176,6 +176,11 @@ def scoring_memory_probe(
     }
 
 
+def _memory_probes(options: dict[str, Any], counts: tuple[int, int], device: torch.device) -> list[dict[str, Any]]:
+    """The peak resident memory of a fresh process that scores each of ``counts`` streamed images."""
+    return run_in_fresh_processes([["--_scoring-probe", json.dumps({**options, "n": n})] for n in counts], device)
+
+
 def bench_scoring_scale(
     model: str,
     size: int,
@@ -226,13 +231,10 @@ def bench_scoring_scale(
         contenders(scoring_data(folder, per_rep)), reps, warmup=0, sync=lambda: synchronize(device)
     )
     rate = {name: per_rep / seconds for name, seconds in medians.items()}
-    small = large = None
+    options = {"model": model, "size": size, "batch": batch, "n_images": n_images, "image_px": image_px}
+    small, large = (None, None)
     if probes:
-        options = {"model": model, "size": size, "batch": batch, "n_images": n_images, "image_px": image_px}
-        options["data_dir"] = data_dir
-        small, large = run_in_fresh_processes(
-            [["--_scoring-probe", json.dumps({**options, "n": n})] for n in (rss_small, rss_large)], device
-        )
+        small, large = _memory_probes({**options, "data_dir": data_dir}, (rss_small, rss_large), device)
     result: dict[str, Any] = {
         "paper_images_per_s": rate["paper"],
         "paper_grid_images_per_s": rate["paper_grid"],

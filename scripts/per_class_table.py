@@ -28,12 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hf_gazecons.data import load_image_dataset
 from hf_gazecons.formatting import fmt_difference, fmt_mean_std, fmt_metric
-from hf_gazecons.metric import gaze_consistency
-from hf_gazecons.models import load_model
-from hf_gazecons.run_record import RunResults
-from hf_gazecons.specs import parse_target
+from hf_gazecons.run_record import finished_runs
+from hf_gazecons.saved_run import SavedRun
 from hf_gazecons.stats import difference_interval, interval_sign, mean_std
 from hf_gazecons.sweep.files import read_csv, write_csv
 
@@ -45,15 +42,13 @@ CHANGES = (("L_CAM (paper)", "lcam_paper", 4), ("all-zero maps", "zero_map_share
 
 
 def score_run(run_dir: Path, split: str) -> list[dict]:
-    """One row per class of the final model in ``run_dir``."""
-    config = RunResults.load(run_dir).config
-    loaded = load_model(str(run_dir))
-    data = load_image_dataset(config.dataset, split)
-    target = parse_target(config.target_layer)  # the resolved module name train recorded
+    """One row per class of the final model in ``run_dir``, at the layer it trained with."""
+    run = SavedRun.load(run_dir)
+    config, data = run.results.config, run.split(split)
     rows = []
     for label, name in enumerate(data.features["label"].names):
         subset = data.filter(lambda y, label=label: y == label, input_columns="label")
-        result = gaze_consistency(loaded, subset, target=target, progress=False)
+        result = run.score(subset)
         per_class = result.per_class[name]
         localization = result.localization
         rows.append({
@@ -84,7 +79,7 @@ def summary_table(rows: list[dict]) -> str:
         cells = []
         for metric in METRICS:
             mean, sd, n = mean_std(row[metric] for row in group)
-            cells.append(fmt_metric(mean) if sd is None else f"{fmt_metric(mean)} ± {fmt_metric(sd)}")  # sd: >= 2 seeds
+            cells.append(fmt_metric(mean) if sd is None else f"{fmt_metric(mean)} ± {fmt_metric(sd)}")  # 2+ seeds
         lines.append(f"| {variant} | `{backbone}` | {lam:g} | {name} | {len(group)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -192,11 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("name sweep folders to score, or --rows CSV to tabulate (one of the two)")
     rows = _saved_rows(parser, args.rows) if args.rows else []
     for sweep in args.sweeps:
-        finished = sorted(sweep.glob("runs/*/lambda_*/seed_*/results.json"))
+        finished = finished_runs(sweep / "runs")
         if not finished:
             parser.error(f"{str(sweep)!r} holds no finished run (runs/<backbone>/lambda_<v>/seed_<n>/results.json)")
-        for results in finished:
-            rows += score_run(results.parent, args.split)
+        for run_dir in finished:
+            rows += score_run(run_dir, args.split)
     if args.output:
         write_csv(args.output, COLUMNS, rows)
     fixed, wandering = args.hypothesis

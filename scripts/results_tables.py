@@ -27,33 +27,27 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from hf_gazecons.formatting import fmt_difference, fmt_mean_std, fmt_metric  # noqa: E402
+from hf_gazecons.run_record import CONSISTENCY, metric_key, variant_metric  # noqa: E402
 from hf_gazecons.stats import correlation_interval, interval_sign, mean_std  # noqa: E402
 from hf_gazecons.sweep.files import read_csv  # noqa: E402
+from hf_gazecons.sweep.tables import final_rows  # noqa: E402
 
 COLUMNS = (
     ("accuracy", "accuracy", 3),
-    ("L_CAM (paper)", "gaze_consistency", 4),
-    ("robust L_CAM", "robust_gaze_consistency", 4),
-    ("pearson L_CAM", "pearson_gaze_consistency", 4),
+    ("L_CAM (paper)", CONSISTENCY, 4),
+    ("robust L_CAM", variant_metric("robust"), 4),
+    ("pearson L_CAM", variant_metric("pearson"), 4),
     ("all-zero maps", "zero_map_share", 3),
     ("EPG", "energy_pointing_game", 3),
     ("PG", "pointing_game", 3),
-    ("test accuracy", "test_accuracy", 3),
-    ("test L_CAM", "test_gaze_consistency", 4),
+    ("test accuracy", metric_key("test", "accuracy"), 3),
+    ("test L_CAM", metric_key("test", CONSISTENCY), 4),
 )
 
 
-def last_rows(folder: Path) -> dict[tuple[str, float], list[dict]]:
-    """(backbone, lambda) -> the last epoch's row of each seed."""
-    last: dict[tuple[str, float, float], dict] = {}
-    for row in read_csv(folder / "runs.csv"):
-        key = (row["backbone"], row["lambda"], row["seed"])
-        if key not in last or row["epoch"] > last[key]["epoch"]:
-            last[key] = row
-    groups: dict[tuple[str, float], list[dict]] = {}
-    for (backbone, lam, _), row in last.items():
-        groups.setdefault((backbone, lam), []).append(row)
-    return groups
+def finals(folder: Path) -> dict[tuple[str, float], dict]:
+    """(backbone, lambda) -> the last epoch's mean and sd over seeds (``sweep.tables.final_rows``)."""
+    return {(row["backbone"], row["lambda"]): row for row in final_rows(read_csv(folder / "runs.csv"))}
 
 
 def correlation(folder: Path) -> dict[tuple[str, float], str]:
@@ -73,16 +67,16 @@ def correlation(folder: Path) -> dict[tuple[str, float], str]:
 
 
 def table(folder: Path, baseline: Path) -> str:
-    groups, reference, r = last_rows(folder), last_rows(baseline), correlation(folder)
+    groups, reference, r = finals(folder), finals(baseline), correlation(folder)
     head = ["backbone", "λ_max", "seeds", *(name for name, _, _ in COLUMNS), "L_CAM ratio", "r(κ, L_CAM), 95 % CI"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     keys = sorted(set(groups) | {k for k in reference if k[1] == 0.0}, key=lambda k: (k[0], k[1]))
     for backbone, lam in keys:
-        rows = groups.get((backbone, lam)) or reference[(backbone, lam)]
-        cells = [f"`{backbone}`", f"{lam:g}", str(len(rows))]
-        cells += [fmt_mean_std(*mean_std(row[column] for row in rows)[:2], digits) for _, column, digits in COLUMNS]
-        base = mean_std(row["gaze_consistency"] for row in reference.get((backbone, 0.0), []))[0]
-        ours = mean_std(row["gaze_consistency"] for row in rows)[0]
+        row = groups.get((backbone, lam)) or reference[(backbone, lam)]
+        cells = [f"`{backbone}`", f"{lam:g}", str(row["n_seeds"])]
+        cells += [fmt_mean_std(row[f"{column}_mean"], row[f"{column}_std"], digits) for _, column, digits in COLUMNS]
+        base = reference.get((backbone, 0.0), {}).get(f"{CONSISTENCY}_mean")
+        ours = row[f"{CONSISTENCY}_mean"]
         cells.append(f"{ours / base:.2f}" if base and ours is not None else "n/a")
         cells.append(r.get((backbone, lam)) or correlation(baseline).get((backbone, lam), "n/a"))
         lines.append("| " + " | ".join(cells) + " |")
@@ -126,20 +120,13 @@ def _step_values(path: Path, step: int) -> dict[tuple[str, float], list[float | 
 
 def class_means(path: Path, runs: list[Path]) -> None:
     """The validation class means of each run (``RUN: lambda, variant, L_CAM, all-zero share``)."""
-    from hf_gazecons import gaze_consistency, load_image_dataset, load_model
     from hf_gazecons.plots import plot_class_means
-    from hf_gazecons.run_record import RunResults
-    from hf_gazecons.specs import parse_target
+    from hf_gazecons.saved_run import SavedRun
 
     rows, names = {}, None
-    for run in runs:
-        config = RunResults.load(run).config
-        result = gaze_consistency(
-            load_model(str(run)),
-            load_image_dataset(config.dataset, split=config.eval_split),
-            target=parse_target(config.target_layer),
-            progress=False,
-        )
+    for folder in runs:
+        run = SavedRun.load(folder)
+        config, result = run.results.config, run.score()
         names = config.label_names
         label = (
             f"λ {config.lambda_max:g} {config.variant}: L_CAM {fmt_metric(result.value)}, "

@@ -1,4 +1,5 @@
-"""The installed ``hf-gazecons`` console script, and several of its runs started at once.
+"""The installed ``hf-gazecons`` console script, and several of its runs started at once; or one
+run in this process (:func:`run_in_process`).
 
 Each start imports torch, timm and transformers (seconds on 2 cores), so test modules start all
 their console cases together in a module fixture and each test waits for its own.
@@ -14,6 +15,20 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+
+
+def run_in_process(capsys: pytest.CaptureFixture, *argv: str | Path) -> tuple[int, str, str]:
+    """``hf-gazecons argv`` through ``hf_gazecons.cli.main.main``: (exit status, stdout, stderr);
+    argparse's exits count as returns."""
+    from hf_gazecons.cli.main import main
+
+    capsys.readouterr()
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as exit_:
+        rc = exit_.code if isinstance(exit_.code, int) else 1
+    out, err = capsys.readouterr()
+    return rc, out, err
 
 
 def console_script() -> str:

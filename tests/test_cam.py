@@ -1,4 +1,4 @@
-"""GradCAM against a plain autograd Grad-CAM written here (SPEC section 1), on timm and transformers.
+"""GradCAM against a plain autograd Grad-CAM written here (docs/METHOD.md, section 1), on timm and transformers.
 
 Every model is randomly initialised (no weights can be downloaded) and runs in eval mode on CPU.
 """
@@ -481,26 +481,79 @@ def per_sample_loop_maps(model: nn.Module, module: nn.Module | None, x, targets,
     return torch.cat(maps)
 
 
+def held_loop_maps(model: nn.Module, module: nn.Module, x, targets, create_graph: bool) -> torch.Tensor:
+    """The held-statistics maps, from their definition: pass 1 runs the batch and records, with their
+    graph, the batch mean and biased variance at the input of every BatchNorm that runs after
+    ``module``; pass 2 runs the batch again with those layers normalising by the recorded statistics
+    (the formula written here, then the layer's activation if it has one), so that they do not
+    depend on pass 2's ``A``; a per-sample loop over pass 2 then takes ``autograd.grad(y_i, A)[i]``.
+    Everything still depends on the parameters (through pass 1), as the training loss does."""
+    statistics, after = {}, []
+
+    def record(norm, args):
+        if after:
+            statistics[norm] = (args[0].mean(dim=(0, 2, 3)), args[0].var(dim=(0, 2, 3), unbiased=False))
+
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    handles = [module.register_forward_hook(lambda *_: after.append(True))]
+    handles += [norm.register_forward_pre_hook(record) for norm in norms]
+    try:
+        model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    def held(norm):
+        def forward(inputs):
+            mean, var = (s[:, None, None] for s in statistics[norm])
+            out = (inputs - mean) * torch.rsqrt(var + norm.eps) * norm.weight[:, None, None] + norm.bias[:, None, None]
+            return norm.act(norm.drop(out)) if hasattr(norm, "act") else out
+
+        return forward
+
+    for norm in statistics:
+        norm.forward = held(norm)
+    try:
+        return per_sample_loop_maps(model, module, x, targets, create_graph)
+    finally:
+        for norm in statistics:
+            del norm.forward
+
+
 @pytest.mark.parametrize("second_order", [False, True], ids=["first-order", "second-order"])
 @pytest.mark.parametrize("target", [-2, None], ids=["stage-2", "default"])
 @pytest.mark.parametrize("name", ["test_resnet", "test_efficientnet"])
-def test_train_mode_maps_equal_a_per_sample_loop(name, target, second_order):
+@pytest.mark.parametrize("per_sample", ["exact", "held_stats"])
+def test_train_mode_maps_equal_a_per_sample_loop(per_sample, name, target, second_order):
+    """``exact``: the per-sample loop of the full derivative; ``held_stats``: the loop with the batch
+    statistics after the target held (the same at the default target, where none follows)."""
     model = train_mode_model(name)
     x, targets = images(64, batch=6, seed=1), torch.tensor([0, 1, 2, 3, 0, 1])
-    cam = GradCAM(model, target, differentiable=True, second_order=second_order)
+    cam = GradCAM(model, target, differentiable=True, second_order=second_order, per_sample=per_sample)
     weights = torch.rand(6, 4, 4, generator=torch.Generator().manual_seed(2))  # a loss of the maps
     out = cam(x, targets)
+    assert cam.per_sample_path == ("independent" if target is None else per_sample)
     assert out.maps.shape == (6, 4, 4) if target == -2 else out.maps.shape[0] == 6
     got_maps = out.maps.detach()
     (out.maps * weights[:, : out.maps.shape[1], : out.maps.shape[2]]).sum().backward()
     got = param_grads(model)
 
     module = None if target is None else model.get_submodule(cam.target_name)
-    expected_maps = per_sample_loop_maps(model, module, x, targets, create_graph=second_order)
+    reference = held_loop_maps if per_sample == "held_stats" and module is not None else per_sample_loop_maps
+    expected_maps = reference(model, module, x, targets, create_graph=second_order)
     assert expected_maps.flatten(1).amax(dim=1).gt(0).sum() >= 4, "too many all-zero maps to compare"
     assert max_diff(got_maps, expected_maps.detach()) <= TOL
     (expected_maps * weights[:, : out.maps.shape[1], : out.maps.shape[2]]).sum().backward()
     assert_grads_equal(got, param_grads(model))
+
+
+def test_held_statistics_differ_from_the_exact_maps_by_order_one_over_the_batch():
+    """The two definitions are different numbers at stage -2 (so each test above tests its own)."""
+    model = train_mode_model("test_resnet")
+    x, targets = images(64, batch=6, seed=1), torch.tensor([0, 1, 2, 3, 0, 1])
+    held = GradCAM(model, -2, per_sample="held_stats")(x, targets).maps
+    exact = GradCAM(model, -2, per_sample="exact")(x, targets).maps
+    assert 1e-3 < max_diff(held, exact) < 0.5
 
 
 def test_batch_summed_gradients_would_mix_samples_at_stage_minus_2():
@@ -512,7 +565,9 @@ def test_batch_summed_gradients_would_mix_samples_at_stage_minus_2():
     shortcut = normalize(F.relu((summed.mean(dim=(2, 3), keepdim=True) * activations).sum(dim=1)))
     exact = per_sample_loop_maps(model, model.layer3, x, targets, create_graph=False)
     assert max_diff(shortcut.detach(), exact.detach()) > 1e-2
-    assert max_diff(GradCAM(model, -2)(x, targets).maps, exact.detach()) <= TOL  # scoring mode too
+    assert max_diff(GradCAM(model, -2, per_sample="exact")(x, targets).maps, exact.detach()) <= TOL  # scoring too
+    held = held_loop_maps(model, model.layer3, x, targets, create_graph=False)
+    assert max_diff(GradCAM(model, -2)(x, targets).maps, held.detach()) <= TOL  # the default mode
 
 
 # ---------------------------------------------------------------------------------------------

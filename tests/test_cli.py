@@ -20,7 +20,7 @@ import torch
 from console import Runs, console_script
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
-from tiny import CONSISTENCY_JSON_KEYS, random_test_resnet
+from tiny import CONSISTENCY_JSON_KEYS, random_test_resnet, without_times
 
 import hf_gazecons.plots as plots
 from hf_gazecons.cli.main import main
@@ -34,7 +34,7 @@ SHAPES = f"builtin:shapes?num_classes=3&size={SIZE}&n_train=4&n_val=6&n_test=2"
 SHAPE_CLASSES = list(SHAPE_NAMES[:3])
 FOLDER_CLASSES = ["bird", "cat", "dog"]  # imagefolder sorts the class folders
 
-JSON_KEYS = CONSISTENCY_JSON_KEYS | {"random_weights"}  # score adds whether the weights were random
+JSON_KEYS = CONSISTENCY_JSON_KEYS | {"random_weights", "seed", "skipped_images"}  # what score adds
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -151,12 +151,16 @@ def approx_equal(actual, expected, path: str = "") -> None:
 # help
 # ---------------------------------------------------------------------------------------------
 def test_help_lists_the_commands(capsys):
+    from hf_gazecons.cli.main import COMMANDS
+
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    for command in ("score", "train", "demo", "cam", "push"):
-        assert re.search(rf"^\s+{command}\s", out, re.M), f"{command} missing from:\n{out}"
+    assert out.startswith("usage: hf-gazecons")
+    assert set(COMMANDS) == {"score", "train", "demo", "cam", "push", "sweep"}
+    for command in COMMANDS:  # listed with its one-line help
+        assert re.search(rf"^\s+{command}\s+\w", out, re.M), f"{command} missing from:\n{out}"
 
 
 def test_train_help_is_hf_argument_parser_help(capsys):
@@ -180,10 +184,14 @@ def test_train_help_is_hf_argument_parser_help(capsys):
         assert re.search(rf"{option}\b", out), f"{option} missing from train --help"
 
 
-def test_no_command_is_a_usage_error(capsys):
+def test_no_command_is_a_usage_error(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_:
         main([])
     assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == "error: the following arguments are required: COMMAND (see hf-gazecons --help)"
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,6 +279,7 @@ def test_score_json_equals_the_library(model_dir, tmp_path, capsys, options, lib
         data = select_subset(data, kwargs.pop("max_samples"), seed=42)
     library = gaze_consistency(load_model(str(model_dir)), data, progress=False, **kwargs).to_dict()
     library.update(model=str(model_dir), dataset=SHAPES, split="validation", random_weights=False)
+    library.update(seed=42, skipped_images=[])  # score's default seed; nothing skipped without --skip-bad-images
     approx_equal(result, library)
 
 
@@ -310,7 +319,7 @@ def test_score_reference_variant_refuses_in_one_line_when_its_maps_would_not_fit
     rc, out, err = cli(
         capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--variant", "reference", "--output-dir", out_dir
     )
-    assert rc != 0
+    assert rc == 2 and "accuracy" not in out  # a usage error, and no result reported
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert re.fullmatch(
@@ -340,7 +349,9 @@ def test_score_into_an_existing_empty_directory(model_dir, tmp_path, capsys):
         capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--max-samples", "4", "--output-dir", out_dir
     )
     assert rc == 0, err
-    assert (out_dir / "consistency.json").is_file()
+    assert sorted(p.name for p in out_dir.iterdir()) == ["class_means.png", "consistency.json", "overlays.png"]
+    assert read_json(out_dir)["n_samples"] == 4
+    assert_no_staging(tmp_path, "empty")
 
 
 def test_score_bare_architecture_on_image_folder(image_folder, tmp_path, capsys, monkeypatch):
@@ -475,8 +486,9 @@ def test_score_output_dir_not_empty(model_dir, tmp_path, capsys):
     rc, _, err = cli(
         capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--max-samples", "2", "--output-dir", out_dir
     )
-    assert rc == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("error:") and "not empty" in err
+    (line,) = err.strip().splitlines()
+    expected = r"error: output directory '\S*taken' exists and is not empty; choose another --output-dir"
+    assert rc == 2 and re.fullmatch(expected, line), line
     assert [p.name for p in out_dir.iterdir()] == ["keep.txt"]
     assert (out_dir / "keep.txt").read_text() == "mine"
     assert_no_staging(tmp_path, "taken")
@@ -533,25 +545,17 @@ def test_output_dir_permissions_follow_the_umask(model_dir, tmp_path, capsys):
 # demo and train
 # ---------------------------------------------------------------------------------------------
 def test_demo_reduced(tmp_path, capsys):
+    """The demo's outputs; run a second time, the same numbers (same seed, same thread count)."""
+
+    def demo(out_dir: Path) -> tuple[int, str, str]:
+        return cli(
+            capsys, "demo", "--epochs", "1", "--t0", "0", "--t1", "1", "--model", "test_resnet",
+            "--image-size", SIZE, "--dataset", f"builtin:shapes?size={SIZE}&n_train=8&n_val=4&n_test=2",
+            "--output-dir", out_dir,
+        )  # fmt: skip
+
     out_dir = tmp_path / "demo"
-    rc, out, err = cli(
-        capsys,
-        "demo",
-        "--epochs",
-        "1",
-        "--t0",
-        "0",
-        "--t1",
-        "1",
-        "--model",
-        "test_resnet",
-        "--image-size",
-        SIZE,
-        "--dataset",
-        f"builtin:shapes?size={SIZE}&n_train=8&n_val=4&n_test=2",
-        "--output-dir",
-        out_dir,
-    )
+    rc, out, err = demo(out_dir)
     assert rc == 0, err
     header = next(line for line in out.splitlines() if "baseline" in line and "pearson" in line)
     assert header.split() == ["baseline", "paper", "pearson"]
@@ -570,6 +574,14 @@ def test_demo_reduced(tmp_path, capsys):
     assert configs["pearson"]["lambda_max"] > 0 and configs["pearson"]["variant"] == "pearson"
     assert configs["pearson"]["follow_flips"]
     assert json.loads((out_dir / "baseline" / "results.json").read_text())["config"]["lambda_max"] == 0
+
+    rc, again, err = demo(tmp_path / "again")
+    assert rc == 0, err
+    table = out[out.index(header) :].replace(str(out_dir), "OUT")  # the Trainer's log lines before it name times
+    assert again[again.index(header) :].replace(str(tmp_path / "again"), "OUT") == table
+    for name in ("comparison.json", "baseline/results.json", "paper/results.json", "robust/results.json"):
+        first, second = (json.loads((folder / name).read_text()) for folder in (out_dir, tmp_path / "again"))
+        assert without_times(first) == without_times(second), name
 
 
 def test_train_tiny_run(tmp_path, capsys):
@@ -615,6 +627,7 @@ def test_train_tiny_run(tmp_path, capsys):
     config = json.loads((out_dir / "results.json").read_text())["config"]
     assert config["lambda_max"] == 5 and config["t0"] == 0 and config["t1"] == 1
     assert config["ema_alpha"] == 0.5 and config["variant"] == "reference"
+    assert (config["per_sample"], config["per_sample_path"]) == ("held_stats", "independent")  # the head's map
     assert config["label_names"] == SHAPE_CLASSES
     reloaded = load_model(str(out_dir))
     assert reloaded.label_names == SHAPE_CLASSES
@@ -633,9 +646,8 @@ def test_train_bad_dataset_is_one_line(tmp_path, capsys):
         "--report_to",
         "none",
     )
-    assert rc == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("error: ") and "/nonexistent/x" in err
-    assert not (tmp_path / "t").exists()
+    assert_clean_error(rc, err, tmp_path / "t", r"/nonexistent/x")
+    assert list(tmp_path.iterdir()) == []  # the output folder's parents were not made either
 
 
 # ---------------------------------------------------------------------------------------------
@@ -648,7 +660,8 @@ def console(tmp_path_factory):
     root = tmp_path_factory.mktemp("console")
     bad = root / "bad.png"
     bad.write_bytes(b"garbage")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # the parent's matplotlib cache: a child that finds none rebuilds it and, on a loaded machine, warns on stderr
+    env = dict(os.environ, OMP_NUM_THREADS="1", MPLCONFIGDIR=plots.matplotlib.get_cachedir())
     offline = dict(env, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")  # read at import: needs a process
     cases = {
         "offline_hub_id": (

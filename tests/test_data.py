@@ -546,10 +546,10 @@ def test_training_items_report_the_flip_and_match_timm_s_own_flip(small_shapes):
 def test_select_subset_is_train_s_rule_and_score_s_default_seed(small_shapes):
     from transformers import TrainingArguments
 
-    from hf_gazecons.cli.score import DEFAULT_SUBSET_SEED
+    from hf_gazecons.cli.common import DEFAULT_SEED
     from hf_gazecons.finetune import ModelDataArguments, _splits
 
-    assert DEFAULT_SUBSET_SEED == TrainingArguments("unused").seed  # score's default picks train's default subset
+    assert DEFAULT_SEED == TrainingArguments("unused").seed  # score's default picks train's default subset
     spec = "builtin:shapes?num_classes=3&size=32&n_train=6&n_val=5&n_test=2"
     validation = load_image_dataset(spec, "validation")
     picked = select_subset(validation, 7, seed=3)

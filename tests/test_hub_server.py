@@ -29,7 +29,7 @@ def _export_tiny_timm(path) -> None:
     timm.models.save_for_hf(model, str(path), safe_serialization=True)
     config_file = path / "config.json"
     config = json.loads(config_file.read_text())
-    config.get("model_args", {}).pop("num_classes", None)  # TimmWrapper trap, see KNOWLEDGE.md
+    config.get("model_args", {}).pop("num_classes", None)  # timm writes it, TimmWrapper then gets it twice
     config_file.write_text(json.dumps(config))
 
 

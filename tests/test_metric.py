@@ -1,4 +1,4 @@
-"""The metric against a brute-force computation from stored maps (SPEC eq. 5-10)."""
+"""The metric against a brute-force computation from stored maps (docs/METHOD.md, sections 2-4)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from hf_gazecons.metric import REFERENCE_BYTES_PER_PIXEL, ConsistencyStatistics,
 
 
 def brute_force(maps, labels, predictions, num_classes, variant, grid=None):
-    """Equations 5-10 read literally: class means of correct maps, per-sample distances, averages."""
+    """docs/METHOD.md (2.2), (3.1)-(3.3) and (4.1)-(4.3) read literally: class means of correct maps,
+    per-sample distances, averages."""
     if grid is not None:  # area means on a side that shrinks, bilinear on a side that grows
         shrunk = F.adaptive_avg_pool2d(maps[:, None], (min(grid[0], maps.shape[1]), min(grid[1], maps.shape[2])))
         maps = F.interpolate(shrunk, size=grid, mode="bilinear", align_corners=False)[:, 0]
@@ -245,7 +246,7 @@ def test_all_zero_maps_of_correct_samples_are_counted():
 
 
 def test_robust_variant_scores_collapsed_maps_as_the_worst_and_the_paper_variant_as_the_best():
-    """SPEC section 6: the paper distance rewards an all-zero map; the robust one gives it 1."""
+    """docs/METHOD.md, section 8: the paper distance rewards an all-zero map; the robust one scores it the worst."""
     honest = torch.zeros(4, 4, 4)
     for i, (r, c) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):  # blobs that overlap a little
         honest[i, r : r + 2, c : c + 2] = 1.0

@@ -23,3 +23,31 @@ def test_pyproject_lists_every_package_and_maps_the_templates():
 def test_the_card_template_is_package_data():
     template = importlib.resources.files("hf_gazecons.templates") / "gazecons_model_card.md"
     assert template.is_file() and "{{ card_data }}" in template.read_text()
+
+
+def test_every_library_the_package_imports_is_declared():
+    """A third-party module that hf_gazecons imports (at the top of a module or inside a function)
+    belongs to a distribution named in pyproject.toml's dependencies or an optional extra."""
+    import ast
+    import importlib.metadata
+    import re
+    import sys
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [*project["dependencies"], *(d for extra in project["optional-dependencies"].values() for d in extra)]
+    names = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in declared}
+    providers = importlib.metadata.packages_distributions()
+    imported = set()
+    for path in (ROOT / "hf_gazecons").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.partition(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.partition(".")[0])
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m != "hf_gazecons"}
+    undeclared = {
+        module: providers.get(module)
+        for module in third_party
+        if not {d.lower().replace("_", "-") for d in providers.get(module, [module])} & names
+    }
+    assert "scipy" in third_party and not undeclared, undeclared

@@ -1,4 +1,4 @@
-"""The regulariser against a brute-force reading of SPEC section 3, and the curriculum."""
+"""The regulariser against a brute-force reading of docs/METHOD.md, sections 5-7, and the curriculum."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def standardised(m):
 
 
 def brute_force_step(ema, initialized, maps, logits, labels, k, alpha, variant="paper"):
-    """One step of eq. 16-17 written plainly, class by class; returns (loss, new ema, new flags)."""
+    """One step of docs/METHOD.md (5.2) and (6.1)-(6.2) written plainly, class by class; returns (loss,
+    new ema, new flags)."""
     ema, initialized = ema.clone(), initialized.clone()
     predictions = logits.argmax(1)
     deviations = []
@@ -187,7 +188,7 @@ def test_curriculum_from_trainer_progress():
     assert per_epoch.at_progress(2.0) == pytest.approx(10.0)  # third epoch
     assert per_epoch.at_progress(2.5) == pytest.approx(10.0)  # constant within an epoch
     per_step = LambdaCurriculum(80.0, t0=2, t1=10, per_step=True)
-    assert per_step.at_progress(1.999) == 0.0  # still inside epoch t0 = 2: SPEC says 0
+    assert per_step.at_progress(1.999) == 0.0  # still inside epoch t0 = 2: docs/METHOD.md (7.1) says 0
     assert per_step.at_progress(2.0) == 0.0  # the end of epoch t0
     assert per_step.at_progress(5.5) == pytest.approx(40.0)  # halfway from the end of epoch 2 to the start of 10
     assert per_step.at_progress(9.0) == 80.0 and per_step.at_progress(30.0) == 80.0  # from the start of epoch t1

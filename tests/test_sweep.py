@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shlex
 from pathlib import Path
 
@@ -329,3 +330,75 @@ def test_report_scripts_refuse_folders_without_runs(tmp_path, script, arguments,
     command += [a.replace("{empty}", str(tmp_path)) for a in arguments]
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, check=False)
     assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_a_sweep_passes_its_floats_exactly(tmp_path):
+    """Values beyond %g's 6 significant digits reach the run unchanged (through train's own parser),
+    keep their own folder, read back from the reproducible command, and a finished run trained with
+    them is not reported as trained with other settings."""
+    from hf_gazecons.cli.train import build_parser as train_parser
+    from hf_gazecons.run_record import RunConfig, RunResults
+
+    lr, alpha, lam = 0.0012345678, 0.123456789, 12.3456789
+    config = resolve_config({"preset": "smoke", "output_dir": str(tmp_path), "backbones": ["test_resnet"],
+                             "lambdas": [lam, 12.3456788], "learning_rate": lr, "ema_alpha": alpha})  # fmt: skip
+    first, second = plan_runs(config)[:2]
+    assert first.directory != second.directory  # %g gave both lambda_12.3457
+    data_args, args = train_parser().parse_args_into_dataclasses(args=train_command(first, config)[4:])
+    assert (args.learning_rate, args.ema_alpha, args.lambda_max) == (lr, alpha, lam)
+    again = build_parser().parse_args(shlex.split(explicit_command(config))[1:])
+    assert (again.learning_rate, again.ema_alpha, again.lambdas[0]) == (lr, alpha, lam)
+
+    recorded = RunConfig(model=data_args.model, lambda_max=args.lambda_max, seed=args.seed, dataset=data_args.dataset,
+                         t0=args.t0, t1=args.t1, epochs=args.num_train_epochs, learning_rate=args.learning_rate,
+                         variant=args.variant, ema_alpha=args.ema_alpha)  # fmt: skip
+    first.directory.mkdir(parents=True)
+    RunResults(config=recorded, final={}).save(first.directory)
+    assert sweep_runner._settings_differ(first.results_path, config) == ""
+    lines = []
+    run_sweep(config, dry_run=True, echo=lines.append)
+    assert any(line.startswith("skip    test_resnet") for line in lines)
+    assert not any("WARNING" in line for line in lines), lines
+
+
+def test_a_saved_run_scores_again_as_its_own_final_evaluation(tiny_sweep):
+    """SavedRun: the final model, the run's evaluation split and the layer it trained with give the
+    run's own last evaluation; per_class_table scores each class alone and gets that class's value."""
+    from hf_gazecons.run_record import finished_runs
+    from hf_gazecons.saved_run import SavedRun
+
+    out, _, _ = tiny_sweep
+    (directory,) = finished_runs(out / "runs")  # the failed run wrote no results.json
+    assert directory == run_directory(out, "test_resnet", 10.0, 0)
+    run = SavedRun.load(directory)
+    assert run.target == "layer3"  # --target-layer=-2, recorded resolved
+    result = run.score()
+    again = result.to_metrics()
+    assert set(again) <= set(run.results.final)  # every metric of the run's own last evaluation
+    for key, value in again.items():
+        recorded = run.results.final[key]
+        if recorded is None:  # undefined (the kappa of a one-class prediction): null in results.json
+            assert value is None or math.isnan(value), key
+        else:
+            assert value == pytest.approx(recorded, rel=1e-5, abs=1e-7), key
+    rows = _script("per_class_table.py").score_run(directory, "validation")
+    assert [row["class"] for row in rows] == list(result.per_class)
+    for row in rows:
+        whole = result.per_class[row["class"]]
+        for variant in ("paper", "robust"):  # None for a class with fewer than 2 correct samples, in both
+            expected = whole.values[variant]
+            assert row[f"lcam_{variant}"] == (None if expected is None else pytest.approx(expected, rel=1e-6, abs=1e-9))
+        assert (row["n_samples"], row["n_correct"]) == (whole.n_samples, whole.n_correct)
+
+
+def test_finished_runs_leave_out_an_unreadable_record_and_say_so(tmp_path):
+    from hf_gazecons.run_record import finished_runs
+
+    _fake_run(tmp_path, "resnet10t", 0.0, 0, [0.1, 0.2, 0.3], [0.3, 0.2, 0.1])
+    broken = run_directory(tmp_path, "resnet10t", 5.0, 0)
+    broken.mkdir(parents=True)
+    (broken / "results.json").write_text("{not json")
+    with pytest.warns(UserWarning, match=r"left out: .*lambda_5/seed_0/results.json' is not a readable results.json"):
+        runs = finished_runs(tmp_path / "runs")
+    assert list(runs) == [run_directory(tmp_path, "resnet10t", 0.0, 0)]
+    assert runs[run_directory(tmp_path, "resnet10t", 0.0, 0)].config.model == "resnet10t"

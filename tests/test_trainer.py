@@ -1,4 +1,4 @@
-"""GazeConsistencyTrainer and the end-to-end training run (SPEC section 3), on tiny CPU models.
+"""GazeConsistencyTrainer and the end-to-end training run (docs/METHOD.md, section 5), on tiny CPU models.
 
 * lambda_max = 0 trains bit-for-bit like the plain ``transformers.Trainer``;
 * with lambda_max > 0 the penalty is logged and follows the per-epoch curriculum, evaluation logs
@@ -541,6 +541,18 @@ def test_follow_flips_hands_each_batch_s_flip_flags_to_the_penalty(base, shapes,
     trainer.train()
     flags = torch.cat(seen)
     assert len(flags) == len(shapes["train"]) and flags.dtype == torch.bool and 0 < int(flags.sum()) < len(flags)
+
+
+def test_per_sample_mode_reaches_grad_cam_and_the_results(tmp_path):
+    """``--per_sample exact`` at stage -2 (train-mode BatchNorm after it): the exact path, recorded."""
+    data_args = ModelDataArguments(model="test_resnet", dataset=SHAPES, image_size=SIZE)
+    options = dict(COMMON, lambda_max=5.0, t0=0, t1=1, num_train_epochs=1, save_strategy="no")
+    args = GazeConsistencyTrainingArguments(str(tmp_path), **options, target_layer="-2", per_sample="exact")
+    train(data_args, args)
+    config = json.loads((tmp_path / "results.json").read_text())["config"]
+    assert (config["per_sample"], config["per_sample_path"], config["target_layer"]) == ("exact", "exact", "layer3")
+    with pytest.raises(GazeConsError, match="per_sample must be one of held_stats, exact"):
+        GazeConsistencyTrainingArguments(str(tmp_path / "x"), **options, per_sample="loop")
 
 
 # ------------------------------------------------------------------------------------------------

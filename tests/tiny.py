@@ -130,3 +130,17 @@ CONSISTENCY_JSON_KEYS = {
     "localization",
 }
 """The keys of ``consistency.json`` / ``ConsistencyResult.to_dict()``."""
+
+
+TIME_KEY_ENDINGS = ("_runtime", "_per_second")
+"""Keys of a record that name a time (the Trainer's ``eval_runtime``, ``eval_samples_per_second``, ...)."""
+
+
+def without_times(record):
+    """``record`` (nested dicts and lists) without the keys that name a time: what two runs of the same
+    command must have in common."""
+    if isinstance(record, dict):
+        return {k: without_times(v) for k, v in record.items() if not k.endswith(TIME_KEY_ENDINGS)}
+    if isinstance(record, list):
+        return [without_times(v) for v in record]
+    return record

@@ -11,23 +11,27 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import DataError
 from ..output_dir import check_output_dir
 from ..specs import parse_target
-from .common import add_model_options, add_output_dir, atomic_directory, warn
+from .common import add_model_options, add_output_dir, add_seed_option, atomic_directory, warn
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser = commands.add_parser(name, help="write Grad-CAM overlays of images", description=__doc__)
     add_model_options(parser)
     parser.add_argument("--image", nargs="+", required=True, help="image files")
+    add_seed_option(parser, "")
     add_output_dir(parser, "<image>_cam.png files (<image>-2_cam.png, ... where file names repeat)")
 
 
 def run(args: argparse.Namespace) -> int:
     check_output_dir(args.output_dir)  # before anything is loaded
+    from transformers import set_seed
+
     from ..explain import explain
     from ..models import load_model
     from ..plots import plot_overlays
 
     images = [_read(path) for path in args.image]
+    set_seed(args.seed)  # a bare architecture's random weights
     loaded = load_model(
         args.model, pretrained=args.pretrained, image_size=args.image_size, trust_remote_code=args.trust_remote_code
     )

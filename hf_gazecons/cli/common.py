@@ -3,8 +3,9 @@
 :class:`Parser` is argparse with this command line's conventions: a usage error is ONE line on
 stderr (``error: ...``, exit 2; an unknown option gets a "did you mean"), every long option is
 accepted with dashes and with underscores (``--output-dir`` and ``--output_dir``, as ``train``'s
-HfArgumentParser does), abbreviations are not (a typo is an error, not another option), and the
-help shows every option's default.
+HfArgumentParser does), abbreviations are not (a typo is an error, not another option), the help
+shows every option's default, and an option that takes a value is converted and checked by its
+rule in :data:`hf_gazecons.checks.OPTION_RULES`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ..checks import POSITIVE_INT
+from ..checks import option_rule
 from ..output_dir import atomic_directory
 from ..variants import VARIANT_HELP, VARIANTS
 
@@ -27,6 +28,8 @@ __all__ = [
     "add_model_options",
     "add_data_options",
     "add_output_dir",
+    "add_seed_option",
+    "DEFAULT_SEED",
     "add_variant_option",
     "atomic_directory",
     "warn",
@@ -84,7 +87,8 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 class Parser(OneLineErrors, argparse.ArgumentParser):
-    """argparse with one-line errors, ``-``/``_`` aliases of long options and defaults in the help."""
+    """argparse with one-line errors, ``-``/``_`` aliases of long options, defaults in the help and
+    each option's rule (:func:`~hf_gazecons.checks.option_rule`) as its ``type``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", HelpFormatter)
@@ -98,6 +102,11 @@ class Parser(OneLineErrors, argparse.ArgumentParser):
                 for alias in ("--" + name[2:].replace("_", "-"), "--" + name[2:].replace("-", "_")):
                     if alias not in spelled:
                         spelled.append(alias)
+        rule = next((option_rule(name) for name in names if name.startswith("--") and option_rule(name)), None)
+        if rule is not None and kwargs.get("action", "store") in ("store", "append", "extend"):
+            if "type" in kwargs:
+                raise TypeError(f"{names[0]} has a rule in hf_gazecons.checks.OPTION_RULES: give it no type here")
+            kwargs["type"] = rule
         return super().add_argument(*spelled, **kwargs)
 
 
@@ -143,9 +152,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         help="module name (e.g. layer3) or timm stage index (e.g. -2; write --target-layer=-2) "
         "(default: the model's last spatial map)",
     )
-    parser.add_argument(
-        "--image-size", type=POSITIVE_INT, default=None, help="square input size (default: the model's)"
-    )
+    parser.add_argument("--image-size", default=None, help="square input size (default: the model's)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow a Hub model's own code to run")
 
 
@@ -154,6 +161,22 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default=None, help="split to use (default: validation, else test, else train)")
     parser.add_argument("--image-column", default=None, help="image column (default: detected)")
     parser.add_argument("--label-column", default=None, help="label column (default: detected)")
+
+
+DEFAULT_SEED = 42
+"""The default ``--seed`` of ``score`` and ``cam``: transformers' default training seed, so that
+``score --max-samples N`` and ``train --max_eval_samples N`` pick the same images unless told otherwise."""
+
+
+def add_seed_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--seed``: seeds ``random``, numpy and torch (``transformers.set_seed``) before the model is built,
+    so that a bare architecture's random weights are the same in every run; ``what`` says what else it seeds."""
+    parser.add_argument(
+        "--seed",
+        default=DEFAULT_SEED,
+        help=f"seed of the random weights of a bare architecture (or of a new head){what} "
+        f"(default: {DEFAULT_SEED}, train's default seed)",
+    )
 
 
 def add_output_dir(parser: argparse.ArgumentParser, what: str, **kwargs: Any) -> None:

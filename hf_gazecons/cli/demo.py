@@ -4,9 +4,8 @@ with the recommended one (pearson), on ``builtin:shapes``."""
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+from dataclasses import fields, replace
 
-from ..checks import FINITE_FLOAT, NON_NEGATIVE_INT, POSITIVE_INT, SEED
 from ..demo import DemoSettings
 from ..output_dir import check_output_dir
 from .common import add_output_dir, atomic_directory
@@ -24,29 +23,27 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     )
     add_output_dir(parser, "the three runs and the comparison", default="gazecons-demo")
     defaults = {f.name: f.default for f in fields(DemoSettings)}
-    for option, kind, what in (
-        ("--model", str, "timm architecture"),
-        ("--epochs", POSITIVE_INT, "epochs of each run"),
-        ("--lambda-max", FINITE_FLOAT, "lambda_max of the paper run"),
-        ("--pearson-lambda-max", FINITE_FLOAT, "lambda_max of the pearson run"),
-        ("--t0", NON_NEGATIVE_INT, "lambda is 0 up to this epoch"),
-        ("--t1", POSITIVE_INT, "lambda reaches lambda_max at this epoch"),
-        ("--dataset", str, "data set"),
-        ("--image-size", POSITIVE_INT, "square input size"),
-        ("--seed", SEED, "seed of the three runs (data order and initialisation)"),
-    ):
+    for option, what in (
+        ("--model", "timm architecture"),
+        ("--epochs", "epochs of each run"),
+        ("--lambda-max", "lambda_max of the paper run"),
+        ("--pearson-lambda-max", "lambda_max of the pearson run"),
+        ("--t0", "lambda is 0 up to this epoch"),
+        ("--t1", "lambda reaches lambda_max at this epoch"),
+        ("--dataset", "data set"),
+        ("--image-size", "square input size"),
+        ("--seed", "seed of the three runs (data order and initialisation)"),
+    ):  # each option's rule comes from hf_gazecons.checks
         default = defaults[option[2:].replace("-", "_")]
-        parser.add_argument(option, type=kind, default=None, help=f"{what} (default: {default})")
+        parser.add_argument(option, default=None, help=f"{what} (default: {default})")
 
 
 def run(args: argparse.Namespace) -> int:
+    chosen = {f.name: getattr(args, f.name, None) for f in fields(DemoSettings)}  # the options given
+    settings = replace(DemoSettings(), **{k: v for k, v in chosen.items() if v is not None})  # checks them
     check_output_dir(args.output_dir)  # before anything is loaded
-    from dataclasses import replace
-
     from ..demo import comparison_table, run_demo
 
-    chosen = {f.name: getattr(args, f.name, None) for f in fields(DemoSettings)}  # the options given
-    settings = replace(DemoSettings(), **{k: v for k, v in chosen.items() if v is not None})
     with atomic_directory(args.output_dir) as staging:
         runs = run_demo(staging, settings)
     print(comparison_table(runs))

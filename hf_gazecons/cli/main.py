@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import GazeConsError
+from ..errors import GazeConsError, one_line
 from . import cam, demo, push, score, sweep, train
 from .common import Parser
 from .help_cache import asks_for_help, cached_help
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command].run(args)
     except GazeConsError as error:
-        print(f"error: {str(error).strip()}".replace("\n", " "), file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return error.exit_code
     except (MemoryError, RuntimeError) as error:  # RuntimeError: torch's allocators say so
         if not isinstance(error, MemoryError) and not _out_of_memory(error):

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..checks import NON_NEGATIVE_INT, POSITIVE_INT
+from ..checks import require
 from ..formatting import fmt_metric
 from ..output_dir import check_output_dir
 from ..specs import parse_target
+from ..variants import COLLAPSE_SAFE, DEFAULT_VARIANT, KEEPS_MAPS, VARIANTS
 from .common import (
     add_data_options,
     add_model_options,
     add_output_dir,
+    add_seed_option,
     add_variant_option,
     atomic_directory,
     warn,
@@ -21,11 +24,8 @@ from .common import (
 
 if TYPE_CHECKING:
     from ..consistency_result import ConsistencyResult
-
-DEFAULT_SUBSET_SEED = 42
-"""The default ``--seed``: transformers' default training seed, so that ``score --max-samples N`` and
-``train --max_eval_samples N`` pick the same images unless told otherwise."""
-
+    from ..data.bad_images import BadImage
+    from ..models import LoadedModel
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser = commands.add_parser(
@@ -46,39 +46,19 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     )
     add_variant_option(
         parser,
-        "paper",
-        "paper",
-        note="; 'reference' keeps the map of every correctly classified sample (4*H'*W' bytes each: 196 B at 7x7) "
-        "and refuses when they would pass half the available memory",
+        DEFAULT_VARIANT,
+        DEFAULT_VARIANT,
+        note=f"; {' and '.join(repr(name) for name in KEEPS_MAPS)} keeps the map of every correctly classified "
+        "sample (4*H'*W' bytes each: 196 B at 7x7) and refuses when they would pass half the available memory",
     )
     parser.add_argument(
         "--grid",
         nargs=2,
-        type=POSITIVE_INT,
         metavar=("H", "W"),
         help="resample maps to a common H x W grid first (default: each model's own map size)",
     )
-    parser.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="images per Grad-CAM forward")
-    parser.add_argument(
-        "--max-samples",
-        type=POSITIVE_INT,
-        default=None,
-        help="score at most this many samples: a random subset drawn with --seed, the one train's "
-        "--max_eval_samples takes with the same seed (of a --streaming data set: its first N rows) (default: all)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=NON_NEGATIVE_INT,
-        default=DEFAULT_SUBSET_SEED,
-        help=f"seed of the --max-samples subset (default: {DEFAULT_SUBSET_SEED}, train's default seed)",
-    )
-    parser.add_argument(
-        "--streaming",
-        action="store_true",
-        help="read the data set as a stream (datasets.load_dataset(..., streaming=True)): memory independent of "
-        "its size; the labels must be a ClassLabel",
-    )
-    parser.add_argument("--num-workers", type=NON_NEGATIVE_INT, default=0, help="data loader worker processes")
+    parser.add_argument("--batch-size", default=32, help="images per Grad-CAM forward")
+    _add_sample_options(parser)
     parser.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),
@@ -93,64 +73,50 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--create-pr", action="store_true", help="with --push-results: open a pull request")
 
 
+def _add_sample_options(parser: argparse.ArgumentParser) -> None:
+    """Which samples are scored, and how they are read."""
+    parser.add_argument(
+        "--max-samples",
+        default=None,
+        help="score at most this many samples: a random subset drawn with --seed, the one train's "
+        "--max_eval_samples takes with the same seed (of a --streaming data set: its first N rows) (default: all)",
+    )
+    add_seed_option(parser, " and of the --max-samples subset; recorded in consistency.json")
+    parser.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave out the images that cannot be decoded (every image is decoded once more before the run) and "
+        "record their index and the reason in consistency.json (default: the first one stops the run)",
+    )
+    parser.add_argument(
+        "--max-bad-image-share",
+        default=None,
+        help="with --skip-bad-images: above this share of broken images the run fails (default: 0.01, i.e. 1 %%)",
+    )
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="read the data set as a stream (datasets.load_dataset(..., streaming=True)): memory independent of "
+        "its size; the labels must be a ClassLabel",
+    )
+    parser.add_argument("--num-workers", default=0, help="data loader worker processes")
+
+
 def run(args: argparse.Namespace) -> int:
+    require(args.skip_bad_images or args.max_bad_image_share is None, "--max-bad-image-share needs --skip-bad-images")
+    require(
+        not (args.skip_bad_images and args.streaming),
+        "--skip-bad-images decodes every image before the run, which would read a stream twice; "
+        "load the data set without --streaming",
+    )
     check_output_dir(args.output_dir)  # before anything is loaded
-    import torch
-
-    from ..data import (
-        align_labels,
-        default_eval_split,
-        load_image_dataset,
-        load_streaming_dataset,
-        select_split,
-        select_subset,
-    )
-    from ..explain import example_images, explain
     from ..hub import push_results
-    from ..jsonio import write_json
-    from ..metric import gaze_consistency
-    from ..models import load_model
-    from ..plots import plot_class_means, plot_overlays
-    from ..specs import parse_model_spec
 
-    load = load_streaming_dataset if args.streaming else load_image_dataset
-    data = load(args.dataset, image_column=args.image_column, label_column=args.label_column)
-    split = args.split or default_eval_split(list(data))
-    dataset = select_split(data, split, args.dataset)
-    if args.max_samples is not None:
-        dataset = select_subset(dataset, args.max_samples, args.seed)
-    dataset_names = list(dataset.features["label"].names)
-    loaded = load_model(
-        args.model,
-        label_names=None if parse_model_spec(args.model).has_head(args.pretrained) else dataset_names,
-        pretrained=args.pretrained,
-        image_size=args.image_size,
-        trust_remote_code=args.trust_remote_code,
-    )
-    aligned = align_labels(dataset, loaded.label_names, args.label_map)
-    scored = aligned.model_classes  # the model's classes that the data set has
+    dataset, split = _data(args)
+    loaded = _model(args, list(dataset.features["label"].names))
     with atomic_directory(args.output_dir) as staging:
-        result = gaze_consistency(
-            loaded,
-            aligned.dataset,
-            variant=args.variant,
-            grid=tuple(args.grid) if args.grid else None,
-            target=parse_target(args.target_layer),
-            batch_size=args.batch_size,
-            label_names=aligned.label_names,
-            num_workers=args.num_workers,
-            dtype=getattr(torch, args.dtype),
-        )
-        per_class = {name: result.per_class[name] for name in scored}
-        result = replace(result, model=args.model, dataset=args.dataset, split=split, per_class=per_class)
-        write_json(staging / "consistency.json", {**result.to_dict(), "random_weights": loaded.random_weights})
-        means = result.class_means[[aligned.label_names.index(name) for name in scored]]
-        plot_class_means({args.model: means}, scored, staging / "class_means.png")
-        seen = [aligned.label_names.index(name) for name in scored if per_class[name].n_samples]
-        images, labels = example_images(aligned.dataset, per_class=2, classes=seen)
-        explained = explain(loaded, images, parse_target(args.target_layer), [aligned.label_names[i] for i in labels])
-        plot_overlays(explained.images, explained.maps, explained.titles(), staging / "overlays.png")
-    print(summary_table(result))
+        result, skipped = _score_into(staging, args, loaded, dataset, split)
+    print(summary_table(result, len(skipped)))
     print(f"wrote {args.output_dir}/consistency.json, class_means.png, overlays.png")
     if loaded.random_weights:
         warn(
@@ -163,6 +129,91 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> tuple[Any, str]:
+    """The split to score (``--split``, else the default evaluation split), streamed or not, and
+    its ``--max-samples`` subset; with the split's name."""
+    from ..data import default_eval_split, load_image_dataset, load_streaming_dataset, select_split, select_subset
+
+    load = load_streaming_dataset if args.streaming else load_image_dataset
+    data = load(args.dataset, image_column=args.image_column, label_column=args.label_column)
+    split = args.split or default_eval_split(list(data))
+    dataset = select_split(data, split, args.dataset)
+    if args.max_samples is not None:
+        dataset = select_subset(dataset, args.max_samples, args.seed)
+    return dataset, split
+
+
+def _model(args: argparse.Namespace, dataset_names: list[str]) -> LoadedModel:
+    """The model; one without a trained head (a bare timm architecture) gets the data set's classes,
+    and random weights drawn from ``--seed``."""
+    from transformers import set_seed
+
+    from ..models import load_model
+    from ..specs import parse_model_spec
+
+    spec = parse_model_spec(args.model)
+    set_seed(args.seed)  # a bare architecture's random weights, or a new head's
+    return load_model(
+        spec,
+        label_names=None if spec.has_head(args.pretrained) else dataset_names,
+        pretrained=args.pretrained,
+        image_size=args.image_size,
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def _score_into(
+    staging: Path, args: argparse.Namespace, loaded: LoadedModel, dataset: Any, split: str
+) -> tuple[ConsistencyResult, list[BadImage]]:
+    """Score the data set's classes (matched to the model's by name), leaving out unreadable images
+    with ``--skip-bad-images``, and write consistency.json, class_means.png and overlays.png into
+    ``staging``; the result and the images left out."""
+    import torch
+
+    from ..data import align_labels, drop_bad_images
+    from ..explain import example_images, explain
+    from ..jsonio import write_json
+    from ..metric import gaze_consistency
+    from ..plots import plot_class_means, plot_overlays
+
+    aligned = align_labels(dataset, loaded.label_names, args.label_map)
+    scored = aligned.model_classes  # the model's classes that the data set has
+    scored_data, skipped = aligned.dataset, []
+    if args.skip_bad_images:
+        scored_data, skipped = drop_bad_images(
+            scored_data, loaded.preprocessing, args.max_bad_image_share, args.num_workers
+        )
+    result = gaze_consistency(
+        loaded,
+        scored_data,
+        variant=args.variant,
+        grid=tuple(args.grid) if args.grid else None,
+        target=parse_target(args.target_layer),
+        batch_size=args.batch_size,
+        label_names=aligned.label_names,
+        num_workers=args.num_workers,
+        dtype=getattr(torch, args.dtype),
+    )
+    per_class = {name: result.per_class[name] for name in scored}
+    result = replace(result, model=args.model, dataset=args.dataset, split=split, per_class=per_class)
+    write_json(
+        staging / "consistency.json",
+        {
+            **result.to_dict(),
+            "random_weights": loaded.random_weights,
+            "seed": args.seed,
+            "skipped_images": [bad.to_dict() for bad in skipped],
+        },
+    )
+    means = result.class_means[[aligned.label_names.index(name) for name in scored]]
+    plot_class_means({args.model: means}, scored, staging / "class_means.png")
+    seen = [aligned.label_names.index(name) for name in scored if per_class[name].n_samples]
+    images, labels = example_images(scored_data, per_class=2, classes=seen)
+    explained = explain(loaded, images, parse_target(args.target_layer), [aligned.label_names[i] for i in labels])
+    plot_overlays(explained.images, explained.maps, explained.titles(), staging / "overlays.png")
+    return result, skipped
+
+
 def _label_map(text: str) -> dict[str, str]:
     from ..data.labels import parse_label_map
 
@@ -172,12 +223,14 @@ def _label_map(text: str) -> dict[str, str]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def summary_table(result: ConsistencyResult) -> str:
-    """A short text table: overall metrics, then one line per class."""
+def summary_table(result: ConsistencyResult, skipped: int = 0) -> str:
+    """A short text table: overall metrics (and how many images were ``skipped`` as unreadable), then
+    one line per class."""
 
     lines = [
         f"target layer {result.target_name}  map {result.cam_size[0]}x{result.cam_size[1]}  variant {result.variant}",
-        f"samples {result.n_samples}  correct {result.n_correct}  accuracy {fmt_metric(result.accuracy)}  "
+        f"samples {result.n_samples}{f'  skipped {skipped} unreadable' if skipped else ''}  "
+        f"correct {result.n_correct}  accuracy {fmt_metric(result.accuracy)}  "
         f"kappa {fmt_metric(result.kappa)}  L_CAM {fmt_metric(result.value)}  "
         f"all-zero maps {result.n_zero_maps} ({fmt_metric(result.zero_map_share, 3)} of the correct)",
     ]
@@ -187,9 +240,10 @@ def summary_table(result: ConsistencyResult) -> str:
             f"pointing game {fmt_metric(result.localization.pointing_game)}"
         )
     if result.n_zero_maps:
+        unsafe = [name for name in VARIANTS if name not in COLLAPSE_SAFE]
         lines.append(
             f"warning: {result.n_zero_maps} of {result.n_correct} correct samples have an all-zero map "
-            "(a collapsed gaze scores as perfectly consistent under the paper and reference variants)"
+            f"(a collapsed gaze scores as perfectly consistent under the {' and '.join(unsafe)} variants)"
         )
     width = max(len(name) for name in result.per_class)
     lines.append(f"{'class':<{width}}  L_CAM   correct/samples")

@@ -17,21 +17,26 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from dataclasses import fields
 
-from ..checks import FINITE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT, SEED, UNIT_INTERVAL, require
 from ..errors import UsageError
+from ..formatting import fmt_exact
 from ..output_dir import check_output_dir
-from ..sweep import DEFAULTS, PRESETS, Shard, recorded_config, resolve_config, run_sweep, sanity_sweep, write_outputs
+from ..per_sample_modes import PER_SAMPLE_HELP, PER_SAMPLE_MODES
+from ..sweep import (
+    DEFAULTS,
+    PRESETS,
+    Shard,
+    SweepConfig,
+    format_lambda,
+    recorded_config,
+    resolve_config,
+    run_sweep,
+    sanity_sweep,
+    write_outputs,
+)
+from ..variants import DEFAULT_VARIANT
 from .common import add_variant_option
-
-
-def _bool(value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
@@ -50,65 +55,45 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
             "A preset sets defaults; explicit options override it. Presets: " + presets + "."
         ),
     )
+    _add_grid_options(parser)
+    _add_training_options(parser)
+    _add_running_options(parser)
+
+
+def _add_grid_options(parser: argparse.ArgumentParser) -> None:
+    """The preset, the folder and the grid: backbones x lambdas x seeds, and the curriculum."""
     d = DEFAULTS
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None, help="named defaults (see above)")
     parser.add_argument(
         "--output-dir", required=True, help="sweep folder (runs/, tables, pictures); an existing one is resumed"
     )
     parser.add_argument("--backbones", nargs="+", default=None, help=f"timm names (default {' '.join(d['backbones'])})")
-    parser.add_argument(
-        "--lambdas",
-        nargs="+",
-        type=FINITE_FLOAT,
-        default=None,
-        help=f"lambda_max values (default {' '.join(f'{x:g}' for x in d['lambdas'])})",
-    )
-    parser.add_argument("--seeds", nargs="+", type=SEED, default=None, help=f"seeds (default {d['seeds']})")
-    parser.add_argument("--epochs", type=POSITIVE_INT, default=None, help=f"epochs per run (default {d['epochs']})")
-    parser.add_argument(
-        "--t0", type=NON_NEGATIVE_INT, default=None, help=f"lambda is 0 up to this epoch (default {d['t0']})"
-    )
-    parser.add_argument(
-        "--t1", type=POSITIVE_INT, default=None, help=f"lambda reaches lambda_max here (default {d['t1']})"
-    )
+    lambdas = " ".join(format_lambda(x) for x in d["lambdas"])
+    parser.add_argument("--lambdas", nargs="+", default=None, help=f"lambda_max values (default {lambdas})")
+    parser.add_argument("--seeds", nargs="+", default=None, help=f"seeds (default {d['seeds']})")
+    parser.add_argument("--epochs", default=None, help=f"epochs per run (default {d['epochs']})")
+    parser.add_argument("--t0", default=None, help=f"lambda is 0 up to this epoch (default {d['t0']})")
+    parser.add_argument("--t1", default=None, help=f"lambda reaches lambda_max here (default {d['t1']})")
     parser.add_argument("--dataset", default=None, help=f"builtin:..., Hub id or folder (default {d['dataset']})")
-    parser.add_argument(
-        "--image-size", type=POSITIVE_INT, default=None, help=f"square input size (default {d['image_size']})"
-    )
-    parser.add_argument(
-        "--grayscale",
-        type=_bool,
-        nargs="?",
-        const=True,
-        default=None,
-        help="1-channel input, mean/std 0.5, the study's (default: the preset's, else false)",
-    )
-    parser.add_argument(
-        "--pretrained",
-        type=_bool,
-        nargs="?",
-        const=True,
-        default=None,
-        help="start from timm's pretrained weights, which must be reachable (default: the preset's, else false)",
-    )
-    parser.add_argument("--learning-rate", type=POSITIVE_FLOAT, default=None, help=f"(default {d['learning_rate']:g})")
-    parser.add_argument("--batch-size", type=POSITIVE_INT, default=None, help=f"per device (default {d['batch_size']})")
-    parser.add_argument(
-        "--max-train-samples",
-        type=POSITIVE_INT,
-        default=None,
-        help="use at most this many training samples (default: all)",
-    )
-    parser.add_argument(
-        "--max-eval-samples",
-        type=POSITIVE_INT,
-        default=None,
-        help="use at most this many evaluation samples (default: all)",
-    )
-    parser.add_argument(
-        "--ema-alpha", type=UNIT_INTERVAL, default=None, help="EMA factor of the class maps (default 0.9)"
-    )
-    add_variant_option(parser, None, "the preset's, else paper")
+
+
+def _add_training_options(parser: argparse.ArgumentParser) -> None:
+    """What each run's ``hf-gazecons train`` gets."""
+    d = DEFAULTS
+    parser.add_argument("--image-size", default=None, help=f"square input size (default {d['image_size']})")
+    for option, what in (
+        ("--grayscale", "1-channel input, mean/std 0.5, the study's"),
+        ("--pretrained", "start from timm's pretrained weights, which must be reachable"),
+    ):
+        parser.add_argument(
+            option, nargs="?", const=True, default=None, help=f"{what} (default: the preset's, else false)"
+        )
+    parser.add_argument("--learning-rate", default=None, help=f"(default {fmt_exact(d['learning_rate'])})")
+    parser.add_argument("--batch-size", default=None, help=f"per device (default {d['batch_size']})")
+    for option, what in (("--max-train-samples", "training"), ("--max-eval-samples", "evaluation")):
+        parser.add_argument(option, default=None, help=f"use at most this many {what} samples (default: all)")
+    parser.add_argument("--ema-alpha", default=None, help="EMA factor of the class maps (default 0.9)")
+    add_variant_option(parser, None, f"the preset's, else {DEFAULT_VARIANT}")
     parser.add_argument(
         "--target-layer",
         default=None,
@@ -116,19 +101,26 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         "(default: the preset's, else the model's last spatial map)",
     )
     parser.add_argument(
+        "--per-sample",
+        choices=PER_SAMPLE_MODES,
+        default=None,
+        help=f"{PER_SAMPLE_HELP} (default: the preset's, else held_stats)",
+    )
+    parser.add_argument(
         "--train-args",
         default=None,
         help="more `hf-gazecons train` options, one quoted string, e.g. '--second_order true' (default: none)",
     )
+
+
+def _add_running_options(parser: argparse.ArgumentParser) -> None:
+    """How the runs are run, and what is done besides (the sanity check, shards, collecting)."""
     parser.add_argument(
         "--parallel",
-        type=POSITIVE_INT,
         default=None,
         help="runs at once (default: 1 on CPU, the number of GPUs with CUDA; one GPU per run)",
     )
-    parser.add_argument(
-        "--threads", type=POSITIVE_INT, default=None, help="OMP_NUM_THREADS per run (default: CPU cores / --parallel)"
-    )
+    parser.add_argument("--threads", default=None, help="OMP_NUM_THREADS per run (default: CPU cores / --parallel)")
     parser.add_argument(
         "--keep-checkpoints",
         action="store_true",
@@ -140,9 +132,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         action="store_true",
         help="afterwards, run the cascading-randomization check on every finished run (sanity.csv)",
     )
-    parser.add_argument(
-        "--sanity-samples", type=POSITIVE_INT, default=64, help="evaluation samples per run for --sanity"
-    )
+    parser.add_argument("--sanity-samples", default=64, help="evaluation samples per run for --sanity")
     parser.add_argument("--dry-run", action="store_true", help="print the training commands and stop")
     parser.add_argument(
         "--shard",
@@ -164,18 +154,10 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.collect:
         return _collect(args)
-    options = {
-        key: getattr(args, key)
-        for key in (
-            "preset", "output_dir", "backbones", "lambdas", "seeds", "epochs", "t0", "t1", "dataset",
-            "image_size", "grayscale", "pretrained", "learning_rate", "batch_size", "max_train_samples",
-            "max_eval_samples", "ema_alpha", "variant", "target_layer", "parallel", "threads", "keep_checkpoints",
-        )
-    }  # fmt: skip
+    options = {f.name: getattr(args, f.name) for f in fields(SweepConfig)}
     if args.train_args is not None:
         options["train_args"] = shlex.split(args.train_args)
-    config = resolve_config(options)
-    require(config.t1 > config.t0, f"--t1 ({config.t1}) must be greater than --t0 ({config.t0})")
+    config = resolve_config(options)  # checks every value (hf_gazecons.checks) and the curriculum
     check_output_dir(config.output_dir, must_be_empty=False)
     invoked_as = sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "sweep" else None
     report = run_sweep(config, invoked_as=invoked_as, dry_run=args.dry_run, shard=args.shard)

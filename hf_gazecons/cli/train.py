@@ -28,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(0)  # as argparse's --help does
     from ..finetune import train
     from ..formatting import fmt_metric
+    from ..run_record import CONSISTENCY
 
     parser = build_parser()
     store_help("train", parser.format_help())
@@ -45,10 +46,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = train(data_args, training_args)
     if training_args.process_index == 0:
         results = run.results
+        skipped = sum(map(len, results.skipped_images.values()))
         print(
             f"accuracy {fmt_metric(results.metric('accuracy'))}  kappa {fmt_metric(results.metric('kappa'))}  "
-            f"L_CAM {fmt_metric(results.metric('gaze_consistency'))}  "
-            f"all-zero maps {fmt_metric(results.metric('zero_map_share'), 3)}  -> {training_args.output_dir}"
+            f"L_CAM {fmt_metric(results.metric(CONSISTENCY))}  "
+            f"all-zero maps {fmt_metric(results.metric('zero_map_share'), 3)}  "
+            + (f"skipped {skipped} unreadable images  " if skipped else "")
+            + f"-> {training_args.output_dir}"
         )
     return 0
 
@@ -68,7 +72,7 @@ def build_parser() -> Any:
         (ModelDataArguments, GazeConsistencyTrainingArguments),
         prog="hf-gazecons train",
         allow_abbrev=False,
-        description="Fine-tune an image classifier with the gaze-consistency regulariser (SPEC section 3). "
+        description="Fine-tune an image classifier with the gaze-consistency regulariser (docs/METHOD.md, section 5). "
         "Options are transformers' TrainingArguments (their defaults, where this project changes them, say so) "
         "plus the model, data and regulariser options; --option_name and --option-name are both accepted.",
     )

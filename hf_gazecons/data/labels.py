@@ -1,6 +1,6 @@
 """Which of a model's outputs each class of a data set is: by name, never silently by position.
 
-The metric takes the true label as the Grad-CAM target class (SPEC section 1), so a data set's label
+The metric takes the true label as the Grad-CAM target class (docs/METHOD.md, section 1), so a data set's label
 ``i`` must mean the model's output ``i``. :func:`align_labels` matches the data set's class names
 to the model's (exactly, else case-insensitively), so a data set with a subset of the model's
 classes, or the same classes in another order, scores correctly; an explicit ``label_map``

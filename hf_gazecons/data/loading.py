@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 import datasets
 from datasets import ClassLabel, Dataset, DatasetDict, Image, IterableDataset, IterableDatasetDict, Value
 
+from ..checks import parse_bool
 from ..errors import DataError, first_line
 from ..hub import check_hub_reachable
 from .brain import make_brain
@@ -32,9 +33,6 @@ IMAGE_NAMES = ("image", "img", "images", "picture", "pixel_values")
 LABEL_NAMES = ("label", "labels", "class", "target", "fine_label")
 MASK_NAMES = ("mask", "masks", "segmentation_mask")
 EVAL_SPLITS = ("validation", "valid", "val", "test", "train")
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
 
 
 def load_image_dataset(
@@ -175,11 +173,7 @@ def _parse_options(name: str, query: str, generator: Callable) -> dict:
 
 def _convert(name: str, key: str, text: str, kind: type):
     try:
-        if kind is bool:
-            if text.lower() in _TRUE | _FALSE:
-                return text.lower() in _TRUE
-            raise ValueError(text)
-        return kind(text)
+        return parse_bool(text) if kind is bool else kind(text)
     except ValueError:
         raise DataError(f"option '{key}' of builtin:{name} must be {kind.__name__}, got '{text}'") from None
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -26,7 +27,7 @@ import torch
 from PIL import Image as PILImage
 from PIL import ImageOps
 
-from ..errors import DataError, first_line
+from ..errors import DataError, UnreadableImageError, first_line
 
 if TYPE_CHECKING:
     from ..preprocessing import Preprocessing
@@ -96,20 +97,19 @@ class _Rows:
         return item
 
     def _read(self, row: dict, where: str):
-        """Decode one row: (image in ``self.mode``, label, mask or None)."""
-        if row["image"] is None:
-            raise DataError(f"{where} has no image (the image column is empty there)")
-        try:
-            image = decode_image(row["image"], self.decode_size).convert(self.mode)
-            mask = row["mask"] if self.has_masks else None
-            mask = decode_image(mask).convert("L") if mask is not None else None
-        except (OSError, PILImage.DecompressionBombError) as exc:  # UnidentifiedImageError too
-            reason = first_line(exc)
-            path = row["image"].get("path") if isinstance(row["image"], dict) else None
-            where += f" ({path})" if path and path not in reason else ""  # the file, unless reason names it
-            raise DataError(f"{where} cannot be read: {reason}") from exc
+        """Decode one row: (image in ``self.mode``, label, mask or None); an UnreadableImageError that
+        names the row (``where``) and its file where it cannot be."""
+        encoded = row["image"]
+        path = encoded.get("path") if isinstance(encoded, dict) else None
+        if encoded is None:
+            reason = "no image (the image column is empty there)"
+            raise UnreadableImageError(f"{where} has {reason}", path, reason)
+        image = _decoded(encoded, self.decode_size, self.mode, where, path, "")
+        mask = row["mask"] if self.has_masks else None
         if self.has_masks and mask is None:
-            raise DataError(f"{where} has no mask (the mask column is empty there)")
+            reason = "no mask (the mask column is empty there)"
+            raise UnreadableImageError(f"{where} has {reason}", path, reason)
+        mask = _decoded(mask, None, "L", where, path, "its mask: ") if mask is not None else None
         return image, row["label"], mask
 
 
@@ -135,8 +135,16 @@ class ImageClassificationDataset(_Rows, torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         i = int(i)
+        return self._item(self._rows[i], self._where(i))
+
+    def check(self, i: int) -> None:
+        """Decode row ``i`` as ``self[i]`` does, without the transform: raise :class:`UnreadableImageError`
+        where it cannot be decoded (the check of ``--skip-bad-images``, :mod:`.bad_images`)."""
+        self._read(self._rows[int(i)], self._where(int(i)))
+
+    def _where(self, i: int) -> str:
         split = getattr(self.dataset, "split", None)
-        return self._item(self._rows[i], f"image {i} of {f'the {split} split' if split else 'the data set'}")
+        return f"image {i} of {f'the {split} split' if split else 'the data set'}"
 
 
 class IterableImageClassificationDataset(_Rows, torch.utils.data.IterableDataset):
@@ -174,6 +182,22 @@ def decode_image(value: dict | PILImage.Image, size: tuple[int, int] | None = No
     if image.getexif().get(PILImage.ExifTags.Base.Orientation) is not None:
         image = ImageOps.exif_transpose(image)
     return image
+
+
+_BYTES_OBJECT = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")  # PIL names an in-memory file so
+
+
+def _decoded(
+    value: dict | PILImage.Image, size: tuple[int, int] | None, mode: str, where: str, path: str | None, what: str
+) -> PILImage.Image:
+    """:func:`decode_image` in ``mode``; a failure becomes an UnreadableImageError naming ``where`` and
+    ``path`` (unless the decoder's reason names it), its reason prefixed by ``what``."""
+    try:
+        return decode_image(value, size).convert(mode)
+    except (OSError, PILImage.DecompressionBombError) as exc:  # UnidentifiedImageError too
+        reason = what + _BYTES_OBJECT.sub("the stored bytes", first_line(exc))
+        named = f"{where} ({path})" if path and path not in reason else where  # the file, unless reason names it
+        raise UnreadableImageError(f"{named} cannot be read: {reason}", path, reason) from exc
 
 
 @contextmanager

@@ -14,7 +14,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from ..checks import check_curriculum, check_fields
 from ..errors import UsageError
+from ..formatting import fmt_exact
+from ..per_sample_modes import DEFAULT_PER_SAMPLE
+from ..variants import DEFAULT_VARIANT
 
 __all__ = [
     "DEFAULTS",
@@ -47,8 +51,9 @@ class SweepConfig:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     ema_alpha: float = 0.9
-    variant: str = "paper"
+    variant: str = DEFAULT_VARIANT
     target_layer: str | None = None
+    per_sample: str = DEFAULT_PER_SAMPLE
     train_args: list[str] = field(default_factory=list)
     parallel: int | None = None
     threads: int | None = None
@@ -87,7 +92,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "target_layer": "-2",
         "parallel": 2,
     },
-    # the study's regulariser sweep (SPEC section 4): five CNNs of increasing depth, pretrained,
+    # the thesis's regulariser sweep: five CNNs of increasing depth, pretrained,
     # grayscale 224 px, Adam 1e-4, batch 32, 50 epochs, T0 2, T1 10, six seeds. Needs GPUs.
     "study": {
         "backbones": ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"],
@@ -103,7 +108,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 1e-4,
         "batch_size": 32,
         "ema_alpha": 0.9,
-        "variant": "paper",
+        "variant": DEFAULT_VARIANT,
     },
     # the CPU sweep of docs/RESULTS.md (small jitter; override --dataset for the large-jitter one);
     # 50 runs of ~30 s, two at a time: about 12-15 minutes on 2 free cores
@@ -119,13 +124,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_rate": 3e-3,
         "batch_size": 32,
         "target_layer": "-2",
+        "per_sample": "exact",  # docs/RESULTS.md's sweeps computed exact per-sample maps
         "parallel": 2,
     },
 }
 
 
 def resolve_config(options: Mapping[str, Any]) -> SweepConfig:
-    """``options`` (``None`` = not given) over the preset's values over :data:`DEFAULTS`."""
+    """``options`` (``None`` = not given) over the preset's values over :data:`DEFAULTS`, each value
+    checked by its option's rule (:mod:`hf_gazecons.checks`), and ``t1 > t0``.
+
+    Raises:
+        UsageError: an unknown preset, no output folder, an empty grid or a value its rule refuses.
+    """
     preset = options.get("preset")
     if preset is not None and preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
@@ -136,21 +147,19 @@ def resolve_config(options: Mapping[str, Any]) -> SweepConfig:
         raise UsageError("a sweep needs --output-dir")
     known = {f.name for f in fields(SweepConfig)}
     config = SweepConfig(**{k: v for k, v in values.items() if k in known})
-    config.lambdas = [float(v) for v in config.lambdas]
-    config.seeds = [int(v) for v in config.seeds]
-    config.output_dir = str(config.output_dir)
+    check_fields(config)
+    check_curriculum(config.t0, config.t1)
     if not config.backbones or not config.lambdas or not config.seeds:
         raise UsageError("a sweep needs at least one backbone, one lambda and one seed")
-    if config.epochs < 1:
-        raise UsageError(f"--epochs must be >= 1, got {config.epochs}")
-    if config.parallel is not None and config.parallel < 1:
-        raise UsageError(f"--parallel must be >= 1, got {config.parallel}")
+    config.lambdas = [float(v) for v in config.lambdas]
+    config.output_dir = str(config.output_dir)
     return config
 
 
 def format_lambda(value: float) -> str:
-    """``100.0`` -> ``"100"``, ``-0.5`` -> ``"-0.5"`` (folder names and tables)."""
-    return f"{float(value):g}"
+    """``100.0`` -> ``"100"``, ``-0.5`` -> ``"-0.5"`` (folder names, tables and commands): exact, so
+    that two lambdas never share a folder and a run trains at the lambda it was given."""
+    return fmt_exact(value)
 
 
 def recorded_config(output_dir: str | Path) -> SweepConfig | None:
@@ -178,8 +187,9 @@ def explicit_command(config: SweepConfig) -> str:
              "--seeds", *[str(s) for s in config.seeds],
              "--epochs", str(config.epochs), "--t0", str(config.t0), "--t1", str(config.t1),
              "--dataset", config.dataset,
-             "--learning-rate", f"{config.learning_rate:g}", "--batch-size", str(config.batch_size),
-             "--ema-alpha", f"{config.ema_alpha:g}", "--variant", config.variant]  # fmt: skip
+             "--learning-rate", fmt_exact(config.learning_rate), "--batch-size", str(config.batch_size),
+             "--ema-alpha", fmt_exact(config.ema_alpha), "--variant", config.variant,
+             "--per-sample", config.per_sample]  # fmt: skip
     if config.image_size:
         parts += ["--image-size", str(config.image_size)]
     if config.grayscale:

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..filenames import RESULTS_FILE
+from ..formatting import fmt_exact
 from .config import SweepConfig, format_lambda
 
 __all__ = ["LOG_FILE", "RUNS_DIR", "Shard", "SweepRun", "plan_runs", "run_directory", "safe_name", "train_command"]
@@ -103,10 +104,10 @@ def train_options(run: SweepRun, config: SweepConfig) -> dict[str, Any]:
         "num_train_epochs": config.epochs,
         "t0": config.t0,
         "t1": config.t1,
-        "learning_rate": f"{config.learning_rate:g}",
+        "learning_rate": fmt_exact(config.learning_rate),
         "per_device_train_batch_size": config.batch_size,
         "per_device_eval_batch_size": config.batch_size,
-        "ema_alpha": f"{config.ema_alpha:g}",
+        "ema_alpha": fmt_exact(config.ema_alpha),
         "variant": config.variant,
         "save_total_limit": 1,
         "disable_tqdm": True,
@@ -116,6 +117,7 @@ def train_options(run: SweepRun, config: SweepConfig) -> dict[str, Any]:
         "max_train_samples": config.max_train_samples or None,
         "max_eval_samples": config.max_eval_samples or None,
         "target_layer": config.target_layer,
+        "per_sample": config.per_sample,
     }
 
 

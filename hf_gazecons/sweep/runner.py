@@ -25,7 +25,7 @@ from ..errors import DataError
 from ..formatting import fmt_metric
 from ..jsonio import write_json
 from ..output_dir import last_checkpoint
-from ..run_record import RunResults
+from ..run_record import CONSISTENCY, RunResults
 from .config import SweepConfig, explicit_command
 from .plan import Shard, SweepRun, plan_runs, train_command
 from .report import write_outputs
@@ -125,105 +125,130 @@ def run_sweep(
     echo = echo or (lambda line: print(line, flush=True))
     start = time.monotonic()
     out = Path(config.output_dir)
-    runs = plan_runs(config)
-    if shard is not None:
-        runs = shard.select(runs)
+    runs = plan_runs(config) if shard is None else shard.select(plan_runs(config))
+    skipped = [RunOutcome(run, "skipped", message="results.json exists") for run in runs if run.results_path.is_file()]
+    todo = [(run, last_checkpoint(run.directory)) for run in runs if not run.results_path.is_file()]
     parallel, gpus = _devices(config.parallel)
-    todo: list[tuple[SweepRun, Path | None]] = []
-    outcomes: list[RunOutcome] = []
-    for run in runs:
-        if run.results_path.is_file():
-            outcomes.append(RunOutcome(run, "skipped", message="results.json exists"))
-            continue
-        todo.append((run, last_checkpoint(run.directory)))
-    resuming = sum(1 for _, ckpt in todo if ckpt is not None)
+    _announce(echo, config, shard, len(runs), skipped, todo, parallel, gpus)
+    if dry_run:
+        for run, checkpoint in todo:
+            echo(shlex.join(train_command(run, config, checkpoint)))
+        return SweepReport(skipped, {}, time.monotonic() - start)
+    out.mkdir(parents=True, exist_ok=True)
+    _record_invocation(out, config, invoked_as, shard)
+    trained = _Trainer(config, parallel, gpus, echo, len(todo)).train_all(todo)
+    outputs = write_outputs(out, config, invoked_as) if shard is None else {}
+    report = SweepReport([*skipped, *trained], outputs, time.monotonic() - start)
+    _close(echo, report, shard, out)
+    return report
+
+
+def _announce(
+    echo: Callable[[str], None],
+    config: SweepConfig,
+    shard: Shard | None,
+    n_runs: int,
+    skipped: list[RunOutcome],
+    todo: list[tuple[SweepRun, Path | None]],
+    parallel: int,
+    gpus: int,
+) -> None:
+    """What the sweep will do, and each finished run it skips (warning where its settings differ)."""
+    resuming = sum(1 for _, checkpoint in todo if checkpoint is not None)
     where = f"{gpus} GPU(s)" if gpus else f"CPU, {_cpu_count()} core(s)"
     part = f"shard {shard}: " if shard else ""
     echo(
-        f"sweep: {part}{len(runs)} runs ({len(outcomes)} finished, {resuming} to resume, "
-        f"{len(todo) - resuming} to start); {parallel} at a time on {where} -> {out}"
+        f"sweep: {part}{n_runs} runs ({len(skipped)} finished, {resuming} to resume, "
+        f"{len(todo) - resuming} to start); {parallel} at a time on {where} -> {Path(config.output_dir)}"
     )
-    for outcome in outcomes:
+    for outcome in skipped:
         differs = _settings_differ(outcome.run.results_path, config)
         note = f" (WARNING: written with other settings: {differs})" if differs else ""
         echo(f"skip    {outcome.run.name}: results.json exists{note}")
-    if not dry_run:
-        out.mkdir(parents=True, exist_ok=True)
-        _record_invocation(out, config, invoked_as, shard)
-    if dry_run:
-        for run, ckpt in todo:
-            echo(shlex.join(train_command(run, config, ckpt)))
-        return SweepReport(outcomes, {}, time.monotonic() - start)
 
-    slots: Queue[int] = Queue()
-    for slot in range(parallel):
-        slots.put(slot)
-    lock = threading.Lock()
-    counter = [0]
 
-    def execute(item: tuple[SweepRun, Path | None]) -> RunOutcome:
-        run, ckpt = item
-        slot = slots.get()
-        try:
-            command = train_command(run, config, ckpt)
-            run.directory.mkdir(parents=True, exist_ok=True)
-            began = time.monotonic()
-            with lock:
-                verb = f"resume from {ckpt.name}" if ckpt else "start"
-                env = _run_env(slot, parallel, gpus, config.threads)
-                echo(
-                    f"{verb:<7} {run.name}" + (f" (CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']})" if gpus else "")
-                )
-            try:
-                code = _launch(command, env, run.log_path)
-            except OSError as error:
-                code, message = -1, f"could not start: {error}"
-            else:
-                message = ""
-            seconds = time.monotonic() - began
-            if code == 0 and run.results_path.is_file():
-                if not config.keep_checkpoints:
-                    for path in run.directory.glob("checkpoint-*"):
-                        shutil.rmtree(path, ignore_errors=True)
-                outcome = RunOutcome(run, "done", seconds, code, _final_line(run.results_path))
-            else:
-                detail = message or (f"killed by signal {-code}" if code < 0 else _log_tail(run.log_path))
-                if code == 0:
-                    detail = "exited 0 but wrote no results.json"
-                outcome = RunOutcome(run, "failed", seconds, code, detail)
-            with lock:
-                counter[0] += 1
-                head = f"[{counter[0]}/{len(todo)}] {run.name}"
-                if outcome.status == "done":
-                    echo(f"{head}: done in {seconds:.1f} s ({outcome.message})")
-                else:
-                    echo(
-                        f"{head}: FAILED (exit {code}) after {seconds:.1f} s: {outcome.message}\n"
-                        f"        log: {run.log_path}"
-                    )
-            return outcome
-        finally:
-            slots.put(slot)
-
-    if todo:
-        with ThreadPoolExecutor(max_workers=parallel) as pool:
-            outcomes += list(pool.map(execute, todo))
-    outputs = write_outputs(out, config, invoked_as) if shard is None else {}
-    report = SweepReport(outcomes, outputs, time.monotonic() - start)
-    done = sum(o.status == "done" for o in outcomes)
-    skipped = sum(o.status == "skipped" for o in outcomes)
+def _close(echo: Callable[[str], None], report: SweepReport, shard: Shard | None, out: Path) -> None:
+    """The sweep's last lines: what it did, where the summary is (or how to collect the shards), what failed."""
+    done = sum(o.status == "done" for o in report.outcomes)
+    skipped = sum(o.status == "skipped" for o in report.outcomes)
     then = (
-        f"summary: {outputs['summary']}"
+        f"summary: {report.outputs['summary']}"
         if shard is None
         else f"once every shard is done: hf-gazecons sweep --collect --output-dir {shlex.quote(str(out))}"
     )
+    part = f"shard {shard}: " if shard else ""
     echo(
         f"sweep: {part}{done} trained, {skipped} skipped, {len(report.failed)} failed in {report.seconds:.1f} s; "
         + then
     )
     for outcome in report.failed:
         echo(f"  failed: {outcome.run.name}  (log: {outcome.run.log_path})")
-    return report
+
+
+class _Trainer:
+    """Trains runs, ``parallel`` at a time, each in its slot (one GPU per slot where there are GPUs)."""
+
+    def __init__(
+        self, config: SweepConfig, parallel: int, gpus: int, echo: Callable[[str], None], total: int
+    ) -> None:
+        self.config, self.parallel, self.gpus, self.echo, self.total = config, parallel, gpus, echo, total
+        self.slots: Queue[int] = Queue()
+        for slot in range(parallel):
+            self.slots.put(slot)
+        self.lock = threading.Lock()
+        self.finished = 0
+
+    def train_all(self, todo: list[tuple[SweepRun, Path | None]]) -> list[RunOutcome]:
+        if not todo:
+            return []
+        with ThreadPoolExecutor(max_workers=self.parallel) as pool:
+            return list(pool.map(self._train, todo))
+
+    def _train(self, item: tuple[SweepRun, Path | None]) -> RunOutcome:
+        run, checkpoint = item
+        slot = self.slots.get()
+        try:
+            command = train_command(run, self.config, checkpoint)
+            run.directory.mkdir(parents=True, exist_ok=True)
+            began = time.monotonic()
+            with self.lock:
+                env = _run_env(slot, self.parallel, self.gpus, self.config.threads)
+                verb = f"resume from {checkpoint.name}" if checkpoint else "start"
+                on_gpu = f" (CUDA_VISIBLE_DEVICES={env['CUDA_VISIBLE_DEVICES']})" if self.gpus else ""
+                self.echo(f"{verb:<7} {run.name}{on_gpu}")
+            try:
+                code, message = _launch(command, env, run.log_path), ""
+            except OSError as error:
+                code, message = -1, f"could not start: {error}"
+            outcome = self._outcome(run, code, message, time.monotonic() - began)
+            self._report(outcome)
+            return outcome
+        finally:
+            self.slots.put(slot)
+
+    def _outcome(self, run: SweepRun, code: int, message: str, seconds: float) -> RunOutcome:
+        """Done (its checkpoints removed unless kept) when it exited 0 with results.json, else failed."""
+        if code == 0 and run.results_path.is_file():
+            if not self.config.keep_checkpoints:
+                for path in run.directory.glob("checkpoint-*"):
+                    shutil.rmtree(path, ignore_errors=True)
+            return RunOutcome(run, "done", seconds, code, _final_line(run.results_path))
+        detail = message or (f"killed by signal {-code}" if code < 0 else _log_tail(run.log_path))
+        if code == 0:
+            detail = "exited 0 but wrote no results.json"
+        return RunOutcome(run, "failed", seconds, code, detail)
+
+    def _report(self, outcome: RunOutcome) -> None:
+        with self.lock:
+            self.finished += 1
+            head = f"[{self.finished}/{self.total}] {outcome.run.name}"
+            if outcome.status == "done":
+                self.echo(f"{head}: done in {outcome.seconds:.1f} s ({outcome.message})")
+            else:
+                self.echo(
+                    f"{head}: FAILED (exit {outcome.returncode}) after {outcome.seconds:.1f} s: {outcome.message}\n"
+                    f"        log: {outcome.run.log_path}"
+                )
 
 
 def _settings_differ(results_path: Path, config: SweepConfig) -> str:
@@ -240,6 +265,7 @@ def _settings_differ(results_path: Path, config: SweepConfig) -> str:
         "learning_rate": config.learning_rate,
         "variant": config.variant,
         "ema_alpha": config.ema_alpha,
+        "per_sample": config.per_sample,
     }
     return ", ".join(
         f"{key} {getattr(saved, key)!r} != {value!r}"
@@ -255,7 +281,7 @@ def _final_line(results_path: Path) -> str:
         return "results.json unreadable"
     return (
         f"acc {fmt_metric(results.metric('accuracy'))}  kappa {fmt_metric(results.metric('kappa'))}  "
-        f"L_CAM {fmt_metric(results.metric('gaze_consistency'))}"
+        f"L_CAM {fmt_metric(results.metric(CONSISTENCY))}"
     )
 
 

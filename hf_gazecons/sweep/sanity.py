@@ -18,8 +18,7 @@ from typing import Any
 from ..errors import DataError
 from ..filenames import RESULTS_FILE
 from ..formatting import fmt_mean_std, fmt_metric
-from ..run_record import RunResults
-from ..specs import parse_target
+from ..run_record import CONSISTENCY, finished_runs
 from ..stats import mean_std
 from .config import format_lambda
 from .files import read_csv, write_csv
@@ -28,7 +27,7 @@ from .plan import RUNS_DIR
 __all__ = ["SANITY_COLUMNS", "SUMMARY_COLUMNS", "sanity_section", "sanity_sweep"]
 
 SANITY_FILE, SANITY_SUMMARY_FILE = "sanity.csv", "sanity_summary.csv"
-_RUN_METRICS = ("accuracy", "gaze_consistency", "energy_pointing_game", "pointing_game")  # each run's, beside its steps
+_RUN_METRICS = ("accuracy", CONSISTENCY, "energy_pointing_game", "pointing_game")  # each run's, beside its steps
 
 SANITY_COLUMNS = (
     "backbone", "lambda", "seed", "step", "randomized_up_to", "spearman_mean", "spearman_std", "n_samples",
@@ -56,31 +55,28 @@ def sanity_sweep(
     Raises:
         DataError: there is no finished run under ``OUT/runs``.
     """
-    from ..data import load_image_dataset
-    from ..models import load_model
     from ..sanity import cascading_randomization
+    from ..saved_run import SavedRun
 
     echo = echo or (lambda line: print(line, flush=True))
     out = Path(output_dir)
-    paths = sorted((out / RUNS_DIR).glob(f"**/{RESULTS_FILE}"))
-    if not paths:
+    directories = list(finished_runs(out / RUNS_DIR))
+    if not directories:
         raise DataError(f"no finished runs ({RESULTS_FILE}) under {out / RUNS_DIR}")
     cache: dict[tuple[str, str], Any] = {}
     rows: list[dict[str, Any]] = []
-    for path in paths:
-        results = RunResults.load(path)
-        config = results.config
+    for directory in directories:
+        run = SavedRun.load(directory)
+        config = run.results.config
         key = (config.dataset, config.eval_split)
-        if key not in cache:
-            split = load_image_dataset(*key)
+        if key not in cache:  # runs of one sweep share their data
+            split = run.split()
             cache[key] = split.select(range(min(max_samples, len(split))))
-        layer = target if target is not None else parse_target(config.target_layer)
-        steps = cascading_randomization(
-            load_model(str(path.parent)), cache[key], target=layer, max_samples=max_samples, seed=seed
-        )
+        layer = target if target is not None else run.target
+        steps = cascading_randomization(run.loaded, cache[key], target=layer, max_samples=max_samples, seed=seed)
         base = {
             "backbone": config.model, "lambda": float(config.lambda_max), "seed": int(config.seed),
-            **{name: results.metric(name) for name in _RUN_METRICS},
+            **{name: run.results.metric(name) for name in _RUN_METRICS},
         }  # fmt: skip
         rows += [{**base, **{k: v for k, v in step.items() if k != "modules"}} for step in steps]
         echo(
