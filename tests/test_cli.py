@@ -221,7 +221,7 @@ def test_score_local_timm_export_end_to_end(model_dir, tmp_path, capsys):
     assert sum(e["n_correct"] for e in result["per_class"].values()) == result["n_correct"]
     assert sum(e["n_zero_maps"] for e in result["per_class"].values()) == result["n_zero_maps"]
     assert result["zero_map_share"] == (result["n_zero_maps"] / result["n_correct"] if result["n_correct"] else None)
-    assert set(result["gaze_consistency_by_variant"]) == {"paper", "robust"}
+    assert set(result["gaze_consistency_by_variant"]) == {"paper", "pearson", "robust"}
     assert result["gaze_consistency_by_variant"]["paper"] == result["gaze_consistency"]
     assert result["accuracy"] == pytest.approx(result["n_correct"] / result["n_samples"])
     assert result["kappa"] is None or -1 <= result["kappa"] <= 1
@@ -579,7 +579,7 @@ def test_demo_reduced(tmp_path, capsys):
     assert rc == 0, err
     table = out[out.index(header) :].replace(str(out_dir), "OUT")  # the Trainer's log lines before it name times
     assert again[again.index(header) :].replace(str(tmp_path / "again"), "OUT") == table
-    for name in ("comparison.json", "baseline/results.json", "paper/results.json", "robust/results.json"):
+    for name in ("comparison.json", "baseline/results.json", "paper/results.json", "pearson/results.json"):
         first, second = (json.loads((folder / name).read_text()) for folder in (out_dir, tmp_path / "again"))
         assert without_times(first) == without_times(second), name
 
