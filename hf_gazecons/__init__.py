@@ -45,6 +45,14 @@ _EXPORTS = {
     "HubError": "errors",
     "UsageError": "errors",
     "TrainingError": "errors",
+    "SampleRecorder": "samples",
+    "SampleColumn": "samples",
+    "register_column": "samples",
+    "read_samples": "samples",
+    "load_class_maps": "class_maps",
+    "planted_recall": "planted_ranking",
+    "write_report": "report",
+    "build_app": "app",
 }
 
 __all__ = list(_EXPORTS)
@@ -63,7 +71,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
+    from .app import build_app  # noqa: F401
     from .cam import CAMOutput, GradCAM  # noqa: F401
+    from .class_maps import load_class_maps  # noqa: F401
     from .consistency_result import ConsistencyResult  # noqa: F401
     from .data import BadImage, ImageClassificationDataset, drop_bad_images, load_image_dataset  # noqa: F401
     from .errors import (  # noqa: F401
@@ -79,8 +89,11 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     )
     from .metric import gaze_consistency  # noqa: F401
     from .models import LoadedModel, load_model, save_model  # noqa: F401
+    from .planted_ranking import planted_recall  # noqa: F401
     from .regularizer import GazeConsistencyLoss, LambdaCurriculum  # noqa: F401
+    from .report import write_report  # noqa: F401
     from .run_record import finished_runs  # noqa: F401
+    from .samples import SampleColumn, SampleRecorder, read_samples, register_column  # noqa: F401
     from .saved_run import SavedRun  # noqa: F401
     from .trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments  # noqa: F401
     from .variants import Variant, get_variant  # noqa: F401

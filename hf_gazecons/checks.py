@@ -130,6 +130,7 @@ OPTION_RULES: dict[str, Rule] = {
     "num_workers": NON_NEGATIVE_INT,
     "max_bad_image_share": UNIT_INTERVAL,
     "dataloader_num_workers": NON_NEGATIVE_INT,
+    "port": Rule(int, "a port number in [1, 65535]", lambda v: _is_int(v) and 1 <= v <= 65535, ("0", "65536", "x")),
     # the regulariser and its curriculum
     "lambda_max": FINITE_FLOAT,
     "pearson_lambda_max": FINITE_FLOAT,

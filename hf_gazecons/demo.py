@@ -66,15 +66,20 @@ def demo_arms(settings: DemoSettings) -> dict[str, Arm]:
     }
 
 
-def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) -> dict[str, TrainingRun]:
-    """Train the runs of :func:`demo_arms` into ``output_dir``, with the same seed and data."""
+def run_demo(
+    output_dir: str | Path, settings: DemoSettings = DemoSettings(), report: bool = True
+) -> dict[str, TrainingRun]:
+    """Train the runs of :func:`demo_arms` into ``output_dir``, with the same seed and data; with
+    ``report``, each run's ``report.html`` and one of the three (``output_dir/report.html``)."""
     from .finetune import ModelDataArguments, train
     from .jsonio import write_json
     from .plots import plot_class_means
     from .trainer import GazeConsistencyTrainingArguments
 
     output_dir = Path(output_dir)
-    data_args = ModelDataArguments(model=settings.model, dataset=settings.dataset, image_size=settings.image_size)
+    data_args = ModelDataArguments(
+        model=settings.model, dataset=settings.dataset, image_size=settings.image_size, report=report
+    )
     runs = {}
     for name, arm in demo_arms(settings).items():
         flips = ", class map follows flips" if arm.follow_flips else ""
@@ -107,6 +112,10 @@ def run_demo(output_dir: str | Path, settings: DemoSettings = DemoSettings()) ->
         title="Class-mean Grad-CAM on the validation split",
     )
     write_json(output_dir / "comparison.json", {name: run.results.final for name, run in runs.items()})
+    if report:
+        from .report import write_report
+
+        write_report(output_dir)
     return runs
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
 import timm
 import torch
 import transformers
@@ -23,6 +24,7 @@ from transformers import set_seed
 
 from . import __version__
 from .checks import check_fields, require
+from .class_maps import save_class_maps
 from .consistency_result import ConsistencyResult
 from .data import (
     ImageClassificationDataset,
@@ -33,8 +35,10 @@ from .data import (
     select_subset,
 )
 from .data.bad_images import DEFAULT_MAX_BAD_SHARE, BadImage
+from .data.row_index import with_row_index, with_row_metadata
 from .errors import DataError, HubError
-from .filenames import RESULTS_FILE
+from .extremes import write_extremes
+from .filenames import CLASS_MAPS_FILE, RESULTS_FILE, SAMPLES_FORMATS
 from .hub import check_push_access, model_card, push_output
 from .models import LoadedModel, load_model, save_model
 from .output_dir import last_checkpoint, publish_files, removed_on_failure
@@ -80,11 +84,23 @@ class ModelDataArguments:
         metadata={"help": f"With --skip_bad_images: above this share of broken images in a split the run fails "
                   f"(default: {DEFAULT_MAX_BAD_SHARE})."},
     )  # fmt: skip
+    samples_format: str = field(
+        default="parquet",
+        metadata={
+            "help": "The final evaluation's per-image table: samples.parquet, samples.csv or none.",
+            "choices": list(SAMPLES_FORMATS),
+        },
+    )
+    report: bool = field(default=True, metadata={"help": "Write report.html (--no_report: do not)."})
 
     def __post_init__(self) -> None:
         check_fields(self, dash="_")
         require(
             self.skip_bad_images or self.max_bad_image_share is None, "--max_bad_image_share needs --skip_bad_images"
+        )
+        require(
+            self.samples_format in SAMPLES_FORMATS,
+            f"--samples_format must be one of {', '.join(SAMPLES_FORMATS)}, not {self.samples_format!r}",
         )
 
 
@@ -95,6 +111,8 @@ class TrainingRun:
     results: RunResults
     evaluation: ConsistencyResult
     output_dir: Path
+    samples: pa.Table | None = None
+    """The final evaluation's per-image table (None with ``samples_format="none"``)."""
 
 
 def train(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments) -> TrainingRun:
@@ -180,16 +198,20 @@ def _fit(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments, 
         eval_dataset=ImageClassificationDataset.with_preprocessing(eval_data, prep),
         label_names=label_names,
     )
+    trainer.record_samples = data_args.samples_format != "none"
     trainer.train(resume_from_checkpoint=checkpoint)
     if trainer.last_eval_step != trainer.state.global_step:
         trainer.evaluate()
+    samples = trainer.sample_tables.get("eval")
     if test_data is not None:
+        trainer.record_samples = False
         trainer.evaluate(ImageClassificationDataset.with_preprocessing(test_data, prep), metric_key_prefix="test")
     base_model = spec.base_model(data_args.pretrained)
     results = _results(trainer, loaded, base_model, data_args, eval_split, test_data is not None, skipped)
-    run = TrainingRun(results, trainer.last_eval_result, Path(args.output_dir))
+    samples = None if samples is None else with_row_metadata(samples, eval_data)
+    run = TrainingRun(results, trainer.last_eval_result, Path(args.output_dir), samples)
     if trainer.is_world_process_zero():
-        _write_outputs(run, trainer.gaze_state(), loaded)
+        _write_outputs(run, trainer.gaze_state(), loaded, data_args, eval_data, args.target)
     return run
 
 
@@ -202,7 +224,7 @@ def _splits(
     )
     train_data = select_split(data, data_args.train_split, data_args.dataset)
     eval_split = data_args.eval_split or default_eval_split([s for s in data if s != data_args.train_split])
-    eval_data = select_split(data, eval_split, data_args.dataset)
+    eval_data = with_row_index(select_split(data, eval_split, data_args.dataset))
     test_data = None
     if TEST_SPLIT in data and TEST_SPLIT not in (data_args.train_split, eval_split):
         test_data = select_subset(select_split(data, TEST_SPLIT, data_args.dataset), data_args.max_eval_samples, seed)
@@ -275,10 +297,20 @@ def _environment(args: GazeConsistencyTrainingArguments) -> dict[str, object]:
     }  # fmt: skip
 
 
-def _write_outputs(run: TrainingRun, gaze_state: dict[str, torch.Tensor], loaded: LoadedModel) -> None:
+def _write_outputs(
+    run: TrainingRun,
+    gaze_state: dict[str, torch.Tensor],
+    loaded: LoadedModel,
+    data_args: ModelDataArguments,
+    eval_data: datasets.Dataset,
+    target: str | int | None,
+) -> None:
     """Write everything into a hidden folder first, then move it in, ``results.json`` last (the mark
     of a finished run): a failure on the way leaves no half-written output."""
-    results = run.results
+    from .report import write_report
+    from .samples import write_samples
+
+    results, evaluation = run.results, run.evaluation
     run.output_dir.mkdir(parents=True, exist_ok=True)
     output_dir = Path(tempfile.mkdtemp(prefix=".outputs-", dir=run.output_dir))
     try:
@@ -287,8 +319,20 @@ def _write_outputs(run: TrainingRun, gaze_state: dict[str, torch.Tensor], loaded
         title = f"{results.config.architecture}  lambda_max={results.config.lambda_max}"
         plot_learning_curves(results.history, output_dir / "learning_curves.png", title)
         plot_kappa_vs_consistency(results.history, output_dir / "kappa_vs_consistency.png", title)
-        plot_class_means({title: run.evaluation.class_means}, loaded.label_names, output_dir / "class_means.png")
+        plot_class_means({title: evaluation.class_means}, loaded.label_names, output_dir / "class_means.png")
+        save_class_maps(
+            output_dir / CLASS_MAPS_FILE,
+            evaluation.class_means,
+            loaded.label_names,
+            target_layer=evaluation.target_name,
+            variant=evaluation.variant,
+        )
+        if run.samples is not None:
+            write_samples(run.samples, output_dir, data_args.samples_format)
+            write_extremes(loaded, eval_data, run.samples, output_dir, target)
         model_card(results).save(output_dir / "README.md")
+        if data_args.report:
+            write_report(output_dir)
         publish_files(output_dir, run.output_dir, last=RESULTS_FILE)
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from huggingface_hub.errors import HfHubHTTPError, HTTPError
 from huggingface_hub.utils import get_session
 
 from .errors import HubError, first_line
-from .filenames import RESULTS_FILE
+from .filenames import CLASS_MAPS_FILE, RESULTS_FILE
 from .formatting import fmt_metric
 from .run_record import CONSISTENCY, RunResults, class_metric, metric_key
 
@@ -39,15 +40,17 @@ __all__ = [
     "eval_results",
     "push_output",
     "push_results",
+    "results_folder",
     "check_hub_reachable",
     "check_push_access",
     "CARD_TEMPLATE",
     "PUSHED_PATTERNS",
 ]
 
-PUSHED_PATTERNS = ("*.safetensors", "*.json", "*.png")
-"""What ``push_output`` uploads from a training output (plus the card): never pickles, never checkpoints."""
-_REQUIRED = ("config.json", "model.safetensors", RESULTS_FILE)
+PUSHED_PATTERNS = ("*.safetensors", "*.json", "*.png", "samples.parquet", "samples.csv")
+"""What ``push_output`` uploads from a training output (plus the card): never pickles, never checkpoints;
+``class_maps.safetensors`` and the per-image table are the reference of ``hf-gazecons app``."""
+_REQUIRED = ("config.json", "model.safetensors", CLASS_MAPS_FILE, RESULTS_FILE)
 
 CARD_TEMPLATE = importlib.resources.files("hf_gazecons.templates") / "gazecons_model_card.md"
 """The Jinja template of the model card: ``model_cards/gazecons_model_card.md`` in a checkout, package
@@ -184,11 +187,14 @@ def push_results(
     create_pr: bool = False,
     revision: str | None = None,
     token: str | None = None,
+    files: Sequence[str | Path] = (),
 ) -> str:
     """Add a ``consistency.json`` result (``ConsistencyResult.to_dict()``) to ``repo_id``'s card.
 
     The accuracy, Cohen's kappa and gaze consistency become ``model-index`` eval results, merged
     into the card's metadata with ``huggingface_hub.metadata_update``; the rest of the card is kept.
+    ``files`` (``consistency.json``, the per-image table) follow in a second commit to the same
+    branch (or pull request), under :func:`results_folder`.
 
     Returns:
         The commit URL, or the pull request's URL with ``create_pr=True``.
@@ -217,7 +223,22 @@ def push_results(
             token=token,
             commit_message=f"Add gaze-consistency results on {scores['dataset']} ({split})",
         )
+    if files:
+        folder = results_folder(scores["dataset"], split)
+        with _hub_errors(f"upload the per-image results to {repo_id} (the card is updated)"):
+            HfApi(token=token).create_commit(
+                repo_id,
+                operations=[CommitOperationAdd(f"{folder}/{Path(p).name}", str(p)) for p in files],
+                commit_message=f"Add per-image gaze-consistency results on {scores['dataset']} ({split})",
+                revision=getattr(info, "pr_revision", None) if create_pr else revision,
+            )
     return info.pr_url if create_pr and getattr(info, "pr_url", None) else str(info)
+
+
+def results_folder(dataset: str, split: str) -> str:
+    """Where ``push_results`` puts the files of one data set and split: ``gazecons/<dataset>-<split>``,
+    every character but letters, digits, ``.``, ``_`` and ``-`` replaced by ``_``."""
+    return "gazecons/" + re.sub(r"[^A-Za-z0-9._-]", "_", f"{dataset}-{split}")
 
 
 _PROBE_TIMEOUT_S = 5.0

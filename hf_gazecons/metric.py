@@ -35,6 +35,7 @@ from .errors import MetricError
 from .localization import energy_pointing_game, pointing_game
 from .models import LoadedModel
 from .preprocessing import Preprocessing
+from .samples import SampleBatch, SampleRecorder
 from .variants import DEFAULT_VARIANT, VARIANTS, ClassSums, Variant, get_variant, is_zero_map
 
 __all__ = [
@@ -76,6 +77,7 @@ class ConsistencyStatistics:
     grid: tuple[int, int] | None = None
     max_kept_bytes: int | None = None
     expected_samples: int | None = None
+    recorder: SampleRecorder | None = None
     confusion: torch.Tensor = field(init=False)
     map_sum: torch.Tensor | None = field(init=False, default=None)
     terms: dict[str, torch.Tensor] = field(init=False, default_factory=dict)
@@ -115,7 +117,10 @@ class ConsistencyStatistics:
         self.confusion.index_put_((labels, predictions), torch.ones(len(labels), dtype=torch.float64), accumulate=True)
         correct = predictions == labels
         self._add_localization(maps, masks, correct)
-        grid_maps = on_grid(maps, self.grid)[correct].double()
+        all_grid_maps = on_grid(maps, self.grid)
+        if self.recorder is not None:
+            self.recorder.update(SampleBatch(maps, all_grid_maps, logits, labels, predictions, masks))
+        grid_maps = all_grid_maps[correct].double()
         classes = labels[correct]
         terms = {k: v for variant in self.variants.values() for k, v in variant.sample_terms(grid_maps).items()}
         if self.map_sum is None:
@@ -195,6 +200,9 @@ class ConsistencyStatistics:
         valid = counts >= 2
         sums = ClassSums(counts, self.zero_maps, self.map_sum, self.terms, self.kept_maps)
         deviation_sums = {name: variant.deviation_sums(sums) for name, variant in self.variants.items()}
+        if self.recorder is not None:
+            class_maps = {name: variant.final_class_maps(sums) for name, variant in self.variants.items()}
+            self.recorder.finish(label_names, class_maps, counts > 0, valid)
 
         def class_value(variant: str, c: int) -> float | None:
             return float(deviation_sums[variant][c] / counts[c]) if valid[c] else None
@@ -263,6 +271,7 @@ def gaze_consistency(
     progress: bool = True,
     max_kept_bytes: int | None = None,
     dtype: torch.dtype | None = None,
+    samples: SampleRecorder | None = None,
 ) -> ConsistencyResult:
     """Score ``model``'s gaze consistency, accuracy and kappa on ``data`` in one pass.
 
@@ -289,6 +298,8 @@ def gaze_consistency(
         target: Grad-CAM target layer: a module name, a timm stage index, or None (automatic).
         label_names: the class names in logit order (default: the LoadedModel's, else "0", "1", ...).
         dtype: autocast dtype of the forward (None: full precision).
+        samples: a :class:`~hf_gazecons.samples.SampleRecorder` that collects the per-image table
+            (its ``table`` once this returns).
 
     Returns:
         :class:`~hf_gazecons.consistency_result.ConsistencyResult`: L_CAM (``value``, None when no
@@ -324,7 +335,7 @@ def gaze_consistency(
             num_classes = out.logits.shape[1]
             check_labels(labels, num_classes)
             if statistics is None:
-                statistics = ConsistencyStatistics(num_classes, variant, grid, max_kept_bytes, expected)
+                statistics = ConsistencyStatistics(num_classes, variant, grid, max_kept_bytes, expected, samples)
             statistics.update(out.maps, out.logits, labels, masks)
     if statistics is None:
         statistics = ConsistencyStatistics(len(label_names or []) or 1, variant, grid)

@@ -31,6 +31,7 @@ __all__ = [
     "plot_overlays",
     "plot_learning_curves",
     "plot_kappa_vs_consistency",
+    "overlay_image",
 ]
 
 
@@ -113,6 +114,20 @@ def plot_overlays(
         ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
         ax.set_title(title, fontsize=8)
     return _save(fig, path)
+
+
+def overlay_image(image: Image.Image, heat: torch.Tensor, size: int | None = None, alpha: float = 0.45) -> Image.Image:
+    """``image`` (resized so that its longer side is ``size``, if given) with the (H', W') map
+    ``heat`` (values in [0, 1]) upsampled over it in the ``jet`` colours of :func:`plot_overlays`."""
+    image = image.convert("RGB")
+    if size is not None:
+        scale = size / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+    upsampled = resize_maps(heat[None].float(), (image.height, image.width))[0].clamp(0, 1).numpy()
+    colours = matplotlib.colormaps["jet"](upsampled)[..., :3]
+    rgb = np.asarray(image, dtype=np.float32) / 255
+    blended = (1 - alpha) * rgb + alpha * colours
+    return Image.fromarray(np.round(blended * 255).clip(0, 255).astype(np.uint8), "RGB")
 
 
 def plot_learning_curves(history: Sequence[Mapping[str, float | None]], path: str | Path, title: str = "") -> Path:

@@ -39,6 +39,7 @@ from .metric import gaze_consistency
 from .output_dir import match_umask
 from .per_sample_modes import DEFAULT_PER_SAMPLE, PER_SAMPLE_HELP, PER_SAMPLE_MODES, check_per_sample
 from .regularizer import GazeConsistencyLoss, LambdaCurriculum
+from .samples import SampleRecorder
 from .specs import parse_target
 from .targets import resolve_target, unwrap_model
 from .training_checks import changed_default, check_report_to, check_training_options, complete_defaults
@@ -157,6 +158,8 @@ class GazeConsistencyTrainer(Trainer):
         self._cam: GradCAM | None = None
         self.evaluations: dict[str, ConsistencyResult] = {}  # the last result per metric prefix
         self.evaluation_metrics: dict[str, dict[str, float]] = {}
+        self.record_samples = False  # True: each evaluation also keeps its per-image table (sample_tables)
+        self.sample_tables: dict[str, Any] = {}  # the last per-image table (pyarrow) per metric prefix
         self.last_eval_step = -1
         # summed over the steps since the last log: penalty, lambda, samples, classes, zero maps, cross-entropy, steps
         self._step_log = torch.zeros(7, dtype=torch.float64)
@@ -303,6 +306,7 @@ class GazeConsistencyTrainer(Trainer):
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             for buffer in model.buffers():  # BatchNorm statistics drift apart per rank: score rank 0's (saved) model
                 dist.broadcast(buffer.data, src=0)
+        recorder = SampleRecorder() if self.record_samples else None
         result = gaze_consistency(
             model,
             loader,
@@ -310,7 +314,10 @@ class GazeConsistencyTrainer(Trainer):
             target=self.args.target,
             label_names=self.class_names,
             progress=False,
+            samples=recorder,
         )
+        if recorder is not None:
+            self.sample_tables[metric_key_prefix] = recorder.table
         metrics = result.to_metrics(metric_key_prefix)
         self.evaluations[metric_key_prefix], self.evaluation_metrics[metric_key_prefix] = result, metrics
         if metric_key_prefix == "eval":

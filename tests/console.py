@@ -69,3 +69,13 @@ class Runs:
             if process.poll() is None:
                 process.kill()
                 process.communicate()
+
+
+def in_process(capsys, *argv) -> tuple[int, str, str]:
+    """``hf-gazecons argv`` run in this process (``hf_gazecons.cli.main.main``): (exit status, stdout, stderr)."""
+    from hf_gazecons.cli.main import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err

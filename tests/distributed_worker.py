@@ -9,8 +9,8 @@
 Every rank writes, into ``out``:
 
 * ``info_rank{R}.json``: the rank and world size it saw (process group, accelerate state, Trainer);
-* ``metric_rank{R}.json``: ``gaze_consistency(model, dataset).to_dict()`` (+ class means) per variant,
-  each rank scoring its shard of the ``datasets.Dataset`` and merging;
+* ``metric_rank{R}.json``: ``gaze_consistency(model, dataset).to_dict()`` (+ class means and the
+  per-image table's rows) per variant, each rank scoring its shard of the ``datasets.Dataset`` and merging;
 * after ``scripts/train.py`` ran in this process (under the same launch): ``ema_rank{R}.safetensors``
   (``trainer.gaze_state()``), ``weights_rank{R}.safetensors`` (the unwrapped model's state dict),
   ``trainer_rank{R}.json`` (log history, final metrics) and ``writes_rank{R}.json`` only if this rank
@@ -61,15 +61,28 @@ def main() -> None:
 def metric(job: dict, out: Path, rank: int) -> None:
     from hf_gazecons import gaze_consistency, load_model
     from hf_gazecons.data import load_image_dataset
+    from hf_gazecons.samples import SampleRecorder
 
     loaded = load_model(job["metric_model"])
     dataset = load_image_dataset(job["metric_data"], "validation")
     results = {}
     for name, variant, grid in job["metric_variants"]:
+        recorder = SampleRecorder()
         result = gaze_consistency(
-            loaded, dataset, variant=variant, grid=tuple(grid) if grid else None, batch_size=4, progress=False
+            loaded,
+            dataset,
+            variant=variant,
+            grid=tuple(grid) if grid else None,
+            batch_size=4,
+            progress=False,
+            samples=recorder,
         )
-        results[name] = {"dict": result.to_dict(), "value": result.value, "class_means": result.class_means.tolist()}
+        results[name] = {
+            "dict": result.to_dict(),
+            "value": result.value,
+            "class_means": result.class_means.tolist(),
+            "samples": recorder.table.to_pylist(),
+        }
     write_json(out / f"metric_rank{rank}.json", results)
 
 

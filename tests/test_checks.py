@@ -40,6 +40,7 @@ MINIMAL = {
     "demo": ["--output-dir", "{out}"],
     "sweep": ["--output-dir", "{out}"],
     "train": ["--model", "test_resnet", "--dataset", "builtin:shapes", "--output_dir", "{out}"],
+    "app": ["--model", "test_resnet", "--reference", "{out}"],
 }
 
 
@@ -90,7 +91,8 @@ def _cli(capsys, argv: list[str]) -> tuple[int, str]:
 
 def test_the_walk_covers_every_command_and_rule():
     commands = {command for command, _, _ in CASES}
-    assert commands == {"score", "cam", "demo", "sweep", "train"}  # push has no option with a rule or choices
+    # push and report have no option with a rule or choices
+    assert commands == {"score", "cam", "demo", "sweep", "train", "app"}
     walked = {(command, argv[0].partition("=")[0]) for command, argv, _ in CASES}
     for option in ("--image_size", "--seed", "--learning_rate", "--ema_alpha", "--t0", "--t1", "--lambda_max",
                    "--grayscale", "--max_eval_samples", "--dataloader_num_workers", "--num_train_epochs"):  # fmt: skip
@@ -237,3 +239,44 @@ def test_an_option_with_a_rule_takes_no_other_type():
 
     with pytest.raises(TypeError, match="--image-size has a rule"):
         Parser().add_argument("--image-size", type=int)
+
+
+# What each option means, written out here and not taken from the rules, so that a rule given to
+# the wrong option (ema_alpha allowed to reach 1, t1 or epochs allowed to be 0) or a rule dropped
+# fails: (texts it must refuse, texts it must accept).
+COUNT = (["0", "-3", "1.5"], ["1", "64"])
+WORKERS = (["-1", "0.5"], ["0", "4"])
+SEED_VALUES = (["-1", str(2**32), "1.5"], ["0", "42", str(2**32 - 1)])
+SWITCH = (["maybe", "2"], ["true", "no", "1", "off"])
+WHAT_EACH_OPTION_TAKES = {
+    **{name: COUNT for name in (
+        "image_size", "grid", "batch_size", "per_device_train_batch_size", "per_device_eval_batch_size",
+        "gradient_accumulation_steps", "max_samples", "max_train_samples", "max_eval_samples",
+        "sanity_samples", "epochs", "parallel", "threads", "t1")},  # fmt: skip
+    "num_workers": WORKERS,
+    "dataloader_num_workers": WORKERS,
+    "t0": WORKERS,  # epochs without the penalty: none is allowed
+    "max_bad_image_share": (["1", "1.5", "-0.01", "nan"], ["0", "0.01", "0.5"]),  # all broken is never a result
+    "ema_alpha": (["1", "1.5", "-0.1", "nan"], ["0", "0.9", "0.99"]),  # alpha 1 never updates the class maps
+    "lambda_max": (["nan", "inf"], ["0", "50", "2.5"]),
+    "pearson_lambda_max": (["nan", "inf"], ["0", "5", "2.5"]),
+    "lambdas": (["nan", "-inf"], ["0", "5", "500"]),
+    "learning_rate": (["0", "-0.001", "nan", "inf"], ["3e-3", "1e-5"]),
+    "num_train_epochs": (["nan", "inf"], ["0.5", "10"]),
+    "seed": SEED_VALUES,
+    "seeds": SEED_VALUES,
+    "grayscale": SWITCH,
+    "pretrained": SWITCH,
+    "port": (["0", "65536", "-1", "8.5", "x"], ["1", "7860", "65535"]),  # the app's TCP port
+}
+
+
+def test_every_rule_is_the_one_its_option_needs():
+    assert set(OPTION_RULES) == set(WHAT_EACH_OPTION_TAKES), "an option gained or lost its rule: say here what it takes"
+    for name, (refused, accepted) in WHAT_EACH_OPTION_TAKES.items():
+        rule = OPTION_RULES[name]
+        for text in refused:
+            with pytest.raises(argparse.ArgumentTypeError):
+                rule(text)
+        for text in accepted:
+            rule(text)

@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from console import Runs, console_script
@@ -23,6 +24,7 @@ from PIL import Image as PILImage
 from tiny import CONSISTENCY_JSON_KEYS, random_test_resnet, without_times
 
 import hf_gazecons.plots as plots
+from hf_gazecons.class_maps import load_class_maps
 from hf_gazecons.cli.main import main
 from hf_gazecons.data import load_image_dataset, select_subset
 from hf_gazecons.data.builtin import SHAPE_NAMES
@@ -36,6 +38,11 @@ FOLDER_CLASSES = ["bird", "cat", "dog"]  # imagefolder sorts the class folders
 
 JSON_KEYS = CONSISTENCY_JSON_KEYS | {"random_weights", "seed", "skipped_images"}  # what score adds
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SCORE_FILES = [
+    "class_maps.safetensors", "class_means.png", "consistency.json", "examples", "overlays.png", "report.html",
+    "samples.parquet",
+]  # fmt: skip
+"""What a ``score`` output folder holds, sorted."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,7 +165,7 @@ def test_help_lists_the_commands(capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: hf-gazecons")
-    assert set(COMMANDS) == {"score", "train", "demo", "cam", "push", "sweep"}
+    assert set(COMMANDS) == {"score", "train", "demo", "cam", "push", "sweep", "report", "app"}
     for command in COMMANDS:  # listed with its one-line help
         assert re.search(rf"^\s+{command}\s+\w", out, re.M), f"{command} missing from:\n{out}"
 
@@ -230,7 +237,7 @@ def test_score_local_timm_export_end_to_end(model_dir, tmp_path, capsys):
     assert set(result["localization"]) == {"energy_pointing_game", "pointing_game"}
     assert all(0 <= v <= 1 for v in result["localization"].values())
 
-    assert sorted(p.name for p in out_dir.iterdir()) == ["class_means.png", "consistency.json", "overlays.png"]
+    assert sorted(p.name for p in out_dir.iterdir()) == SCORE_FILES
     assert_png(out_dir / "class_means.png")
     assert_png(out_dir / "overlays.png")
     assert_no_staging(tmp_path, "scored")
@@ -349,7 +356,7 @@ def test_score_into_an_existing_empty_directory(model_dir, tmp_path, capsys):
         capsys, "score", "--model", model_dir, "--dataset", SHAPES, "--max-samples", "4", "--output-dir", out_dir
     )
     assert rc == 0, err
-    assert sorted(p.name for p in out_dir.iterdir()) == ["class_means.png", "consistency.json", "overlays.png"]
+    assert sorted(p.name for p in out_dir.iterdir()) == SCORE_FILES
     assert read_json(out_dir)["n_samples"] == 4
     assert_no_staging(tmp_path, "empty")
 
@@ -567,6 +574,9 @@ def test_demo_reduced(tmp_path, capsys):
         for name in ("config.json", "model.safetensors", "results.json", "README.md"):
             assert (out_dir / run / name).is_file(), f"{run}/{name}"
     assert_png(out_dir / "class_means_comparison.png")
+    for folder in (out_dir, out_dir / "baseline", out_dir / "paper", out_dir / "pearson"):
+        assert (folder / "report.html").is_file(), folder
+    assert 'id="run-pearson"' in (out_dir / "report.html").read_text()
     assert_no_staging(tmp_path, "demo")
     configs = {run: json.loads((out_dir / run / "results.json").read_text())["config"] for run in ("paper", "pearson")}
     assert configs["paper"]["lambda_max"] > 0 and configs["paper"]["variant"] == "paper"
@@ -631,6 +641,17 @@ def test_train_tiny_run(tmp_path, capsys):
     assert config["label_names"] == SHAPE_CLASSES
     reloaded = load_model(str(out_dir))
     assert reloaded.label_names == SHAPE_CLASSES
+    # the final evaluation's per-image table, class maps and report
+    final = json.loads((out_dir / "results.json").read_text())["final"]
+    table = pd.read_parquet(out_dir / "samples.parquet")
+    assert len(table) == 3 * 6 and table["index"].tolist() == list(range(18))
+    counted = table[table["in_l_cam"]]
+    for variant in ("paper", "robust", "reference"):
+        key = "eval_gaze_consistency" if variant == "paper" else f"eval_{variant}_gaze_consistency"
+        expected = final[key]
+        assert (counted[f"deviation_{variant}"].mean() if len(counted) else None) == pytest.approx(expected, rel=1e-9)
+    assert load_class_maps(out_dir / "class_maps.safetensors").label_names == SHAPE_CLASSES
+    assert (out_dir / "report.html").is_file() and (out_dir / "examples" / "examples.json").is_file()
 
 
 def test_train_bad_dataset_is_one_line(tmp_path, capsys):

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from safetensors.torch import load_file
 from hf_gazecons import gaze_consistency, load_model
 from hf_gazecons.data import ImageClassificationDataset, load_image_dataset
 from hf_gazecons.models import GAZE_STATE_FILE, save_model
+from hf_gazecons.samples import SampleRecorder
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "distributed_worker.py"
@@ -166,6 +168,7 @@ def test_two_gloo_processes(run):
 @pytest.mark.parametrize("name, variant, grid", METRIC_VARIANTS, ids=[v[0] for v in METRIC_VARIANTS])
 def test_metric_merges_across_ranks_to_the_single_process_result(run, name, variant, grid):
     root, reports, _ = run
+    recorder = SampleRecorder()
     expected = gaze_consistency(
         load_model(str(root / "metric-model")),
         load_image_dataset(METRIC_DATA, "validation"),
@@ -173,6 +176,7 @@ def test_metric_merges_across_ranks_to_the_single_process_result(run, name, vari
         grid=tuple(grid) if grid else None,
         batch_size=4,
         progress=False,
+        samples=recorder,
     )
     assert expected.n_samples == 15
     assert sum(c.value is not None for c in expected.per_class.values()) >= 2, "the fitted model is too weak"
@@ -188,6 +192,8 @@ def test_metric_merges_across_ranks_to_the_single_process_result(run, name, vari
             atol=1e-6,
             equal_nan=True,
         )
+        # the per-image table: both shards' rows, rank 0's first, as one process has them
+        assert_close_json(got["samples"], recorder.table.to_pylist(), f"rank{rank}.samples")
 
 
 def test_training_keeps_one_ema_state_on_both_ranks(run):
@@ -239,6 +245,9 @@ def test_output_written_once_by_rank_zero(run):
         "learning_curves.png",
         "class_means.png",
         "kappa_vs_consistency.png",
+        "class_maps.safetensors",
+        "samples.parquet",
+        "report.html",
     ):
         assert (output / name).is_file(), name
     checkpoints = sorted(p.name for p in output.glob("checkpoint-*"))
@@ -257,7 +266,13 @@ def test_final_metrics_are_those_of_the_saved_model(run):
     saved model on the whole evaluation split."""
     _, _, output = run
     final = read(output / "results.json")["final"]
-    expected = gaze_consistency(load_model(str(output)), load_image_dataset(TRAIN_DATA, "validation"), progress=False)
+    recorder = SampleRecorder()
+    split = load_image_dataset(TRAIN_DATA, "validation")
+    expected = gaze_consistency(load_model(str(output)), split, progress=False, samples=recorder)
+    table = pd.read_parquet(output / "samples.parquet")
+    one_process = recorder.table.to_pandas().drop(columns="index")
+    pd.testing.assert_frame_equal(table.drop(columns="index"), one_process, atol=1e-6)
+    assert table["index"].tolist() == list(range(len(split)))
     assert expected.n_samples == 6
     assert final["eval_accuracy"] == pytest.approx(expected.accuracy, abs=1e-6)
     assert final["eval_loss"] == pytest.approx(expected.loss, abs=1e-5)

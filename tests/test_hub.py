@@ -42,6 +42,8 @@ REQUIRED_PUSHED = {
     "kappa_vs_consistency.png",
     "learning_curves.png",
     "README.md",
+    "class_maps.safetensors",
+    "samples.parquet",
 }
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens there
 
@@ -173,6 +175,18 @@ def test_push_makes_one_commit_with_safetensors_only(pushed, trained, local_hub)
         if path not in ("README.md", ".gitattributes"):
             assert "/" not in path
             assert content == (trained / path).read_bytes(), path
+
+
+def test_a_pushed_model_is_its_own_app_reference(pushed, trained, local_hub):
+    from hf_gazecons.app import load_reference
+
+    reference = load_reference(pushed["repo_id"])
+    local = load_reference(str(trained))
+    assert reference.class_maps.label_names == local.class_maps.label_names == SHAPES
+    assert torch.equal(reference.class_maps.maps.nan_to_num(-1), local.class_maps.maps.nan_to_num(-1))
+    assert reference.deviations.keys() == local.deviations.keys()
+    for name, values in local.deviations.items():
+        assert reference.deviations[name].tolist() == values.tolist()
 
 
 def test_push_leaves_the_output_dir_unchanged(pushed, trained):
@@ -545,10 +559,18 @@ def test_score_push_results_updates_an_existing_card(trained, tmp_path, local_hu
     rc, out, err, scores = _score(capsys, trained, tmp_path / "scores", "--push-results", repo_id)
     assert rc == 0, err
     assert repo_id in out
-    assert len(local_hub.commits(repo_id)) == n_commits + 1
+    assert len(local_hub.commits(repo_id)) == n_commits + 2  # the card, then the per-image files
     card = local_hub.files(repo_id)["README.md"].decode()
     _assert_seeded_content_kept(card)
     _new_result(_front_matter(card)[0], scores)
+    _assert_results_uploaded(local_hub.files(repo_id), tmp_path / "scores", "validation")
+
+
+def _assert_results_uploaded(files: dict[str, bytes], scores_dir: Path, split: str) -> None:
+    """consistency.json and the per-image table, byte copies, under gazecons/<data set>-<split>/."""
+    folder = "gazecons/" + re.sub(r"[^A-Za-z0-9._-]", "_", f"{DATASET}-{split}")
+    for name in ("consistency.json", "samples.parquet"):
+        assert files[f"{folder}/{name}"] == (scores_dir / name).read_bytes(), name
 
 
 def test_score_push_results_with_create_pr_leaves_main_unchanged(trained, tmp_path, local_hub, capsys):
@@ -569,6 +591,9 @@ def test_score_push_results_with_create_pr_leaves_main_unchanged(trained, tmp_pa
     card = local_hub.files(repo_id, "refs/pr/1")["README.md"].decode()
     _assert_seeded_content_kept(card)
     assert _new_result(_front_matter(card)[0], scores)["dataset"]["split"] == "test"
+    _assert_results_uploaded(local_hub.files(repo_id, "refs/pr/1"), tmp_path / "scores", "test")
+    assert not any(path.startswith("gazecons/") for path in local_hub.files(repo_id))  # main is untouched
+    assert len(local_hub.prs(repo_id)) == 1
 
 
 def test_score_push_results_to_a_repo_without_a_card(trained, tmp_path, local_hub, capsys):

@@ -51,3 +51,10 @@ def test_every_library_the_package_imports_is_declared():
         if not {d.lower().replace("_", "-") for d in providers.get(module, [module])} & names
     }
     assert "scipy" in third_party and not undeclared, undeclared
+
+
+def test_the_report_template_is_package_data():
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    template = importlib.resources.files("hf_gazecons.report") / "report.html.j2"
+    assert template.is_file() and any(Path(template.name).match(pattern) for pattern in data["hf_gazecons.report"])
+    assert "{% for s in sections %}" in template.read_text()

@@ -10,11 +10,13 @@ import shlex
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from hf_gazecons.cli.main import build_parser
 from hf_gazecons.cli.main import main as cli_main
 from hf_gazecons.output_dir import last_checkpoint
+from hf_gazecons.planted_ranking import planted_recall
 from hf_gazecons.sweep import (
     RUNS_COLUMNS,
     explicit_command,
@@ -28,6 +30,7 @@ from hf_gazecons.sweep import (
 from hf_gazecons.sweep import runner as sweep_runner
 
 TINY_DATA = "builtin:shapes?size=48&num_classes=2&n_train=8&n_val=4&n_test=1"
+PLANTED_DATA = f"{TINY_DATA}&planted=0.25"  # 2 of the 8 validation images: the planted experiment, tiny
 BAD = "no_such_backbone_xyz"
 
 
@@ -117,10 +120,10 @@ def test_correlation_table_matches_numpy(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory):
-    """One real tiny run (test_resnet, 2 epochs, 48 px) beside one that fails (unknown backbone)."""
+    """One real tiny run (test_resnet, 2 epochs, 48 px, planted images) beside one that fails (unknown backbone)."""
     out = tmp_path_factory.mktemp("sweep")
     args = ["sweep", "--backbones", "test_resnet", BAD, "--lambdas", "10", "--seeds", "0", "--epochs", "2",
-            "--t0", "0", "--t1", "1", "--dataset", TINY_DATA, "--image-size", "48", "--batch-size", "8",
+            "--t0", "0", "--t1", "1", "--dataset", PLANTED_DATA, "--image-size", "48", "--batch-size", "8",
             "--learning-rate", "3e-3", "--target-layer=-2", "--parallel", "2", "--threads", "1",
             "--output-dir", str(out)]  # fmt: skip
     code = cli_main(args)
@@ -149,6 +152,25 @@ def test_tiny_sweep_writes_tables_and_reports_the_failed_run(tiny_sweep, capsys)
     summary = (out / "summary.md").read_text()
     assert "hf-gazecons sweep --backbones test_resnet no_such_backbone_xyz" in summary
     assert (out / "curves_test_resnet.png").is_file() and (out / "final_vs_lambda.png").is_file()
+
+
+def test_the_planted_experiment_at_a_small_size(tiny_sweep, capsys):
+    """The pipeline of docs/RESULTS.md's planted-image table: each run's samples.parquet, recall@k of
+    the deviation and of the loss, in the sweep's report and in scripts/planted_table.py."""
+    out, _, _ = tiny_sweep
+    table = pq.read_table(run_directory(out, "test_resnet", 10.0, 0) / "samples.parquet")
+    assert table.column("planted").to_pylist().count(True) == 2 and table.num_rows == 8
+    recall = {c: planted_recall(table, c) for c in ("deviation_paper", "deviation_robust", "cross_entropy")}
+    cells = [f"{recall[c]:.3f}" for c in recall]
+    page = (out / "report.html").read_text()
+    assert "Planted images found" in page
+    assert "".join(f'<td class="n">{cell}</td>' for cell in cells) in page.replace("\n", "")
+    capsys.readouterr()
+    assert _script("planted_table.py").main([str(out)]) == 0
+    printed = capsys.readouterr().out
+    beats = int(recall["deviation_paper"] > recall["cross_entropy"])
+    assert f"| test_resnet | 10 | paper | 0 | 2 of 8 | 0.250 | {' | '.join(cells)} |" in printed
+    assert f"| {beats} of 1 |" in printed
 
 
 def test_restart_skips_finished_runs(tiny_sweep, monkeypatch, capsys):

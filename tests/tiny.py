@@ -1,4 +1,10 @@
-"""Tiny models and expected schemas shared by several test modules."""
+"""Tiny models, a short training run and expected schemas shared by several test modules."""
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import timm
@@ -50,13 +56,21 @@ def tiny_cnn_accuracy(dsd: DatasetDict, seed: int, epochs: int = 8, recalibrate_
     this learning rate they lag behind the weights and the eval-mode accuracy jumps between epochs,
     so this measures what the data lets the network learn, not the lag.
     """
+    model = _tiny_cnn(dsd, seed, epochs, recalibrate_batchnorm)
+    xv, yv = _tensors(dsd["validation"])
+    with torch.no_grad():
+        return (model(xv).argmax(1) == yv).float().mean().item()
 
-    def tensors(ds):
-        x = torch.from_numpy(np.stack([np.asarray(im) for im in ds["image"]]).astype(np.float32) / 255.0)
-        x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
-        return (x - 0.5) / 0.5, torch.tensor(ds["label"][:])
 
-    (xt, yt), (xv, yv) = tensors(dsd["train"]), tensors(dsd["validation"])
+def _tensors(ds):
+    x = torch.from_numpy(np.stack([np.asarray(im) for im in ds["image"]]).astype(np.float32) / 255.0)
+    x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    return (x - 0.5) / 0.5, torch.tensor(ds["label"][:])
+
+
+def _tiny_cnn(dsd: DatasetDict, seed: int, epochs: int, recalibrate_batchnorm: bool) -> nn.Module:
+    """The network of :func:`tiny_cnn_accuracy`, trained and in eval mode."""
+    xt, yt = _tensors(dsd["train"])
     torch.manual_seed(seed)
     num_classes = dsd["train"].features["label"].num_classes
     model = timm.create_model("test_resnet", num_classes=num_classes, in_chans=xt.shape[1])
@@ -75,8 +89,30 @@ def tiny_cnn_accuracy(dsd: DatasetDict, seed: int, epochs: int = 8, recalibrate_
                     module.reset_running_stats()
                     module.momentum = None  # a plain average over the batch below
             model(xt)
-        model.eval()
-        return (model(xv).argmax(1) == yv).float().mean().item()
+    return model.eval()
+
+
+TRAINED_DATA = "builtin:shapes?size=64&n_train=24&n_val=10&n_test=2&planted=0.1"
+"""The data of :func:`trained_shapes_model`: 4 classes at 64 px, 40 validation images (4 planted)."""
+
+
+@functools.lru_cache(maxsize=None)
+def trained_shapes_model() -> Path:
+    """A timm ``test_resnet`` trained for a few seconds on :data:`TRAINED_DATA` (it tells the classes
+    apart, unlike a random one), saved with ``save_model`` (mean/std 0.5, 64 px) once per test
+    session into a temporary folder: a model whose ``score`` output has several classes right."""
+    from hf_gazecons.data import load_image_dataset
+    from hf_gazecons.models import save_model
+    from hf_gazecons.preprocessing import STUDY_MEAN_STD, timm_preprocessing
+
+    dsd = load_image_dataset(TRAINED_DATA)
+    model = _tiny_cnn(dsd, seed=0, epochs=6, recalibrate_batchnorm=True)
+    names = list(dsd["train"].features["label"].names)
+    folder = Path(tempfile.mkdtemp(prefix="hf_gazecons_trained_"))
+    atexit.register(shutil.rmtree, folder, True)
+    preprocessing = timm_preprocessing(model, 64, STUDY_MEAN_STD)
+    save_model(LoadedModel(model, preprocessing, names, "timm", "test_resnet"), folder / "model")
+    return folder / "model"
 
 
 _TINY_VIT = dict(

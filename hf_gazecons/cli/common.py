@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ..checks import option_rule
+from ..filenames import SAMPLES_FORMATS
 from ..output_dir import atomic_directory
 from ..variants import VARIANT_HELP, VARIANTS
 
@@ -28,9 +29,12 @@ __all__ = [
     "add_model_options",
     "add_data_options",
     "add_output_dir",
+    "add_existing_output_dir",
+    "existing_output_dir",
     "add_seed_option",
     "DEFAULT_SEED",
     "add_variant_option",
+    "add_samples_options",
     "atomic_directory",
     "warn",
 ]
@@ -137,6 +141,17 @@ def add_variant_option(parser: argparse.ArgumentParser, default: str | None, def
     )
 
 
+def add_samples_options(parser: argparse.ArgumentParser) -> None:
+    """``--samples-format`` (the per-image table) and ``--no-report`` (the HTML report)."""
+    parser.add_argument(
+        "--samples-format",
+        choices=SAMPLES_FORMATS,
+        default="parquet",
+        help="the per-image table: samples.parquet, samples.csv, or none (then no examples/ either)",
+    )
+    parser.add_argument("--no-report", action="store_true", help="do not write report.html")
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", required=True, help="timm architecture, hf-hub:org/name, Hub id org/name, or a folder"
@@ -183,6 +198,28 @@ def add_output_dir(parser: argparse.ArgumentParser, what: str, **kwargs: Any) ->
     """``--output-dir`` (also ``--output_dir``): a new or empty folder, checked before any work."""
     kwargs.setdefault("required", "default" not in kwargs)
     parser.add_argument("--output-dir", help=f"a new (or empty) folder for {what}", **kwargs)
+
+
+def add_existing_output_dir(parser: argparse.ArgumentParser, what: str) -> None:
+    """An output folder a command reads (``push``, ``report``): the positional ``OUTPUT_DIR`` or
+    ``--output-dir`` (the convention of every command), once; see :func:`existing_output_dir`."""
+    parser.add_argument("output_dir", nargs="?", help=what)
+    parser.add_argument(
+        "--output-dir",
+        dest="output_dir_option",
+        metavar="OUTPUT_DIR",
+        help="the same folder, given as an option (default: the positional OUTPUT_DIR)",
+    )
+
+
+def existing_output_dir(args: argparse.Namespace, usage: str) -> str:
+    """The folder of :func:`add_existing_output_dir`, or a UsageError (``usage``) unless named exactly once."""
+    from ..errors import UsageError
+
+    given = [folder for folder in (args.output_dir, args.output_dir_option) if folder is not None]
+    if len(given) != 1:
+        raise UsageError(usage)
+    return given[0]
 
 
 def warn(message: str) -> None:

@@ -36,6 +36,9 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     ):  # each option's rule comes from hf_gazecons.checks
         default = defaults[option[2:].replace("-", "_")]
         parser.add_argument(option, default=None, help=f"{what} (default: {default})")
+    parser.add_argument(
+        "--no-report", action="store_true", help="write no report.html (neither the runs' nor the demo's)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from ..demo import comparison_table, run_demo
 
     with atomic_directory(args.output_dir) as staging:
-        runs = run_demo(staging, settings)
+        runs = run_demo(staging, settings, report=not args.no_report)
     print(comparison_table(runs))
-    print(f"wrote {', '.join(f'{args.output_dir}/{name}' for name in runs)}, class_means_comparison.png")
+    report = "" if args.no_report else ", report.html"
+    print(f"wrote {', '.join(f'{args.output_dir}/{name}' for name in runs)}, class_means_comparison.png{report}")
     return 0

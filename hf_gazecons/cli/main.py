@@ -13,11 +13,14 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import GazeConsError, one_line
-from . import cam, demo, push, score, sweep, train
+from . import app, cam, demo, push, report, score, sweep, train
 from .common import Parser
 from .help_cache import asks_for_help, cached_help
 
-COMMANDS = {"score": score, "train": train, "demo": demo, "cam": cam, "push": push, "sweep": sweep}
+COMMANDS = {
+    "score": score, "train": train, "demo": demo, "cam": cam, "push": push, "sweep": sweep,
+    "report": report, "app": app,
+}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,7 @@ from .common import (
     add_data_options,
     add_model_options,
     add_output_dir,
+    add_samples_options,
     add_seed_option,
     add_variant_option,
     atomic_directory,
@@ -27,12 +28,14 @@ if TYPE_CHECKING:
     from ..data.bad_images import BadImage
     from ..models import LoadedModel
 
+
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser = commands.add_parser(
         name,
         help="score a classifier's gaze consistency, accuracy and kappa on a data set",
         description="One pass over the data: Grad-CAM maps, predictions, accuracy, Cohen's kappa and L_CAM; "
-        "writes consistency.json, class_means.png and overlays.png.",
+        "writes consistency.json, the per-image table samples.parquet, class_maps.safetensors, class_means.png, "
+        "overlays.png, examples/ (each class's most and least consistent images) and report.html.",
     )
     add_model_options(parser)
     add_data_options(parser)
@@ -66,9 +69,13 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         help="precision of the forward: bfloat16 or float16 run it under autocast (maps and statistics stay "
         "float32; bfloat16 is tested against float32, float16 is not tested) (default: float32)",
     )
-    add_output_dir(parser, "consistency.json, class_means.png and overlays.png")
+    add_output_dir(parser, "consistency.json, samples.parquet, class_maps.safetensors, pictures and report.html")
+    add_samples_options(parser)
     parser.add_argument(
-        "--push-results", metavar="ORG/NAME", help="add the scores to this Hub repo's model card (default: no push)"
+        "--push-results",
+        metavar="ORG/NAME",
+        help="add the scores to this Hub repo's model card and upload consistency.json and the per-image table "
+        "beside it (default: no push)",
     )
     parser.add_argument("--create-pr", action="store_true", help="with --push-results: open a pull request")
 
@@ -115,16 +122,17 @@ def run(args: argparse.Namespace) -> int:
     dataset, split = _data(args)
     loaded = _model(args, list(dataset.features["label"].names))
     with atomic_directory(args.output_dir) as staging:
-        result, skipped = _score_into(staging, args, loaded, dataset, split)
+        result, skipped, written = _score_into(staging, args, loaded, dataset, split)
     print(summary_table(result, len(skipped)))
-    print(f"wrote {args.output_dir}/consistency.json, class_means.png, overlays.png")
+    print(f"wrote {args.output_dir}/{', '.join(written)}")
     if loaded.random_weights:
         warn(
             f"{args.model} has random weights (a bare timm architecture without --pretrained): these scores "
             "describe an untrained network (consistency.json records random_weights: true)"
         )
     if args.push_results:
-        url = push_results(result.to_dict(), args.push_results, create_pr=args.create_pr)
+        files = [Path(args.output_dir) / name for name in written if name in ("consistency.json", *_TABLE_FILES)]
+        url = push_results(result.to_dict(), args.push_results, create_pr=args.create_pr, files=files)
         print(f"pushed the scores to {args.push_results}: {url}")
     return 0
 
@@ -133,11 +141,12 @@ def _data(args: argparse.Namespace) -> tuple[Any, str]:
     """The split to score (``--split``, else the default evaluation split), streamed or not, and
     its ``--max-samples`` subset; with the split's name."""
     from ..data import default_eval_split, load_image_dataset, load_streaming_dataset, select_split, select_subset
+    from ..data.row_index import with_row_index
 
     load = load_streaming_dataset if args.streaming else load_image_dataset
     data = load(args.dataset, image_column=args.image_column, label_column=args.label_column)
     split = args.split or default_eval_split(list(data))
-    dataset = select_split(data, split, args.dataset)
+    dataset = with_row_index(select_split(data, split, args.dataset))  # the rows' indices before any subset
     if args.max_samples is not None:
         dataset = select_subset(dataset, args.max_samples, args.seed)
     return dataset, split
@@ -164,21 +173,26 @@ def _model(args: argparse.Namespace, dataset_names: list[str]) -> LoadedModel:
 
 def _score_into(
     staging: Path, args: argparse.Namespace, loaded: LoadedModel, dataset: Any, split: str
-) -> tuple[ConsistencyResult, list[BadImage]]:
+) -> tuple[ConsistencyResult, list[BadImage], list[str]]:
     """Score the data set's classes (matched to the model's by name), leaving out unreadable images
-    with ``--skip-bad-images``, and write consistency.json, class_means.png and overlays.png into
-    ``staging``; the result and the images left out."""
+    with ``--skip-bad-images``, and write consistency.json, class_maps.safetensors, class_means.png,
+    overlays.png, the per-image table with examples/ and report.html into ``staging``; the result,
+    the images left out and the names written."""
     import torch
 
+    from ..class_maps import save_class_maps
     from ..data import align_labels, drop_bad_images
     from ..explain import example_images, explain
+    from ..filenames import CLASS_MAPS_FILE
     from ..jsonio import write_json
     from ..metric import gaze_consistency
     from ..plots import plot_class_means, plot_overlays
+    from ..samples import SampleRecorder
 
     aligned = align_labels(dataset, loaded.label_names, args.label_map)
     scored = aligned.model_classes  # the model's classes that the data set has
     scored_data, skipped = aligned.dataset, []
+    recorder = SampleRecorder() if args.samples_format != "none" else None
     if args.skip_bad_images:
         scored_data, skipped = drop_bad_images(
             scored_data, loaded.preprocessing, args.max_bad_image_share, args.num_workers
@@ -193,6 +207,7 @@ def _score_into(
         label_names=aligned.label_names,
         num_workers=args.num_workers,
         dtype=getattr(torch, args.dtype),
+        samples=recorder,
     )
     per_class = {name: result.per_class[name] for name in scored}
     result = replace(result, model=args.model, dataset=args.dataset, split=split, per_class=per_class)
@@ -206,12 +221,46 @@ def _score_into(
         },
     )
     means = result.class_means[[aligned.label_names.index(name) for name in scored]]
+    target = parse_target(args.target_layer)
+    save_class_maps(
+        staging / CLASS_MAPS_FILE,
+        means,
+        scored,
+        target_layer=result.target_name,
+        grid=result.grid,
+        variant=args.variant,
+    )
     plot_class_means({args.model: means}, scored, staging / "class_means.png")
     seen = [aligned.label_names.index(name) for name in scored if per_class[name].n_samples]
     images, labels = example_images(scored_data, per_class=2, classes=seen)
-    explained = explain(loaded, images, parse_target(args.target_layer), [aligned.label_names[i] for i in labels])
+    explained = explain(loaded, images, target, [aligned.label_names[i] for i in labels])
     plot_overlays(explained.images, explained.maps, explained.titles(), staging / "overlays.png")
-    return result, skipped
+    written = ["consistency.json", CLASS_MAPS_FILE, "class_means.png", "overlays.png"]
+    if recorder is not None:
+        written += _per_image_into(staging, args.samples_format, loaded, scored_data, recorder.table, target)
+    if not args.no_report:
+        from ..report import write_report
+
+        written.append(write_report(staging).name)
+    return result, skipped, written
+
+
+_TABLE_FILES = ("samples.parquet", "samples.csv")
+
+
+def _per_image_into(
+    staging: Path, samples_format: str, loaded: LoadedModel, scored: Any, table: Any, target: str | int | None
+) -> list[str]:
+    """The per-image table (with the data set's row indices, ids and planted marks) and each class's
+    most and least consistent images (examples/); the names written."""
+    from ..data.row_index import with_row_metadata
+    from ..extremes import write_extremes
+    from ..samples import write_samples
+
+    table = with_row_metadata(table, scored)
+    written = write_samples(table, staging, samples_format).name
+    write_extremes(loaded, scored, table, staging, target)
+    return [written, "examples/"]
 
 
 def _label_map(text: str) -> dict[str, str]:

@@ -135,6 +135,11 @@ def _add_running_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sanity-samples", default=64, help="evaluation samples per run for --sanity")
     parser.add_argument("--dry-run", action="store_true", help="print the training commands and stop")
     parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help="write no report.html of the sweep (each run writes its own unless --train-args '--no_report')",
+    )
+    parser.add_argument(
         "--shard",
         type=_shard,
         default=None,
@@ -164,7 +169,15 @@ def run(args: argparse.Namespace) -> int:
     if args.sanity and not args.dry_run and args.shard is None:
         sanity_sweep(config.output_dir, max_samples=args.sanity_samples)  # each run's own Grad-CAM layer
         write_outputs(config.output_dir, config, invoked_as)
+    if not (args.no_report or args.dry_run or args.shard is not None):
+        _write_report(config.output_dir)
     return report.exit_code
+
+
+def _write_report(output_dir: str) -> None:
+    from ..report import write_report
+
+    print(f"wrote {write_report(output_dir)}")
 
 
 def _collect(args: argparse.Namespace) -> int:
@@ -177,6 +190,8 @@ def _collect(args: argparse.Namespace) -> int:
         sanity_sweep(args.output_dir, max_samples=args.sanity_samples)
     outputs = write_outputs(args.output_dir, config)
     print(f"collected the finished runs of {args.output_dir}: {outputs['summary']}")
+    if not args.no_report:
+        _write_report(args.output_dir)
     return 0
 
 

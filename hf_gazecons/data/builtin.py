@@ -30,6 +30,7 @@ SHAPE_NAMES = ("circle", "square", "triangle", "cross", "ring", "diamond", "star
 # image centre.
 _RADIUS_RANGE = (0.12, 0.17)
 _CENTRE_RADIUS = 0.25
+_CORNER = 0.16  # a planted object's centre: this fraction of the size from two image edges
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
@@ -46,6 +47,7 @@ def make_shapes(
     distractors: int = 2,
     grayscale: bool = False,
     seed: int = 0,
+    planted: float = 0.0,
 ) -> DatasetDict:
     """Synthetic planted-object benchmark with a ground-truth ``mask`` column.
 
@@ -57,25 +59,34 @@ def make_shapes(
     within a class; large ``jitter`` (e.g. 0.3): it can be anywhere. ``n_train``/``n_val``/``n_test``
     count images *per class*. Same ``seed`` -> byte-identical images.
 
+    ``planted`` (e.g. 0.05): that share of the validation images has its object in an image corner,
+    away from every class's usual place (the corner of the quadrant its random offset points to,
+    plus that offset), and the bool column ``planted`` marks them: a known set of images where a
+    model that recognises the shape looks somewhere unusual. The other images are those of
+    ``planted=0``.
+
     >>> dsd = make_shapes(num_classes=3, size=96, jitter=0.3, seed=1)
     >>> dsd["train"].features["label"].names
     ['circle', 'square', 'triangle']
     """
-    _check_shapes_args(num_classes, size, n_train, n_val, n_test, jitter, distractors)
+    _check_shapes_args(num_classes, size, n_train, n_val, n_test, jitter, distractors, planted)
 
     def render(rng: np.random.Generator, label: int) -> tuple[dict, dict]:
         return _shapes_sample(rng, label, num_classes, size, jitter, distractors, grayscale)
 
+    def render_planted(rng: np.random.Generator, label: int) -> tuple[dict, dict]:
+        return _shapes_sample(rng, label, num_classes, size, jitter, distractors, grayscale, planted=True)
+
     counts = {"train": n_train, "validation": n_val, "test": n_test}
-    return planted_splits(SHAPE_NAMES[:num_classes], counts, seed, render)
+    return planted_splits(SHAPE_NAMES[:num_classes], counts, seed, render, planted, render_planted)
 
 
-def _check_shapes_args(num_classes, size, n_train, n_val, n_test, jitter, distractors) -> None:
+def _check_shapes_args(num_classes, size, n_train, n_val, n_test, jitter, distractors, planted) -> None:
     if not 2 <= num_classes <= len(SHAPE_NAMES):
         raise DataError(
             f"shapes supports 2 to {len(SHAPE_NAMES)} classes ({', '.join(SHAPE_NAMES)}), got num_classes={num_classes}"
         )
-    check_planted_options("shapes", size, 32, n_train, n_val, n_test, jitter, distractors)
+    check_planted_options("shapes", size, 32, n_train, n_val, n_test, jitter, distractors, planted)
 
 
 def class_centre(label: int, num_classes: int, size: int) -> tuple[float, float]:
@@ -88,16 +99,19 @@ def class_centre(label: int, num_classes: int, size: int) -> tuple[float, float]
     )
 
 
-def _shapes_sample(rng, label, num_classes, size, jitter, distractors, grayscale):
-    """One (image, mask) pair of :func:`make_shapes`."""
+def _shapes_sample(rng, label, num_classes, size, jitter, distractors, grayscale, planted=False):
+    """One (image, mask) pair of :func:`make_shapes` (``planted``: the object in a corner, with the
+    same random numbers drawn)."""
     canvas = _background(rng, size)
     for _ in range(distractors):
         _paint(canvas, _distractor_mask(rng, size), _object_colour(rng))
 
     radius = rng.uniform(*_RADIUS_RANGE) * size
-    cx, cy = class_centre(label, num_classes, size)
-    cx += rng.uniform(-jitter, jitter) * size
-    cy += rng.uniform(-jitter, jitter) * size
+    dx = rng.uniform(-jitter, jitter) * size
+    dy = rng.uniform(-jitter, jitter) * size
+    cx, cy = _corner(dx, dy, size) if planted else class_centre(label, num_classes, size)
+    cx += dx
+    cy += dy
     cx = float(np.clip(cx, radius + 1, size - radius - 1))
     cy = float(np.clip(cy, radius + 1, size - radius - 1))
     rotation = rng.uniform(-15, 15)
@@ -108,6 +122,11 @@ def _shapes_sample(rng, label, num_classes, size, jitter, distractors, grayscale
     if grayscale:
         image = image.convert("L")
     return encode_png(image), encode_png(PILImage.fromarray(np.where(mask, 255, 0).astype(np.uint8), "L"))
+
+
+def _corner(dx: float, dy: float, size: int) -> tuple[float, float]:
+    """The centre of a planted object: near the image corner of the quadrant that (dx, dy) points to."""
+    return (_CORNER if dx < 0 else 1 - _CORNER) * size, (_CORNER if dy < 0 else 1 - _CORNER) * size
 
 
 def _background(rng, size: int) -> np.ndarray:

@@ -3,7 +3,9 @@
 :func:`load_image_dataset` accepts a built-in name (``builtin:shapes?jitter=0.3``), a local
 directory (written by ``save_to_disk``, or an image folder with one sub-folder per class) or a Hub
 data set id, and returns data sets whose only columns are ``image`` (Image), ``label``
-(ClassLabel) and, where the source has masks, ``mask`` (Image, mode "L", nonzero = object).
+(ClassLabel) and, where the source has masks, ``mask`` (Image, mode "L", nonzero = object); two
+columns of plain values are kept for the per-image table where the source has them: ``id`` (the
+first of :data:`ID_NAMES`) and ``planted`` (bool: the built-ins' planted images).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ BUILTINS: dict[str, Callable[..., DatasetDict]] = {"shapes": make_shapes, "digit
 IMAGE_NAMES = ("image", "img", "images", "picture", "pixel_values")
 LABEL_NAMES = ("label", "labels", "class", "target", "fine_label")
 MASK_NAMES = ("mask", "masks", "segmentation_mask")
+ID_NAMES = ("id", "image_id", "img_id", "uid", "file_name", "filename")
+PLANTED = "planted"
 EVAL_SPLITS = ("validation", "valid", "val", "test", "train")
 
 
@@ -249,7 +253,11 @@ def _detect_columns(
     image = _find(features, taken, image_column, "image", _is_image, IMAGE_NAMES, _image_name_ok)
     taken[image] = "image"
     label = _find(features, taken, label_column, "label", _is_class_label, LABEL_NAMES)
-    return {"image": image, "label": label, "mask": mask}
+    taken[label] = "label"
+    values = [n for n, f in features.items() if n not in taken and isinstance(f, Value)]
+    row_id = next((n for n in ID_NAMES if n in values), None)
+    planted = PLANTED if PLANTED in values and features[PLANTED].dtype == "bool" else None
+    return {"image": image, "label": label, "mask": mask, "id": row_id, PLANTED: planted}
 
 
 def _find(features, taken, named, role, is_typed, names, name_ok=lambda n, f: True) -> str:
@@ -346,7 +354,7 @@ def _label_names(raw: DatasetDict, column: str) -> list[str]:
 
 def _standardise(dataset: Dataset, columns: dict, label_names: list[str]) -> Dataset:
     """Keep the image/label/mask columns, renamed and cast to the standard features."""
-    keep = [c for c in (columns["image"], columns["label"], columns["mask"]) if c is not None]
+    keep = [c for c in columns.values() if c is not None]
     dataset = dataset.select_columns(keep)
     rename = {src: dst for dst, src in columns.items() if src is not None and src != dst}
     if rename:

@@ -100,6 +100,11 @@ class Variant(ABC):
         nothing to the sum, so the class map is the sum of :meth:`averaged_maps` over ``class_map_count``."""
         return count
 
+    def final_class_maps(self, sums: ClassSums) -> torch.Tensor:
+        """(K, H', W') each class's map at the end of an evaluation, the one :meth:`deviation_sums`
+        measures against: the sum of :meth:`averaged_maps` over :meth:`class_map_count` maps."""
+        return sums.map_sum / self.class_map_count(sums.count, sums.zero_count).clamp(min=1)[:, None, None]
+
     def zero_map_value(self, class_maps: torch.Tensor) -> torch.Tensor:
         """(N,) the deviation of an all-zero map from each of the (N, H', W') ``class_maps``."""
         return self.deviation(class_maps.new_zeros(class_maps.shape), class_maps)

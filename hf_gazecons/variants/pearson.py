@@ -86,6 +86,11 @@ class PearsonVariant(Variant):
     def class_map_count(self, count: torch.Tensor, zero_count: torch.Tensor) -> torch.Tensor:
         return count - zero_count
 
+    def final_class_maps(self, sums: ClassSums) -> torch.Tensor:
+        """``U_c``, the sum of the class's ``u(x)``: its direction is ``v_c`` (0 for a class without a
+        non-constant map)."""
+        return sums.terms["centred_unit"]
+
     def sample_terms(self, maps: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"centred_unit": centred_unit_maps(maps), "live": has_direction(maps).to(maps.dtype)}
 
