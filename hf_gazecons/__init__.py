@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "CAM": "cam",
     "GradCAM": "cam",
     "CAMOutput": "cam",
+    "cam_methods": "cam_family",
     "gaze_consistency": "metric",
     "ConsistencyResult": "consistency_result",
     "load_model": "models",
@@ -72,7 +74,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
     from .app import build_app  # noqa: F401
-    from .cam import CAMOutput, GradCAM  # noqa: F401
+    from .cam import CAM, CAMOutput, GradCAM  # noqa: F401
+    from .cam_family import cam_methods  # noqa: F401
     from .class_maps import load_class_maps  # noqa: F401
     from .consistency_result import ConsistencyResult  # noqa: F401
     from .data import BadImage, ImageClassificationDataset, drop_bad_images, load_image_dataset  # noqa: F401

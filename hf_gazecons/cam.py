@@ -1,4 +1,9 @@
-"""Grad-CAM from one forward pass (docs/METHOD.md, section 1).
+"""Class activation maps from one forward pass: Grad-CAM (docs/METHOD.md, section 1) and the CAM family
+(section 12).
+
+:class:`CAM` computes the maps of any method of :mod:`~hf_gazecons.cam_family` (Grad-CAM++,
+LayerCAM, Score-CAM, ...); :class:`GradCAM` is its Grad-CAM case. One forward (and, for the gradient
+methods, one gradient) serves several methods at once: :meth:`CAM.maps`.
 
 Two modes share one code path:
 
@@ -29,7 +34,7 @@ Example::
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cam_family import DEFAULT_CAM_METHOD, CAMInputs, CAMMethod, check_cam_method, get_cam_method
 from .errors import ModelLoadError, TargetLayerError, UsageError
 from .per_sample import (
     GradientPath,
@@ -52,7 +58,7 @@ from .per_sample import (
 from .per_sample_modes import DEFAULT_PER_SAMPLE, PerSample, check_per_sample
 from .targets import TargetLayer, resolve_target, to_spatial_map, unwrap_model
 
-__all__ = ["GradCAM", "CAMOutput", "model_logits", "normalize_maps", "resize_maps", "is_compiled"]
+__all__ = ["CAM", "GradCAM", "CAMOutput", "model_logits", "normalize_maps", "resize_maps", "is_compiled"]
 
 EPS = 1e-8
 
@@ -60,7 +66,8 @@ EPS = 1e-8
 @dataclass
 class CAMOutput:
     """``maps``: (B, H', W') in [0, 1] at the target's resolution; ``logits``: (B, K); ``raw``: the
-    weighted channel sum ``sum_k alpha_k A^k`` before the ReLU and the normalisation (B, H', W')."""
+    method's map before the ReLU and the normalisation (B, H', W'), for Grad-CAM the weighted
+    channel sum ``sum_k alpha_k A^k``."""
 
     maps: torch.Tensor
     logits: torch.Tensor
@@ -88,53 +95,64 @@ def resize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return pooled[:, 0]
 
 
-def class_activation(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
-    """docs/METHOD.md (1.1)-(1.2), the map before the ReLU, on (B, C, H', W') tensors: ``sum_k alpha_k A^k``."""
-    alpha = gradients.mean(dim=(2, 3), keepdim=True)  # (1.1): (1/P) sum_ij dy^c/dA^k_ij
-    return (alpha * activations).sum(dim=1)
-
-
-class GradCAM:
-    """Grad-CAM of ``model`` at ``target`` (docs/METHOD.md, section 1), from one forward pass.
+class CAM:
+    """The maps of one CAM ``method`` (:func:`~hf_gazecons.cam_family.cam_methods`) of ``model`` at
+    ``target``, from one forward pass.
 
     Args:
         model: a classifier (timm, transformers or a plain module); wrapped models (DDP, accelerate,
             torch.compile in scoring mode) work, the forward goes through the wrapper.
         target: ``None`` (resolved automatically, see :mod:`~hf_gazecons.targets`), a module name
             or a timm stage index.
-        differentiable: maps that carry gradients to the parameters (training).
-        second_order: differentiate through the channel weights too (needs ``differentiable``).
+        method: the saliency method (default ``"gradcam"``).
+        differentiable: maps that carry gradients to the parameters (training); not for the
+            scoring-only methods (``scorecam``, ``eigencam``).
+        second_order: differentiate through the gradients in the channel weights too (needs
+            ``differentiable``); without it they are constants, the activations are not.
         per_sample: where a layer after the target mixes the samples of a batch, ``"held_stats"``
             (batch-norm statistics held constant in ``dy_i/dA_i``; one backward) or ``"exact"`` (the
             full derivative; B vector-Jacobian products). Without such a layer (eval mode, GroupNorm,
             LayerNorm) both are the same single backward.
+        masked_batch_size: masked inputs per forward of Score-CAM (its memory: one forward of that
+            many images).
 
     Calling ``cam(pixel_values, targets=None)`` returns :class:`CAMOutput`; ``targets=None``
-    explains the predicted class. The model's train/eval mode and its hooks are left as found.
-    ``per_sample_path`` tells how the last call got its per-sample gradients (one of
+    explains the predicted class. :meth:`maps` gives several methods from the same forward. The
+    model's train/eval mode and its hooks are left as found. ``per_sample_path`` tells how the last
+    call that took gradients got its per-sample gradients (one of
     :data:`~hf_gazecons.per_sample.GRADIENT_PATHS`). A coupling layer whose statistics cannot be held
     (anything but batch norm) is differentiated exactly, with a warning on the first call.
 
     Raises:
         TargetLayerError: the target cannot be resolved, yields no spatial map, or (differentiable)
             the model is compiled.
-        UsageError: ``second_order`` without ``differentiable``, or an unknown ``per_sample``.
+        UsageError: an unknown method, a scoring-only method with ``differentiable``,
+            ``second_order`` without ``differentiable``, or an unknown ``per_sample``.
 
     Example::
 
-        >>> out = GradCAM(timm.create_model("resnet18", num_classes=4))(torch.randn(2, 3, 224, 224))
+        >>> cam = CAM(timm.create_model("resnet18", num_classes=4), method="layercam")
+        >>> out = cam(torch.randn(2, 3, 224, 224))
         >>> out.maps.shape, out.logits.shape
         (torch.Size([2, 7, 7]), torch.Size([2, 4]))
+        >>> cam.maps(torch.randn(2, 3, 224, 224), methods=["gradcam", "eigencam"])["eigencam"].maps.shape
+        torch.Size([2, 7, 7])
     """
 
     def __init__(
         self,
         model: nn.Module,
         target: str | int | None = None,
+        method: str = DEFAULT_CAM_METHOD,
         differentiable: bool = False,
         second_order: bool = False,
         per_sample: PerSample = DEFAULT_PER_SAMPLE,
+        *,
+        masked_batch_size: int = 32,
     ) -> None:
+        self.method: CAMMethod = get_cam_method(method)
+        if differentiable:
+            check_cam_method(method, training=True)
         if second_order and not differentiable:
             raise UsageError("second_order=True needs differentiable=True")
         if differentiable and is_compiled(model):
@@ -149,18 +167,32 @@ class GradCAM:
         self.second_order = second_order
         self.per_sample = check_per_sample(per_sample)
         self.per_sample_path: GradientPath | None = None
+        self.masked_batch_size = masked_batch_size
 
     @property
     def target_name(self) -> str:
         return self.target.name
 
     def __call__(self, pixel_values: torch.Tensor, targets: torch.Tensor | None = None) -> CAMOutput:
+        return self.maps(pixel_values, targets)[self.method.name]
+
+    def maps(
+        self, pixel_values: torch.Tensor, targets: torch.Tensor | None = None, methods: Sequence[str] | None = None
+    ) -> dict[str, CAMOutput]:
+        """The :class:`CAMOutput` of each of ``methods`` (default: this CAM's method) from ONE forward
+        pass and, where any of them needs it, one gradient; ``targets=None`` explains the predicted
+        class. The methods share the logits."""
+        chosen = [self.method] if methods is None else [get_cam_method(name) for name in methods]
+        if self.differentiable:
+            for method in chosen:
+                check_cam_method(method.name, training=True)
         input_size = tuple(pixel_values.shape[-2:])
+        needs_gradients = any(method.uses_gradients for method in chosen)
         key = coupling_key(self.model, self.target_name, self.per_sample)
         path = known_path(self.model, key)
-        if path is None and is_compiled(self.model):
+        if needs_gradients and path is None and is_compiled(self.model):
             path = self._probe_compiled(pixel_values, key)
-        statistics = self._held_statistics(path)
+        statistics = self._held_statistics(path) if needs_gradients else None
         with self._tap(statistics) as captured, torch.set_grad_enabled(self.differentiable):
             logits = model_logits(self.model, pixel_values)
         if "A" not in captured:
@@ -168,26 +200,35 @@ class GradCAM:
         activations = captured["A"]
         if targets is None:
             targets = logits.detach().argmax(dim=1)
-        with torch.enable_grad():  # also inside a caller's no_grad (evaluation loops)
-            if path is None:
-                path = self._find_path(logits, activations, statistics, key)
-            gradients = score_gradients(
-                path, logits, activations, targets.to(logits.device), statistics,
-                retain_graph=self.differentiable, create_graph=self.second_order,
-            )  # fmt: skip
-        self.per_sample_path = path
-        gradients = None if gradients is None else to_spatial_map(gradients, self.target, input_size)
-        if gradients is None or not gradients.any():
-            raise TargetLayerError(
-                f"the class score does not depend on the spatial positions of {self.target_name!r} "
-                "(e.g. a ViT block output whose head reads only the class token); choose another layer"
-            )
-        with torch.set_grad_enabled(self.differentiable):
-            raw = class_activation(to_spatial_map(activations, self.target, input_size).float(), gradients.float())
-            maps = normalize_maps(F.relu(raw))  # docs/METHOD.md (1.3) and (1.4)
+        targets = targets.to(logits.device)
+        gradients = None
+        if needs_gradients:
+            with torch.enable_grad():  # also inside a caller's no_grad (evaluation loops)
+                if path is None:
+                    path = self._find_path(logits, activations, statistics, key)
+                gradients = score_gradients(
+                    path, logits, activations, targets, statistics,
+                    retain_graph=self.differentiable, create_graph=self.second_order,
+                )  # fmt: skip
+            self.per_sample_path = path
+            gradients = None if gradients is None else to_spatial_map(gradients, self.target, input_size)
+            if gradients is None or not gradients.any():
+                raise TargetLayerError(
+                    f"the class score does not depend on the spatial positions of {self.target_name!r} "
+                    "(e.g. a ViT block output whose head reads only the class token); choose another layer"
+                )
+            gradients = _at_least_float32(gradients)
+        spatial = _at_least_float32(to_spatial_map(activations, self.target, input_size))
         if not self.differentiable:
-            logits, raw = logits.detach(), raw.detach()
-        return CAMOutput(maps=maps, logits=logits, raw=raw)
+            logits, spatial = logits.detach(), spatial.detach()
+        inputs = CAMInputs(spatial, gradients, pixel_values, targets, self.model, self.masked_batch_size)
+        outputs = {}
+        for method in chosen:
+            with torch.set_grad_enabled(self.differentiable):
+                raw = method.compute(inputs)
+                maps = normalize_maps(F.relu(raw))  # docs/METHOD.md (1.3) and (1.4)
+            outputs[method.name] = CAMOutput(maps=maps, logits=logits, raw=raw if self.differentiable else raw.detach())
+        return outputs
 
     def _held_statistics(self, path: GradientPath | None) -> HeldStatistics | None:
         """The mode that can hold batch-norm statistics in this call, where the mode and path want it
@@ -302,6 +343,32 @@ class GradCAM:
                     delattr(owner, method)
                 else:
                     setattr(owner, method, patched_before)
+
+
+class GradCAM(CAM):
+    """Grad-CAM of ``model`` at ``target`` (docs/METHOD.md, section 1): ``CAM(model, target, "gradcam", ...)``.
+
+    Example::
+
+        >>> out = GradCAM(timm.create_model("resnet18", num_classes=4))(torch.randn(2, 3, 224, 224))
+        >>> out.maps.shape, out.logits.shape
+        (torch.Size([2, 7, 7]), torch.Size([2, 4]))
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target: str | int | None = None,
+        differentiable: bool = False,
+        second_order: bool = False,
+        per_sample: PerSample = DEFAULT_PER_SAMPLE,
+    ) -> None:
+        super().__init__(model, target, "gradcam", differentiable, second_order, per_sample)
+
+
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Maps are computed in float32 (float64 for a float64 model), whatever the autocast dtype."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def is_compiled(model: nn.Module) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .cam_family import DEFAULT_CAM_METHOD
 from .run_record import CONSISTENCY, class_metric, metric_key, variant_metric
 from .variants import DEFAULT_VARIANT
 
@@ -48,7 +49,7 @@ class ConsistencyResult:
     """L_CAM (``value``; lower = more consistent) beside accuracy, kappa and the mean cross-entropy
     ``loss``, per class and overall. ``values`` holds L_CAM under every variant that one pass could
     compute: always ``paper``, ``pearson`` and ``robust`` (they need only sums), ``reference`` when
-    asked for."""
+    asked for. ``cam_method`` is the saliency method of the maps (:func:`~hf_gazecons.cam_family.cam_methods`)."""
 
     value: float | None
     per_class: dict[str, ClassConsistency]
@@ -68,6 +69,7 @@ class ConsistencyResult:
     dataset: str | None = None
     split: str | None = None
     values: dict[str, float | None] = field(default_factory=dict)
+    cam_method: str = DEFAULT_CAM_METHOD
 
     @property
     def zero_map_share(self) -> float | None:
@@ -102,6 +104,7 @@ class ConsistencyResult:
             "dataset": self.dataset,
             "split": self.split,
             "variant": self.variant,
+            "cam_method": self.cam_method,
             "grid": list(self.grid) if self.grid else None,
             "target_layer": self.target_name,
             "cam_size": list(self.cam_size),

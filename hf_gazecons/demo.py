@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .cam_family import DEFAULT_CAM_METHOD, check_cam_method
 from .checks import check_curriculum, check_fields
 from .formatting import fmt_metric
 from .run_record import variant_metric
@@ -28,7 +29,8 @@ class DemoSettings:
     """A tiny timm EfficientNet learns the shapes (accuracy > 0.9) in 10 epochs of about ten seconds
     each on 2 CPU cores; the regularised runs use the curriculum (0 up to epoch ``t0``, full from
     epoch ``t1``): ``lambda_max`` is the paper run's, ``pearson_lambda_max`` the pearson run's (its
-    deviation lies in [0, 1], about three times the paper variant's values here)."""
+    deviation lies in [0, 1], about three times the paper variant's values here). ``cam_method`` is the
+    maps' method, of the penalty and of the evaluations."""
 
     model: str = "test_efficientnet"
     dataset: str = "builtin:shapes?size=128"
@@ -41,10 +43,12 @@ class DemoSettings:
     learning_rate: float = 3e-3
     batch_size: int = 32
     seed: int = 0
+    cam_method: str = DEFAULT_CAM_METHOD
 
     def __post_init__(self) -> None:
         check_fields(self)
         check_curriculum(self.t0, self.t1)
+        check_cam_method(self.cam_method, training=True)
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ def run_demo(
     for name, arm in demo_arms(settings).items():
         flips = ", class map follows flips" if arm.follow_flips else ""
         print(f"== {name}: {settings.model}, lambda_max = {arm.lambda_max:g}, variant {arm.variant}{flips}, "
-              f"{settings.epochs} epochs")  # fmt: skip
+              f"CAM method {settings.cam_method}, {settings.epochs} epochs")  # fmt: skip
         args = GazeConsistencyTrainingArguments(
             output_dir=str(output_dir / name),
             num_train_epochs=settings.epochs,
@@ -99,6 +103,7 @@ def run_demo(
             save_strategy="no",
             seed=settings.seed,
             disable_tqdm=True,
+            cam_method=settings.cam_method,
         )
         runs[name] = train(data_args, args)
     label_names = runs["baseline"].results.config.label_names
@@ -109,7 +114,7 @@ def run_demo(
         },
         label_names,
         output_dir / "class_means_comparison.png",
-        title="Class-mean Grad-CAM on the validation split",
+        title=f"Class-mean maps ({settings.cam_method}) on the validation split",
     )
     write_json(output_dir / "comparison.json", {name: run.results.final for name, run in runs.items()})
     if report:

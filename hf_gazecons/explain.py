@@ -1,4 +1,4 @@
-"""Grad-CAM of individual images, for pictures: maps with the predicted label and its probability.
+"""CAM maps of individual images, for pictures: maps with the predicted label and its probability.
 
 >>> shown = explain(load_model("hf-hub:org/name"), [Image.open("x.png")])
 >>> plot_overlays(shown.images, shown.maps, shown.titles(), "overlays.png")
@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from .batching import eval_mode
-from .cam import GradCAM
+from .cam import CAM
+from .cam_family import DEFAULT_CAM_METHOD
 from .data.torch_dataset import decode_image
 from .models import LoadedModel
 
@@ -43,12 +44,13 @@ def explain(
     images: Sequence[Image.Image],
     target: str | int | None = None,
     true_labels: list[str] | None = None,
+    cam_method: str = DEFAULT_CAM_METHOD,
 ) -> Explanation:
-    """One Grad-CAM forward over ``images`` with ``loaded``'s own preprocessing."""
+    """One CAM forward (``cam_method``, default Grad-CAM) over ``images`` with ``loaded``'s own preprocessing."""
     pixel_values = torch.stack([loaded.preprocessing(image) for image in images])
     device = next(loaded.model.parameters()).device
     with eval_mode(loaded.model):
-        out = GradCAM(loaded.model, target)(pixel_values.to(device))
+        out = CAM(loaded.model, target, cam_method)(pixel_values.to(device))
     probabilities, predictions = out.logits.softmax(dim=1).max(dim=1)
     return Explanation(
         images=list(images),

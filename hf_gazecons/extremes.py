@@ -19,6 +19,7 @@ import datasets
 import pyarrow as pa
 from PIL import Image
 
+from .cam_family import DEFAULT_CAM_METHOD
 from .data.torch_dataset import decode_image
 from .explain import explain
 from .filenames import EXAMPLES_DIR
@@ -88,14 +89,16 @@ def write_extremes(
     directory: str | Path,
     target: str | int | None = None,
     per_class: int = 3,
+    cam_method: str = DEFAULT_CAM_METHOD,
 ) -> Path:
-    """Write the overlays of :func:`extreme_rows` and ``examples.json`` into ``directory/examples``."""
+    """Write the overlays of :func:`extreme_rows` (maps of ``cam_method``, the method the table was
+    scored with) and ``examples.json`` into ``directory/examples``."""
     folder = Path(directory) / EXAMPLES_DIR
     folder.mkdir(parents=True, exist_ok=True)
     chosen = extreme_rows(table, per_class)
     if chosen:
         images = images_at(dataset, [row["position"] for row in chosen])
-        explained = explain(loaded, images, target)
+        explained = explain(loaded, images, target, cam_method=cam_method)
         for i, row in enumerate(chosen):
             row["file"] = f"{i:04d}.jpg"
             overlay_image(images[i], explained.maps[i], THUMBNAIL).save(folder / row["file"], quality=85)

@@ -269,6 +269,7 @@ def _results(
         per_sample=args.per_sample,
         per_sample_path=trainer.per_sample_path,
         target_layer=trainer.target_name,
+        cam_method=args.cam_method,
         epochs=args.num_train_epochs,
         learning_rate=args.learning_rate,
         batch_size=args.per_device_train_batch_size * args.world_size,
@@ -319,7 +320,12 @@ def _write_outputs(
         title = f"{results.config.architecture}  lambda_max={results.config.lambda_max}"
         plot_learning_curves(results.history, output_dir / "learning_curves.png", title)
         plot_kappa_vs_consistency(results.history, output_dir / "kappa_vs_consistency.png", title)
-        plot_class_means({title: evaluation.class_means}, loaded.label_names, output_dir / "class_means.png")
+        plot_class_means(
+            {title: evaluation.class_means},
+            loaded.label_names,
+            output_dir / "class_means.png",
+            title=f"Class-mean maps ({results.config.cam_method}, representative gaze)",
+        )
         save_class_maps(
             output_dir / CLASS_MAPS_FILE,
             evaluation.class_means,
@@ -329,7 +335,7 @@ def _write_outputs(
         )
         if run.samples is not None:
             write_samples(run.samples, output_dir, data_args.samples_format)
-            write_extremes(loaded, eval_data, run.samples, output_dir, target)
+            write_extremes(loaded, eval_data, run.samples, output_dir, target, cam_method=results.config.cam_method)
         model_card(results).save(output_dir / "README.md")
         if data_args.report:
             write_report(output_dir)

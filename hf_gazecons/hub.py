@@ -30,6 +30,7 @@ from huggingface_hub import (
 from huggingface_hub.errors import HfHubHTTPError, HTTPError
 from huggingface_hub.utils import get_session
 
+from .cam_family import DEFAULT_CAM_METHOD, get_cam_method
 from .errors import HubError, first_line
 from .filenames import CLASS_MAPS_FILE, RESULTS_FILE
 from .formatting import fmt_metric
@@ -59,13 +60,16 @@ data of ``hf_gazecons.templates`` once installed."""
 _METRICS = (  # model-index type, its name, and the metric's name in the run record
     ("accuracy", "Accuracy", "accuracy"),
     ("cohen_kappa", "Cohen's kappa", "kappa"),
-    (CONSISTENCY, "Gaze consistency (L_CAM, lower is more consistent)", CONSISTENCY),
+    (CONSISTENCY, "Gaze consistency under {method} (L_CAM, lower is more consistent)", CONSISTENCY),
 )
 
 
-def eval_results(metrics: dict[str, Any], dataset: str, split: str, prefix: str = "eval") -> list[EvalResult]:
+def eval_results(
+    metrics: dict[str, Any], dataset: str, split: str, prefix: str = "eval", cam_method: str = DEFAULT_CAM_METHOD
+) -> list[EvalResult]:
     """model-index entries for accuracy, Cohen's kappa and gaze consistency (those that exist)
-    from flat ``{prefix}_*`` metrics."""
+    from flat ``{prefix}_*`` metrics; the gaze consistency names its CAM method (in its name and as
+    its ``metric_config``)."""
     return [
         EvalResult(
             task_type="image-classification",
@@ -73,8 +77,9 @@ def eval_results(metrics: dict[str, Any], dataset: str, split: str, prefix: str 
             dataset_name=dataset,
             dataset_split=split,
             metric_type=metric_type,
-            metric_name=name,
+            metric_name=name.format(method=get_cam_method(cam_method).title),
             metric_value=metrics[metric_key(prefix, key)],
+            metric_config=cam_method if metric_type == CONSISTENCY else None,
         )
         for metric_type, name, key in _METRICS
         if metrics.get(metric_key(prefix, key)) is not None
@@ -100,8 +105,9 @@ def model_card(results: RunResults, repo_id: str | None = None) -> ModelCard:
         base_model=config.base_model,
         datasets=[config.dataset] if _is_hub_id(config.dataset) else None,
         license="apache-2.0",
-        eval_results=eval_results(reported, config.dataset, reported_split, reported_prefix),
+        eval_results=eval_results(reported, config.dataset, reported_split, reported_prefix, config.cam_method),
     )
+    method = get_cam_method(config.cam_method)
     return ModelCard.from_template(
         card_data,
         template_str=CARD_TEMPLATE.read_text(encoding="utf-8"),
@@ -111,6 +117,7 @@ def model_card(results: RunResults, repo_id: str | None = None) -> ModelCard:
         dataset=config.dataset,
         split=config.eval_split,
         variant=config.variant,
+        cam_method=method,
         evaluations=[(s, _Attrs(_unprefixed(m, p))) for s, p, m in evaluations],
         per_class=[(label, results.metric(class_metric(label))) for label in config.label_names],
         pearson_r=results.pearson_r_kappa_consistency,
@@ -191,10 +198,11 @@ def push_results(
 ) -> str:
     """Add a ``consistency.json`` result (``ConsistencyResult.to_dict()``) to ``repo_id``'s card.
 
-    The accuracy, Cohen's kappa and gaze consistency become ``model-index`` eval results, merged
-    into the card's metadata with ``huggingface_hub.metadata_update``; the rest of the card is kept.
-    ``files`` (``consistency.json``, the per-image table) follow in a second commit to the same
-    branch (or pull request), under :func:`results_folder`.
+    The accuracy, Cohen's kappa and gaze consistency (of each CAM method scored) become
+    ``model-index`` eval results, merged into the card's metadata with
+    ``huggingface_hub.metadata_update``; the rest of the card is kept. ``files``
+    (``consistency.json``, the per-image table) follow in a second commit to the same branch (or
+    pull request), under :func:`results_folder`.
 
     Returns:
         The commit URL, or the pull request's URL with ``create_pr=True``.
@@ -209,7 +217,11 @@ def push_results(
     """
     metrics = {metric_key("score", name): scores[name] for _, _, name in _METRICS}
     split = scores.get("split") or "test"
-    results = eval_results(metrics, scores["dataset"], split, prefix="score")
+    results = eval_results(metrics, scores["dataset"], split, "score", scores.get("cam_method") or DEFAULT_CAM_METHOD)
+    for method, other in (scores.get("by_cam_method") or {}).items():  # score --cam-method all
+        if method != scores.get("cam_method"):
+            value = {metric_key("score", CONSISTENCY): other.get(CONSISTENCY)}
+            results += eval_results(value, scores["dataset"], split, "score", method)
     if not results:
         raise HubError("the scores hold no metric to push")
     metadata = ModelCardData(model_name=repo_id.split("/")[-1], eval_results=results).to_dict()

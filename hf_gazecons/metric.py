@@ -1,6 +1,7 @@
 """The gaze-consistency metric over a data set (docs/METHOD.md, section 4), with accuracy and Cohen's kappa.
 
-One pass over the data: each batch's single Grad-CAM forward gives the predictions and the maps.
+One pass over the data: each batch's single CAM forward gives the predictions and the maps (of one
+method, or of several at once: :func:`scoring_pass`).
 For every variant but ``reference``, memory does not grow with the data set: per class the count
 ``|D_c+|`` (the confusion matrix's diagonal), the map sum and each variant's own sums are enough
 (see :class:`~hf_gazecons.variants.ClassSums`). These sums merge by addition, across batches and
@@ -14,10 +15,11 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +30,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .batching import batch_source, check_labels, data_length, eval_mode, unpack_batch
-from .cam import GradCAM
+from .cam import CAM, CAMOutput
+from .cam_family import DEFAULT_CAM_METHOD
 from .consistency_result import ClassConsistency, ConsistencyResult, Localization
 from .deviation import on_grid
 from .errors import MetricError
@@ -42,6 +45,8 @@ __all__ = [
     "ConsistencyStatistics",
     "REFERENCE_BYTES_PER_PIXEL",
     "gaze_consistency",
+    "scoring_options",
+    "scoring_pass",
     "cohen_kappa",
 ]
 
@@ -189,8 +194,11 @@ class ConsistencyStatistics:
             dist.all_gather_object(gathered, self.kept_maps)
             self.kept_maps = [[m for rank in gathered for m in rank[c]] for c in range(self.num_classes)]
 
-    def result(self, label_names: list[str], target_name: str) -> ConsistencyResult:
-        """Finish: per-class values (classes with >= 2 correct samples) and L_CAM (docs/METHOD.md, section 4)."""
+    def result(
+        self, label_names: list[str], target_name: str, cam_method: str = DEFAULT_CAM_METHOD
+    ) -> ConsistencyResult:
+        """Finish: per-class values (classes with >= 2 correct samples) and L_CAM (docs/METHOD.md,
+        section 4) of the maps of ``cam_method``."""
         counts = self.confusion.diag()
         n_samples = self.confusion.sum(dim=1)
         if self.map_sum is None:
@@ -242,6 +250,7 @@ class ConsistencyStatistics:
             grid=self.grid,
             localization=localization,
             values=values,
+            cam_method=cam_method,
         )
 
     def _warn_if_unreliable(self, value: float | None, counts: torch.Tensor) -> None:
@@ -272,6 +281,7 @@ def gaze_consistency(
     max_kept_bytes: int | None = None,
     dtype: torch.dtype | None = None,
     samples: SampleRecorder | None = None,
+    cam_method: str = DEFAULT_CAM_METHOD,
 ) -> ConsistencyResult:
     """Score ``model``'s gaze consistency, accuracy and kappa on ``data`` in one pass.
 
@@ -295,11 +305,13 @@ def gaze_consistency(
         variant: the deviation L_CAM reports (``paper``, ``reference``, ``robust`` or ``pearson``);
             all but ``reference`` are always computed (``result.values``).
         grid: resample every map to this ``(H, W)`` by averaging areas, to compare backbones.
-        target: Grad-CAM target layer: a module name, a timm stage index, or None (automatic).
+        target: the maps' target layer: a module name, a timm stage index, or None (automatic).
         label_names: the class names in logit order (default: the LoadedModel's, else "0", "1", ...).
         dtype: autocast dtype of the forward (None: full precision).
         samples: a :class:`~hf_gazecons.samples.SampleRecorder` that collects the per-image table
             (its ``table`` once this returns).
+        cam_method: the saliency method of the maps (:func:`~hf_gazecons.cam_family.cam_methods`,
+            docs/METHOD.md, section 12); Score-CAM's masked forwards come in batches of ``batch_size``.
 
     Returns:
         :class:`~hf_gazecons.consistency_result.ConsistencyResult`: L_CAM (``value``, None when no
@@ -316,34 +328,76 @@ def gaze_consistency(
         >>> result = gaze_consistency(load_model("out/run"), load_image_dataset("builtin:shapes", "test"))
         >>> result.value, result.accuracy, result.zero_map_share
     """
+    options = {name: value for name, value in locals().items() if name not in ("model", "data", "cam_method")}
+    return scoring_pass(model, data, [cam_method], **options)[cam_method]
+
+
+def scoring_options(**options: Any) -> dict[str, Any]:
+    """:func:`gaze_consistency`'s keyword arguments (but ``cam_method``), its defaults filled in.
+
+    Raises:
+        TypeError: an argument that :func:`gaze_consistency` does not take.
+    """
+    parameters = inspect.signature(gaze_consistency).parameters.values()
+    defaults = {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY and p.name != "cam_method"}
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise TypeError(f"unexpected keyword arguments {unknown}; the scoring options are {sorted(defaults)}")
+    return {**defaults, **options}
+
+
+def scoring_pass(
+    model: nn.Module | LoadedModel,
+    data: Iterable[Any],
+    cam_methods: Sequence[str],
+    *,
+    on_batch: Callable[[dict[str, CAMOutput], torch.Tensor], None] | None = None,
+    **options: Any,
+) -> dict[str, ConsistencyResult]:
+    """:func:`gaze_consistency` under each of ``cam_methods`` in ONE pass over ``data``: per batch one
+    forward (and one gradient) serves every method (:meth:`~hf_gazecons.cam.CAM.maps`); they share
+    the predictions. ``on_batch(outputs, labels)`` sees each batch's maps (per method). ``options``
+    are :func:`gaze_consistency`'s keyword arguments (see :func:`scoring_options`)."""
+    settings = scoring_options(**options)
+    preprocessing, label_names, batch_size = settings["preprocessing"], settings["label_names"], settings["batch_size"]
+    variant, grid, max_kept_bytes, dtype = (settings[k] for k in ("variant", "grid", "max_kept_bytes", "dtype"))
     if isinstance(model, LoadedModel):
         preprocessing = preprocessing or model.preprocessing
         label_names = label_names or model.label_names
         model = model.model
-    cam = GradCAM(model, target=target)
+    cam = CAM(model, target=settings["target"], method=cam_methods[0], masked_batch_size=batch_size)
     device = next(model.parameters()).device
     expected = data_length(data)
-    batches = batch_source(data, preprocessing, batch_size, num_workers, pin_memory=device.type == "cuda")
-    statistics: ConsistencyStatistics | None = None
+    workers = settings["num_workers"]
+    batches = batch_source(data, preprocessing, batch_size, workers, pin_memory=device.type == "cuda")
+    statistics: dict[str, ConsistencyStatistics] = {}
     rank0 = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     with eval_mode(model):
-        bar = None if progress and rank0 else True  # None: a bar on terminals, none in logs and pipes
+        bar = None if settings["progress"] and rank0 else True  # None: a bar on terminals, none in logs and pipes
         for batch in tqdm(batches, desc="gaze consistency", unit="batch", disable=bar):
             pixel_values, labels, masks = unpack_batch(batch)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype not in (None, torch.float32)):
-                out = cam(pixel_values.to(device, non_blocking=True))
-            num_classes = out.logits.shape[1]
+                outputs = cam.maps(pixel_values.to(device, non_blocking=True), methods=cam_methods)
+            num_classes = outputs[cam_methods[0]].logits.shape[1]
             check_labels(labels, num_classes)
-            if statistics is None:
-                statistics = ConsistencyStatistics(num_classes, variant, grid, max_kept_bytes, expected, samples)
-            statistics.update(out.maps, out.logits, labels, masks)
-    if statistics is None:
-        statistics = ConsistencyStatistics(len(label_names or []) or 1, variant, grid)
-    statistics.all_reduce()
-    names = list(label_names) if label_names else [str(i) for i in range(statistics.num_classes)]
-    if len(names) != statistics.num_classes:
-        raise MetricError(f"{len(names)} label names for a model with {statistics.num_classes} outputs")
-    return statistics.result(names, cam.target_name)
+            for method, out in outputs.items():
+                if method not in statistics:
+                    recorder = settings["samples"] if method == cam_methods[0] else None
+                    statistics[method] = ConsistencyStatistics(
+                        num_classes, variant, grid, max_kept_bytes, expected, recorder
+                    )
+                statistics[method].update(out.maps, out.logits, labels, masks)
+            if on_batch is not None:
+                on_batch(outputs, labels)
+    results = {}
+    for method in cam_methods:
+        kept = statistics.get(method) or ConsistencyStatistics(len(label_names or []) or 1, variant, grid)
+        kept.all_reduce()
+        names = list(label_names) if label_names else [str(i) for i in range(kept.num_classes)]
+        if len(names) != kept.num_classes:
+            raise MetricError(f"{len(names)} label names for a model with {kept.num_classes} outputs")
+        results[method] = kept.result(names, cam.target_name, method)
+    return results
 
 
 REFERENCE_BYTES_PER_PIXEL = 4

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from .cam_family import DEFAULT_CAM_METHOD
 from .errors import DataError
 from .filenames import RESULTS_FILE
 from .jsonio import write_json
@@ -116,6 +117,7 @@ class RunConfig:
     per_sample: str | None = None
     per_sample_path: str | None = None
     target_layer: str | None = None
+    cam_method: str = DEFAULT_CAM_METHOD
     epochs: float | None = None
     learning_rate: float | None = None
     batch_size: int | None = None

@@ -56,6 +56,8 @@ class SavedRun:
 
     def score(self, data: Any = None, **options: Any) -> ConsistencyResult:
         """:func:`~hf_gazecons.metric.gaze_consistency` of the final model on ``data`` (default: the
-        evaluation split) at the run's layer; ``options`` go to ``gaze_consistency``."""
+        evaluation split) at the run's layer, with the CAM method it trained with unless ``options``
+        name another; ``options`` go to ``gaze_consistency``."""
         options.setdefault("progress", False)
+        options.setdefault("cam_method", self.results.config.cam_method)
         return gaze_consistency(self.loaded, self.split() if data is None else data, target=self.target, **options)

@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, Subset
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
-from .cam import GradCAM, model_logits
+from .cam import CAM, model_logits
+from .cam_family import CAM_METHOD_HELP, DEFAULT_CAM_METHOD, cam_methods
 from .consistency_result import ConsistencyResult
 from .errors import ModelLoadError, TrainingError, UsageError
 from .filenames import GAZE_STATE_FILE
@@ -79,6 +80,13 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
     )
     target_layer: str | None = field(
         default=None, metadata={"help": "Grad-CAM target: module name or timm stage index."}
+    )
+    cam_method: str = field(
+        default=DEFAULT_CAM_METHOD,
+        metadata={
+            "help": f"The penalty's and the evaluation's {CAM_METHOD_HELP}; training needs a differentiable one.",
+            "choices": list(cam_methods()),
+        },
     )
 
     overwrite_output_dir: bool = field(
@@ -155,7 +163,7 @@ class GazeConsistencyTrainer(Trainer):
         self.regularizer = GazeConsistencyLoss(num_classes, self.args.ema_alpha, self.args.variant).to(self.args.device)
         self.curriculum = LambdaCurriculum(self.args.lambda_max, self.args.t0, self.args.t1, self.args.lambda_per_step)
         self.target_name = resolve_target(model, self.args.target).name
-        self._cam: GradCAM | None = None
+        self._cam: CAM | None = None
         self.evaluations: dict[str, ConsistencyResult] = {}  # the last result per metric prefix
         self.evaluation_metrics: dict[str, dict[str, float]] = {}
         self.record_samples = False  # True: each evaluation also keeps its per-image table (sample_tables)
@@ -216,11 +224,11 @@ class GazeConsistencyTrainer(Trainer):
             )
         return inputs["flipped"]
 
-    def _gradcam(self, model: nn.Module) -> GradCAM:
+    def _gradcam(self, model: nn.Module) -> CAM:
         if self._cam is None or self._cam.model is not model:
-            self._cam = GradCAM(
-                model, self.args.target, differentiable=True, second_order=self.args.second_order,
-                per_sample=self.args.per_sample,
+            self._cam = CAM(
+                model, self.args.target, self.args.cam_method, differentiable=True,
+                second_order=self.args.second_order, per_sample=self.args.per_sample,
             )  # fmt: skip
         return self._cam
 
@@ -274,7 +282,7 @@ class GazeConsistencyTrainer(Trainer):
             safe = f"; --variant {' or '.join(COLLAPSE_SAFE)} makes an all-zero map the worst case"
             advice = "" if self.args.variant in COLLAPSE_SAFE else safe
             warnings.warn(
-                f"{share:.0%} of the penalised Grad-CAM maps are all zero at epoch {self.state.epoch:.2f} "
+                f"{share:.0%} of the penalised CAM maps are all zero at epoch {self.state.epoch:.2f} "
                 f"(lambda {weight:g}, variant {self.args.variant}): the gaze is collapsing, and a collapsed map "
                 f"scores as perfectly consistent{advice}",
                 stacklevel=2,
@@ -314,6 +322,7 @@ class GazeConsistencyTrainer(Trainer):
             target=self.args.target,
             label_names=self.class_names,
             progress=False,
+            cam_method=self.args.cam_method,
             samples=recorder,
         )
         if recorder is not None:

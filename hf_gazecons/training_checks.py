@@ -20,6 +20,7 @@ from safetensors import safe_open
 from torch import nn
 from transformers import TrainingArguments
 
+from .cam_family import check_cam_method
 from .checks import check_curriculum, check_fields, parse_bool, require
 from .errors import UsageError
 from .output_dir import check_output_dir, last_checkpoint
@@ -60,6 +61,10 @@ def check_training_options(args: Any) -> None:
     Runs before ``TrainingArguments.__post_init__`` (so enum options may still be plain strings)."""
     check_fields(args, dash="_")  # each option's own rule (hf_gazecons.checks.OPTION_RULES)
     check_curriculum(args.t0, args.t1)
+    try:
+        check_cam_method(args.cam_method, training=True)
+    except UsageError as error:
+        raise UsageError(f"--cam_method: {error}") from None
     epochs, steps = args.num_train_epochs, args.max_steps
     require(
         epochs > 0 or steps > 0, f"--num_train_epochs must be a finite number > 0 (or --max_steps > 0), got {epochs}"

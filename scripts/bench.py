@@ -5,7 +5,7 @@
     python scripts/bench.py --quick --sections train_epoch scoring_scale --output bench.json
     python scripts/bench.py --device cuda --output bench.json    # (scripts/gpu_check.py: the GPU check)
 
-``--sections NAME ...`` runs only the named sections. Seven sections, each timed IN ONE RUN with
+``--sections NAME ...`` runs only the named sections. Eight sections, each timed IN ONE RUN with
 interleaved repetitions (every repetition times every contender once, in rotating order, after a
 warm-up; medians are reported):
 
@@ -26,7 +26,11 @@ warm-up; medians are reported):
                         inference over the same DataLoader, and the peak resident memory of scoring a
                         small and a 10x larger stream, each in a fresh subprocess;
 * ``cli_help``        — ``hf-gazecons train --help`` (first call, which builds and caches it, then
-                        from the cache) and ``hf-gazecons --help``, each a fresh process.
+                        from the cache) and ``hf-gazecons --help``, each a fresh process;
+* ``cam_methods``     — every CAM method on one batch against today's Grad-CAM and the peers' own
+                        implementations (pytorch-grad-cam, torchcam), with a check of the maps;
+                        Score-CAM against torchcam's (time, and peak memory in fresh processes); every
+                        method in one pass (``score --cam-method all``) against the slowest single one.
 
 ``train_epoch`` and ``scoring_scale`` generate their image folder once (scripts/bench_data.py: 2048
 grayscale JPEGs of 512 px) under ``--data-dir`` (default ~/.cache/hf_gazecons/bench). Peers that are not installed are
@@ -54,6 +58,7 @@ SCRIPTS = Path(__file__).resolve().parent
 if str(SCRIPTS) not in sys.path:  # the bench_* modules beside it (tests load this file by its path)
     sys.path.insert(0, str(SCRIPTS))
 
+from bench_cam_methods import bench_cam_methods, scorecam_memory_probe  # noqa: E402
 from bench_common import GOALS, REPO_ROOT, device_info, goals_met  # noqa: E402  (also: the repo root on the path)
 from bench_gradcam import bench_gradcam, bench_memory, memory_probe  # noqa: E402
 from bench_report import NOTES, print_report  # noqa: E402
@@ -63,6 +68,8 @@ from bench_training import bench_train_epoch, bench_train_step  # noqa: E402
 _CHEST_XRAYS = {"model": "resnet18", "size": 224, "batch": 32, "n_images": 2048, "image_px": 512, "workers": 2}
 """What train_epoch and scoring_scale share: the model and the generated image folder they read."""
 _TINY_FOLDER = {"model": "test_resnet", "size": 64, "batch": 8, "n_images": 48, "image_px": 96, "workers": 1}
+_CAM_METHODS = {"model": "resnet18", "size": 224, "batch": 32}
+"""The comparison's setting: resnet18 at 224 px, batch 32; Score-CAM on the first ``scorecam_images`` of the batch."""
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "full": {
@@ -97,6 +104,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "rss_large": 20000,
         },
         "cli_help": {"reps": 5},
+        "cam_methods": {**_CAM_METHODS, "reps": 5, "scorecam_images": 2, "scorecam_reps": 3},
     },
     "quick": {
         "gradcam": {"model": "resnet18", "size": 224, "batch": 32, "reps": 5},
@@ -130,6 +138,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "rss_large": 5000,
         },
         "cli_help": {"reps": 3},
+        "cam_methods": {**_CAM_METHODS, "reps": 3, "scorecam_images": 1, "scorecam_reps": 2},
     },
     "tiny": {  # for tests/test_bench.py: the code paths and the schema, not the numbers
         "gradcam": {"model": "test_resnet", "size": 96, "batch": 4, "reps": 2},
@@ -149,6 +158,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "train_epoch": {**_TINY_FOLDER, "lam": 100.0, "n_train": 24, "warmup_steps": 1, "reps": 1, "loader_images": 8},
         "scoring_scale": {**_TINY_FOLDER, "grid": [3, 3], "per_rep": 32, "reps": 2, "rss_small": 16, "rss_large": 64},
         "cli_help": {"reps": 1},
+        "cam_methods": {"model": "test_resnet", "size": 96, "batch": 4, "reps": 1, "scorecam_images": 1,
+                        "scorecam_reps": 1},  # fmt: skip
     },
 }
 
@@ -181,6 +192,7 @@ SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "train_epoch": bench_train_epoch,
     "scoring_scale": bench_scoring_scale,
     "cli_help": bench_cli_help,
+    "cam_methods": bench_cam_methods,
 }
 DATA_SECTIONS = ("train_epoch", "scoring_scale")  # read the generated image folder
 
@@ -226,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--_memory-probe", dest="memory_probe", choices=("ours", "inference", "captum"), help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--_scorecam-probe", dest="scorecam_probe", choices=("ours", "torchcam"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--_probe-model", dest="probe_model", help=argparse.SUPPRESS)
     parser.add_argument("--_probe-size", dest="probe_size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--_probe-batch", dest="probe_batch", type=int, help=argparse.SUPPRESS)
@@ -239,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.memory_probe:
         print(json.dumps(memory_probe(args.memory_probe, args.probe_model, args.probe_size, args.probe_batch, device)))
+        return 0
+    if args.scorecam_probe:
+        probe = scorecam_memory_probe(args.scorecam_probe, args.probe_model, args.probe_size, args.probe_batch, device)
+        print(json.dumps(probe))
         return 0
     if args.scoring_probe:
         print(json.dumps(scoring_memory_probe(**json.loads(args.scoring_probe), device=device)))

@@ -50,6 +50,14 @@ GOALS: dict[str, dict[str, dict[str, Any]]] = {
         "throughput_ratio_grid": {"op": ">=", "value": 0.90},
     },
     "cli_help": {"train_help_cached_s": {"op": "<=", "value": 2.0}},
+    "cam_methods": {
+        "max_ratio_vs_gradcam": {"op": "<=", "value": 1.15},
+        "min_speedup_vs_pytorch_grad_cam": {"op": ">=", "value": 2.5},
+        "scorecam_speedup_vs_torchcam": {"op": ">=", "value": 2.0},
+        "scorecam_memory_ratio_vs_torchcam": {"op": "<=", "value": 1.10},
+        "all_ratio_vs_slowest": {"op": "<=", "value": 1.5},
+        "all_one_forward_ratio_vs_slowest": {"op": "<=", "value": 1.5},
+    },
 }
 
 

@@ -38,6 +38,7 @@ def print_report(report: dict[str, Any]) -> None:
         ("train_epoch", _print_train_epoch),
         ("scoring_scale", _print_scoring_scale),
         ("cli_help", _print_cli_help),
+        ("cam_methods", _print_cam_methods),
     ):
         if section in report:
             printer(report[section], settings[section])
@@ -149,6 +150,47 @@ def _print_cli_help(c: dict[str, Any], s: dict[str, Any]) -> None:
     print(_goal_line("cli_help", c))
 
 
+def _print_cam_methods(c: dict[str, Any], s: dict[str, Any]) -> None:
+    print(f"\n[cam_methods] {s['model']}, {s['size']} px, batch {s['batch']}, {s['reps']} reps (scoring, one batch)")
+    print(
+        f"  {'method':<21}{'time (s)':>9}{'vs Grad-CAM':>12}{'pgc speedup':>12}{'torchcam sp.':>13}"
+        f"{'|diff| pgc':>11}{'|diff| tc':>10}"
+    )
+    print(f"  {'Grad-CAM (today)':<21}{_fmt(c['gradcam_today_s'], '.3f'):>9}")
+    for method in (*METHODS_PRINTED, "eigencam"):
+        torchcam = f"{method}_speedup_vs_torchcam" in c  # torchcam has Grad-CAM++, XGrad-CAM and LayerCAM
+        print(
+            f"  {method:<21}{_fmt(c[f'{method}_s'], '.3f'):>9}{_times(c[f'{method}_ratio_vs_gradcam']):>12}"
+            f"{_times(c[f'{method}_speedup_vs_pytorch_grad_cam']):>12}"
+            f"{_times(c[f'{method}_speedup_vs_torchcam']) if torchcam else '-':>13}"
+            f"{_fmt(c[f'{method}_max_abs_diff_vs_pytorch_grad_cam'], '.1e'):>11}"
+            f"{_fmt(c[f'{method}_max_abs_diff_vs_torchcam'], '.1e') if torchcam else '-':>10}"
+        )
+    print(
+        "  (torchcam's GradCAMpp is not Grad-CAM++: its alpha division acts on a copy, so its weights are "
+        "sum G^2 relu(G); tests/test_cam_methods.py)"
+    )
+    print(
+        f"  score, 7 one-forward methods in one pass: {_fmt(c['score_all_one_forward_s'], '.3f')} s, "
+        f"{_fmt(c['all_one_forward_ratio_vs_slowest'], '.2f')}x the slowest alone "
+        f"({c['score_slowest_one_forward_method']})"
+    )
+    print(
+        f"  Score-CAM of {s['scorecam_images']} image(s), {s['scorecam_reps']} rep(s), 32 masked inputs per forward: "
+        f"ours {_fmt(c['scorecam_s'], '.2f')} s, torchcam {_fmt(c['torchcam_scorecam_s'], '.2f')} s "
+        f"({_fmt(c['scorecam_speedup_vs_torchcam'], '.2f')}x faster; max|diff| "
+        f"{_fmt(c['scorecam_max_abs_diff_vs_torchcam'], '.1e')}); peak memory {_fmt(c['scorecam_mb'], '.1f')} MiB vs "
+        f"{_fmt(c['torchcam_scorecam_mb'], '.1f')} MiB"
+    )
+    print(
+        f"  score, all 8 methods in one pass: {_fmt(c['score_all_s'], '.2f')} s, "
+        f"{_fmt(c['all_ratio_vs_slowest'], '.2f')}x Score-CAM alone ({_fmt(c['score_scorecam_s'], '.2f')} s)"
+    )
+    print(_goal_line("cam_methods", c))
+
+
+METHODS_PRINTED = ("gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "gradcam_elementwise")
+
 NOTES: dict[str, str] = {
     "gradcam": (
         "random-init timm model in eval mode; every contender explains the predicted class (peers get it from an "
@@ -187,5 +229,15 @@ NOTES: dict[str, str] = {
         "datasets.IterableDataset stream (paper variant, no loader workers); rss_growth = large / small"
     ),
     "cli_help": "fresh python -m hf_gazecons.cli.main processes with an empty XDG_CACHE_HOME; medians of reps",
+    "cam_methods": (
+        "random-init timm model in eval mode, random batch; every contender explains the predicted class (peers get "
+        "it from an untimed forward); ours: CAM(model, method=m) at forward_features, pytorch-grad-cam at "
+        "model.layer4[-1] built per call in a with-block (maps resized to the input), torchcam at layer4; "
+        "ratio_vs_gradcam: against GradCAM(model) on the same batch; score_*: gaze_consistency / compare_cam_methods "
+        "on that batch; Score-CAM: ours and torchcam's ScoreCAM with 32 masked inputs per forward on the first "
+        "scorecam_images images, no warm-up round; its peak memory: fresh processes, VmHWM growth of one call; "
+        "agreement at the target resolution (pytorch-grad-cam's get_cam_image on what it captured, Grad-CAM++ on "
+        "(A / 1e4, 1e4 G) to neutralise its 1e-6, Eigen-CAM up to its sign)"
+    ),
 }
 """How each section measures, for the JSON report's settings."""

@@ -133,6 +133,30 @@ ERRORS = [
     Case("sweep-ema-alpha-2", ("sweep", "--ema-alpha", "2", "--output-dir", "{out}"), r"--ema-alpha.*\[0, 1\)"),
     Case("sweep-t1-before-t0", ("sweep", "--t0", "5", "--t1", "2", "--output-dir", "{out}"), r"--t1 \(2\).*--t0 \(5\)"),
     Case("train-variant-typo", (*TRAIN, "--variant", "papr"), r"invalid choice: 'papr'.*" + _variants_pattern()),
+    # the CAM method: names from the registry; the scoring-only ones cannot train
+    Case(
+        "score-cam-method-typo",
+        (*SCORE, "--cam-method", "gradcam++"),
+        r"--cam-method.*unknown CAM method 'gradcam\+\+'; choose one of gradcam, gradcampp, .*eigencam",
+    ),
+    Case("cam-cam-method-typo", (*CAM, "--cam-method", "layer"), r"unknown CAM method 'layer'"),
+    Case(
+        "demo-cam-method-scoring-only",
+        ("demo", "--cam-method", "scorecam", "--output-dir", "{out}"),
+        r"scorecam \(Score-CAM\) is scoring only.*train with one of gradcam, gradcampp",
+    ),
+    Case(
+        "sweep-cam-method-scoring-only",
+        ("sweep", "--cam-method", "eigencam", "--output-dir", "{out}"),
+        r"eigencam \(Eigen-CAM\) is scoring only",
+    ),
+    Case("sweep-cam-method-all", ("sweep", "--cam-method", "all", "--output-dir", "{out}"), r"unknown CAM method 'all'"),
+    Case("train-cam-method-typo", (*TRAIN, "--cam_method", "gradcam++"), r"invalid choice: 'gradcam\+\+'"),
+    Case(
+        "train-cam-method-scoring-only",
+        (*TRAIN, "--cam_method", "scorecam"),
+        r"--cam_method: scorecam \(Score-CAM\) is scoring only: its maps cannot be differentiated",
+    ),
     Case("train-per-sample-typo", (*TRAIN, "--per_sample", "held"), r"invalid choice: 'held'.*held_stats.*exact"),
     Case(
         "sweep-per-sample-typo",

@@ -37,6 +37,19 @@ SECTION_KEYS = {
     "cli_help": ["train_help_cold_s", "train_help_cached_s", "help_s", "met"],
 }  # fmt: skip
 PEERS = ("pytorch_grad_cam", "captum", "torchcam")
+ONE_FORWARD = ("gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "gradcam_elementwise", "eigencam")
+WITH_TORCHCAM = ("gradcampp", "xgradcam", "layercam")  # the methods torchcam implements too
+SECTION_KEYS["cam_methods"] = [
+    "gradcam_today_s",
+    *[key for m in ONE_FORWARD for key in (f"{m}_s", f"{m}_ratio_vs_gradcam", f"{m}_speedup_vs_pytorch_grad_cam",
+                                          *([f"{m}_speedup_vs_torchcam"] if m in WITH_TORCHCAM else []))],
+    *[key for m in ONE_FORWARD for key in (f"{m}_max_abs_diff_vs_pytorch_grad_cam",
+                                          *([f"{m}_max_abs_diff_vs_torchcam"] if m in WITH_TORCHCAM else []))],
+    "max_ratio_vs_gradcam", "min_speedup_vs_pytorch_grad_cam", "score_all_one_forward_s",
+    "score_slowest_one_forward_method", "all_one_forward_ratio_vs_slowest", "scorecam_s", "torchcam_scorecam_s",
+    "scorecam_speedup_vs_torchcam", "scorecam_max_abs_diff_vs_torchcam", "scorecam_mb", "torchcam_scorecam_mb",
+    "scorecam_memory_ratio_vs_torchcam", "score_all_s", "score_scorecam_s", "all_ratio_vs_slowest", "met",
+]
 TRAIN_STEP_ROW = [
     "batch", "plain_s", "default_s", "default_ratio", "stage_held_stats_s", "stage_held_stats_ratio",
     "stage_second_order_s", "stage_second_order_ratio",
@@ -180,6 +193,29 @@ def test_cli_help_timed_fresh_processes(report, common):
         assert _positive(c[key]), key
     assert report["settings"]["cli_help"]["reps"] == 1  # the tiny profile
     assert c["met"] == common.goals_met("cli_help", c)
+
+
+def test_cam_methods_numbers_and_agreement(report, common):
+    """Every method was timed, the ratios are the times' ratios, and the timed maps are the peers'."""
+    c = report["cam_methods"]
+    for m in ONE_FORWARD:
+        assert _positive(c[f"{m}_s"])
+        assert c[f"{m}_ratio_vs_gradcam"] == pytest.approx(c[f"{m}_s"] / c["gradcam_today_s"])
+        if common.peer_available("pytorch_grad_cam"):
+            assert _positive(c[f"{m}_speedup_vs_pytorch_grad_cam"])
+            assert 0 <= c[f"{m}_max_abs_diff_vs_pytorch_grad_cam"] <= 1e-4, m
+    assert c["max_ratio_vs_gradcam"] == max(c[f"{m}_ratio_vs_gradcam"] for m in ONE_FORWARD[:-1])
+    assert c["score_slowest_one_forward_method"] in ONE_FORWARD and _positive(c["all_one_forward_ratio_vs_slowest"])
+    assert _positive(c["scorecam_s"]) and _positive(c["score_all_s"]) and _positive(c["all_ratio_vs_slowest"])
+    assert c["scorecam_mb"] >= 0
+    if common.peer_available("torchcam"):
+        for m in ("xgradcam", "layercam"):
+            assert 0 <= c[f"{m}_max_abs_diff_vs_torchcam"] <= 1e-4, m
+        assert c["gradcampp_max_abs_diff_vs_torchcam"] > 1e-3  # torchcam's GradCAMpp is not the paper's
+        assert 0 <= c["scorecam_max_abs_diff_vs_torchcam"] <= 1e-4
+        assert c["scorecam_speedup_vs_torchcam"] == pytest.approx(c["torchcam_scorecam_s"] / c["scorecam_s"])
+        assert c["torchcam_scorecam_mb"] >= 0
+    assert report["settings"]["cam_methods"]["scorecam_memory_method"]
 
 
 def test_timeit_interleaved_rotates_and_takes_medians(common):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import functools
 import math
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Callable, NamedTuple
 
 import pytest
@@ -466,27 +468,35 @@ def train_mode_model(name: str) -> nn.Module:
     return model.train()
 
 
-def per_sample_loop_maps(model: nn.Module, module: nn.Module | None, x, targets, create_graph: bool) -> torch.Tensor:
+def per_sample_loop_gradients(
+    model: nn.Module, module: nn.Module | None, x, targets, create_graph: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The obvious computation: one train-mode forward of the batch, then for each sample i
-    ``autograd.grad(y_i[t_i], A)[i]`` alone (alpha a constant unless ``create_graph``)."""
+    ``autograd.grad(y_i[t_i], A)[i]`` alone; returns ``A`` and the stacked per-sample gradients."""
     run = run_features(model) if module is None else run_hooked(model, module)
     activations, logits = run(x)
-    maps = []
+    gradients = []
     for i in range(len(x)):
-        (gradients,) = torch.autograd.grad(
+        (gradient,) = torch.autograd.grad(
             logits[i, targets[i]], activations, retain_graph=True, create_graph=create_graph
         )
-        alpha = gradients[i : i + 1].mean(dim=(2, 3), keepdim=True)
-        maps.append(normalize(F.relu((alpha * activations[i : i + 1]).sum(dim=1))))
-    return torch.cat(maps)
+        gradients.append(gradient[i : i + 1])
+    return activations, torch.cat(gradients)
 
 
-def held_loop_maps(model: nn.Module, module: nn.Module, x, targets, create_graph: bool) -> torch.Tensor:
-    """The held-statistics maps, from their definition: pass 1 runs the batch and records, with their
-    graph, the batch mean and biased variance at the input of every BatchNorm that runs after
-    ``module``; pass 2 runs the batch again with those layers normalising by the recorded statistics
-    (the formula written here, then the layer's activation if it has one), so that they do not
-    depend on pass 2's ``A``; a per-sample loop over pass 2 then takes ``autograd.grad(y_i, A)[i]``.
+def per_sample_loop_maps(model: nn.Module, module: nn.Module | None, x, targets, create_graph: bool) -> torch.Tensor:
+    """Grad-CAM from :func:`per_sample_loop_gradients` (alpha a constant unless ``create_graph``)."""
+    activations, gradients = per_sample_loop_gradients(model, module, x, targets, create_graph)
+    alpha = gradients.mean(dim=(2, 3), keepdim=True)
+    return normalize(F.relu((alpha * activations).sum(dim=1)))
+
+
+@contextmanager
+def held_batch_norms(model: nn.Module, module: nn.Module, x) -> Iterator[None]:
+    """The held-statistics definition: pass 1 runs the batch and records, with their graph, the
+    batch mean and biased variance at the input of every BatchNorm that runs after ``module``;
+    inside, those layers normalise by the recorded statistics (the formula written here, then the
+    layer's activation if it has one), so that they do not depend on a later pass's ``A``.
     Everything still depends on the parameters (through pass 1), as the training loss does."""
     statistics, after = {}, []
 
@@ -514,10 +524,17 @@ def held_loop_maps(model: nn.Module, module: nn.Module, x, targets, create_graph
     for norm in statistics:
         norm.forward = held(norm)
     try:
-        return per_sample_loop_maps(model, module, x, targets, create_graph)
+        yield
     finally:
         for norm in statistics:
             del norm.forward
+
+
+def held_loop_maps(model: nn.Module, module: nn.Module, x, targets, create_graph: bool) -> torch.Tensor:
+    """The held-statistics maps, from their definition: :func:`held_batch_norms`, then a per-sample
+    loop over a second pass takes ``autograd.grad(y_i, A)[i]``."""
+    with held_batch_norms(model, module, x):
+        return per_sample_loop_maps(model, module, x, targets, create_graph)
 
 
 @pytest.mark.parametrize("second_order", [False, True], ids=["first-order", "second-order"])

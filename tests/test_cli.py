@@ -24,6 +24,7 @@ from PIL import Image as PILImage
 from tiny import CONSISTENCY_JSON_KEYS, random_test_resnet, without_times
 
 import hf_gazecons.plots as plots
+from hf_gazecons.cam_family import cam_methods
 from hf_gazecons.class_maps import load_class_maps
 from hf_gazecons.cli.main import main
 from hf_gazecons.data import load_image_dataset, select_subset
@@ -268,8 +269,13 @@ def test_score_local_timm_export_end_to_end(model_dir, tmp_path, capsys):
         ),  # timm stage index -2 of a 4-stage ResNet
         (["--variant", "robust"], {"variant": "robust"}, {"variant": "robust"}),
         (["--dtype", "bfloat16"], {"dtype": torch.bfloat16}, {"variant": "paper"}),
+        (
+            ["--cam-method", "layercam", "--target-layer", "layer3"],
+            {"cam_method": "layercam", "target": "layer3"},
+            {"cam_method": "layercam"},
+        ),
     ],
-    ids=["default", "reference-grid", "layer3", "stage-2-max-samples", "robust", "bfloat16"],
+    ids=["default", "reference-grid", "layer3", "stage-2-max-samples", "robust", "bfloat16", "layercam"],
 )
 def test_score_json_equals_the_library(model_dir, tmp_path, capsys, options, library_kwargs, expected):
     """The CLI is thin: consistency.json is gaze_consistency(...) on the same model and data."""
@@ -288,6 +294,35 @@ def test_score_json_equals_the_library(model_dir, tmp_path, capsys, options, lib
     library.update(model=str(model_dir), dataset=SHAPES, split="validation", random_weights=False)
     library.update(seed=42, skipped_images=[])  # score's default seed; nothing skipped without --skip-bad-images
     approx_equal(result, library)
+
+
+def test_score_every_cam_method_in_one_pass(model_dir, tmp_path, capsys):
+    """--cam-method all: each method's entry is gaze_consistency(..., cam_method=m); the top level is
+    Grad-CAM's; every pair of methods has a rank correlation; the table is printed."""
+    out_dir = tmp_path / "all"
+    common = ["--model", model_dir, "--dataset", SHAPES, "--target-layer", "layer3"]
+    rc, out, err = cli(capsys, "score", *common, "--cam-method", "all", "--output-dir", out_dir)
+    assert rc == 0, err
+    result = read_json(out_dir)
+    assert set(result) == JSON_KEYS | {
+        "by_cam_method", "cam_method_rank_correlation", "cam_method_rank_correlation_images"
+    }  # fmt: skip
+    methods = list(cam_methods())
+    assert list(result["by_cam_method"]) == methods and result["cam_method"] == "gradcam"
+    assert result["by_cam_method"]["gradcam"]["gaze_consistency"] == result["gaze_consistency"]
+    assert len(result["cam_method_rank_correlation"]) == len(methods) * (len(methods) - 1) // 2
+    assert result["cam_method_rank_correlation_images"] == result["n_correct"] > 2
+    data = load_image_dataset(SHAPES, "validation")
+    for method in ("gradcam", "scorecam", "eigencam"):
+        single = gaze_consistency(load_model(str(model_dir)), data, target="layer3", cam_method=method, progress=False)
+        entry = result["by_cam_method"][method]
+        assert entry["cam_method"] == method
+        assert entry["gaze_consistency_by_variant"] == pytest.approx(single.values, abs=1e-6)
+        assert entry["n_zero_maps"] == single.n_zero_maps
+    assert "Spearman rank correlation of the per-image deviations" in out
+    for method in methods:
+        assert re.search(rf"^{method}\s+[\d.]+\s+[\d.]+", out, re.M), f"no row for {method}:\n{out}"
+    assert_png(out_dir / "class_means.png")
 
 
 def test_score_streaming_equals_loading_whole(model_dir, image_folder, tmp_path, capsys):
@@ -525,6 +560,17 @@ def test_cam_writes_one_overlay_per_image(model_dir, tmp_path, capsys):
         assert match.group(1) in SHAPE_CLASSES and 0 < float(match.group(2)) <= 1
 
 
+def test_cam_every_method_one_picture_per_image(model_dir, tmp_path, capsys):
+    path = tmp_path / "a.png"
+    load_image_dataset(SHAPES, "test")[0]["image"].save(path)
+    out_dir = tmp_path / "cams"
+    rc, _, err = cli(capsys, "cam", "--model", model_dir, "--image", path, "--cam-method", "all",
+                     "--output-dir", out_dir)  # fmt: skip
+    assert rc == 0, err
+    assert [p.name for p in out_dir.iterdir()] == ["a_cam.png"]
+    assert_png(out_dir / "a_cam.png")
+
+
 def test_cam_unreadable_image(model_dir, tmp_path, capsys):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"garbage")
@@ -558,7 +604,7 @@ def test_demo_reduced(tmp_path, capsys):
         return cli(
             capsys, "demo", "--epochs", "1", "--t0", "0", "--t1", "1", "--model", "test_resnet",
             "--image-size", SIZE, "--dataset", f"builtin:shapes?size={SIZE}&n_train=8&n_val=4&n_test=2",
-            "--output-dir", out_dir,
+            "--cam-method", "hirescam", "--output-dir", out_dir,
         )  # fmt: skip
 
     out_dir = tmp_path / "demo"
@@ -584,6 +630,7 @@ def test_demo_reduced(tmp_path, capsys):
     assert configs["pearson"]["lambda_max"] > 0 and configs["pearson"]["variant"] == "pearson"
     assert configs["pearson"]["follow_flips"]
     assert json.loads((out_dir / "baseline" / "results.json").read_text())["config"]["lambda_max"] == 0
+    assert {config["cam_method"] for config in configs.values()} == {"hirescam"}
 
     rc, again, err = demo(tmp_path / "again")
     assert rc == 0, err
@@ -621,6 +668,8 @@ def test_train_tiny_run(tmp_path, capsys):
         "0.5",
         "--variant",
         "reference",
+        "--cam_method",
+        "layercam",
         "--save_strategy",
         "no",
         "--report_to",
@@ -637,6 +686,9 @@ def test_train_tiny_run(tmp_path, capsys):
     config = json.loads((out_dir / "results.json").read_text())["config"]
     assert config["lambda_max"] == 5 and config["t0"] == 0 and config["t1"] == 1
     assert config["ema_alpha"] == 0.5 and config["variant"] == "reference"
+    assert config["cam_method"] == "layercam"  # the penalty's and the evaluation's maps
+    card = (out_dir / "README.md").read_text()
+    assert "**LayerCAM**" in card and "cam_method: layercam" in card and "config: layercam" in card  # model-index
     assert (config["per_sample"], config["per_sample_path"]) == ("held_stats", "independent")  # the head's map
     assert config["label_names"] == SHAPE_CLASSES
     reloaded = load_model(str(out_dir))

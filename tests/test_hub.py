@@ -607,6 +607,23 @@ def test_score_push_results_to_a_repo_without_a_card(trained, tmp_path, local_hu
     _new_result(meta, scores)
 
 
+def test_score_push_results_of_every_cam_method_names_each_method(trained, tmp_path, local_hub, capsys):
+    """--cam-method all pushes one gaze consistency per method, each naming its method."""
+    from hf_gazecons.cam_family import cam_methods, get_cam_method
+
+    repo_id = _repo_id("score-all")
+    local_hub.create_repo(repo_id)
+    rc, _, err, scores = _score(capsys, trained, tmp_path / "scores", "--cam-method", "all", "--push-results", repo_id)
+    assert rc == 0, err
+    meta, _ = _front_matter(local_hub.files(repo_id)["README.md"].decode())
+    metrics = [m for entry in meta["model-index"] for r in entry["results"] for m in r["metrics"]]
+    pushed = {m["config"]: m for m in metrics if m["type"] == "gaze_consistency"}
+    expected = {m: scores["by_cam_method"][m]["gaze_consistency"] for m in cam_methods()}
+    assert {m: entry["value"] for m, entry in pushed.items()} == {m: v for m, v in expected.items() if v is not None}
+    assert len(pushed) >= 2
+    assert all(get_cam_method(m).title in entry["name"] for m, entry in pushed.items())
+
+
 def test_score_push_results_failure_keeps_the_scores(trained, tmp_path, local_hub, capsys):
     repo_id = _repo_id("score-fail")
     local_hub.create_repo(repo_id, files={"README.md": SEEDED_CARD})

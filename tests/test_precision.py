@@ -12,7 +12,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from hf_gazecons.cam import GradCAM, is_compiled
+from hf_gazecons.cam import CAM, GradCAM, is_compiled
 from hf_gazecons.data import ImageClassificationDataset, load_image_dataset
 from hf_gazecons.errors import GazeConsError, TargetLayerError
 from hf_gazecons.metric import gaze_consistency
@@ -146,19 +146,19 @@ def test_bf16_training_keeps_maps_ema_and_penalty_in_float32(tmp_path, second_or
             label_names=names,
         )
         seen = {}
-        cam_call = GradCAM.__call__
+        cam_call = CAM.__call__  # the trainer's maps (GradCAM is CAM's gradcam case)
 
         def spy(self, *a, **k):
             out = cam_call(self, *a, **k)
             seen.update(logits=out.logits.dtype, maps=out.maps.dtype, raw=out.raw.dtype)
             return out
 
-        GradCAM.__call__ = spy
+        CAM.__call__ = spy
         hook = loaded.model.layer3.register_forward_hook(lambda m, i, o: seen.update(activations=o.dtype))
         try:
             trainer.train()
         finally:
-            GradCAM.__call__ = cam_call
+            CAM.__call__ = cam_call
             hook.remove()
         assert seen["maps"] == seen["raw"] == torch.float32
         assert seen["activations"] == (torch.bfloat16 if bf16 else torch.float32)  # the forward ran in bf16

@@ -276,7 +276,8 @@ def test_presets_defaults_and_reproducible_command(tmp_path):
     plain = resolve_config({"output_dir": "o"})
     assert plain.lambdas == [-100.0, 0.0, 50.0, 100.0, 500.0] and len(plain.backbones) >= 2
 
-    for config in (smoke, study, resolve_config({"preset": "cpu", "output_dir": str(tmp_path), "grayscale": True})):
+    cpu = resolve_config({"preset": "cpu", "output_dir": str(tmp_path), "grayscale": True, "cam_method": "layercam"})
+    for config in (smoke, study, cpu):
         argv = shlex.split(explicit_command(config))[1:]
         args = build_parser().parse_args(argv)
         options = {k: v for k, v in vars(args).items() if k not in ("command", "sanity", "sanity_samples", "dry_run")}
@@ -288,6 +289,8 @@ def test_presets_defaults_and_reproducible_command(tmp_path):
     command = train_command(plan_runs(study)[0], study)
     assert command[command.index("--grayscale") + 1] == "true" and "--pretrained" in command
     assert command[command.index("--lambda_max") + 1] == "-100"
+    assert command[command.index("--cam_method") + 1] == "gradcam"
+    assert train_command(plan_runs(cpu)[0], cpu)[command.index("--cam_method") + 1] == "layercam"
 
 
 def test_one_gpu_per_run_and_threads_split(monkeypatch):

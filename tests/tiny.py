@@ -151,6 +151,7 @@ CONSISTENCY_JSON_KEYS = {
     "dataset",
     "split",
     "variant",
+    "cam_method",
     "grid",
     "target_layer",
     "cam_size",

@@ -1,4 +1,5 @@
-"""``hf-gazecons cam``: Grad-CAM overlays of single images (map over image, prediction and score)."""
+"""``hf-gazecons cam``: CAM overlays of single images (map over image, prediction and score); Grad-CAM unless
+--cam-method names another method (``all``: one panel per method)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,25 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from ..cam_family import ALL_METHODS, cam_methods
 from ..errors import DataError
 from ..output_dir import check_output_dir
 from ..specs import parse_target
-from .common import add_model_options, add_output_dir, add_seed_option, atomic_directory, warn
+from .common import add_cam_method_option, add_model_options, add_output_dir, add_seed_option, atomic_directory, warn
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
-    parser = commands.add_parser(name, help="write Grad-CAM overlays of images", description=__doc__)
+    parser = commands.add_parser(name, help="write CAM overlays of images", description=__doc__)
     add_model_options(parser)
     parser.add_argument("--image", nargs="+", required=True, help="image files")
+    add_cam_method_option(parser, allow_all=True)
     add_seed_option(parser, "")
     add_output_dir(parser, "<image>_cam.png files (<image>-2_cam.png, ... where file names repeat)")
 
 
 def run(args: argparse.Namespace) -> int:
     check_output_dir(args.output_dir)  # before anything is loaded
+    import torch
     from transformers import set_seed
 
     from ..explain import explain
@@ -35,12 +39,16 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model(
         args.model, pretrained=args.pretrained, image_size=args.image_size, trust_remote_code=args.trust_remote_code
     )
-    explained = explain(loaded, images, parse_target(args.target_layer))
+    methods = cam_methods() if args.cam_method == ALL_METHODS else (args.cam_method,)
+    by_method = {m: explain(loaded, images, parse_target(args.target_layer), cam_method=m) for m in methods}
+    explained = by_method[methods[0]]
     titles = explained.titles()
     names = overlay_names(args.image)
     with atomic_directory(args.output_dir) as staging:
         for i, name in enumerate(names):
-            plot_overlays([images[i]], explained.maps[i : i + 1], [titles[i]], staging / name)
+            maps = torch.stack([by_method[m].maps[i] for m in methods])
+            panel_titles = [f"{m}: {titles[i]}" for m in methods] if len(methods) > 1 else [titles[i]]
+            plot_overlays([images[i]] * len(methods), maps, panel_titles, staging / name)
     for path, name, title in zip(args.image, names, titles):
         print(f"{path}: {title} -> {name}")
     if loaded.random_weights:

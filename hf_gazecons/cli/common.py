@@ -17,6 +17,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from ..cam_family import ALL_METHODS, CAM_METHOD_HELP, DEFAULT_CAM_METHOD, cam_methods, check_cam_method
+from ..errors import UsageError
 from ..checks import option_rule
 from ..filenames import SAMPLES_FORMATS
 from ..output_dir import atomic_directory
@@ -34,6 +36,7 @@ __all__ = [
     "add_seed_option",
     "DEFAULT_SEED",
     "add_variant_option",
+    "add_cam_method_option",
     "add_samples_options",
     "atomic_directory",
     "warn",
@@ -141,6 +144,26 @@ def add_variant_option(parser: argparse.ArgumentParser, default: str | None, def
     )
 
 
+def add_cam_method_option(parser: argparse.ArgumentParser, *, training: bool = False, allow_all: bool = False) -> None:
+    """``--cam-method``, one of :func:`hf_gazecons.cam_family.cam_methods` (``training``: a
+    differentiable one; ``allow_all``: or ``all``); a bad value is one line saying why."""
+
+    def method(value: str) -> str:
+        try:
+            return check_cam_method(value, training=training, allow_all=allow_all)
+        except UsageError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    names = cam_methods(differentiable=True if training else None) + ((ALL_METHODS,) if allow_all else ())
+    note = "; 'all': every method in one pass, with their agreement" if allow_all else ""
+    note += "; the regularised runs train with it" if training else ""
+    parser.add_argument(
+        "--cam-method",
+        type=method,
+        default=DEFAULT_CAM_METHOD,
+        metavar="{" + ",".join(names) + "}",
+        help=f"{CAM_METHOD_HELP}{note}",
+    )
 def add_samples_options(parser: argparse.ArgumentParser) -> None:
     """``--samples-format`` (the per-image table) and ``--no-report`` (the HTML report)."""
     parser.add_argument(

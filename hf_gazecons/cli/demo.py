@@ -8,7 +8,7 @@ from dataclasses import fields, replace
 
 from ..demo import DemoSettings
 from ..output_dir import check_output_dir
-from .common import add_output_dir, atomic_directory
+from .common import add_cam_method_option, add_output_dir, atomic_directory
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
@@ -36,6 +36,7 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     ):  # each option's rule comes from hf_gazecons.checks
         default = defaults[option[2:].replace("-", "_")]
         parser.add_argument(option, default=None, help=f"{what} (default: {default})")
+    add_cam_method_option(parser, training=True)
     parser.add_argument(
         "--no-report", action="store_true", help="write no report.html (neither the runs' nor the demo's)"
     )

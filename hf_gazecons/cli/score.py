@@ -7,12 +7,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..cam_family import ALL_METHODS, get_cam_method
 from ..checks import require
 from ..formatting import fmt_metric
 from ..output_dir import check_output_dir
 from ..specs import parse_target
 from ..variants import COLLAPSE_SAFE, DEFAULT_VARIANT, KEEPS_MAPS, VARIANTS
 from .common import (
+    add_cam_method_option,
     add_data_options,
     add_model_options,
     add_output_dir,
@@ -26,6 +28,7 @@ from .common import (
 if TYPE_CHECKING:
     from ..consistency_result import ConsistencyResult
     from ..data.bad_images import BadImage
+    from ..method_comparison import MethodComparison
     from ..models import LoadedModel
 
 
@@ -33,9 +36,12 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
     parser = commands.add_parser(
         name,
         help="score a classifier's gaze consistency, accuracy and kappa on a data set",
-        description="One pass over the data: Grad-CAM maps, predictions, accuracy, Cohen's kappa and L_CAM; "
-        "writes consistency.json, the per-image table samples.parquet, class_maps.safetensors, class_means.png, "
-        "overlays.png, examples/ (each class's most and least consistent images) and report.html.",
+        description="One pass over the data: CAM maps (Grad-CAM unless --cam-method says otherwise), predictions, "
+        "accuracy, Cohen's kappa and L_CAM; writes consistency.json, the per-image table samples.parquet, "
+        "class_maps.safetensors, class_means.png, overlays.png, examples/ (each class's most and least "
+        "consistent images) and report.html. --cam-method all scores every method in the same pass and adds "
+        "how much the methods agree on which images are inconsistent (it keeps every correct image's map under "
+        "every method: 4*H'*W' bytes each); the per-image files are then Grad-CAM's.",
     )
     add_model_options(parser)
     add_data_options(parser)
@@ -54,13 +60,16 @@ def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
         note=f"; {' and '.join(repr(name) for name in KEEPS_MAPS)} keeps the map of every correctly classified "
         "sample (4*H'*W' bytes each: 196 B at 7x7) and refuses when they would pass half the available memory",
     )
+    add_cam_method_option(parser, allow_all=True)
     parser.add_argument(
         "--grid",
         nargs=2,
         metavar=("H", "W"),
         help="resample maps to a common H x W grid first (default: each model's own map size)",
     )
-    parser.add_argument("--batch-size", default=32, help="images per Grad-CAM forward")
+    parser.add_argument(
+        "--batch-size", default=32, help="images per forward (and Score-CAM's masked inputs per forward)"
+    )
     _add_sample_options(parser)
     parser.add_argument(
         "--dtype",
@@ -122,8 +131,10 @@ def run(args: argparse.Namespace) -> int:
     dataset, split = _data(args)
     loaded = _model(args, list(dataset.features["label"].names))
     with atomic_directory(args.output_dir) as staging:
-        result, skipped, written = _score_into(staging, args, loaded, dataset, split)
+        result, comparison, skipped, written = _score_into(staging, args, loaded, dataset, split)
     print(summary_table(result, len(skipped)))
+    if comparison is not None:
+        print(comparison.table())
     print(f"wrote {args.output_dir}/{', '.join(written)}")
     if loaded.random_weights:
         warn(
@@ -132,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.push_results:
         files = [Path(args.output_dir) / name for name in written if name in ("consistency.json", *_TABLE_FILES)]
-        url = push_results(result.to_dict(), args.push_results, create_pr=args.create_pr, files=files)
+        url = push_results(_scores(result, comparison), args.push_results, create_pr=args.create_pr, files=files)
         print(f"pushed the scores to {args.push_results}: {url}")
     return 0
 
@@ -173,11 +184,12 @@ def _model(args: argparse.Namespace, dataset_names: list[str]) -> LoadedModel:
 
 def _score_into(
     staging: Path, args: argparse.Namespace, loaded: LoadedModel, dataset: Any, split: str
-) -> tuple[ConsistencyResult, list[BadImage], list[str]]:
+) -> tuple[ConsistencyResult, MethodComparison | None, list[BadImage], list[str]]:
     """Score the data set's classes (matched to the model's by name), leaving out unreadable images
     with ``--skip-bad-images``, and write consistency.json, class_maps.safetensors, class_means.png,
-    overlays.png, the per-image table with examples/ and report.html into ``staging``; the result,
-    the images left out and the names written."""
+    overlays.png, the per-image table with examples/ and report.html into ``staging``; the result
+    (with ``--cam-method all``: Grad-CAM's, and the comparison of the methods), the images left out
+    and the names written."""
     import torch
 
     from ..class_maps import save_class_maps
@@ -185,6 +197,7 @@ def _score_into(
     from ..explain import example_images, explain
     from ..filenames import CLASS_MAPS_FILE
     from ..jsonio import write_json
+    from ..method_comparison import compare_cam_methods
     from ..metric import gaze_consistency
     from ..plots import plot_class_means, plot_overlays
     from ..samples import SampleRecorder
@@ -197,9 +210,7 @@ def _score_into(
         scored_data, skipped = drop_bad_images(
             scored_data, loaded.preprocessing, args.max_bad_image_share, args.num_workers
         )
-    result = gaze_consistency(
-        loaded,
-        scored_data,
+    options = dict(
         variant=args.variant,
         grid=tuple(args.grid) if args.grid else None,
         target=parse_target(args.target_layer),
@@ -209,12 +220,20 @@ def _score_into(
         dtype=getattr(torch, args.dtype),
         samples=recorder,
     )
-    per_class = {name: result.per_class[name] for name in scored}
-    result = replace(result, model=args.model, dataset=args.dataset, split=split, per_class=per_class)
+    comparison = None
+    if args.cam_method == ALL_METHODS:
+        comparison = compare_cam_methods(loaded, scored_data, **options)
+        results = comparison.results
+    else:
+        results = {args.cam_method: gaze_consistency(loaded, scored_data, cam_method=args.cam_method, **options)}
+    for method, found in results.items():
+        per_class = {name: found.per_class[name] for name in scored}
+        results[method] = replace(found, model=args.model, dataset=args.dataset, split=split, per_class=per_class)
+    result = next(iter(results.values()))  # --cam-method all: the first, Grad-CAM
     write_json(
         staging / "consistency.json",
         {
-            **result.to_dict(),
+            **_scores(result, comparison),
             "random_weights": loaded.random_weights,
             "seed": args.seed,
             "skipped_images": [bad.to_dict() for bad in skipped],
@@ -230,36 +249,58 @@ def _score_into(
         grid=result.grid,
         variant=args.variant,
     )
-    plot_class_means({args.model: means}, scored, staging / "class_means.png")
-    seen = [aligned.label_names.index(name) for name in scored if per_class[name].n_samples]
+    rows = {
+        method if comparison else args.model: found.class_means[[aligned.label_names.index(name) for name in scored]]
+        for method, found in results.items()
+    }
+    plot_class_means(rows, scored, staging / "class_means.png", title=_class_means_title(result, comparison))
+    seen = [aligned.label_names.index(name) for name in scored if result.per_class[name].n_samples]
     images, labels = example_images(scored_data, per_class=2, classes=seen)
-    explained = explain(loaded, images, target, [aligned.label_names[i] for i in labels])
+    titles = [aligned.label_names[i] for i in labels]
+    explained = explain(loaded, images, target, titles, cam_method=result.cam_method)
     plot_overlays(explained.images, explained.maps, explained.titles(), staging / "overlays.png")
     written = ["consistency.json", CLASS_MAPS_FILE, "class_means.png", "overlays.png"]
     if recorder is not None:
-        written += _per_image_into(staging, args.samples_format, loaded, scored_data, recorder.table, target)
+        written += _per_image_into(staging, args.samples_format, loaded, scored_data, recorder.table, target, result)
     if not args.no_report:
         from ..report import write_report
 
         written.append(write_report(staging).name)
-    return result, skipped, written
+    return result, comparison, skipped, written
+
+
+def _scores(result: ConsistencyResult, comparison: MethodComparison | None) -> dict[str, Any]:
+    """consistency.json's scores: the result's, and the comparison's with ``--cam-method all``."""
+    return {**result.to_dict(), **(comparison.to_dict() if comparison else {})}
+
+
+def _class_means_title(result: ConsistencyResult, comparison: MethodComparison | None) -> str:
+    if comparison is not None:
+        return "Class-mean maps (representative gaze) under each CAM method"
+    return f"Class-mean {get_cam_method(result.cam_method).title} (representative gaze)"
 
 
 _TABLE_FILES = ("samples.parquet", "samples.csv")
 
 
 def _per_image_into(
-    staging: Path, samples_format: str, loaded: LoadedModel, scored: Any, table: Any, target: str | int | None
+    staging: Path,
+    samples_format: str,
+    loaded: LoadedModel,
+    scored: Any,
+    table: Any,
+    target: str | int | None,
+    result: ConsistencyResult,
 ) -> list[str]:
     """The per-image table (with the data set's row indices, ids and planted marks) and each class's
-    most and least consistent images (examples/); the names written."""
+    most and least consistent images (examples/, under the result's CAM method); the names written."""
     from ..data.row_index import with_row_metadata
     from ..extremes import write_extremes
     from ..samples import write_samples
 
     table = with_row_metadata(table, scored)
     written = write_samples(table, staging, samples_format).name
-    write_extremes(loaded, scored, table, staging, target)
+    write_extremes(loaded, scored, table, staging, target, cam_method=result.cam_method)
     return [written, "examples/"]
 
 
@@ -277,7 +318,8 @@ def summary_table(result: ConsistencyResult, skipped: int = 0) -> str:
     one line per class."""
 
     lines = [
-        f"target layer {result.target_name}  map {result.cam_size[0]}x{result.cam_size[1]}  variant {result.variant}",
+        f"target layer {result.target_name}  map {result.cam_size[0]}x{result.cam_size[1]}  variant {result.variant}  "
+        f"CAM method {result.cam_method}",
         f"samples {result.n_samples}{f'  skipped {skipped} unreadable' if skipped else ''}  "
         f"correct {result.n_correct}  accuracy {fmt_metric(result.accuracy)}  "
         f"kappa {fmt_metric(result.kappa)}  L_CAM {fmt_metric(result.value)}  "

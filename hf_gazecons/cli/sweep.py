@@ -36,7 +36,7 @@ from ..sweep import (
     write_outputs,
 )
 from ..variants import DEFAULT_VARIANT
-from .common import add_variant_option
+from .common import add_cam_method_option, add_variant_option
 
 
 def add_parser(commands: argparse._SubParsersAction, name: str) -> None:
@@ -94,6 +94,7 @@ def _add_training_options(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(option, default=None, help=f"use at most this many {what} samples (default: all)")
     parser.add_argument("--ema-alpha", default=None, help="EMA factor of the class maps (default 0.9)")
     add_variant_option(parser, None, f"the preset's, else {DEFAULT_VARIANT}")
+    add_cam_method_option(parser, training=True)
     parser.add_argument(
         "--target-layer",
         default=None,

@@ -53,6 +53,7 @@ class SweepConfig:
     ema_alpha: float = 0.9
     variant: str = DEFAULT_VARIANT
     target_layer: str | None = None
+    cam_method: str = "gradcam"
     per_sample: str = DEFAULT_PER_SAMPLE
     train_args: list[str] = field(default_factory=list)
     parallel: int | None = None
@@ -189,7 +190,7 @@ def explicit_command(config: SweepConfig) -> str:
              "--dataset", config.dataset,
              "--learning-rate", fmt_exact(config.learning_rate), "--batch-size", str(config.batch_size),
              "--ema-alpha", fmt_exact(config.ema_alpha), "--variant", config.variant,
-             "--per-sample", config.per_sample]  # fmt: skip
+             "--cam-method", config.cam_method, "--per-sample", config.per_sample]  # fmt: skip
     if config.image_size:
         parts += ["--image-size", str(config.image_size)]
     if config.grayscale:

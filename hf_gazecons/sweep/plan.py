@@ -117,6 +117,7 @@ def train_options(run: SweepRun, config: SweepConfig) -> dict[str, Any]:
         "max_train_samples": config.max_train_samples or None,
         "max_eval_samples": config.max_eval_samples or None,
         "target_layer": config.target_layer,
+        "cam_method": config.cam_method,
         "per_sample": config.per_sample,
     }
 

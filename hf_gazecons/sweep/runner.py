@@ -265,6 +265,7 @@ def _settings_differ(results_path: Path, config: SweepConfig) -> str:
         "learning_rate": config.learning_rate,
         "variant": config.variant,
         "ema_alpha": config.ema_alpha,
+        "cam_method": config.cam_method,
         "per_sample": config.per_sample,
     }
     return ", ".join(
