@@ -136,6 +136,7 @@ OPTION_RULES: dict[str, Rule] = {
     "port": Rule(int, "a port number in [1, 65535]", lambda v: _is_int(v) and 1 <= v <= 65535, ("0", "65536", "x")),
     # the regulariser and its curriculum
     "lambda_max": FINITE_FLOAT,
+    "pearson_lambda_max": FINITE_FLOAT,
     "lambdas": FINITE_FLOAT,
     "t0": NON_NEGATIVE_INT,
     "t1": POSITIVE_INT,

@@ -40,8 +40,8 @@ class ClassConsistency:
 class ConsistencyResult:
     """L_CAM (``value``; lower = more consistent) beside accuracy, kappa and the mean cross-entropy
     ``loss``, per class and overall. ``values`` holds L_CAM under every variant that one pass could
-    compute: always ``paper`` and ``robust`` (they need only sums), ``reference`` when asked for.
-    ``cam_method`` is the saliency method of the maps (:func:`~hf_gazecons.cam_family.cam_methods`)."""
+    compute: always ``paper``, ``pearson`` and ``robust`` (they need only sums), ``reference`` when
+    asked for. ``cam_method`` is the saliency method of the maps (:func:`~hf_gazecons.cam_family.cam_methods`)."""
 
     value: float | None
     per_class: dict[str, ClassConsistency]

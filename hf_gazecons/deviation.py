@@ -1,7 +1,7 @@
 """The per-sample deviation of a map from its class map under any variant, and the common grid
 (docs/METHOD.md, sections 3 and 9).
 
-The variants themselves (``paper``, ``reference``, ``robust``) are :mod:`hf_gazecons.variants`.
+The variants themselves (``paper``, ``reference``, ``robust``, ``pearson``) are :mod:`hf_gazecons.variants`.
 
     >>> per_sample_deviation(maps, class_map, "robust")       # (N,) l(x, c)
     >>> on_grid(maps, (7, 7))                                 # every map on one 7x7 grid

@@ -273,6 +273,7 @@ def _results(
         ema_alpha=args.ema_alpha,
         variant=args.variant,
         second_order=args.second_order,
+        follow_flips=args.follow_flips,
         per_sample=args.per_sample,
         per_sample_path=trainer.per_sample_path,
         target_layer=trainer.target_name,

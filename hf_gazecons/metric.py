@@ -2,7 +2,7 @@
 
 One pass over the data: each batch's single CAM forward gives the predictions and the maps (of one
 method, or of several at once: :func:`scoring_pass`).
-For the paper and robust variants, memory does not grow with the data set: per class the count
+For every variant but ``reference``, memory does not grow with the data set: per class the count
 ``|D_c+|`` (the confusion matrix's diagonal), the map sum and each variant's own sums are enough
 (see :class:`~hf_gazecons.variants.ClassSums`). These sums merge by addition, across batches and
 across processes.
@@ -211,10 +211,7 @@ class ConsistencyStatistics:
         sums = ClassSums(counts, self.zero_maps, self.map_sum, self.terms, self.kept_maps)
         deviation_sums = {name: variant.deviation_sums(sums) for name, variant in self.variants.items()}
         if self.recorder is not None:
-            class_maps = {
-                name: self.map_sum / variant.class_map_count(counts, self.zero_maps).clamp(min=1)[:, None, None]
-                for name, variant in self.variants.items()
-            }
+            class_maps = {name: variant.final_class_maps(sums) for name, variant in self.variants.items()}
             self.recorder.finish(label_names, class_maps, counts > 0, valid)
 
         def class_value(variant: str, c: int) -> float | None:
@@ -307,8 +304,8 @@ def gaze_consistency(
         model: a :class:`LoadedModel` (brings its preprocessing and label names) or any classifier
             module whose output (or ``.logits``) are the class logits.
         data: batches, or a ``datasets`` data set (then ``preprocessing`` is needed).
-        variant: the deviation L_CAM reports (``paper``, ``reference`` or ``robust``); ``paper`` and
-            ``robust`` are always computed (``result.values``).
+        variant: the deviation L_CAM reports (``paper``, ``reference``, ``robust`` or ``pearson``);
+            all but ``reference`` are always computed (``result.values``).
         grid: resample every map to this ``(H, W)`` by averaging areas, to compare backbones.
         target: the maps' target layer: a module name, a timm stage index, or None (automatic).
         label_names: the class names in logit order (default: the LoadedModel's, else "0", "1", ...).

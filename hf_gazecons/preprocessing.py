@@ -2,7 +2,9 @@
 
 Evaluation resizes the whole image to the model's input size (no crop, so masks and maps keep
 the image's geometry, as the study does); training adds the study's augmentation
-(RandomResizedCrop scale 0.9-1.0, horizontal flip).
+(RandomResizedCrop scale 0.9-1.0, horizontal flip). The flip is drawn last, as timm draws it, and
+:meth:`Preprocessing.augment` reports it, so that training can compare a mirrored image's map
+with the mirrored class map.
 
 Example::
 
@@ -32,7 +34,11 @@ STUDY_MEAN_STD = ((0.5,), (0.5,))
 
 @dataclass
 class Preprocessing:
-    """Image -> tensor for one model. ``mode`` is the PIL mode the model reads ("RGB" or "L")."""
+    """Image -> tensor for one model. ``mode`` is the PIL mode the model reads ("RGB" or "L").
+
+    ``hflip`` is the probability of the training augmentation's horizontal flip, drawn after
+    ``train_transform`` (which then does not flip); None where the training transform is a
+    processor's own, whose flips are not known."""
 
     mode: str
     image_size: tuple[int, int]
@@ -42,14 +48,22 @@ class Preprocessing:
     train_transform: Transform
     data_config: dict[str, Any] = field(default_factory=dict)
     processor: Any = None
+    hflip: float | None = None
 
     @property
     def num_channels(self) -> int:
         return 1 if self.mode == "L" else 3
 
     def __call__(self, image: Image.Image, train: bool = False) -> torch.Tensor:
-        image = image.convert(self.mode)
-        return (self.train_transform if train else self.eval_transform)(image)
+        return self.augment(image)[0] if train else self.eval_transform(image.convert(self.mode))
+
+    def augment(self, image: Image.Image) -> tuple[torch.Tensor, bool | None]:
+        """The training tensor of ``image`` and whether it was mirrored horizontally (None: unknown)."""
+        pixel_values = self.train_transform(image.convert(self.mode))
+        if not self.hflip:
+            return pixel_values, None if self.hflip is None else False
+        flipped = bool(torch.rand(1) < self.hflip)  # torchvision's RandomHorizontalFlip draw, in its place
+        return (pixel_values.flip(-1) if flipped else pixel_values), flipped
 
 
 def first_conv_channels(model: nn.Module) -> int:
@@ -90,9 +104,10 @@ def _resize_preprocessing(
         std=std,
         eval_transform=timm.data.create_transform(**common, is_training=False, crop_pct=1.0, crop_mode="squash"),
         train_transform=timm.data.create_transform(
-            **common, is_training=True, scale=(0.9, 1.0), hflip=0.5, color_jitter=None
+            **common, is_training=True, scale=(0.9, 1.0), hflip=0.0, color_jitter=None
         ),
         data_config={**common, "crop_pct": 1.0, "crop_mode": "squash"},
+        hflip=0.5,
     )
 
 

@@ -59,10 +59,14 @@ class GazeConsistencyLoss(nn.Module):
     :class:`PenaltyOutput`).
 
     The variant decides the rest: the deviation, which maps the EMA follows (``robust``: the mean
-    of the class's *non-zero* maps; a class whose maps are all zero in a batch then leaves its EMA
-    as it is) and whether, given the maps' pre-ReLU ``raw`` values, a participating sample whose
+    of the class's *non-zero* maps, a class whose maps are all zero in a batch then leaving its EMA
+    as it is; ``pearson``: the mean of their centred unit vectors) and whether, given the maps' pre-ReLU ``raw`` values, a participating sample whose
     map is zero everywhere gets the revival term on top of its deviation
     (:meth:`~hf_gazecons.variants.base.Variant.penalty`), a gradient that brings it back.
+
+    Given ``flipped`` (one flag per sample: the augmentation mirrored the image horizontally), the
+    maps and ``raw`` of the flipped samples are mirrored back before anything else: the class map
+    lives in the frame of the un-augmented images, and a flipped image meets it flipped.
 
     Args:
         num_classes: the classifier's number of classes.
@@ -92,10 +96,19 @@ class GazeConsistencyLoss(nn.Module):
         self.register_buffer("initialized", torch.zeros(num_classes, dtype=torch.bool))
 
     def forward(
-        self, maps: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, raw: torch.Tensor | None = None
+        self,
+        maps: torch.Tensor,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        raw: torch.Tensor | None = None,
+        flipped: torch.Tensor | None = None,
     ) -> PenaltyOutput:
         """``maps``: (B, H', W') differentiable Grad-CAM of the true class; ``logits``: (B, K);
-        ``raw``: the maps before ReLU and normalisation (``CAMOutput.raw``; used by ``robust``)."""
+        ``raw``: the maps before ReLU and normalisation (``CAMOutput.raw``; used by the variants that
+        revive collapsed maps); ``flipped``: (B,) bool, the samples whose image was mirrored horizontally."""
+        if flipped is not None:
+            maps = _mirror_back(maps, flipped)
+            raw = None if raw is None else _mirror_back(raw, flipped)
         correct = logits.detach().argmax(dim=1) == labels
         classes = labels[correct]
         k = self.num_classes
@@ -103,7 +116,7 @@ class GazeConsistencyLoss(nn.Module):
         zero = is_zero_map(maps[correct]).to(maps.dtype)
         zeros = torch.zeros(k, dtype=maps.dtype, device=maps.device).index_add_(0, classes, zero)
         sums = torch.zeros(k, *maps.shape[1:], dtype=maps.dtype, device=maps.device)
-        sums.index_add_(0, classes, maps.detach()[correct])
+        sums.index_add_(0, classes, self.variant.averaged_maps(maps.detach()[correct]))
         world = 1
         if dist.is_available() and dist.is_initialized():
             world = dist.get_world_size()
@@ -145,6 +158,11 @@ class GazeConsistencyLoss(nn.Module):
         if prefix + "ema" in state_dict:  # the map size is only known once saved
             self.ema = torch.empty_like(state_dict[prefix + "ema"], device=self.ema.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def _mirror_back(maps: torch.Tensor, flipped: torch.Tensor) -> torch.Tensor:
+    """(B, H', W') ``maps`` with those of the ``flipped`` samples mirrored along the width."""
+    return torch.where(flipped.to(maps.device, torch.bool)[:, None, None], maps.flip(-1), maps)
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,7 @@ class RunConfig:
     lambda_per_step: bool = False
     ema_alpha: float | None = None
     second_order: bool = False
+    follow_flips: bool = False
     per_sample: str | None = None
     per_sample_path: str | None = None
     target_layer: str | None = None

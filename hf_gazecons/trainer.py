@@ -69,6 +69,10 @@ class GazeConsistencyTrainingArguments(TrainingArguments):
         default=DEFAULT_VARIANT,
         metadata={"help": f"The penalty's {VARIANT_HELP}.", "choices": list(VARIANTS)},
     )
+    follow_flips: bool = field(
+        default=False,
+        metadata={"help": "Compare the map of a horizontally flipped training image with the flipped class map."},
+    )
     second_order: bool = field(default=False, metadata={"help": "Differentiate through the channel weights too."})
     per_sample: str = field(
         default=DEFAULT_PER_SAMPLE,
@@ -199,7 +203,7 @@ class GazeConsistencyTrainer(Trainer):
         out = self._gradcam(model)(pixel_values, targets=labels)
         loss = F.cross_entropy(out.logits, labels, label_smoothing=self.args.label_smoothing_factor)
         cross_entropy = float(loss.detach())
-        penalty = self.regularizer(out.maps, out.logits, labels, out.raw)
+        penalty = self.regularizer(out.maps, out.logits, labels, out.raw, self._flips(inputs))
         weight = self.curriculum.at_progress(self.state.epoch or 0.0)
         if weight != 0.0:
             loss = loss + weight * penalty.loss
@@ -208,6 +212,17 @@ class GazeConsistencyTrainer(Trainer):
             [float(penalty.loss.detach()), weight, *counts, cross_entropy, 1.0], dtype=torch.float64
         )
         return (loss, {"logits": out.logits}) if return_outputs else loss
+
+    def _flips(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The batch's horizontal-flip flags when ``follow_flips`` asks for them."""
+        if not self.args.follow_flips:
+            return None
+        if "flipped" not in inputs:
+            raise TrainingError(
+                "--follow_flips needs training items that report their horizontal flip ('flipped'): timm "
+                "preprocessing reports it, a transformers processor's own training transforms do not"
+            )
+        return inputs["flipped"]
 
     def _gradcam(self, model: nn.Module) -> CAM:
         if self._cam is None or self._cam.model is not model:
@@ -283,8 +298,8 @@ class GazeConsistencyTrainer(Trainer):
     ) -> EvalLoopOutput:
         """Accuracy, kappa, gaze consistency and loss in one pass over this rank's shard.
 
-        ``{prefix}_gaze_consistency`` is the paper variant (the study's metric); the robust one (and
-        the reference one, for a run trained with it) come as ``{prefix}_<variant>_gaze_consistency``."""
+        ``{prefix}_gaze_consistency`` is the paper variant (the study's metric); the pearson and robust
+        ones (and the reference one, for a run trained with it) come as ``{prefix}_<variant>_gaze_consistency``."""
         dataset = dataloader.dataset
         if dist.is_available() and dist.is_initialized():
             rank, world = dist.get_rank(), dist.get_world_size()

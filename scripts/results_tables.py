@@ -36,6 +36,7 @@ COLUMNS = (
     ("accuracy", "accuracy", 3),
     ("L_CAM (paper)", CONSISTENCY, 4),
     ("robust L_CAM", variant_metric("robust"), 4),
+    ("pearson L_CAM", variant_metric("pearson"), 4),
     ("all-zero maps", "zero_map_share", 3),
     ("EPG", "energy_pointing_game", 3),
     ("PG (0 px)", "pointing_game", 3),

@@ -229,7 +229,7 @@ def test_score_local_timm_export_end_to_end(model_dir, tmp_path, capsys):
     assert sum(e["n_correct"] for e in result["per_class"].values()) == result["n_correct"]
     assert sum(e["n_zero_maps"] for e in result["per_class"].values()) == result["n_zero_maps"]
     assert result["zero_map_share"] == (result["n_zero_maps"] / result["n_correct"] if result["n_correct"] else None)
-    assert set(result["gaze_consistency_by_variant"]) == {"paper", "robust"}
+    assert set(result["gaze_consistency_by_variant"]) == {"paper", "pearson", "robust"}
     assert result["gaze_consistency_by_variant"]["paper"] == result["gaze_consistency"]
     assert result["accuracy"] == pytest.approx(result["n_correct"] / result["n_samples"])
     assert result["kappa"] is None or -1 <= result["kappa"] <= 1
@@ -612,9 +612,9 @@ def test_demo_reduced(tmp_path, capsys):
     out_dir = tmp_path / "demo"
     rc, out, err = demo(out_dir)
     assert rc == 0, err
-    header = next(line for line in out.splitlines() if "baseline" in line and "robust" in line)
-    assert header.split() == ["baseline", "paper", "robust"]
-    rows = ("accuracy", "Cohen's kappa", "L_CAM, paper", "L_CAM, robust", "all-zero maps",
+    header = next(line for line in out.splitlines() if "baseline" in line and "pearson" in line)
+    assert header.split() == ["baseline", "paper", "pearson"]
+    rows = ("accuracy", "Cohen's kappa", "L_CAM, paper", "L_CAM, pearson", "all-zero maps",
             "energy pointing game (EPG, non-zero maps)", "  EPG chance", "  EPG of the perfect map",
             "pointing game (PG, 0 px, non-zero maps)", "  PG (0 px), circle", "    chance, circle",
             "maps without a ranking", "deletion AUC", "  deletion AUC, random map", "insertion AUC")  # fmt: skip
@@ -622,20 +622,22 @@ def test_demo_reduced(tmp_path, capsys):
         line = next((line for line in out.splitlines() if line.startswith(row)), None)
         assert line is not None, f"no {row!r} row in:\n{out}"
         assert len(re.findall(r"(?:-?\d+\.\d{4}|n/a)", line)) == 3, line
-    for run in ("baseline", "paper", "robust"):
+    for run in ("baseline", "paper", "pearson"):
         for name in ("config.json", "model.safetensors", "results.json", "README.md"):
             assert (out_dir / run / name).is_file(), f"{run}/{name}"
     assert_png(out_dir / "class_means_comparison.png")
-    for folder in (out_dir, out_dir / "baseline", out_dir / "paper", out_dir / "robust"):
+    for folder in (out_dir, out_dir / "baseline", out_dir / "paper", out_dir / "pearson"):
         assert (folder / "report.html").is_file(), folder
-    assert 'id="run-robust"' in (out_dir / "report.html").read_text()
+    assert 'id="run-pearson"' in (out_dir / "report.html").read_text()
     assert_no_staging(tmp_path, "demo")
-    configs = {run: json.loads((out_dir / run / "results.json").read_text())["config"] for run in ("paper", "robust")}
+    configs = {run: json.loads((out_dir / run / "results.json").read_text())["config"] for run in ("paper", "pearson")}
     assert configs["paper"]["lambda_max"] > 0 and configs["paper"]["variant"] == "paper"
-    assert configs["robust"]["lambda_max"] > 0 and configs["robust"]["variant"] == "robust"
+    assert not configs["paper"]["follow_flips"]
+    assert configs["pearson"]["lambda_max"] > 0 and configs["pearson"]["variant"] == "pearson"
+    assert configs["pearson"]["follow_flips"]
     assert json.loads((out_dir / "baseline" / "results.json").read_text())["config"]["lambda_max"] == 0
     comparison = json.loads((out_dir / "comparison.json").read_text())
-    for run in ("baseline", "paper", "robust"):  # each arm's faithfulness, as its results.json has it
+    for run in ("baseline", "paper", "pearson"):  # each arm's faithfulness, as its results.json has it
         recorded = json.loads((out_dir / run / "results.json").read_text())["faithfulness"]["summary"]
         assert comparison[run]["faithfulness"] == recorded
         assert {"eval_energy_pointing_game", "eval_chance_energy_pointing_game"} <= comparison[run].keys()
@@ -645,7 +647,7 @@ def test_demo_reduced(tmp_path, capsys):
     assert rc == 0, err
     table = out[out.index(header) :].replace(str(out_dir), "OUT")  # the Trainer's log lines before it name times
     assert again[again.index(header) :].replace(str(tmp_path / "again"), "OUT") == table
-    for name in ("comparison.json", "baseline/results.json", "paper/results.json", "robust/results.json"):
+    for name in ("comparison.json", "baseline/results.json", "paper/results.json", "pearson/results.json"):
         first, second = (json.loads((folder / name).read_text()) for folder in (out_dir, tmp_path / "again"))
         assert without_times(first) == without_times(second), name
 

@@ -507,6 +507,42 @@ def test_main_process_transforms_run_on_one_thread_and_restore_it(small_shapes):
         torch.set_num_threads(threads)
 
 
+def test_training_items_report_the_flip_and_match_timm_s_own_flip(small_shapes):
+    """The flip is drawn where timm's RandomHorizontalFlip draws it: same seeds, same tensors."""
+    import random
+
+    import timm
+
+    from hf_gazecons.preprocessing import processor_preprocessing, timm_preprocessing
+
+    prep = timm_preprocessing(timm.create_model("test_resnet", num_classes=3), image_size=48)
+    common = {k: v for k, v in prep.data_config.items() if k not in ("crop_pct", "crop_mode")}
+    timm_flip = timm.data.create_transform(**common, is_training=True, scale=(0.9, 1.0), hflip=0.5, color_jitter=None)
+    items = ImageClassificationDataset.with_preprocessing(small_shapes["train"], prep, train=True)
+    ours, theirs = [], []
+    for out, make in ((ours, lambda i: items[i]), (theirs, lambda i: timm_flip(small_shapes["train"][i]["image"]))):
+        random.seed(0), torch.manual_seed(0)
+        out.extend(make(i) for i in range(len(items)))
+    assert {item["flipped"] for item in ours} == {True, False}
+    for item, expected in zip(ours, theirs):
+        assert torch.equal(item["pixel_values"], expected)
+    random.seed(0)  # the crop draws from Python's generator, the flip from torch's
+    unflipped = [prep.train_transform(small_shapes["train"][i]["image"].convert("RGB")) for i in range(len(items))]
+    for item, plain in zip(ours, unflipped):
+        assert torch.equal(item["pixel_values"], plain.flip(-1) if item["flipped"] else plain)
+    evaluation = ImageClassificationDataset.with_preprocessing(small_shapes["train"], prep)[0]
+    assert "flipped" not in evaluation
+
+    class Processor:  # a processor's own training transforms: their flips are unknown
+        size = {"height": 48, "width": 48}
+
+        def __call__(self, images, return_tensors):
+            return {"pixel_values": transforms.ToTensor()(images)[None]}
+
+    unknown = processor_preprocessing(Processor())
+    assert "flipped" not in ImageClassificationDataset.with_preprocessing(small_shapes["train"], unknown, True)[0]
+
+
 def test_select_subset_is_train_s_rule_and_score_s_default_seed(small_shapes):
     from transformers import TrainingArguments
 

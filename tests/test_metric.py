@@ -40,6 +40,15 @@ def brute_force(maps, labels, predictions, num_classes, variant, grid=None):
                 float(((m * ref.norm() / m.norm() - ref) ** 2).sum() / pixels) if m.norm() > 0 else worst
                 for m in members
             ]
+        elif variant == "pearson":  # (1 - r) / 2 against the summed standardised maps; a constant map: 1
+            live = [(m - m.mean()) / (m - m.mean()).norm() for m in members if (m - m.mean()).norm() > 0]
+            direction = sum(live) if live else torch.zeros_like(mean)
+            values = [
+                float((1 - ((m - m.mean()) / (m - m.mean()).norm() * direction).sum() / direction.norm()) / 2)
+                if (m - m.mean()).norm() > 0
+                else 1.0
+                for m in members
+            ]
         else:
             values = [float(torch.sqrt(((m - mean) ** 2).sum()) / pixels) for m in members]
         per_class[c] = sum(values) / len(values)
@@ -61,7 +70,7 @@ def random_batches(seed=0, n_batches=4, batch=16, k=3, size=(5, 6)):
     return out
 
 
-@pytest.mark.parametrize("variant", ["paper", "reference", "robust"])
+@pytest.mark.parametrize("variant", ["paper", "reference", "robust", "pearson"])
 @pytest.mark.parametrize("grid", [None, (3, 4), (7, 7)])
 def test_statistics_match_brute_force(variant, grid):
     batches = random_batches()
@@ -84,7 +93,7 @@ def test_statistics_match_brute_force(variant, grid):
         assert result.values[other] == pytest.approx(
             brute_force(maps, labels, logits.argmax(1), 3, other, grid)[0], rel=1e-9, abs=1e-12
         )
-    assert set(result.values) == {"paper", "robust"} | ({"reference"} if variant == "reference" else set())
+    assert set(result.values) == {"paper", "robust", "pearson"} | ({"reference"} if variant == "reference" else set())
 
 
 def test_streaming_equals_one_batch():

@@ -17,6 +17,10 @@ def correct_logits(labels, k, wrong=()):
     return F.one_hot(predictions, k).float()
 
 
+def standardised(m):
+    return (m - m.mean()) / (m - m.mean()).norm()
+
+
 def brute_force_step(ema, initialized, maps, logits, labels, k, alpha, variant="paper"):
     """One step of docs/METHOD.md (5.2) and (6.1)-(6.2) written plainly, class by class; returns (loss,
     new ema, new flags)."""
@@ -27,9 +31,10 @@ def brute_force_step(ema, initialized, maps, logits, labels, k, alpha, variant="
         idx = [i for i in range(len(labels)) if labels[i] == c and predictions[i] == c]
         if len(idx) < 2:
             continue
-        averaged = [i for i in idx if variant != "robust" or maps[i].detach().max() > 0]  # robust: non-zero maps
-        if averaged:
-            mean = maps[averaged].detach().mean(0)
+        averaged = [i for i in idx if variant not in ("robust", "pearson") or maps[i].detach().max() > 0]
+        if averaged:  # robust and pearson: the non-zero maps; pearson averages them standardised
+            mean = torch.stack([standardised(maps[i].detach()) if variant == "pearson" else maps[i].detach()
+                                for i in averaged]).mean(0)  # fmt: skip
             ema[c] = mean if not initialized[c] else alpha * ema[c] + (1 - alpha) * mean
             initialized[c] = True
         for i in idx:
@@ -39,6 +44,9 @@ def brute_force_step(ema, initialized, maps, logits, labels, k, alpha, variant="
                 deviations.append((diff**2).sum() / pixels)
             elif variant == "reference":
                 deviations.append(diff.norm() / pixels)
+            elif variant == "pearson":  # (1 - r) / 2 against the EMA's direction; an all-zero map: 1
+                r = (standardised(maps[i]) * ema[c]).sum() / ema[c].norm()
+                deviations.append((1 - r) / 2 if maps[i].detach().max() > 0 else torch.tensor(1.0))
             elif maps[i].detach().max() > 0 and ema[c].max() > 0:  # robust: rescaled to the class map's norm
                 deviations.append(((maps[i] * ema[c].norm() / maps[i].norm() - ema[c]) ** 2).sum() / pixels)
             else:  # robust, an all-zero map (or class map): as far as a map with no overlap
@@ -47,7 +55,7 @@ def brute_force_step(ema, initialized, maps, logits, labels, k, alpha, variant="
     return loss, ema, initialized
 
 
-@pytest.mark.parametrize("variant", ["paper", "reference", "robust"])
+@pytest.mark.parametrize("variant", ["paper", "reference", "robust", "pearson"])
 def test_penalty_and_ema_follow_the_equations_over_several_batches(variant):
     k, alpha = 3, 0.9
     reg = GazeConsistencyLoss(k, alpha, variant)

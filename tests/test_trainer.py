@@ -253,7 +253,7 @@ def test_collapse_is_logged_and_warned_about_once(base, shapes, names, tmp_path,
         return dataclasses.replace(out, n_zero_maps=out.n_samples)
 
     monkeypatch.setattr(trainer.regularizer, "forward", collapsed)
-    with pytest.warns(UserWarning, match="all zero.*--variant robust") as caught:
+    with pytest.warns(UserWarning, match="all zero.*--variant pearson") as caught:
         trainer.train()
     assert len([w for w in caught if "all zero" in str(w.message)]) == 1
     shares = [e["zero_map_share"] for e in train_logs(trainer)]
@@ -268,7 +268,7 @@ def test_evaluation_reports_the_training_variant_beside_the_paper_one(base, shap
     for variant, key in (("paper", "eval_gaze_consistency"), ("reference", "eval_reference_gaze_consistency")):
         expected = gaze_consistency(trainer.model, loader, variant=variant, label_names=names, progress=False).value
         assert metrics[key] == pytest.approx(expected, abs=1e-6), key
-    assert metrics["eval_robust_gaze_consistency"] is not None
+    assert metrics["eval_robust_gaze_consistency"] is not None and metrics["eval_pearson_gaze_consistency"] is not None
 
 
 def test_penalty_changes_training(base, shapes, names, tmp_path):
@@ -522,6 +522,25 @@ def test_second_order_trains_and_differs_from_first_order(base, shapes, names, t
     # the channel weights depend on the classifier: double backprop changes its update
     a, b = state(second.model), state(first.model)
     assert not torch.allclose(a["fc.weight"], b["fc.weight"], rtol=0, atol=1e-7)
+
+
+def test_follow_flips_hands_each_batch_s_flip_flags_to_the_penalty(base, shapes, names, tmp_path, monkeypatch):
+    options = dict(follow_flips=True, variant="pearson", num_train_epochs=1, **NO_EVAL)
+    unflagged = gaze_trainer(base, shapes, names, tmp_path / "a", **options)
+    with pytest.raises(GazeConsError, match="--follow_flips needs training items that report"):
+        unflagged.train()  # these items do not say whether they were flipped
+    trainer = gaze_trainer(base, shapes, names, tmp_path / "b", **options)
+    trainer.train_dataset = ImageClassificationDataset.with_preprocessing(shapes["train"], base.preprocessing, True)
+    forward, seen = trainer.regularizer.forward, []
+
+    def spy(maps, logits, labels, raw, flipped):
+        seen.append(flipped)
+        return forward(maps, logits, labels, raw, flipped)
+
+    monkeypatch.setattr(trainer.regularizer, "forward", spy)
+    trainer.train()
+    flags = torch.cat(seen)
+    assert len(flags) == len(shapes["train"]) and flags.dtype == torch.bool and 0 < int(flags.sum()) < len(flags)
 
 
 def test_per_sample_mode_reaches_grad_cam_and_the_results(tmp_path):

@@ -26,8 +26,9 @@ def _maps(seed: int = 0, n: int = 40, k: int = 3):
 
 @pytest.mark.parametrize("name", VARIANTS)
 def test_metric_sums_equal_the_per_sample_deviation_from_the_variants_class_map(name):
-    """Per class: the sum of ``deviation`` over the class's maps against map_sum / class_map_count,
-    and the metric's value from its sums, agree for every variant the package finds."""
+    """Per class: the sum of ``deviation`` over the class's maps against the sum of their
+    ``averaged_maps`` over class_map_count, and the metric's value from its sums, agree for every
+    variant the package finds."""
     variant = get_variant(name)
     maps, labels = _maps()
     k = 3
@@ -38,7 +39,7 @@ def test_metric_sums_equal_the_per_sample_deviation_from_the_variants_class_map(
         members = maps[labels == c].double()
         count = torch.tensor([float(len(members))], dtype=torch.float64)
         zeros = is_zero_map(members).double().sum().reshape(1)
-        class_map = members.sum(0) / variant.class_map_count(count, zeros).clamp(min=1)
+        class_map = variant.averaged_maps(members).sum(0) / variant.class_map_count(count, zeros).clamp(min=1)
         expected = float(variant.deviation(members, class_map).mean())
         assert result.per_class[label].values[name] == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
@@ -67,20 +68,26 @@ def test_robust_worst_case_is_twice_the_class_maps_energy_and_2_without_one():
 
 
 def test_the_rules_of_each_variant():
-    assert (COLLAPSE_SAFE, KEEPS_MAPS) == (("robust",), ("reference",))
-    assert [name for name in VARIANTS if get_variant(name).revives_collapsed_maps] == ["robust"]
+    assert (COLLAPSE_SAFE, KEEPS_MAPS) == (("pearson", "robust"), ("reference",))
+    assert [name for name in VARIANTS if get_variant(name).revives_collapsed_maps] == ["pearson", "robust"]
     count, zeros = torch.tensor([5.0, 3.0]), torch.tensor([2.0, 3.0])
     assert get_variant("robust").class_map_count(count, zeros).tolist() == [3.0, 0.0]  # the non-zero maps
+    assert get_variant("pearson").class_map_count(count, zeros).tolist() == [3.0, 0.0]
     assert get_variant("paper").class_map_count(count, zeros).tolist() == [5.0, 3.0]  # all of them
+    maps = torch.rand(4, 3, 3, dtype=torch.float64)
+    assert get_variant("paper").averaged_maps(maps) is maps  # the study averages the maps themselves
+    units = get_variant("pearson").averaged_maps(maps).flatten(1)  # pearson: their centred unit vectors
+    torch.testing.assert_close(units, (maps.flatten(1) - maps.flatten(1).mean(1, keepdim=True)) / (
+        maps.flatten(1) - maps.flatten(1).mean(1, keepdim=True)).norm(dim=1, keepdim=True))
 
 
 def test_every_file_of_the_package_is_a_variant_and_unknown_names_are_a_usage_error():
     files = sorted(m.name for m in pkgutil.iter_modules(variants_package.__path__) if m.name != "base")
-    assert list(VARIANTS) == files == ["paper", "reference", "robust"]
+    assert list(VARIANTS) == files == ["paper", "pearson", "reference", "robust"]
     assert all(get_variant(name).name == name for name in VARIANTS)
     robust = get_variant("robust")
     assert get_variant(robust) is robust
-    with pytest.raises(UsageError, match=r"variant must be one of paper, reference, robust, not 'papr'"):
+    with pytest.raises(UsageError, match=r"variant must be one of paper, pearson, reference, robust, not 'papr'"):
         get_variant("papr")
 
 
@@ -91,4 +98,4 @@ def test_the_variants_load_without_torch():
         "print(VARIANTS, 'torch' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-    assert done.stdout.strip() == "('paper', 'reference', 'robust') False", done.stdout + done.stderr
+    assert done.stdout.strip() == "('paper', 'pearson', 'reference', 'robust') False", done.stdout + done.stderr

@@ -46,6 +46,7 @@ class _Rows:
         transform: Callable[[PILImage.Image], torch.Tensor],
         mode: str = "RGB",
         decode_size: tuple[int, int] | None = None,
+        reports_flips: bool = False,
     ) -> None:
         missing = [c for c in ("image", "label") if c not in (dataset.column_names or [])]
         if missing:
@@ -59,6 +60,7 @@ class _Rows:
         self.transform = transform
         self.mode = mode
         self.decode_size = tuple(decode_size) if decode_size else None
+        self.reports_flips = reports_flips
         self.has_masks = "mask" in dataset.column_names
         # rows hold the encoded images ({"bytes", "path"}); decode_image reads them, inside _read's error handling
         self._rows = dataset.cast_column("image", datasets.Image(decode=False))
@@ -67,10 +69,12 @@ class _Rows:
 
     @classmethod
     def with_preprocessing(cls, dataset, preprocessing: Preprocessing, train: bool = False):
-        """Items as ``preprocessing`` makes them for its model (``train``: with its augmentation),
-        read in its mode with JPEGs decoded near its input size."""
-        transform = partial(preprocessing, train=True) if train else preprocessing
-        return cls(dataset, transform, mode=preprocessing.mode, decode_size=preprocessing.image_size)
+        """Items as ``preprocessing`` makes them for its model (``train``: with its augmentation, and
+        ``"flipped"`` where the preprocessing reports its horizontal flip), read in its mode with
+        JPEGs decoded near its input size."""
+        flips = train and preprocessing.hflip is not None
+        transform = preprocessing.augment if flips else partial(preprocessing, train=True) if train else preprocessing
+        return cls(dataset, transform, preprocessing.mode, preprocessing.image_size, reports_flips=flips)
 
     @property
     def label_names(self) -> list[str]:
@@ -82,7 +86,12 @@ class _Rows:
         image, label, mask = self._read(row, where)
         with _one_thread():
             pixel_values = self.transform(image)
+        flipped = None
+        if self.reports_flips:  # the transform returns (tensor, mirrored horizontally)
+            pixel_values, flipped = pixel_values
         item = {"pixel_values": pixel_values, "labels": int(label)}
+        if self.reports_flips:
+            item["flipped"] = flipped
         if self.has_masks:
             item["masks"] = _mask_tensor(mask, tuple(pixel_values.shape[-2:]))
         return item
@@ -109,7 +118,8 @@ class ImageClassificationDataset(_Rows, torch.utils.data.Dataset):
 
     Item ``i`` is ``{"pixel_values": (C, H, W) tensor, "labels": int}`` plus
     ``"masks"``: a (H, W) bool tensor at the size of ``pixel_values`` (nearest-neighbour resize;
-    the transform must be a plain resize, no crop) when the data set has a ``mask`` column.
+    the transform must be a plain resize, no crop) when the data set has a ``mask`` column, and
+    ``"flipped"`` (bool) with ``reports_flips``, whose transform returns ``(tensor, flipped)``.
     Items collate with :func:`torch.utils.data.default_collate` (a plain DataLoader works).
     ``decode_size=(H, W)``: decode JPEGs at a reduced scale no smaller than that (module docstring).
 

@@ -80,10 +80,10 @@ def _command_section(config: SweepConfig, invoked_as: Sequence[str] | None) -> l
 
 def _final_section(finals: Sequence[Mapping[str, Any]]) -> list[str]:
     """The last epoch's metrics per backbone and lambda, mean ± sd over seeds."""
-    robust = variant_metric("robust")
     columns = [  # header, runs.csv column, digits
         ("accuracy", "accuracy", 3), ("kappa", "kappa", 3), ("L_CAM", CONSISTENCY, 4),
-        ("robust L_CAM", robust, 3), ("all-zero maps", "zero_map_share", 3),
+        ("robust L_CAM", variant_metric("robust"), 3), ("pearson L_CAM", variant_metric("pearson"), 3),
+        ("all-zero maps", "zero_map_share", 3),
     ]  # fmt: skip
     located = any(f.get("energy_pointing_game_mean") is not None for f in finals)
     if located:
@@ -101,8 +101,9 @@ def _final_section(finals: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = [
         "## Final evaluation",
         "",
-        "Validation split. L_CAM is the paper variant's, robust L_CAM the robust variant's (docs/OBJECTIVES.md); "
-        "all-zero maps are the share of correct validation samples whose Grad-CAM map is zero everywhere."
+        "Validation split. L_CAM is the paper variant's, robust and pearson L_CAM those variants' "
+        "(docs/OBJECTIVES.md); all-zero maps are the share of correct validation samples whose Grad-CAM map is "
+        "zero everywhere."
         + (
             " The pointing games count the correct samples with an object and a map that is not all zero; chance is "
             "a uniform map (energy) or a peak placed at random (pointing), the perfect map the object's mask "

@@ -43,7 +43,8 @@ RUNS_COLUMNS = (
     "backbone", "lambda", "seed", "epoch", *_HISTORY_COLUMNS, *(metric_key("test", name) for name in _TEST_METRICS)
 )  # fmt: skip
 """Columns of ``runs.csv`` (``lambda`` is lambda_max, ``lambda_t`` the epoch's curriculum value).
-``gaze_consistency`` is the paper variant's L_CAM, ``robust_gaze_consistency`` the robust one's,
+``gaze_consistency`` is the paper variant's L_CAM, ``<variant>_gaze_consistency`` that of each other
+variant the metric computes from sums (``pearson``, ``robust``),
 ``zero_map_share`` the all-zero maps among the correct validation samples and
 ``train_zero_map_share`` among the penalised training samples; each localisation game comes with
 its ``chance_`` and ``perfect_`` values (empty in runs scored before they existed). The ``test_*`` columns hold the

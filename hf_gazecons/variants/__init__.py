@@ -1,9 +1,10 @@
 """The deviation variants: how far a map lies from its class map (docs/METHOD.md, sections 3 and 8).
 
 Each variant is one :class:`~hf_gazecons.variants.base.Variant` subclass in one file of this
-package: ``paper`` (the study's text), ``reference`` (the study's code) and ``robust`` (this
-project's collapse-safe one). The deviation, the metric's sums, the penalty, the rule for the class
-map and what an all-zero map scores are each the variant's; :mod:`~hf_gazecons.deviation`,
+package: ``paper`` (the study's text), ``reference`` (the study's code), ``robust`` (this
+project's first collapse-safe one) and ``pearson`` (the one this project recommends). The
+deviation, the metric's sums, the penalty, the rule for the class map and what an all-zero map
+scores are each the variant's; :mod:`~hf_gazecons.deviation`,
 :mod:`~hf_gazecons.metric`, :mod:`~hf_gazecons.regularizer`, the trainer and the command line ask it
 through :func:`get_variant`.
 
@@ -13,7 +14,7 @@ help from :data:`VARIANTS` and :data:`VARIANT_HELP` before anything heavy is loa
 Adding a variant ``NAME`` is one file, ``hf_gazecons/variants/NAME.py``, holding one subclass of
 ``Variant`` with ``name = "NAME"`` and a one-line ``summary``; it implements ``deviation`` (per
 sample) and ``deviation_sums`` (the metric's per-class sums, from ``ClassSums`` and whatever its
-``sample_terms`` add), and changes ``class_map_count``, ``zero_map_is_worst``,
+``sample_terms`` add), and changes ``averaged_maps``, ``class_map_count``, ``zero_map_is_worst``,
 ``revives_collapsed_maps`` or ``keeps_maps`` where it differs from the study. The module must not
 import torch at its top (import it inside the methods that need it). The package finds the file:
 ``--variant NAME`` then works in every command, the metric reports it beside ``paper`` (as

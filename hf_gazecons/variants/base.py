@@ -90,10 +90,20 @@ class Variant(ABC):
         the count, the zero count and the map sum; a key names one quantity for every variant."""
         return {}
 
+    def averaged_maps(self, maps: torch.Tensor) -> torch.Tensor:
+        """What each of the (N, H', W') ``maps`` adds to its class map, same shape (the study: the map
+        itself); training's EMA follows the batch means of these."""
+        return maps
+
     def class_map_count(self, count: torch.Tensor, zero_count: torch.Tensor) -> torch.Tensor:
         """How many of a class's maps its class map averages (the study: all of them); zero maps add
-        nothing to the map sum, so the class map is ``map_sum / class_map_count``."""
+        nothing to the sum, so the class map is the sum of :meth:`averaged_maps` over ``class_map_count``."""
         return count
+
+    def final_class_maps(self, sums: ClassSums) -> torch.Tensor:
+        """(K, H', W') each class's map at the end of an evaluation, the one :meth:`deviation_sums`
+        measures against: the sum of :meth:`averaged_maps` over :meth:`class_map_count` maps."""
+        return sums.map_sum / self.class_map_count(sums.count, sums.zero_count).clamp(min=1)[:, None, None]
 
     def zero_map_value(self, class_maps: torch.Tensor) -> torch.Tensor:
         """(N,) the deviation of an all-zero map from each of the (N, H', W') ``class_maps``."""
