@@ -47,6 +47,13 @@ _EXPORTS = {
     "HubError": "errors",
     "UsageError": "errors",
     "TrainingError": "errors",
+    "deletion_insertion": "faithfulness",
+    "road": "faithfulness",
+    "evaluate_faithfulness": "faithfulness_report",
+    "FaithfulnessSettings": "faithfulness_report",
+    "FaithfulnessResult": "faithfulness_report",
+    "noisy_linear_impute": "imputation",
+    "Localization": "localization",
     "SampleRecorder": "samples",
     "SampleColumn": "samples",
     "register_column": "samples",
@@ -90,6 +97,10 @@ if TYPE_CHECKING:  # the lazy names, for type checkers and IDEs
         UnreadableImageError,
         UsageError,
     )
+    from .faithfulness import deletion_insertion, road  # noqa: F401
+    from .faithfulness_report import FaithfulnessResult, FaithfulnessSettings, evaluate_faithfulness  # noqa: F401
+    from .imputation import noisy_linear_impute  # noqa: F401
+    from .localization import Localization  # noqa: F401
     from .metric import gaze_consistency  # noqa: F401
     from .models import LoadedModel, load_model, save_model  # noqa: F401
     from .planted_ranking import planted_recall  # noqa: F401

@@ -33,6 +33,7 @@ __all__ = [
     "BOOLEAN",
     "FALSE_WORDS",
     "FINITE_FLOAT",
+    "NON_NEGATIVE_FLOAT",
     "NON_NEGATIVE_INT",
     "OPTION_RULES",
     "POSITIVE_FLOAT",
@@ -107,6 +108,7 @@ POSITIVE_INT = Rule(int, "a positive integer", lambda v: _is_int(v) and v >= 1, 
 NON_NEGATIVE_INT = Rule(int, "an integer >= 0", lambda v: _is_int(v) and v >= 0, ("-1", "0.5", "x"))
 FINITE_FLOAT = Rule(float, "a finite number", _is_number, ("nan", "inf", "-inf", "x"))
 POSITIVE_FLOAT = Rule(float, "a finite number > 0", lambda v: _is_number(v) and v > 0, ("0", "-0.001", "nan", "inf"))
+NON_NEGATIVE_FLOAT = Rule(float, "a finite number >= 0", lambda v: _is_number(v) and v >= 0, ("-0.5", "nan", "x"))
 UNIT_INTERVAL = Rule(float, "a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1, ("1", "-0.1", "nan", "x"))
 SEED = Rule(int, "an integer in [0, 2**32)", lambda v: _is_int(v) and 0 <= v < 2**32, ("-1", str(2**32), "x"))
 """numpy's seeds: every seed reaches ``transformers.set_seed`` or a data set's shuffle."""
@@ -129,6 +131,7 @@ OPTION_RULES: dict[str, Rule] = {
     "threads": POSITIVE_INT,
     "num_workers": NON_NEGATIVE_INT,
     "max_bad_image_share": UNIT_INTERVAL,
+    "pointing_tolerance": NON_NEGATIVE_FLOAT,
     "dataloader_num_workers": NON_NEGATIVE_INT,
     "port": Rule(int, "a port number in [1, 65535]", lambda v: _is_int(v) and 1 <= v <= 65535, ("0", "65536", "x")),
     # the regulariser and its curriculum

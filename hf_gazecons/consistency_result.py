@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 from .cam_family import DEFAULT_CAM_METHOD
-from .run_record import CONSISTENCY, class_metric, metric_key, variant_metric
+from .localization import Localization
+from .run_record import CONSISTENCY, class_metric, metric_key, reference_metric, variant_metric
 from .variants import DEFAULT_VARIANT
 
 __all__ = ["ClassConsistency", "ConsistencyResult", "Localization"]
@@ -33,15 +34,6 @@ class ClassConsistency:
     n_samples: int
     n_zero_maps: int = 0
     values: dict[str, float | None] = field(default_factory=dict)
-
-
-@dataclass
-class Localization:
-    """Mean energy pointing game and pointing game over correct samples with a non-empty mask."""
-
-    energy_pointing_game: float
-    pointing_game: float
-    n: int
 
 
 @dataclass
@@ -80,7 +72,11 @@ class ConsistencyResult:
         """Flat ``{prefix}_<name>`` metrics (the names of :mod:`~hf_gazecons.run_record`), as the Trainer
         logs them: ``gaze_consistency`` is the paper variant (per class too, as
         ``gaze_consistency_<class>``), the other variants computed beside it come as
-        ``<variant>_gaze_consistency``; localisation only where the data has masks."""
+        ``<variant>_gaze_consistency``; localisation only where the data has masks: both games (over
+        non-zero maps), their ``chance_`` and ``perfect_`` values, the pointing game's tolerance, the
+        all-zero maps' share and each class's games with their references
+        (``energy_pointing_game_<class>``, ``pointing_game_<class>``, and the ``chance_`` and
+        ``perfect_`` values of each)."""
         values: dict[str, float | None] = {
             "loss": self.loss,
             "accuracy": self.accuracy,
@@ -91,10 +87,18 @@ class ConsistencyResult:
         values.update({variant_metric(v): value for v, value in self.values.items() if v != DEFAULT_VARIANT})
         values.update({class_metric(name): c.values[DEFAULT_VARIANT] for name, c in self.per_class.items()})
         if self.localization is not None:
-            values.update(
-                energy_pointing_game=self.localization.energy_pointing_game,
-                pointing_game=self.localization.pointing_game,
-            )
+            located = self.localization
+            values.update(pointing_game_tolerance=located.tolerance, localization_zero_map_share=located.zero_map_share)
+            for game in ("energy_pointing_game", "pointing_game"):
+                values[game] = getattr(located, game)
+                for reference in ("chance", "perfect"):
+                    values[reference_metric(reference, game)] = getattr(located, f"{game}_{reference}")
+                for name, scores in located.per_class.items():
+                    values[class_metric(name, game)] = getattr(scores, game)
+                    for reference in ("chance", "perfect"):
+                        values[class_metric(name, reference_metric(reference, game))] = getattr(
+                            scores, f"{game}_{reference}"
+                        )
         return {metric_key(prefix, name): value for name, value in values.items()}
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,12 +129,7 @@ class ConsistencyResult:
                 }
                 for name, c in self.per_class.items()
             },
-            "localization": None
-            if self.localization is None
-            else {
-                "energy_pointing_game": self.localization.energy_pointing_game,
-                "pointing_game": self.localization.pointing_game,
-            },
+            "localization": None if self.localization is None else self.localization.to_dict(),
         }
 
 

@@ -8,6 +8,7 @@ class map following the horizontal flip; docs/OBJECTIVES.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from .cam_family import DEFAULT_CAM_METHOD, check_cam_method
 from .checks import check_curriculum, check_fields
 from .formatting import fmt_metric
-from .run_record import variant_metric
+from .run_record import class_metric, reference_metric, variant_metric
 from .variants import DEFAULT_VARIANT
 
 if TYPE_CHECKING:  # imported in run_demo: the command line reads DemoSettings without loading torch
@@ -82,7 +83,8 @@ def run_demo(
 
     output_dir = Path(output_dir)
     data_args = ModelDataArguments(
-        model=settings.model, dataset=settings.dataset, image_size=settings.image_size, report=report
+        model=settings.model, dataset=settings.dataset, image_size=settings.image_size, faithfulness=True,
+        report=report,
     )
     runs = {}
     for name, arm in demo_arms(settings).items():
@@ -116,7 +118,7 @@ def run_demo(
         output_dir / "class_means_comparison.png",
         title=f"Class-mean maps ({settings.cam_method}) on the validation split",
     )
-    write_json(output_dir / "comparison.json", {name: run.results.final for name, run in runs.items()})
+    write_json(output_dir / "comparison.json", {name: _recorded(run) for name, run in runs.items()})
     if report:
         from .report import write_report
 
@@ -124,21 +126,76 @@ def run_demo(
     return runs
 
 
+def _recorded(run: TrainingRun) -> dict:
+    """A run's line in comparison.json: its final evaluation's metrics (``eval_*``) and the summary of
+    its maps' faithfulness (deletion/insertion beside a random and the perfect map)."""
+    found = run.results.faithfulness
+    return {**run.results.final, "faithfulness": found["summary"] if found else None}
+
+
 def comparison_table(runs: dict[str, TrainingRun]) -> str:
-    """Side by side: accuracy, kappa, both L_CAMs, all-zero maps and localisation of each run's final
-    evaluation (the validation split)."""
-    rows = [
-        ("accuracy", "accuracy"),
-        ("Cohen's kappa", "kappa"),
-        ("L_CAM, paper (lower = more consistent)", variant_metric("paper")),
-        ("L_CAM, pearson ((1 - r) / 2)", variant_metric("pearson")),
-        ("all-zero maps (share of correct)", "zero_map_share"),
-        ("energy pointing game", "energy_pointing_game"),
-        ("pointing game", "pointing_game"),
+    """Side by side, from each run's final evaluation (the validation split): accuracy, kappa, L_CAM
+    (paper and pearson), all-zero maps, localisation beside its chance and perfect-map values (and
+    per class), and the faithfulness of the maps beside a random and the perfect map."""
+    first = next(iter(runs.values()))
+    grid = "x".join(map(str, first.evaluation.cam_size))
+    px = f"{fmt_metric(first.results.metric('pointing_game_tolerance'), 0)} px"
+    rows: list[tuple[str, Callable[[TrainingRun], float | None]]] = [
+        (label, _metric(name))
+        for label, name in (
+            ("accuracy", "accuracy"),
+            ("Cohen's kappa", "kappa"),
+            ("L_CAM, paper (lower = more consistent)", variant_metric("paper")),
+            ("L_CAM, pearson ((1 - r) / 2)", variant_metric("pearson")),
+            ("all-zero maps (share of correct)", "zero_map_share"),
+            ("energy pointing game (EPG, non-zero maps)", "energy_pointing_game"),
+            ("  EPG chance (a uniform map)", reference_metric("chance", "energy_pointing_game")),
+            (f"  EPG of the perfect map ({grid})", reference_metric("perfect", "energy_pointing_game")),
+            (f"pointing game (PG, {px}, non-zero maps)", "pointing_game"),
+            ("  PG chance (a random peak)", reference_metric("chance", "pointing_game")),
+            (f"  PG of the perfect map ({grid})", reference_metric("perfect", "pointing_game")),
+        )
     ]
+    for name in first.results.config.label_names:
+        rows += [
+            (f"  PG ({px}), {name}", _metric(class_metric(name, "pointing_game"))),
+            (f"    chance, {name}", _metric(class_metric(name, reference_metric("chance", "pointing_game")))),
+            (f"    perfect map, {name}", _metric(class_metric(name, reference_metric("perfect", "pointing_game")))),
+        ]
+    rows.append(("all-zero maps among those with a mask", _metric("localization_zero_map_share")))
+    rows.append(("maps without a ranking (deletion/insertion)", _unranked))
+    for metric, label in (("deletion_auc", "deletion AUC (lower = more faithful)"),
+                          ("insertion_auc", "insertion AUC (higher = more faithful)")):  # fmt: skip
+        rows += [
+            (label, _faithful("gradcam", metric)),
+            (f"  {label.split(' (')[0]}, random map", _faithful("random", metric)),
+            (f"  {label.split(' (')[0]}, perfect map", _faithful("perfect", metric)),
+        ]
     width = max(len(label) for label, _ in rows)
     lines = [f"{'':<{width}}  " + "  ".join(f"{name:>10}" for name in runs)]
-    for label, name in rows:
-        values = "  ".join(f"{fmt_metric(run.results.metric(name)):>10}" for run in runs.values())
-        lines.append(f"{label:<{width}}  {values}")
+    for label, value in rows:
+        lines.append(f"{label:<{width}}  " + "  ".join(f"{fmt_metric(value(run)):>10}" for run in runs.values()))
     return "\n".join(lines)
+
+
+def _metric(name: str) -> Callable[[TrainingRun], float | None]:
+    return lambda run: run.results.metric(name)
+
+
+def _unranked(run: TrainingRun) -> float | None:
+    """The share of the Grad-CAM maps that deletion and insertion could not rank (all-zero or
+    constant: no AUC; the AUC rows are means over the others)."""
+    found = run.results.faithfulness
+    if not found:
+        return None
+    counts = found["summary"]["gradcam"]["deletion_auc"]
+    total = counts["n"] + counts["n_undefined"]
+    return counts["n_undefined"] / total if total else None
+
+
+def _faithful(map_name: str, metric: str) -> Callable[[TrainingRun], float | None]:
+    def value(run: TrainingRun) -> float | None:
+        found = run.results.faithfulness
+        return found["summary"][map_name][metric]["mean"] if found else None
+
+    return value

@@ -42,6 +42,7 @@ from .filenames import CLASS_MAPS_FILE, RESULTS_FILE, SAMPLES_FORMATS
 from .hub import check_push_access, model_card, push_output
 from .models import LoadedModel, load_model, save_model
 from .output_dir import last_checkpoint, publish_files, removed_on_failure
+from .preprocessing import Preprocessing
 from .plots import plot_class_means, plot_kappa_vs_consistency, plot_learning_curves
 from .run_record import CONSISTENCY, RunConfig, RunResults, epoch_history, metric_key
 from .specs import parse_model_spec
@@ -83,6 +84,11 @@ class ModelDataArguments:
         default=None,
         metadata={"help": f"With --skip_bad_images: above this share of broken images in a split the run fails "
                   f"(default: {DEFAULT_MAX_BAD_SHARE})."},
+    )  # fmt: skip
+    faithfulness: bool = field(
+        default=False,
+        metadata={"help": "Also score the final model's Grad-CAM by deletion and insertion on the evaluation split, "
+                  "beside a random and the perfect (mask) map (about 120 forwards per image)."},
     )  # fmt: skip
     samples_format: str = field(
         default="parquet",
@@ -208,6 +214,8 @@ def _fit(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments, 
         trainer.evaluate(ImageClassificationDataset.with_preprocessing(test_data, prep), metric_key_prefix="test")
     base_model = spec.base_model(data_args.pretrained)
     results = _results(trainer, loaded, base_model, data_args, eval_split, test_data is not None, skipped)
+    if data_args.faithfulness and trainer.is_world_process_zero():
+        results.faithfulness = _faithfulness(trainer, eval_data, prep)
     samples = None if samples is None else with_row_metadata(samples, eval_data)
     run = TrainingRun(results, trainer.last_eval_result, Path(args.output_dir), samples)
     if trainer.is_world_process_zero():
@@ -285,6 +293,23 @@ def _results(
         environment=_environment(args),
         skipped_images={role: [bad.to_dict() for bad in bad_images] for role, bad_images in skipped.items()},
     )
+
+
+def _faithfulness(trainer: GazeConsistencyTrainer, eval_data: datasets.Dataset, prep: Preprocessing) -> dict:
+    """Deletion and insertion of the final model's maps on the evaluation split (no per-image rows)."""
+    from .faithfulness_report import FaithfulnessSettings, evaluate_faithfulness
+
+    report = evaluate_faithfulness(
+        trainer.accelerator.unwrap_model(trainer.model),
+        eval_data,
+        FaithfulnessSettings(tests=("deletion",), seed=trainer.args.seed),
+        preprocessing=prep,
+        target=trainer.target_name,
+        batch_size=trainer.args.per_device_eval_batch_size,
+        progress=False,
+        cam_method=trainer.args.cam_method,
+    )
+    return {k: v for k, v in report.to_dict().items() if k != "per_image"}
 
 
 def _environment(args: GazeConsistencyTrainingArguments) -> dict[str, object]:

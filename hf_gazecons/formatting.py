@@ -22,6 +22,11 @@ def fmt_exact(value: float) -> str:
     return short if float(short) == value else repr(value)
 
 
+def fmt_interval(interval: Sequence[float] | None, digits: int = 3) -> str:
+    """``[low, high]``; empty without an interval."""
+    return "" if interval is None else f"[{interval[0]:.{digits}f}, {interval[1]:.{digits}f}]"
+
+
 def fmt_mean_std(mean: float | None, std: float | None, digits: int = 3) -> str:
     """``mean ± std`` (``mean`` alone without a std; ``n/a`` without a mean)."""
     if mean is None:
@@ -29,17 +34,23 @@ def fmt_mean_std(mean: float | None, std: float | None, digits: int = 3) -> str:
     return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def fmt_difference(values: Sequence[float | None], reference: Sequence[float | None], digits: int = 3) -> str:
+def fmt_difference(
+    values: Sequence[float | None],
+    reference: Sequence[float | None],
+    digits: int = 3,
+    bounds: tuple[float, float] | None = None,
+) -> str:
     """``Δ [low, high] word``: mean(values) - mean(reference) over seeds, its 95 % Welch interval
-    (:func:`~hf_gazecons.stats.difference_interval`), and **lower** or **higher** only where the
-    interval excludes 0 ("within the spread" otherwise; "no spread to judge by" without an interval)."""
+    (:func:`~hf_gazecons.stats.difference_interval`, cut to ``bounds``), and **lower** or **higher**
+    only where the interval excludes 0 ("within the spread" otherwise; "no spread to judge by"
+    without an interval)."""
     from .stats import difference_interval, interval_sign, mean_std
 
     mean, reference_mean = mean_std(values)[0], mean_std(reference)[0]
     if mean is None or reference_mean is None:
         return "n/a"
     difference = f"{mean - reference_mean:+.{digits}f}"
-    interval = difference_interval(values, reference)
+    interval = difference_interval(values, reference, bounds=bounds)
     if interval is None:
         return f"{difference} (no spread to judge by)"
     low, high = interval

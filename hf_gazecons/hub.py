@@ -33,7 +33,7 @@ from huggingface_hub.utils import get_session
 from .cam_family import DEFAULT_CAM_METHOD, get_cam_method
 from .errors import HubError, first_line
 from .filenames import CLASS_MAPS_FILE, RESULTS_FILE
-from .formatting import fmt_metric
+from .formatting import fmt_interval, fmt_metric
 from .run_record import CONSISTENCY, RunResults, class_metric, metric_key
 
 __all__ = [
@@ -121,6 +121,8 @@ def model_card(results: RunResults, repo_id: str | None = None) -> ModelCard:
         evaluations=[(s, _Attrs(_unprefixed(m, p))) for s, p, m in evaluations],
         per_class=[(label, results.metric(class_metric(label))) for label in config.label_names],
         pearson_r=results.pearson_r_kappa_consistency,
+        faithfulness=results.faithfulness,
+        interval=fmt_interval,
         config=config,
         fmt=fmt_metric,
     )

@@ -32,10 +32,10 @@ from tqdm.auto import tqdm
 from .batching import batch_source, check_labels, data_length, eval_mode, unpack_batch
 from .cam import CAM, CAMOutput
 from .cam_family import DEFAULT_CAM_METHOD
-from .consistency_result import ClassConsistency, ConsistencyResult, Localization
+from .consistency_result import ClassConsistency, ConsistencyResult
 from .deviation import on_grid
 from .errors import MetricError
-from .localization import energy_pointing_game, pointing_game
+from .localization import DEFAULT_TOLERANCE, LOCALIZATION_SUMS, Localization, localization_sums
 from .models import LoadedModel
 from .preprocessing import Preprocessing
 from .samples import SampleBatch, SampleRecorder
@@ -83,6 +83,7 @@ class ConsistencyStatistics:
     max_kept_bytes: int | None = None
     expected_samples: int | None = None
     recorder: SampleRecorder | None = None
+    pointing_tolerance: float = DEFAULT_TOLERANCE
     confusion: torch.Tensor = field(init=False)
     map_sum: torch.Tensor | None = field(init=False, default=None)
     terms: dict[str, torch.Tensor] = field(init=False, default_factory=dict)
@@ -106,7 +107,7 @@ class ConsistencyStatistics:
             self.max_kept_bytes = reference_memory_limit()
         k = self.num_classes
         self.confusion = torch.zeros(k, k, dtype=torch.float64)
-        self.localization_sums = torch.zeros(3, dtype=torch.float64)  # energy, hits, count
+        self.localization_sums = torch.zeros(k, len(LOCALIZATION_SUMS), dtype=torch.float64)  # per class
         self.loss_sum = torch.zeros((), dtype=torch.float64)  # cross-entropy summed over samples
         self.zero_maps = torch.zeros(k, dtype=torch.float64)  # correct samples whose map is all zero
         self.kept_maps = [[] for _ in range(k)]
@@ -121,7 +122,7 @@ class ConsistencyStatistics:
         self.loss_sum += F.cross_entropy(logits, labels, reduction="sum").double()
         self.confusion.index_put_((labels, predictions), torch.ones(len(labels), dtype=torch.float64), accumulate=True)
         correct = predictions == labels
-        self._add_localization(maps, masks, correct)
+        self._add_localization(maps, masks, labels, correct)
         all_grid_maps = on_grid(maps, self.grid)
         if self.recorder is not None:
             self.recorder.update(SampleBatch(maps, all_grid_maps, logits, labels, predictions, masks))
@@ -143,15 +144,16 @@ class ConsistencyStatistics:
         """Per-class sums of the per-sample ``samples`` (first dim N), all zero."""
         return torch.zeros(self.num_classes, *samples.shape[1:], dtype=torch.float64)
 
-    def _add_localization(self, maps: torch.Tensor, masks: torch.Tensor | None, correct: torch.Tensor) -> None:
+    def _add_localization(
+        self, maps: torch.Tensor, masks: torch.Tensor | None, labels: torch.Tensor, correct: torch.Tensor
+    ) -> None:
         """Localisation over the correct samples whose mask marks an object (builtin:brain's no_tumour
         has none: there is nothing to point at, and counting it as a miss would dilute the score)."""
         located = correct & masks.cpu().flatten(1).any(dim=1) if masks is not None else None
         if located is not None and located.any():
-            hit_maps, hit_masks = maps[located], masks.cpu()[located]
-            energy = energy_pointing_game(hit_maps, hit_masks).double().sum()
-            hits = pointing_game(hit_maps, hit_masks).double().sum()
-            self.localization_sums += torch.stack([energy, hits, torch.tensor(float(len(hit_maps)))])
+            self.localization_sums += localization_sums(
+                maps[located], masks.cpu()[located], labels[located], self.num_classes, self.pointing_tolerance
+            )
 
     def _check_kept_memory(self, size: tuple[int, int], adding: int) -> None:
         """Refuse a variant that keeps maps before they pass ``max_kept_bytes`` (see the class)."""
@@ -231,8 +233,7 @@ class ConsistencyStatistics:
         }
         value = values[self.variant]
         self._warn_if_unreliable(value, counts)
-        energy, hits, located = self.localization_sums.tolist()
-        localization = Localization(energy / located, hits / located, int(located)) if located else None
+        localization = Localization.from_class_sums(self.localization_sums, label_names, self.pointing_tolerance)
         total = float(n_samples.sum())
         return ConsistencyResult(
             value=value,
@@ -280,6 +281,7 @@ def gaze_consistency(
     progress: bool = True,
     max_kept_bytes: int | None = None,
     dtype: torch.dtype | None = None,
+    pointing_tolerance: float = DEFAULT_TOLERANCE,
     samples: SampleRecorder | None = None,
     cam_method: str = DEFAULT_CAM_METHOD,
 ) -> ConsistencyResult:
@@ -308,6 +310,7 @@ def gaze_consistency(
         target: the maps' target layer: a module name, a timm stage index, or None (automatic).
         label_names: the class names in logit order (default: the LoadedModel's, else "0", "1", ...).
         dtype: autocast dtype of the forward (None: full precision).
+        pointing_tolerance: the pointing game's tolerance in pixels (see :mod:`~hf_gazecons.localization`).
         samples: a :class:`~hf_gazecons.samples.SampleRecorder` that collects the per-image table
             (its ``table`` once this returns).
         cam_method: the saliency method of the maps (:func:`~hf_gazecons.cam_family.cam_methods`,
@@ -384,7 +387,7 @@ def scoring_pass(
                 if method not in statistics:
                     recorder = settings["samples"] if method == cam_methods[0] else None
                     statistics[method] = ConsistencyStatistics(
-                        num_classes, variant, grid, max_kept_bytes, expected, recorder
+                        num_classes, variant, grid, max_kept_bytes, expected, recorder, settings["pointing_tolerance"]
                     )
                 statistics[method].update(out.maps, out.logits, labels, masks)
             if on_batch is not None:

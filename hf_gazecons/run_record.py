@@ -39,6 +39,7 @@ __all__ = [
     "finished_runs",
     "history_key",
     "metric_key",
+    "reference_metric",
     "variant_metric",
 ]
 
@@ -55,9 +56,16 @@ METRIC_NAMES = (
     "zero_map_share",
     "energy_pointing_game",
     "pointing_game",
+    "chance_energy_pointing_game",
+    "perfect_energy_pointing_game",
+    "chance_pointing_game",
+    "perfect_pointing_game",
+    "pointing_game_tolerance",
+    "localization_zero_map_share",
 )
 """The metrics of an evaluation, besides :func:`variant_metric` (the other deviation variants) and
-:func:`class_metric` (per class, the study's variant)."""
+:func:`class_metric` (per class: L_CAM under the study's variant, both games and their
+:func:`reference_metric` values)."""
 
 # Trainer log keys that the history keeps; those that describe the training batches get "train_"
 _TRAINING_LOGS = ("loss", "cross_entropy", "penalty", "lambda", "learning_rate", "zero_map_share")
@@ -75,9 +83,16 @@ def variant_metric(variant: str) -> str:
     return CONSISTENCY if variant == DEFAULT_VARIANT else f"{variant}_{CONSISTENCY}"
 
 
-def class_metric(label: str) -> str:
-    """The name of class ``label``'s L_CAM (the study's variant): ``gaze_consistency_<label>``."""
-    return f"{CONSISTENCY}_{label}"
+def class_metric(label: str, metric: str = CONSISTENCY) -> str:
+    """The name of class ``label``'s value of ``metric``: ``gaze_consistency_<label>`` (L_CAM under the
+    study's variant), ``pointing_game_<label>``."""
+    return f"{metric}_{label}"
+
+
+def reference_metric(reference: Literal["chance", "perfect"], metric: str) -> str:
+    """The name of ``metric``'s value for a reference map (docs/METHOD.md, section 10): ``chance_<metric>``
+    (a uniform map, a random peak) or ``perfect_<metric>`` (the mask at the map's grid)."""
+    return f"{reference}_{metric}"
 
 
 def history_key(log: str) -> str:
@@ -134,9 +149,11 @@ class RunResults:
     ``final_test`` test-split metrics (``test_*``, None without a test split), one ``history`` row
     per logged epoch (:func:`epoch_history`), the Pearson r of kappa and L_CAM over it, and the
     ``environment`` it ran in (versions, device, processes, CPU threads: on CPU, a seed reproduces a
-    run bit for bit with the same code and thread count, not across thread counts) and, with
+    run bit for bit with the same code and thread count, not across thread counts), with
     ``--skip_bad_images``, the images left out (``index``, ``path``, ``reason``) of the training, evaluation and
-    test data (``skipped_images``: ``train``, ``eval``, ``test``)."""
+    test data (``skipped_images``: ``train``, ``eval``, ``test``) and, where it was asked for
+    (``--faithfulness``), the ``faithfulness`` of the final model's maps on the evaluation split
+    (:meth:`~hf_gazecons.faithfulness_report.FaithfulnessResult.to_dict` without its per-image rows)."""
 
     config: RunConfig
     final: dict[str, Any]
@@ -145,6 +162,7 @@ class RunResults:
     pearson_r_kappa_consistency: float | None = None
     environment: dict[str, Any] = field(default_factory=dict)
     skipped_images: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    faithfulness: dict[str, Any] | None = None
 
     def metric(self, name: str, split: Split = "eval") -> Any:
         """The final value of metric ``name`` (e.g. ``"gaze_consistency"``) on ``split``; None if absent."""
@@ -164,6 +182,7 @@ class RunResults:
             pearson_r_kappa_consistency=data.get("pearson_r_kappa_consistency"),
             environment=dict(data.get("environment") or {}),
             skipped_images=dict(data.get("skipped_images") or {}),
+            faithfulness=data.get("faithfulness"),
         )
 
     @classmethod

@@ -183,13 +183,15 @@ for _column in (
     SampleColumn(
         "energy_pointing_game",
         pa.float64(),
-        "share of the map's mass inside the mask (null: no mask, or the mask marks no object)",
+        "share of the map's mass inside the mask; 0 for an all-zero map, which the aggregate leaves out "
+        "(null: no mask, or the mask marks no object)",
         _localisation(energy_pointing_game),
     ),
     SampleColumn(
         "pointing_game",
         pa.bool_(),
-        "the map's maximum lies inside the mask (null: no mask, or the mask marks no object)",
+        "the map's peak (the centre of its maximal cells, docs/METHOD.md section 10) lies inside the mask, "
+        "tolerance 0 (null: no mask, or the mask marks no object)",
         _localisation(lambda maps, masks: pointing_game(maps, masks).double()),
     ),
 ):

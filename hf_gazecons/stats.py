@@ -1,4 +1,5 @@
-"""Small statistics the reports share: Pearson r, Spearman rank correlation of maps, mean and std.
+"""Small statistics the reports share: Pearson r, Spearman rank correlation of maps, mean and std,
+intervals of a mean, a proportion, a difference and a correlation.
 
 No plotting and no model code here, so that a table can be computed without importing matplotlib
 (or torch, which only the rank correlation of maps needs).
@@ -26,8 +27,10 @@ __all__ = [
     "correlation_interval",
     "difference_interval",
     "interval_sign",
+    "mean_interval",
     "mean_std",
     "pearson_r",
+    "proportion_interval",
     "spearman",
 ]
 
@@ -55,6 +58,42 @@ def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None
     return float(np.mean(kept)), std, len(kept)
 
 
+def mean_interval(
+    values: Iterable[float | None], level: float = 0.95, bounds: tuple[float, float] | None = None
+) -> tuple[float, float] | None:
+    """Student's t interval of the mean of the values that exist; None for fewer than 2 or none
+    spread. ``bounds``: the range the true mean cannot leave (e.g. (0, 1) for an AUC of
+    probabilities); the interval is cut to it, which keeps its coverage, since the mean lies inside."""
+    from scipy import stats
+
+    kept = _present(values)
+    if len(kept) < 2 or np.ptp(kept) == 0:
+        return None
+    half = stats.t.ppf(0.5 + level / 2, len(kept) - 1) * np.std(kept, ddof=1) / math.sqrt(len(kept))
+    low, high = float(np.mean(kept) - half), float(np.mean(kept) + half)
+    return (max(low, bounds[0]), min(high, bounds[1])) if bounds else (low, high)
+
+
+def proportion_interval(successes: float, trials: int, level: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval of a proportion ``successes / trials``: inside [0, 1] however small the
+    count or extreme the share (a normal interval of a share is not); None without trials.
+
+    >>> [round(v, 4) for v in proportion_interval(0, 10)]
+    [0.0, 0.2775]
+    """
+    from scipy import stats
+
+    if trials <= 0:
+        return None
+    z = stats.norm.ppf(0.5 + level / 2)
+    share = min(max(successes / trials, 0.0), 1.0)
+    denominator = 1 + z**2 / trials
+    centre = (share + z**2 / (2 * trials)) / denominator
+    half = z * math.sqrt(share * (1 - share) / trials + z**2 / (4 * trials**2)) / denominator
+    low = 0.0 if share == 0 else float(centre - half)  # exact ends where the rounding would miss 0 or 1
+    return low, 1.0 if share == 1 else float(centre + half)
+
+
 def correlation_interval(values: Iterable[float | None], level: float = 0.95) -> tuple[float, float] | None:
     """Confidence interval of the mean of correlations measured once per seed: Student's t on
     Fisher's z = atanh(r), mapped back with tanh, so that it stays inside (-1, 1) however few the
@@ -69,11 +108,16 @@ def correlation_interval(values: Iterable[float | None], level: float = 0.95) ->
 
 
 def difference_interval(
-    values: Iterable[float | None], reference: Iterable[float | None], level: float = 0.95
+    values: Iterable[float | None],
+    reference: Iterable[float | None],
+    level: float = 0.95,
+    bounds: tuple[float, float] | None = None,
 ) -> tuple[float, float] | None:
     """Confidence interval of mean(values) - mean(reference) for two independent groups of seeds:
     Welch's t (unequal variances, ``scipy.stats.ttest_ind(equal_var=False)``). None when either group
-    has fewer than 2 values or both are constant (no spread to judge the difference by)."""
+    has fewer than 2 values or both are constant (no spread to judge the difference by).
+    ``bounds``: the range the true difference cannot leave ((-1, 1) for two shares); the interval is
+    cut to it, which keeps its coverage."""
     from scipy import stats
 
     a, b = _present(values), _present(reference)
@@ -82,7 +126,8 @@ def difference_interval(
     with warnings.catch_warnings():  # scipy's precision-loss warning for a constant group: its variance is exactly 0
         warnings.simplefilter("ignore", RuntimeWarning)
         interval = stats.ttest_ind(a, b, equal_var=False).confidence_interval(level)
-    return float(interval.low), float(interval.high)
+    low, high = float(interval.low), float(interval.high)
+    return (max(low, bounds[0]), min(high, bounds[1])) if bounds else (low, high)
 
 
 def interval_sign(low: float, high: float) -> int:

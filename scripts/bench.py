@@ -27,6 +27,9 @@ warm-up; medians are reported):
                         small and a 10x larger stream, each in a fresh subprocess;
 * ``cli_help``        — ``hf-gazecons train --help`` (first call, which builds and caches it, then
                         from the cache) and ``hf-gazecons --help``, each a fresh process;
+* ``faithfulness``    — deletion/insertion of a batch (ours vs torchcam's DeletionInsertionMetric) and
+                        ROAD (ours vs pytorch-grad-cam's), same model, images, maps and classes, with a
+                        check that they compute the same numbers.
 * ``cam_methods``     — every CAM method on one batch against today's Grad-CAM and the peers' own
                         implementations (pytorch-grad-cam, torchcam), with a check of the maps;
                         Score-CAM against torchcam's (time, and peak memory in fresh processes); every
@@ -60,6 +63,7 @@ if str(SCRIPTS) not in sys.path:  # the bench_* modules beside it (tests load th
 
 from bench_cam_methods import bench_cam_methods, scorecam_memory_probe  # noqa: E402
 from bench_common import GOALS, REPO_ROOT, device_info, goals_met  # noqa: E402  (also: the repo root on the path)
+from bench_faithfulness import bench_faithfulness  # noqa: E402
 from bench_gradcam import bench_gradcam, bench_memory, memory_probe  # noqa: E402
 from bench_report import NOTES, print_report  # noqa: E402
 from bench_scoring import bench_dataset_scoring, bench_scoring_scale, scoring_memory_probe  # noqa: E402
@@ -68,6 +72,8 @@ from bench_training import bench_train_epoch, bench_train_step  # noqa: E402
 _CHEST_XRAYS = {"model": "resnet18", "size": 224, "batch": 32, "n_images": 2048, "image_px": 512, "workers": 2}
 """What train_epoch and scoring_scale share: the model and the generated image folder they read."""
 _TINY_FOLDER = {"model": "test_resnet", "size": 64, "batch": 8, "n_images": 48, "image_px": 96, "workers": 1}
+_FAITHFULNESS = {"model": "resnet18", "grid": 7, "steps": 20, "percentiles": [10, 20, 30, 40, 50, 60, 70, 80, 90]}
+"""torchcam's and pytorch-grad-cam's defaults; resnet18's 7 x 7 map at 224 px."""
 _CAM_METHODS = {"model": "resnet18", "size": 224, "batch": 32}
 """The comparison's setting: resnet18 at 224 px, batch 32; Score-CAM on the first ``scorecam_images`` of the batch."""
 
@@ -104,6 +110,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "rss_large": 20000,
         },
         "cli_help": {"reps": 5},
+        "faithfulness": {**_FAITHFULNESS, "size": 224, "batch": 32, "reps": 2, "road_reps": 1},
         "cam_methods": {**_CAM_METHODS, "reps": 5, "scorecam_images": 2, "scorecam_reps": 3},
     },
     "quick": {
@@ -138,6 +145,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "rss_large": 5000,
         },
         "cli_help": {"reps": 3},
+        "faithfulness": {**_FAITHFULNESS, "size": 112, "batch": 8, "grid": 4, "reps": 2, "road_reps": 1},
         "cam_methods": {**_CAM_METHODS, "reps": 3, "scorecam_images": 1, "scorecam_reps": 2},
     },
     "tiny": {  # for tests/test_bench.py: the code paths and the schema, not the numbers
@@ -158,6 +166,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "train_epoch": {**_TINY_FOLDER, "lam": 100.0, "n_train": 24, "warmup_steps": 1, "reps": 1, "loader_images": 8},
         "scoring_scale": {**_TINY_FOLDER, "grid": [3, 3], "per_rep": 32, "reps": 2, "rss_small": 16, "rss_large": 64},
         "cli_help": {"reps": 1},
+        "faithfulness": {
+            **_FAITHFULNESS, "model": "test_resnet", "size": 32, "batch": 2, "grid": 3, "steps": 5, "percentiles": [50],
+            "reps": 1, "road_reps": 1,
+        },  # fmt: skip
         "cam_methods": {"model": "test_resnet", "size": 96, "batch": 4, "reps": 1, "scorecam_images": 1,
                         "scorecam_reps": 1},  # fmt: skip
     },
@@ -192,6 +204,7 @@ SECTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "train_epoch": bench_train_epoch,
     "scoring_scale": bench_scoring_scale,
     "cli_help": bench_cli_help,
+    "faithfulness": bench_faithfulness,
     "cam_methods": bench_cam_methods,
 }
 DATA_SECTIONS = ("train_epoch", "scoring_scale")  # read the generated image folder

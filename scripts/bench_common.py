@@ -50,6 +50,10 @@ GOALS: dict[str, dict[str, dict[str, Any]]] = {
         "throughput_ratio_grid": {"op": ">=", "value": 0.90},
     },
     "cli_help": {"train_help_cached_s": {"op": "<=", "value": 2.0}},
+    "faithfulness": {
+        "speedup_vs_torchcam": {"op": ">=", "value": 2.0},
+        "speedup_vs_pytorch_grad_cam": {"op": ">=", "value": 10.0},
+    },
     "cam_methods": {
         "max_ratio_vs_gradcam": {"op": "<=", "value": 1.15},
         "min_speedup_vs_pytorch_grad_cam": {"op": ">=", "value": 2.5},

@@ -38,6 +38,7 @@ def print_report(report: dict[str, Any]) -> None:
         ("train_epoch", _print_train_epoch),
         ("scoring_scale", _print_scoring_scale),
         ("cli_help", _print_cli_help),
+        ("faithfulness", _print_faithfulness),
         ("cam_methods", _print_cam_methods),
     ):
         if section in report:
@@ -150,6 +151,28 @@ def _print_cli_help(c: dict[str, Any], s: dict[str, Any]) -> None:
     print(_goal_line("cli_help", c))
 
 
+def _print_faithfulness(f: dict[str, Any], s: dict[str, Any]) -> None:
+    print(
+        f"\n[faithfulness] {s['model']}, {s['size']} px, batch {s['batch']}, random {s['grid']}x{s['grid']} maps; "
+        f"deletion/insertion {s['steps']} steps, {s['reps']} reps; ROAD {len(s['percentiles'])} percentiles x "
+        f"MoRF and LeRF, {s['road_reps']} rep(s)"
+    )
+    rows = (
+        ("deletion/insertion", "deletion_ours_s", "deletion_torchcam_s", "torchcam", "speedup_vs_torchcam",
+         "max_abs_diff_vs_torchcam"),
+        ("ROAD", "road_ours_s", "road_pytorch_grad_cam_s", "pytorch-grad-cam", "speedup_vs_pytorch_grad_cam",
+         "max_abs_diff_vs_pytorch_grad_cam"),
+    )  # fmt: skip
+    for name, ours, theirs, peer, speedup, diff in rows:
+        print(
+            f"  {name:<20} ours {_fmt(f[ours], '.2f')} s, {peer} {_fmt(f[theirs], '.2f')} s: "
+            f"{_fmt(f[speedup], '.1f')}x faster; max|diff| {_fmt(f[diff], '.1e')}"
+        )
+        if f[diff] is not None and f[diff] > MAP_TOLERANCE:
+            print(f"  WARNING: {name} differs from {peer}'s by {f[diff]:.1e} > {MAP_TOLERANCE}")
+    print(_goal_line("faithfulness", f))
+
+
 def _print_cam_methods(c: dict[str, Any], s: dict[str, Any]) -> None:
     print(f"\n[cam_methods] {s['model']}, {s['size']} px, batch {s['batch']}, {s['reps']} reps (scoring, one batch)")
     print(
@@ -229,6 +252,15 @@ NOTES: dict[str, str] = {
         "datasets.IterableDataset stream (paper variant, no loader workers); rss_growth = large / small"
     ),
     "cli_help": "fresh python -m hf_gazecons.cli.main processes with an empty XDG_CACHE_HOME; medians of reps",
+    "faithfulness": (
+        "random-init timm model in eval mode, random images, uniform random maps of the given grid (upsampled "
+        "bilinearly by every contender), the predicted classes; torchcam through an extractor that returns those "
+        "maps (its metric still runs its own scoring forward); pytorch-grad-cam's PerturbationConfidenceMetric "
+        "with RemoveMostRelevantFirst / RemoveLeastRelevantFirst and NoisyLinearImputer(noise=0), one metric per "
+        "percentile as its ROAD averagers run them; ours: deletion_insertion and road (noise 0); max|diff|: "
+        "deletion/insertion batch means vs torchcam's summary, every ROAD value vs pytorch-grad-cam's; ROAD "
+        "without a warm-up round"
+    ),
     "cam_methods": (
         "random-init timm model in eval mode, random batch; every contender explains the predicted class (peers get "
         "it from an untimed forward); ours: CAM(model, method=m) at forward_features, pytorch-grad-cam at "

@@ -6,7 +6,7 @@
 Three measurements, each side by side in one run with the benchmark's functions (``scripts/bench_*.py``):
 
 * ``gradcam``     — one Grad-CAM batch (resnet18, 224 px, batch 64) against a no-grad forward, and
-                    the peer libraries that are installed (``pip install -e ".[bench]"``);
+                    the peer libraries that are installed (``pip install -e ".[peers]"``);
 * ``train_epoch`` — bf16 training epochs (``bf16=True``; the timm loop under
                     ``torch.autocast("cuda", dtype=torch.bfloat16)``) of the regularised
                     ``GazeConsistencyTrainer``, the plain ``Trainer`` and a hand-written timm loop on

@@ -12,7 +12,8 @@ python scripts/per_class_table.py --rows out-brain/per_class.csv      # the tabl
 
 Prints three markdown tables: mean ± sample sd over seeds per (variant, backbone, lambda_max, class)
 (the mean alone for one seed); each regularised setting's change against the lambda_max 0 runs of
-the same backbone and class (training at lambda 0 does not depend on the variant); and whether the
+the same backbone and class (training at lambda 0 does not depend on the variant; a change of a
+share has its interval cut to [-1, 1], the range it cannot leave); and whether the
 regulariser lowered the L_CAM of an anatomically fixed class (``--hypothesis``, default pituitary)
 by a larger factor than that of a wandering one (glioma). Differences come with their 95 % interval
 (Welch's t over seeds, ``stats.difference_interval``) and are called lower or higher only where
@@ -37,8 +38,11 @@ from hf_gazecons.sweep.files import read_csv, write_csv
 COLUMNS = ("variant", "backbone", "lambda_max", "seed", "class", "n_samples", "n_correct", "accuracy",
            "lcam_paper", "lcam_robust", "zero_map_share", "energy_pointing_game", "pointing_game")  # fmt: skip
 METRICS = ("lcam_paper", "lcam_robust", "zero_map_share", "energy_pointing_game", "pointing_game", "accuracy")
+SHARES = ("zero_map_share", "energy_pointing_game", "pointing_game", "accuracy")
+SHARE_DIFFERENCE = (-1.0, 1.0)
+"""Two shares differ by at most 1: their difference's interval is cut to [-1, 1] (which keeps its coverage)."""
 CHANGES = (("L_CAM (paper)", "lcam_paper", 4), ("all-zero maps", "zero_map_share", 3),
-           ("EPG", "energy_pointing_game", 3), ("PG", "pointing_game", 3), ("accuracy", "accuracy", 3))  # fmt: skip
+           ("EPG", "energy_pointing_game", 3), ("PG (0 px)", "pointing_game", 3), ("accuracy", "accuracy", 3))  # fmt: skip
 
 
 def score_run(run_dir: Path, split: str) -> list[dict]:
@@ -116,8 +120,9 @@ def change_table(rows: list[dict]) -> str:
             ratios.append(f"{ours / base:.2f}" if ours is not None and base else "n/a")
         cells = [" / ".join(ratios)]
         for _, key, digits in changes:
+            bounds = SHARE_DIFFERENCE if key in SHARES else None
             key = key or f"lcam_{variant}"
-            cells.append(fmt_difference([r[key] for r in group], [r[key] for r in reference], digits))
+            cells.append(fmt_difference([r[key] for r in group], [r[key] for r in reference], digits, bounds))
         row = f"| {variant} | `{backbone}` | {lam:g} | {name} | {len(group)} vs {len(reference)} | "
         lines.append(row + " | ".join(cells) + " |")
     return "\n".join(lines)

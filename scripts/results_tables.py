@@ -39,7 +39,7 @@ COLUMNS = (
     ("pearson L_CAM", variant_metric("pearson"), 4),
     ("all-zero maps", "zero_map_share", 3),
     ("EPG", "energy_pointing_game", 3),
-    ("PG", "pointing_game", 3),
+    ("PG (0 px)", "pointing_game", 3),
     ("test accuracy", metric_key("test", "accuracy"), 3),
     ("test L_CAM", metric_key("test", CONSISTENCY), 4),
 )

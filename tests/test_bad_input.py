@@ -125,6 +125,8 @@ ERRORS = [
     Case("score-max-samples-0", (*SCORE, "--max-samples", "0"), r"--max-samples.*positive integer"),
     Case("score-num-workers-negative", (*SCORE, "--num-workers=-1"), r"--num-workers.*integer >= 0"),
     Case("score-variant-typo", (*SCORE, "--variant", "papr"), r"invalid choice: 'papr'.*" + _variants_pattern()),
+    Case("score-pointing-tolerance-negative", (*SCORE, "--pointing-tolerance=-1"), r"--pointing-tolerance.*>= 0"),
+    Case("score-faithfulness-typo", (*SCORE, "--faithfulness", "rod"), r"invalid choice: 'rod'.*'deletion', 'road'"),
     Case("score-option-typo", (*SCORE[:-2], "--outptu-dir", "{out}"), r"did you mean --output-dir\?"),
     Case("cam-image-size-0", (*CAM, "--image-size", "0"), r"--image-size.*positive integer"),
     Case("demo-epochs-0", ("demo", "--epochs", "0", "--output-dir", "{out}"), r"--epochs.*positive integer"),

@@ -35,6 +35,10 @@ SECTION_KEYS = {
         "throughput_ratio_grid", "rss_small_mb", "rss_large_mb", "rss_growth", "met",
     ],
     "cli_help": ["train_help_cold_s", "train_help_cached_s", "help_s", "met"],
+    "faithfulness": [
+        "deletion_ours_s", "deletion_torchcam_s", "speedup_vs_torchcam", "max_abs_diff_vs_torchcam", "road_ours_s",
+        "road_pytorch_grad_cam_s", "speedup_vs_pytorch_grad_cam", "max_abs_diff_vs_pytorch_grad_cam", "met",
+    ],
 }  # fmt: skip
 PEERS = ("pytorch_grad_cam", "captum", "torchcam")
 ONE_FORWARD = ("gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "gradcam_elementwise", "eigencam")
@@ -193,6 +197,18 @@ def test_cli_help_timed_fresh_processes(report, common):
         assert _positive(c[key]), key
     assert report["settings"]["cli_help"]["reps"] == 1  # the tiny profile
     assert c["met"] == common.goals_met("cli_help", c)
+
+
+def test_faithfulness_numbers_and_agreement(report, common):
+    f = report["faithfulness"]
+    assert _positive(f["deletion_ours_s"]) and _positive(f["road_ours_s"])
+    for peer, prefix, key in (("torchcam", "deletion", "torchcam"), ("pytorch_grad_cam", "road", "pytorch_grad_cam")):
+        if common.peer_available(peer):
+            assert _positive(f[f"{prefix}_{key}_s"]) and _positive(f[f"speedup_vs_{key}"])
+            assert f[f"speedup_vs_{key}"] == pytest.approx(f[f"{prefix}_{key}_s"] / f[f"{prefix}_ours_s"])
+            assert 0 <= f[f"max_abs_diff_vs_{key}"] <= 1e-4, peer  # the same numbers are being timed
+        else:
+            assert f[f"{prefix}_{key}_s"] is None and f[f"speedup_vs_{key}"] is None
 
 
 def test_cam_methods_numbers_and_agreement(report, common):

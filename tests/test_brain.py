@@ -13,7 +13,13 @@ import pytest
 from datasets import ClassLabel, Image
 from scipy import ndimage
 from scipy.spatial import ConvexHull
-from tiny import assert_same_seed_same_bytes, image_bytes, random_test_resnet, tiny_cnn_accuracy
+from tiny import (
+    LOCALIZATION_JSON_KEYS,
+    assert_same_seed_same_bytes,
+    image_bytes,
+    random_test_resnet,
+    tiny_cnn_accuracy,
+)
 
 from hf_gazecons.cli.main import main as cli_main
 from hf_gazecons.data import brain as brain_module
@@ -277,11 +283,23 @@ def test_per_class_change_table_calls_a_change_only_beyond_the_spread():
         "**lower**"
     )
     assert paper["Δ EPG"].startswith("-0.050 [") and paper["Δ EPG"].endswith("within the spread")
-    assert paper["Δ all-zero maps"] == "+0.000 (no spread to judge by)" and paper["Δ PG"] == "n/a"
+    assert paper["Δ all-zero maps"] == "+0.000 (no spread to judge by)" and paper["Δ PG (0 px)"] == "n/a"
     robust = dict(zip(lines[0].split(" | "), lines[3].split(" | ")))
     assert robust["| variant"] == "| robust" and robust["Δ all-zero maps"] == "+0.500 (no spread to judge by)"
     assert robust["L_CAM ratio, paper / robust"] == "0.33 / 0.17"  # robust is judged on its own L_CAM
     assert robust["Δ L_CAM (its variant)"] == "-0.0250 (no spread to judge by)"
+
+
+def test_a_change_of_a_share_has_an_interval_inside_its_range():
+    """Welch's t puts the upper end of +0.77 zero-map share at +1.3 for these seeds; two shares
+    differ by at most 1, so the table cuts it there (the L_CAM's interval is not cut)."""
+    rows = _class_rows("paper", 0.0, "no_tumour", [(0.03, None)] * 5)
+    rows += _class_rows("paper", 50.0, "no_tumour", [(0.001, None)] * 5)
+    for row, share in zip(rows[5:], (1.0, 1.0, 0.96, 0.88, 0.0)):
+        row["zero_map_share"] = share
+    cells = dict(zip(*(line.split(" | ") for line in _per_class_table().change_table(rows).splitlines()[::2])))
+    low = float(cells["Δ all-zero maps"].split("[")[1].split(",")[0])
+    assert 0 < low < 0.768 and cells["Δ all-zero maps"].endswith(", +1.000] **higher**")
 
 
 def test_per_class_hypothesis_table_compares_the_classes_fall_within_each_model():
@@ -339,7 +357,7 @@ def test_score_reads_brain_and_scores_localisation_on_its_masks(tmp_path):
         if right_class == "no_tumour":
             assert result["localization"] is None
         else:
-            assert set(result["localization"]) == {"energy_pointing_game", "pointing_game"}
+            assert set(result["localization"]) == LOCALIZATION_JSON_KEYS
 
 
 def test_train_and_sweep_read_brain_and_score_localisation_on_its_masks(tmp_path):

@@ -21,7 +21,7 @@ import torch
 from console import Runs, console_script
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image
 from PIL import Image as PILImage
-from tiny import CONSISTENCY_JSON_KEYS, random_test_resnet, without_times
+from tiny import CONSISTENCY_JSON_KEYS, LOCALIZATION_JSON_KEYS, LOCALIZATION_SHARES, random_test_resnet, without_times
 
 import hf_gazecons.plots as plots
 from hf_gazecons.cam_family import cam_methods
@@ -235,8 +235,10 @@ def test_score_local_timm_export_end_to_end(model_dir, tmp_path, capsys):
     assert result["kappa"] is None or -1 <= result["kappa"] <= 1
     assert result["gaze_consistency"] is not None  # the random model gets >= 2 samples of a class right
     # shapes has masks: localisation is reported
-    assert set(result["localization"]) == {"energy_pointing_game", "pointing_game"}
-    assert all(0 <= v <= 1 for v in result["localization"].values())
+    located = result["localization"]
+    assert set(located) == LOCALIZATION_JSON_KEYS and located["tolerance"] == 0
+    assert all(0 <= located[name] <= 1 for name in LOCALIZATION_SHARES)
+    assert set(located["per_class"]) <= set(SHAPE_CLASSES)
 
     assert sorted(p.name for p in out_dir.iterdir()) == SCORE_FILES
     assert_png(out_dir / "class_means.png")
@@ -612,7 +614,11 @@ def test_demo_reduced(tmp_path, capsys):
     assert rc == 0, err
     header = next(line for line in out.splitlines() if "baseline" in line and "pearson" in line)
     assert header.split() == ["baseline", "paper", "pearson"]
-    for row in ("accuracy", "Cohen's kappa", "L_CAM, paper", "L_CAM, pearson", "all-zero maps", "energy pointing game"):
+    rows = ("accuracy", "Cohen's kappa", "L_CAM, paper", "L_CAM, pearson", "all-zero maps",
+            "energy pointing game (EPG, non-zero maps)", "  EPG chance", "  EPG of the perfect map",
+            "pointing game (PG, 0 px, non-zero maps)", "  PG (0 px), circle", "    chance, circle",
+            "maps without a ranking", "deletion AUC", "  deletion AUC, random map", "insertion AUC")  # fmt: skip
+    for row in rows:
         line = next((line for line in out.splitlines() if line.startswith(row)), None)
         assert line is not None, f"no {row!r} row in:\n{out}"
         assert len(re.findall(r"(?:-?\d+\.\d{4}|n/a)", line)) == 3, line
@@ -630,6 +636,11 @@ def test_demo_reduced(tmp_path, capsys):
     assert configs["pearson"]["lambda_max"] > 0 and configs["pearson"]["variant"] == "pearson"
     assert configs["pearson"]["follow_flips"]
     assert json.loads((out_dir / "baseline" / "results.json").read_text())["config"]["lambda_max"] == 0
+    comparison = json.loads((out_dir / "comparison.json").read_text())
+    for run in ("baseline", "paper", "pearson"):  # each arm's faithfulness, as its results.json has it
+        recorded = json.loads((out_dir / run / "results.json").read_text())["faithfulness"]["summary"]
+        assert comparison[run]["faithfulness"] == recorded
+        assert {"eval_energy_pointing_game", "eval_chance_energy_pointing_game"} <= comparison[run].keys()
     assert {config["cam_method"] for config in configs.values()} == {"hirescam"}
 
     rc, again, err = demo(tmp_path / "again")

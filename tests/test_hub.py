@@ -69,7 +69,7 @@ def _args(output_dir: Path, **extra) -> GazeConsistencyTrainingArguments:
 
 
 def _data_args() -> ModelDataArguments:
-    return ModelDataArguments(model="test_resnet", dataset=DATASET, image_size=48)
+    return ModelDataArguments(model="test_resnet", dataset=DATASET, image_size=48, faithfulness=True)
 
 
 def _snapshot(directory: Path) -> dict[str, bytes]:
@@ -254,6 +254,21 @@ def test_pushed_card_metadata_and_snippets(pushed, trained, local_hub):
     }
     assert "(test split)" in body and f"({results['config']['eval_split']} split)" in body
     assert len(ModelCard(card).data.eval_results) == 3  # huggingface_hub reads it back too
+
+    # localisation beside its chance and perfect-map values, per class, with the tolerance named;
+    # the final model's faithfulness beside a random and the perfect map
+    row = next(line for line in body.splitlines() if line.startswith("| energy pointing game"))  # the test split's
+    assert row.split("|")[2:5] == [
+        f" {final[f'test_{key}']:.4f} "
+        for key in ("energy_pointing_game", "chance_energy_pointing_game", "perfect_energy_pointing_game")
+    ]
+    assert "| pointing game (peak within 0 px of the object) |" in body
+    assert all(f"| {name} |" in body for name in results["config"]["label_names"])
+    summary = results["faithfulness"]["summary"]
+    row = next(line for line in body.splitlines() if line.startswith("| deletion AUC |"))
+    assert [cell.split()[0] for cell in row.split("|")[2:5]] == [
+        f"{summary[name]['deletion_auc']['mean']:.4f}" for name in ("gradcam", "random", "perfect")
+    ]
 
     assert f'timm.create_model("hf-hub:{repo_id}", pretrained=True)' in body
     assert f'AutoModelForImageClassification.from_pretrained("{repo_id}")' in body

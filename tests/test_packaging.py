@@ -25,6 +25,14 @@ def test_the_card_template_is_package_data():
     assert template.is_file() and "{{ card_data }}" in template.read_text()
 
 
+def test_dev_brings_the_peers_the_tests_compare_against():
+    """CI installs ``.[dev]``: the faithfulness tests then run against the peers' own code, pinned to
+    the versions whose metrics ours follow."""
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "hf-gazecons[peers]" in extras["dev"] and extras["bench"] == ["hf-gazecons[peers]"]
+    assert {"torchcam==0.5.0", "grad-cam==1.5.7"} <= set(extras["peers"])
+
+
 def test_every_library_the_package_imports_is_declared():
     """A third-party module that hf_gazecons imports (at the top of a module or inside a function)
     belongs to a distribution named in pyproject.toml's dependencies or an optional extra."""

@@ -74,12 +74,17 @@ def test_the_summary_shows_chance_and_ceiling_where_the_results_have_them(thousa
     shutil.copytree(thousand, copy)
     scores = json.loads((copy / "consistency.json").read_text())
     scores["localization"]["energy_pointing_game_chance"] = 0.0612
-    scores["localization"]["pointing_game"] = {"value": 0.5, "chance": 0.0333, "ceiling": 0.9876}
+    scores["localization"].update(pointing_game=0.5, pointing_game_chance=0.0333, pointing_game_perfect=0.9876)
     (copy / "consistency.json").write_text(json.dumps(scores))
     page = write_report(copy).read_text()
     assert re.search(r"energy pointing game</td><td class=\"n\">[\d.]+</td><td class=\"n\">0.0612</td>", page)
     assert '<td class="n">0.5000</td><td class="n">0.0333</td><td class="n">0.9876</td>' in page
-    plain = write_report(thousand, tmp_path / "plain.html").read_text()
+    own = json.loads((thousand / "consistency.json").read_text())["localization"]  # score writes them
+    chance = f'<td class="n">{own["energy_pointing_game_chance"]:.4f}</td>'
+    assert chance in write_report(thousand, tmp_path / "own.html").read_text()
+    scores["localization"] = {k: v for k, v in own.items() if not k.endswith(("_chance", "_perfect"))}
+    (copy / "consistency.json").write_text(json.dumps(scores))
+    plain = write_report(copy, tmp_path / "plain.html").read_text()
     assert "carry no chance level or ceiling" in plain
 
 

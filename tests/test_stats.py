@@ -14,8 +14,10 @@ from hf_gazecons.stats import (
     correlation_interval,
     difference_interval,
     interval_sign,
+    mean_interval,
     mean_std,
     pearson_r,
+    proportion_interval,
     spearman,
 )
 
@@ -81,6 +83,30 @@ def test_difference_interval_is_welchs_t_interval():
     assert difference_interval([0.1, 0.2, 0.3], [0.0, 0.0, 0.0]) is not None  # one constant group has a spread
     assert difference_interval([0.0, 0.0], [0.0, 0.0]) is None
     assert difference_interval([0.3], [0.1, 0.2]) is None
+
+
+def test_a_bounded_difference_interval_is_cut_to_its_range():
+    shares, baseline = [1.0, 1.0, 0.96, 0.88, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0]
+    low, high = difference_interval(shares, baseline)
+    assert high > 1  # Welch's t does not know that two shares differ by at most 1
+    assert difference_interval(shares, baseline, bounds=(-1.0, 1.0)) == pytest.approx((low, 1.0))
+
+
+def test_mean_interval_is_scipys_t_interval():
+    values = [0.42, 0.55, 0.31, 0.6, 0.47, None]
+    expected = stats.ttest_1samp([v for v in values if v is not None], 0.0).confidence_interval(0.95)
+    assert mean_interval(values) == pytest.approx((expected.low, expected.high))
+    assert mean_interval([0.01, 0.02, 0.0, 0.0], bounds=(0.0, 1.0))[0] == 0.0  # t reaches below 0, a mean cannot
+    assert mean_interval([0.3]) is None and mean_interval([0.2, 0.2]) is None
+
+
+@pytest.mark.parametrize("successes, trials", [(0, 10), (3, 10), (10, 10), (17, 93), (1, 2)])
+def test_proportion_interval_is_scipys_wilson_interval(successes, trials):
+    expected = stats.binomtest(successes, trials).proportion_ci(confidence_level=0.95, method="wilson")
+    low, high = proportion_interval(successes, trials)
+    assert (low, high) == pytest.approx((expected.low, expected.high), abs=1e-12)
+    assert 0.0 <= low <= successes / trials <= high <= 1.0
+    assert proportion_interval(0, 0) is None
 
 
 def test_interval_sign_calls_only_intervals_that_exclude_0():

@@ -66,6 +66,8 @@ def _fake_run(out: Path, backbone: str, lam: float, seed: int, kappa, consistenc
         }
         if masks:
             entry.update(eval_energy_pointing_game=0.3, eval_pointing_game=0.5)
+            entry.update(eval_chance_energy_pointing_game=0.1, eval_perfect_energy_pointing_game=0.8)
+            entry.update(eval_chance_pointing_game=0.2, eval_perfect_pointing_game=0.9)
         history.append(entry)
     directory = run_directory(out, backbone, lam, seed)
     directory.mkdir(parents=True)
@@ -115,6 +117,12 @@ def test_correlation_table_matches_numpy(tmp_path):
     assert all(r["energy_pointing_game"] == "" and r["pointing_game"] == "" for r in no_masks)
     summary = outputs["summary"].read_text()
     assert "| `resnet10t` | 100 |" in summary and "final_vs_lambda.png" in summary
+    head = next(line for line in summary.splitlines() if line.startswith("| backbone"))
+    games = "energy pointing game | energy pointing game: chance | energy pointing game: perfect map | "
+    games += "pointing game (0 px) | pointing game: chance | pointing game: perfect map"
+    assert games in head  # each game beside its references, the tolerance named
+    row = next(line for line in summary.splitlines() if line.startswith("| `resnet10t` | 100 |"))
+    assert " | ".join(["0.300 ± 0.000", "0.100 ± 0.000", "0.800 ± 0.000", "0.500 ± 0.000", "0.200 ± 0.000"]) in row
     assert (tmp_path / "curves_resnet10t.png").stat().st_size > 1000
 
 
@@ -145,7 +153,8 @@ def test_tiny_sweep_writes_tables_and_reports_the_failed_run(tiny_sweep, capsys)
         ("test_resnet", "10", "0", "2"),
     ]
     for row in rows:
-        for column in ("accuracy", "kappa", "eval_loss", "train_loss", "penalty", "lambda_t", "energy_pointing_game"):
+        for column in ("accuracy", "kappa", "eval_loss", "train_loss", "penalty", "lambda_t", "energy_pointing_game",
+                       "chance_energy_pointing_game", "perfect_pointing_game"):  # fmt: skip
             assert row[column] != "", column
     assert [float(r["lambda_t"]) for r in rows] == [10.0, 10.0]  # T0 0, T1 1
     assert _read_csv(out / "correlation.csv")[0]["n_seeds"] == "0"  # 2 epochs: r undefined

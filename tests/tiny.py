@@ -13,6 +13,7 @@ import transformers
 from datasets import Dataset, DatasetDict, Image
 from torch import nn
 
+from hf_gazecons.localization import LOCALIZATION_SUMS
 from hf_gazecons.models import LoadedModel, load_model
 
 
@@ -167,6 +168,13 @@ CONSISTENCY_JSON_KEYS = {
     "localization",
 }
 """The keys of ``consistency.json`` / ``ConsistencyResult.to_dict()``."""
+
+LOCALIZATION_SHARES = LOCALIZATION_SUMS[2:]
+"""The localisation figures and their references: the means of the sums after the two counts."""
+LOCALIZATION_JSON_KEYS = {
+    *LOCALIZATION_SHARES, "n", "n_zero_maps", "zero_map_share", "pointing_game_interval", "tolerance", "per_class"
+}
+"""The keys of ``consistency.json``'s ``localization`` (data with masks)."""
 
 
 TIME_KEY_ENDINGS = ("_runtime", "_per_second")

@@ -56,7 +56,7 @@ def evaluation_metrics(directory: Path, kind: str) -> tuple[dict[str, Any], dict
     if kind == "train":
         results = RunResults.load(directory)
         prefix = metric_key("eval", "")
-        metrics = {k.removeprefix(prefix): v for k, v in results.final.items() if k.startswith(prefix)}
+        metrics = _references({k.removeprefix(prefix): v for k, v in results.final.items() if k.startswith(prefix)})
         config = results.config
         facts = {
             "model": config.model,
@@ -70,7 +70,7 @@ def evaluation_metrics(directory: Path, kind: str) -> tuple[dict[str, Any], dict
     metrics = {"accuracy": scores.get("accuracy"), "kappa": scores.get("kappa")}
     metrics.update({variant_metric(v): value for v, value in (scores.get("gaze_consistency_by_variant") or {}).items()})
     metrics["zero_map_share"] = scores.get("zero_map_share")
-    metrics.update(_flat(scores.get("localization") or {}))
+    metrics.update(_references(_flat(scores.get("localization") or {})))
     size = "x".join(map(str, scores.get("cam_size") or []))
     facts = {
         "model": scores.get("model"),
@@ -79,6 +79,19 @@ def evaluation_metrics(directory: Path, kind: str) -> tuple[dict[str, Any], dict
         "images": f"{scores.get('n_samples')} ({scores.get('n_correct')} correct)",
     }
     return metrics, {k: str(v) for k, v in facts.items() if v is not None}
+
+
+def _references(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with each game's chance and perfect-map value (docs/METHOD.md, section 10) also
+    under ``<game>_chance`` and ``<game>_ceiling``: score writes ``<game>_chance`` and
+    ``<game>_perfect``, train's evaluation ``chance_<game>`` and ``perfect_<game>``."""
+    found = dict(metrics)
+    for game in LOCALISATION:
+        for suffix, names in (("_chance", (f"chance_{game}",)), ("_ceiling", (f"{game}_perfect", f"perfect_{game}"))):
+            value = next((metrics[name] for name in names if metrics.get(name) is not None), None)
+            if value is not None:
+                found.setdefault(f"{game}{suffix}", value)
+    return found
 
 
 def _flat(localization: dict[str, Any]) -> dict[str, Any]:

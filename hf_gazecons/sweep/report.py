@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..formatting import fmt_exact, fmt_mean_std
-from ..run_record import CONSISTENCY, metric_key, variant_metric
+from ..run_record import CONSISTENCY, metric_key, reference_metric, variant_metric
 from .config import SweepConfig, explicit_command, format_lambda
 from .files import write_csv
 from .plan import safe_name
@@ -85,8 +85,15 @@ def _final_section(finals: Sequence[Mapping[str, Any]]) -> list[str]:
         ("robust L_CAM", variant_metric("robust"), 3), ("pearson L_CAM", variant_metric("pearson"), 3),
         ("all-zero maps", "zero_map_share", 3),
     ]  # fmt: skip
-    if any(f.get("energy_pointing_game_mean") is not None for f in finals):
-        columns += [("energy pointing game", "energy_pointing_game", 3), ("pointing game", "pointing_game", 3)]
+    located = any(f.get("energy_pointing_game_mean") is not None for f in finals)
+    if located:
+        from ..localization import DEFAULT_TOLERANCE  # the training's evaluation uses the default tolerance
+
+        games = (("energy_pointing_game", "energy pointing game"), ("pointing_game", "pointing game"))
+        for game, name in games:
+            tolerance = f" ({DEFAULT_TOLERANCE:g} px)" if game == "pointing_game" else ""
+            columns += [(name + tolerance, game, 3), (f"{name}: chance", reference_metric("chance", game), 3)]
+            columns += [(f"{name}: perfect map", reference_metric("perfect", game), 3)]
     if any(f.get(metric_key("test", "accuracy") + "_mean") is not None for f in finals):
         columns += [("test accuracy", metric_key("test", "accuracy"), 3)]
         columns += [("test L_CAM", metric_key("test", CONSISTENCY), 4)]
@@ -96,7 +103,14 @@ def _final_section(finals: Sequence[Mapping[str, Any]]) -> list[str]:
         "",
         "Validation split. L_CAM is the paper variant's, robust and pearson L_CAM those variants' "
         "(docs/OBJECTIVES.md); all-zero maps are the share of correct validation samples whose Grad-CAM map is "
-        "zero everywhere.",
+        "zero everywhere."
+        + (
+            " The pointing games count the correct samples with an object and a map that is not all zero; chance is "
+            "a uniform map (energy) or a peak placed at random (pointing), the perfect map the object's mask "
+            "averaged onto the map's own grid (docs/METHOD.md, section 10)."
+            if located
+            else ""
+        ),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),

@@ -15,20 +15,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..run_record import CONSISTENCY, finished_runs, history_key, metric_key, variant_metric
+from ..run_record import CONSISTENCY, finished_runs, history_key, metric_key, reference_metric, variant_metric
 from ..stats import mean_std, pearson_r
 from ..variants import DEFAULT_VARIANT, KEEPS_MAPS, VARIANTS
 
 __all__ = ["FINAL_METRICS", "RUNS_COLUMNS", "collect_rows", "correlation_rows", "final_rows", "seed_groups"]
 
 _OTHER_VARIANTS = tuple(variant_metric(v) for v in VARIANTS if v != DEFAULT_VARIANT and v not in KEEPS_MAPS)
+_LOCALIZATION = tuple(
+    name
+    for game in ("energy_pointing_game", "pointing_game")
+    for name in (game, reference_metric("chance", game), reference_metric("perfect", game))
+)  # each game beside its references (docs/METHOD.md, section 10)
 _HISTORY_COLUMNS = {  # runs.csv column: its key in a results.json history row
     **{name: metric_key("eval", name) for name in ("accuracy", "kappa", CONSISTENCY)},
     "eval_loss": metric_key("eval", "loss"),
     "train_loss": history_key("loss"),
     "penalty": history_key("penalty"),
     "lambda_t": history_key("lambda"),
-    **{name: metric_key("eval", name) for name in ("energy_pointing_game", "pointing_game", "zero_map_share")},
+    **{name: metric_key("eval", name) for name in (*_LOCALIZATION, "zero_map_share")},
     **{name: metric_key("eval", name) for name in _OTHER_VARIANTS},
     "train_zero_map_share": history_key("zero_map_share"),
 }
@@ -41,11 +46,12 @@ RUNS_COLUMNS = (
 ``gaze_consistency`` is the paper variant's L_CAM, ``<variant>_gaze_consistency`` that of each other
 variant the metric computes from sums (``pearson``, ``robust``),
 ``zero_map_share`` the all-zero maps among the correct validation samples and
-``train_zero_map_share`` among the penalised training samples. The ``test_*`` columns hold the
+``train_zero_map_share`` among the penalised training samples; each localisation game comes with
+its ``chance_`` and ``perfect_`` values (empty in runs scored before they existed). The ``test_*`` columns hold the
 final model's scores on the data set's test split, on each run's last row only."""
 
 FINAL_METRICS = (
-    "accuracy", "kappa", CONSISTENCY, *_OTHER_VARIANTS, "zero_map_share", "energy_pointing_game", "pointing_game",
+    "accuracy", "kappa", CONSISTENCY, *_OTHER_VARIANTS, "zero_map_share", *_LOCALIZATION,
     *(metric_key("test", name) for name in _TEST_METRICS),
 )  # fmt: skip
 """The ``runs.csv`` columns whose last-epoch mean and std :func:`final_rows` gives (``<column>_mean``, ``_std``)."""
