@@ -200,7 +200,9 @@ def _fit(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments, 
     trainer = GazeConsistencyTrainer(
         model=loaded.model,
         args=args,
-        train_dataset=ImageClassificationDataset.with_preprocessing(train_data, prep, train=True),
+        train_dataset=ImageClassificationDataset.with_preprocessing(
+            train_data, prep, train=True, report_flips=args.follow_flips
+        ),
         eval_dataset=ImageClassificationDataset.with_preprocessing(eval_data, prep),
         label_names=label_names,
     )

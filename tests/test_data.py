@@ -518,7 +518,7 @@ def test_training_items_report_the_flip_and_match_timm_s_own_flip(small_shapes):
     prep = timm_preprocessing(timm.create_model("test_resnet", num_classes=3), image_size=48)
     common = {k: v for k, v in prep.data_config.items() if k not in ("crop_pct", "crop_mode")}
     timm_flip = timm.data.create_transform(**common, is_training=True, scale=(0.9, 1.0), hflip=0.5, color_jitter=None)
-    items = ImageClassificationDataset.with_preprocessing(small_shapes["train"], prep, train=True)
+    items = ImageClassificationDataset.with_preprocessing(small_shapes["train"], prep, train=True, report_flips=True)
     ours, theirs = [], []
     for out, make in ((ours, lambda i: items[i]), (theirs, lambda i: timm_flip(small_shapes["train"][i]["image"]))):
         random.seed(0), torch.manual_seed(0)
@@ -532,6 +532,13 @@ def test_training_items_report_the_flip_and_match_timm_s_own_flip(small_shapes):
         assert torch.equal(item["pixel_values"], plain.flip(-1) if item["flipped"] else plain)
     evaluation = ImageClassificationDataset.with_preprocessing(small_shapes["train"], prep)[0]
     assert "flipped" not in evaluation
+    # without report_flips the items are what a model's forward takes, and the images are the same
+    unreported = ImageClassificationDataset.with_preprocessing(small_shapes["train"], prep, train=True)
+    random.seed(0), torch.manual_seed(0)
+    plain_items = [unreported[i] for i in range(len(unreported))]
+    assert all(set(item) == {"pixel_values", "labels", "masks"} for item in plain_items)
+    for item, flagged in zip(plain_items, ours):
+        assert torch.equal(item["pixel_values"], flagged["pixel_values"])
 
     class Processor:  # a processor's own training transforms: their flips are unknown
         size = {"height": 48, "width": 48}
@@ -540,7 +547,7 @@ def test_training_items_report_the_flip_and_match_timm_s_own_flip(small_shapes):
             return {"pixel_values": transforms.ToTensor()(images)[None]}
 
     unknown = processor_preprocessing(Processor())
-    assert "flipped" not in ImageClassificationDataset.with_preprocessing(small_shapes["train"], unknown, True)[0]
+    assert "flipped" not in ImageClassificationDataset.with_preprocessing(small_shapes["train"], unknown, True, True)[0]
 
 
 def test_select_subset_is_train_s_rule_and_score_s_default_seed(small_shapes):

@@ -530,7 +530,9 @@ def test_follow_flips_hands_each_batch_s_flip_flags_to_the_penalty(base, shapes,
     with pytest.raises(GazeConsError, match="--follow_flips needs training items that report"):
         unflagged.train()  # these items do not say whether they were flipped
     trainer = gaze_trainer(base, shapes, names, tmp_path / "b", **options)
-    trainer.train_dataset = ImageClassificationDataset.with_preprocessing(shapes["train"], base.preprocessing, True)
+    trainer.train_dataset = ImageClassificationDataset.with_preprocessing(
+        shapes["train"], base.preprocessing, True, report_flips=True
+    )
     forward, seen = trainer.regularizer.forward, []
 
     def spy(maps, logits, labels, raw, flipped):

@@ -68,11 +68,12 @@ class _Rows:
             self._rows = self._rows.cast_column("mask", datasets.Image(mode="L", decode=False))
 
     @classmethod
-    def with_preprocessing(cls, dataset, preprocessing: Preprocessing, train: bool = False):
-        """Items as ``preprocessing`` makes them for its model (``train``: with its augmentation, and
-        ``"flipped"`` where the preprocessing reports its horizontal flip), read in its mode with
-        JPEGs decoded near its input size."""
-        flips = train and preprocessing.hflip is not None
+    def with_preprocessing(cls, dataset, preprocessing: Preprocessing, train: bool = False, report_flips: bool = False):
+        """Items as ``preprocessing`` makes them for its model (``train``: with its augmentation; with
+        ``report_flips`` too, ``"flipped"`` where the preprocessing reports its horizontal flip, for
+        ``--follow_flips``: a model's own ``forward`` would not take that key), read in its mode with
+        JPEGs decoded near its input size. The images are the same with or without the flags."""
+        flips = train and report_flips and preprocessing.hflip is not None
         transform = preprocessing.augment if flips else partial(preprocessing, train=True) if train else preprocessing
         return cls(dataset, transform, preprocessing.mode, preprocessing.image_size, reports_flips=flips)
 
