@@ -13,11 +13,14 @@ split), at the layer it trained with, under every method in ONE pass
   localisation where the data has masks, and the number of correct images;
 * ``rank_correlations.csv``: one row per run and pair of methods: Spearman's rho of the per-image
   deviations (do the methods agree on which images are inconsistent?);
+* ``cam_transfer.png``: per regularised arm and method, its L_CAM (paper) and energy pointing game
+  over the lambda-0 arm's (the ratio of the means over seeds, with each seed's ratio as a dot);
 
 and the printed table compares, per model, each regularised arm with the lambda-0 arm of the same
 model under every method: mean ± sd over seeds of L_CAM (paper) and the difference with its 95 %
 Welch interval (``hf_gazecons.formatting.fmt_difference``): does a model regularised under one
-method become more consistent under the others?
+method become more consistent under the others? ``--rows cam_transfer.csv`` re-tabulates and re-plots
+a finished run of the script without re-scoring.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from hf_gazecons.filenames import RESULTS_FILE  # noqa: E402
 from hf_gazecons.formatting import fmt_difference, fmt_mean_std  # noqa: E402
 from hf_gazecons.run_record import finished_runs  # noqa: E402
 from hf_gazecons.stats import mean_std  # noqa: E402
-from hf_gazecons.sweep.files import write_csv  # noqa: E402
+from hf_gazecons.sweep.files import read_csv, write_csv  # noqa: E402
 
 COLUMNS = (
     "run", "model", "lambda_max", "variant", "trained_cam_method", "seed", "cam_method", "accuracy",
@@ -84,13 +87,55 @@ def rescore(run: Path, methods: list[str], split: str, max_samples: int | None, 
     return rows, correlations
 
 
+def _arms(rows: list[dict], metric: str) -> dict[tuple, dict[str, dict[float, float]]]:
+    """(model, lambda_max, variant, trained_cam_method) -> method -> seed -> ``metric``."""
+    arms: dict[tuple, dict[str, dict[float, float]]] = {}
+    for row in rows:
+        key = (row["model"], row["lambda_max"], row["variant"], row["trained_cam_method"])
+        arms.setdefault(key, {}).setdefault(row["cam_method"], {})[row["seed"]] = row[metric]
+    return arms
+
+
+def plot_transfer(rows: list[dict], path: Path) -> None:
+    """``cam_transfer.png``: per regularised arm (one colour) and method, regularised over lambda 0
+    of L_CAM (paper) and of the energy pointing game: a bar for the ratio of the means over seeds,
+    a dot per seed paired with the lambda-0 run of the same seed; 1 (no change) as a line."""
+    from hf_gazecons.plots import plt
+
+    metrics = [("gaze_consistency", "L_CAM (paper), regularised / λ 0")]
+    if any(row.get("energy_pointing_game") is not None for row in rows):
+        metrics.append(("energy_pointing_game", "energy pointing game, regularised / λ 0"))
+    methods = list(dict.fromkeys(row["cam_method"] for row in rows))
+    figure, axes = plt.subplots(len(metrics), 1, figsize=(1.1 * len(methods) + 2.5, 3.2 * len(metrics)), squeeze=False)
+    for ax, (metric, label) in zip(axes[:, 0], metrics):
+        arms = _arms(rows, metric)
+        regularised = [key for key in sorted(arms, key=str) if key[1] != 0]
+        width = 0.8 / max(len(regularised), 1)
+        for k, key in enumerate(regularised):
+            baseline = next((v for (m, b, _, _), v in arms.items() if m == key[0] and b == 0), {})
+            for j, method in enumerate(methods):
+                pairs = [(v, baseline.get(method, {}).get(seed)) for seed, v in arms[key].get(method, {}).items()]
+                pairs = [(v, b) for v, b in pairs if v is not None and b]
+                if not pairs:
+                    continue
+                x = j + (k - (len(regularised) - 1) / 2) * width
+                ratio = sum(v for v, _ in pairs) / sum(b for _, b in pairs)
+                ax.bar(x, ratio, width, color=f"C{k}", alpha=0.6, label=None if j else f"{key[2]} λ {key[1]:g} ({key[0]})")
+                ax.scatter([x] * len(pairs), [v / b for v, b in pairs], s=9, color=f"C{k}", zorder=3)
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right")
+        ax.set_ylabel(label, fontsize=8)
+        ax.legend(fontsize=7)
+    axes[0, 0].set_title("scored under each CAM method (bar: ratio of the means over seeds; dot: one seed)", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def transfer_table(rows: list[dict], metric: str = "gaze_consistency") -> str:
     """Per model and regularised arm, per method: the arm's and the lambda-0 arm's ``metric`` (mean ± sd
     over seeds) and their difference with its 95 % Welch interval."""
-    arms: dict[tuple, dict[str, list]] = {}
-    for row in rows:
-        key = (row["model"], row["lambda_max"], row["variant"], row["trained_cam_method"])
-        arms.setdefault(key, {}).setdefault(row["cam_method"], []).append(row[metric])
+    arms = _arms(rows, metric)
     lines = []
     for (model, lam, variant, trained), by_method in sorted(arms.items(), key=lambda item: str(item[0])):
         if lam == 0:
@@ -98,8 +143,8 @@ def transfer_table(rows: list[dict], metric: str = "gaze_consistency") -> str:
         baseline = next((v for (m, b, _, _), v in arms.items() if m == model and b == 0), None)
         lines.append(f"\n{model}, lambda_max {lam:g}, variant {variant}, trained under {trained} ({metric}):")
         lines.append(f"  {'scored under':<21}{'lambda 0':>17}{'regularised':>17}  difference [95 % interval]")
-        for method, values in by_method.items():
-            reference = (baseline or {}).get(method, [])
+        for method, by_seed in by_method.items():
+            values, reference = list(by_seed.values()), list((baseline or {}).get(method, {}).values())
             lines.append(
                 f"  {method:<21}{fmt_mean_std(*mean_std(reference)[:2], 4):>17}"
                 f"{fmt_mean_std(*mean_std(values)[:2], 4):>17}  {fmt_difference(values, reference, 4)}"
@@ -109,13 +154,18 @@ def transfer_table(rows: list[dict], metric: str = "gaze_consistency") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", nargs="+", type=Path, help="run folders, or folders holding runs")
+    parser.add_argument("folders", nargs="*", type=Path, help="run folders, or folders holding runs")
     parser.add_argument("--output-dir", type=Path, required=True, help="where the two CSVs go (created)")
     parser.add_argument("--methods", nargs="+", choices=cam_methods(), help="default: every method")
     parser.add_argument("--split", choices=("eval", "test"), default="eval", help="default: the evaluation split")
     parser.add_argument("--max-samples", type=int, help="a random subset (seed 42) of each split (default: all)")
     parser.add_argument("--batch-size", type=int, default=32, help="images (and Score-CAM inputs) per forward")
+    parser.add_argument("--rows", type=Path, help="a cam_transfer.csv: re-tabulate and re-plot it, re-scoring nothing")
     args = parser.parse_args(argv)
+    if args.rows is not None:
+        return _from_rows(args.rows, args.output_dir)
+    if not args.folders:
+        parser.error("give run folders (or --rows CSV)")
     runs = find_runs(args.folders)
     if not runs:
         parser.error(f"no finished run ({RESULTS_FILE}) in or below {', '.join(map(str, args.folders))}")
@@ -133,8 +183,24 @@ def main(argv: list[str] | None = None) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     write_csv(args.output_dir / "cam_transfer.csv", COLUMNS, rows)
     write_csv(args.output_dir / "rank_correlations.csv", CORRELATION_COLUMNS, correlations)
+    plot_transfer(rows, args.output_dir / "cam_transfer.png")
     print(transfer_table(rows))
-    print(f"\nwrote {args.output_dir}/cam_transfer.csv and rank_correlations.csv ({len(runs)} runs)")
+    print(f"\nwrote {args.output_dir}/cam_transfer.csv, rank_correlations.csv and cam_transfer.png ({len(runs)} runs)")
+    return 0
+
+
+def _from_rows(path: Path, output_dir: Path) -> int:
+    if not path.is_file():
+        print(f"error: --rows {path}: no such file", file=sys.stderr)
+        return 2
+    rows = read_csv(path)
+    if not rows or set(COLUMNS) - set(rows[0]):
+        print(f"error: --rows {path} is not a cam_transfer.csv (columns {', '.join(COLUMNS)})", file=sys.stderr)
+        return 2
+    output_dir.mkdir(parents=True, exist_ok=True)
+    plot_transfer(rows, output_dir / "cam_transfer.png")
+    print(transfer_table(rows))
+    print(f"\nwrote {output_dir}/cam_transfer.png")
     return 0
 
 

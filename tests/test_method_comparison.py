@@ -160,3 +160,12 @@ def test_cam_transfer_script_rescores_runs_under_each_method(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "lambda_max 50, variant paper, trained under gradcam" in printed
     assert sum(line.strip().startswith(("gradcam ", "eigencam ")) for line in printed.splitlines()) == 2
+    assert (out / "cam_transfer.png").stat().st_size > 0
+    # --rows re-tabulates and re-plots the CSV without re-scoring: the same table
+    again = tmp_path / "again"
+    assert script.main(["--rows", str(out / "cam_transfer.csv"), "--output-dir", str(again)]) == 0
+    table = printed.split("\nwrote")[0]
+    assert capsys.readouterr().out.split("\nwrote")[0] == table and (again / "cam_transfer.png").is_file()
+    for bad in (tmp_path / "missing.csv", out / "rank_correlations.csv"):
+        assert script.main(["--rows", str(bad), "--output-dir", str(tmp_path / "bad")]) == 2
+        assert capsys.readouterr().err.startswith("error: --rows") and not (tmp_path / "bad").exists()
