@@ -259,6 +259,8 @@ WHAT_EACH_OPTION_TAKES = {
     "max_bad_image_share": (["1", "1.5", "-0.01", "nan"], ["0", "0.01", "0.5"]),  # all broken is never a result
     "ema_alpha": (["1", "1.5", "-0.1", "nan"], ["0", "0.9", "0.99"]),  # alpha 1 never updates the class maps
     "lambda_max": (["nan", "inf"], ["0", "50", "2.5"]),
+    "pearson_lambda_max": (["nan", "inf"], ["0", "5"]),
+    "pointing_tolerance": (["-1", "nan", "inf", "x"], ["0", "15", "7.5"]),  # pixels around the mask
     "pearson_lambda_max": (["nan", "inf"], ["0", "5", "2.5"]),
     "lambdas": (["nan", "-inf"], ["0", "5", "500"]),
     "learning_rate": (["0", "-0.001", "nan", "inf"], ["3e-3", "1e-5"]),
