@@ -100,6 +100,15 @@ class FaithfulnessResult:
                 }
         return table
 
+    def per_image_columns(self) -> dict[str, tuple[list[float | None], str]]:
+        """The per-image table's faithfulness columns: metric -> (the value of the model's map for each
+        image in the order scored, None where it has none; how to read it)."""
+        return {
+            metric: ([image["gradcam"][metric] if image.get("gradcam") else None for image in self.images],
+                     f"{metric} of the image's map ({FAITHFULNESS_METRICS[metric][2]}; empty: a map without a ranking)")
+            for metric in self.settings.metrics
+        }  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "settings": asdict(self.settings),

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import datasets
 import pyarrow as pa
@@ -49,6 +50,9 @@ from .specs import parse_model_spec
 from .stats import pearson_r
 from .trainer import GazeConsistencyTrainer, GazeConsistencyTrainingArguments
 from .training_checks import check_checkpoint_fits, prepare_run
+
+if TYPE_CHECKING:
+    from .faithfulness_report import FaithfulnessResult
 
 __all__ = ["ModelDataArguments", "TrainingRun", "train"]
 
@@ -216,9 +220,15 @@ def _fit(data_args: ModelDataArguments, args: GazeConsistencyTrainingArguments, 
         trainer.evaluate(ImageClassificationDataset.with_preprocessing(test_data, prep), metric_key_prefix="test")
     base_model = spec.base_model(data_args.pretrained)
     results = _results(trainer, loaded, base_model, data_args, eval_split, test_data is not None, skipped)
+    faithful = None
     if data_args.faithfulness and trainer.is_world_process_zero():
-        results.faithfulness = _faithfulness(trainer, eval_data, prep)
-    samples = None if samples is None else with_row_metadata(samples, eval_data)
+        faithful = _faithfulness(trainer, eval_data, prep)
+        results.faithfulness = {k: v for k, v in faithful.to_dict().items() if k != "per_image"}
+    if samples is not None:
+        from .samples import with_run_columns
+
+        samples = with_row_metadata(samples, eval_data)
+        samples = with_run_columns(samples, args.cam_method, faithful.per_image_columns() if faithful else None)
     run = TrainingRun(results, trainer.last_eval_result, Path(args.output_dir), samples)
     if trainer.is_world_process_zero():
         _write_outputs(run, trainer.gaze_state(), loaded, data_args, eval_data, args.target)
@@ -297,8 +307,8 @@ def _results(
     )
 
 
-def _faithfulness(trainer: GazeConsistencyTrainer, eval_data: datasets.Dataset, prep: Preprocessing) -> dict:
-    """Deletion and insertion of the final model's maps on the evaluation split (no per-image rows)."""
+def _faithfulness(trainer: GazeConsistencyTrainer, eval_data: datasets.Dataset, prep: Preprocessing) -> FaithfulnessResult:
+    """Deletion and insertion of the final model's maps on the evaluation split."""
     from .faithfulness_report import FaithfulnessSettings, evaluate_faithfulness
 
     report = evaluate_faithfulness(
@@ -311,7 +321,7 @@ def _faithfulness(trainer: GazeConsistencyTrainer, eval_data: datasets.Dataset, 
         progress=False,
         cam_method=trainer.args.cam_method,
     )
-    return {k: v for k, v in report.to_dict().items() if k != "per_image"}
+    return report
 
 
 def _environment(args: GazeConsistencyTrainingArguments) -> dict[str, object]:

@@ -48,6 +48,7 @@ __all__ = [
     "read_samples",
     "register_column",
     "samples_path",
+    "with_run_columns",
     "write_samples",
 ]
 
@@ -323,6 +324,23 @@ def _gathered(table: pa.Table) -> pa.Table:
     dist.all_gather_object(tables, table)
     merged = pa.concat_tables(tables)
     return merged.set_column(0, merged.schema.field("index"), pa.array(np.arange(merged.num_rows, dtype=np.int64)))
+
+
+def with_run_columns(
+    table: pa.Table, cam_method: str, per_image: Mapping[str, tuple[Sequence[float | None], str]] | None = None
+) -> pa.Table:
+    """``table`` with the CAM method of its maps and ``per_image`` columns (name -> (one value per row
+    in the order scored, its description); the faithfulness of each image's map, see
+    :meth:`~hf_gazecons.faithfulness_report.FaithfulnessResult.per_image_columns`) appended."""
+    columns = {"cam_method": ([cam_method] * table.num_rows, "the CAM method the maps were computed with")}
+    for name, (values, doc) in (per_image or {}).items():
+        if len(values) != table.num_rows:
+            raise MetricError(f"{name} has {len(values)} values for a per-image table of {table.num_rows} rows")
+        columns[name] = (list(values), doc)
+    for name, (values, doc) in columns.items():
+        array = pa.array(values, type=pa.string() if name == "cam_method" else pa.float64())
+        table = table.append_column(pa.field(name, array.type, metadata={"doc": doc}), array)
+    return table
 
 
 def samples_path(directory: str | Path, samples_format: str) -> Path:

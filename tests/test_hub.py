@@ -664,3 +664,16 @@ def test_load_model_of_a_missing_repo(local_hub):
     with pytest.raises(ModelLoadError) as excinfo:
         load_model("hf-hub:org/does-not-exist")
     assert "\n" not in str(excinfo.value)
+
+
+def test_the_training_output_s_table_carries_the_cam_method_and_faithfulness(trained):
+    """``--faithfulness`` in training: each evaluation image's deletion and insertion AUC in samples.parquet,
+    whose means are the summary in results.json."""
+    import pandas as pd
+
+    frame = pd.read_parquet(trained / "samples.parquet")
+    summary = json.loads((trained / "results.json").read_text())["faithfulness"]["summary"]["gradcam"]
+    assert set(frame["cam_method"]) == {"gradcam"}
+    for metric in ("deletion_auc", "insertion_auc"):
+        assert frame[metric].count() == summary[metric]["n"]
+        assert frame[metric].mean() == pytest.approx(summary[metric]["mean"], abs=1e-12)

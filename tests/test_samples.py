@@ -15,6 +15,7 @@ import datasets
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 import torch.nn.functional as F
@@ -214,3 +215,20 @@ def test_a_registered_column_joins_the_table(model_dir):
         assert recorder.table.schema.field("top_logit").metadata == {b"doc": b"the largest logit"}
     finally:
         SAMPLE_COLUMNS.pop("top_logit", None)
+
+
+def test_the_cam_method_and_faithfulness_are_columns_where_asked_for(model_dir, tmp_path, scored):
+    """``--cam-method`` names the maps of every row; ``--faithfulness`` adds each image's deletion and
+    insertion AUC, the per-image values of consistency.json in the order scored."""
+    plain = pd.read_parquet(scored / "samples.parquet")
+    assert set(plain["cam_method"]) == {"gradcam"} and "deletion_auc" not in plain.columns
+    out = tmp_path / "faithful"
+    argv = ["score", "--model", model_dir, "--dataset", DATA, "--cam-method", "layercam", "--faithfulness", "deletion"]
+    assert main([str(a) for a in [*argv, "--max-samples", 8, "--no-report", "--output-dir", out]]) == 0
+    frame = pd.read_parquet(out / "samples.parquet")
+    per_image = json.loads((out / "consistency.json").read_text())["faithfulness"]["per_image"]
+    assert set(frame["cam_method"]) == {"layercam"} and len(frame) == len(per_image) == 8
+    for metric in ("deletion_auc", "insertion_auc"):
+        expected = [np.nan if image["gradcam"][metric] is None else image["gradcam"][metric] for image in per_image]
+        np.testing.assert_allclose(frame[metric].to_numpy(dtype=float), expected, rtol=0, atol=0)
+    assert pq.read_schema(out / "samples.parquet").field("deletion_auc").metadata[b"doc"].startswith(b"deletion_auc")

@@ -223,7 +223,7 @@ def _score_into(
     from ..method_comparison import compare_cam_methods
     from ..metric import gaze_consistency
     from ..plots import plot_class_means, plot_overlays
-    from ..samples import SampleRecorder
+    from ..samples import SampleRecorder, with_run_columns
 
     aligned = align_labels(dataset, loaded.label_names, args.label_map)
     scored = aligned.model_classes  # the model's classes that the data set has
@@ -293,7 +293,8 @@ def _score_into(
     plot_overlays(explained.images, explained.maps, explained.titles(), staging / "overlays.png")
     written = ["consistency.json", CLASS_MAPS_FILE, "class_means.png", "overlays.png"]
     if recorder is not None:
-        written += _per_image_into(staging, args.samples_format, loaded, scored_data, recorder.table, target, result)
+        table = with_run_columns(recorder.table, result.cam_method, faithful.per_image_columns() if faithful else None)
+        written += _per_image_into(staging, args.samples_format, loaded, scored_data, table, target, result)
     if not args.no_report:
         from ..report import write_report
 
