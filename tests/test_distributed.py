@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from hf_gazecons import gaze_consistency, load_model
 from hf_gazecons.data import ImageClassificationDataset, load_image_dataset
 from hf_gazecons.models import GAZE_STATE_FILE, save_model
-from hf_gazecons.samples import SampleRecorder
+from hf_gazecons.samples import SampleRecorder, with_run_columns
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "distributed_worker.py"
@@ -270,7 +270,7 @@ def test_final_metrics_are_those_of_the_saved_model(run):
     split = load_image_dataset(TRAIN_DATA, "validation")
     expected = gaze_consistency(load_model(str(output)), split, progress=False, samples=recorder)
     table = pd.read_parquet(output / "samples.parquet")
-    one_process = recorder.table.to_pandas().drop(columns="index")
+    one_process = with_run_columns(recorder.table, "gradcam").to_pandas().drop(columns="index")
     pd.testing.assert_frame_equal(table.drop(columns="index"), one_process, atol=1e-6)
     assert table["index"].tolist() == list(range(len(split)))
     assert expected.n_samples == 6
