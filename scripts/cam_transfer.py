@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _from_rows(path: Path, output_dir: Path) -> int:
     if not path.is_file():
-        print(f"error: --rows {path}: no such file", file=sys.stderr)
+        print(f"error: --rows {path} is not a file", file=sys.stderr)
         return 2
     rows = read_csv(path)
     if not rows or set(COLUMNS) - set(rows[0]):
